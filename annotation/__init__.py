@@ -1,0 +1,1 @@
+"""Human review rounds in Argilla: push model output, pull responses, merge corrections."""

@@ -1,0 +1,1 @@
+"""Retrieval index of guideline rules and knowledge snippets (TaoSR1 stage 0)."""

@@ -1,0 +1,12 @@
+"""TaoSR1 relevance toolkit: datasets and annotation for reasoning relevance judges.
+
+Importing this package is cheap: torch, vllm, faiss and argilla load only when a
+stage that needs them runs.
+"""
+
+__version__ = "0.1.0"
+
+from toolkit.errors import UserError  # noqa: E402
+from toolkit.grades import GradeScale, get_scale  # noqa: E402
+
+__all__ = ["__version__", "UserError", "GradeScale", "get_scale"]

@@ -1,0 +1,44 @@
+"""The `toolkit` command: one subcommand per stage.
+
+Run `toolkit STAGE --help` for each stage's options. Every stage takes
+`--config file.yaml` (its option names as keys) and flags that override it.
+"""
+
+from __future__ import annotations
+
+import click
+
+from toolkit import __version__
+from toolkit.cli.common import ToolkitError, setup_logging
+from toolkit.errors import UserError
+
+
+class ToolkitGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            raise ToolkitError(str(e)) from None
+
+
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="toolkit")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", count=True, help="Less log output (warnings off).")
+def cli(verbose: int, quiet: int) -> None:
+    """TaoSR1 relevance toolkit: from labelled query-item pairs to a reasoning relevance judge.
+
+    Stages read and write Parquet folders (Hugging Face `datasets` compatible), each
+    with its resolved config.yaml and a manifest.json of inputs, counts and version.
+    """
+    setup_logging(verbose, quiet)
+
+
+from toolkit.cli import data as _data  # noqa: E402
+
+for _cmd in _data.COMMANDS:
+    cli.add_command(_cmd)
+
+
+def main() -> None:
+    cli(prog_name="toolkit")

@@ -1,0 +1,130 @@
+"""`toolkit split`: train/dev/test by query group, deterministic by seed.
+
+Every row of a query (normalised: lower-case, single spaces) lands in the same split.
+Queries are ordered by a seeded hash and cut where the cumulative row count crosses
+each split's target fraction, so row fractions come out close to the targets and the
+same seed always gives the same split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitConfig:
+    input: str
+    out: str
+    fractions: dict[str, float] = field(default_factory=lambda: {C.TRAIN: 0.8, C.DEV: 0.1, C.TEST: 0.1})
+    seed: int = 0
+    force: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.fractions, str):
+            self.fractions = parse_fractions(self.fractions)
+        if not self.fractions:
+            raise UserError("--fractions is empty; give e.g. train=0.8,dev=0.1,test=0.1")
+        bad = {k: v for k, v in self.fractions.items() if not (0 <= float(v) <= 1)}
+        if bad:
+            raise UserError(f"--fractions: each fraction must be in [0, 1]; got {bad}")
+        total = sum(self.fractions.values())
+        if abs(total - 1.0) > 1e-6:
+            raise UserError(f"--fractions must sum to 1; got {total:g} ({self.fractions})")
+
+    def resolved(self) -> dict:
+        d = asdict(self)
+        d.pop("force")
+        return d
+
+
+def parse_fractions(text: str) -> dict[str, float]:
+    """`train=0.8,dev=0.1,test=0.1` or `0.8,0.1,0.1` (train, dev, test)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    out: dict[str, float] = {}
+    default_names = [C.TRAIN, C.DEV, C.TEST]
+    for i, p in enumerate(parts):
+        name, _, val = p.rpartition("=")
+        if not name:
+            if i >= len(default_names):
+                raise UserError(f"--fractions {text!r}: name splits beyond three, like train=0.8,dev=0.1,test=0.05,extra=0.05")
+            name = default_names[i]
+        try:
+            out[name.strip()] = float(val)
+        except ValueError:
+            raise UserError(f"--fractions {text!r}: {val!r} is not a number; write e.g. train=0.8,dev=0.1,test=0.1") from None
+    return out
+
+
+def query_key(q: str) -> str:
+    return " ".join(str(q).lower().split())
+
+
+def assign_splits(df: pl.DataFrame, fractions: dict[str, float], seed: int) -> pl.DataFrame:
+    """Add a `split` column; all rows of a query group get the same split."""
+    keyed = df.with_columns(pl.col(C.QUERY).map_elements(query_key, return_dtype=pl.String).alias("_qkey"))
+    groups = keyed.group_by("_qkey").len()
+    order = sorted(
+        groups.iter_rows(),
+        key=lambda r: hashlib.blake2b(f"{seed}\x00{r[0]}".encode(), digest_size=8).digest(),
+    )
+    total = df.height
+    names = list(fractions)
+    bounds, acc = [], 0.0
+    for n in names:
+        acc += fractions[n]
+        bounds.append(acc * total)
+    assignment, cum = {}, 0
+    for key, n in order:
+        mid = cum + n / 2
+        idx = next((i for i, b in enumerate(bounds) if mid < b), len(names) - 1)
+        assignment[key] = names[idx]
+        cum += n
+    return keyed.with_columns(pl.col("_qkey").replace_strict(assignment, return_dtype=pl.String).alias(C.SPLIT)).drop("_qkey")
+
+
+@dataclass
+class SplitResult:
+    out: Path
+    counts: dict
+    skipped: bool = False
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k}={v['rows']} rows/{v['queries']} queries" for k, v in self.counts["splits"].items())
+        if self.skipped:
+            return f"split: {self.out} is up to date ({parts}); nothing to do (--force to redo)"
+        return f"split: {self.counts['rows']} pairs, {self.counts['queries']} queries -> {parts} in {self.out}"
+
+
+def split(cfg: SplitConfig) -> SplitResult:
+    out = Path(cfg.out)
+    inputs = input_hashes([cfg.input])
+    resolved = cfg.resolved()
+    if not cfg.force and is_up_to_date(out, "split", resolved, inputs):
+        return SplitResult(out, read_manifest(out)["counts"], skipped=True)
+    df = read_pairs(cfg.input)
+    df = assign_splits(df, cfg.fractions, cfg.seed)
+    counts = {"rows": df.height, "queries": df[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique(), "splits": {}}
+    upstream = read_manifest(cfg.input) if Path(cfg.input).is_dir() else None
+    extra = {"grade_scale": upstream["grade_scale"]} if upstream and "grade_scale" in upstream else {}
+    with atomic_dir(out) as tmp:
+        for name in cfg.fractions:
+            part = df.filter(pl.col(C.SPLIT) == name)
+            counts["splits"][name] = {
+                "rows": part.height,
+                "queries": part[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique() if part.height else 0,
+                "grades": {str(g): n for g, n in part.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
+            }
+            write_parquet(part, tmp / f"{name}.parquet")
+        write_manifest(tmp, "split", resolved, inputs, counts, extra)
+    return SplitResult(out, counts)
