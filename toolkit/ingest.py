@@ -177,6 +177,7 @@ def build_pairs(cfg: IngestConfig) -> tuple[pl.DataFrame, dict, F.Loaded]:
     labels = df.select(pl.col(C.RAW_LABEL).unique()).to_series().to_list()
     table = {lab: mapper.map(lab) if lab is not None and str(lab).strip() else None for lab in labels}
     df = df.with_columns(pl.col(C.RAW_LABEL).replace_strict(table, default=None, return_dtype=pl.Int64).alias(C.GRADE))
+    counts["grades_read"] = {str(g): n for g, n in df.group_by(C.GRADE).len().drop_nulls().sort(C.GRADE, descending=True).iter_rows()}
     known = ", ".join(sorted({str(k) for k, v in table.items() if v is not None})[:12]) or "none"
     df = _row_problem(
         cfg, loaded, df.with_columns(pl.col(C.GRADE).is_null().alias("_bad")), "unknown_grade", loaded.label_column,

@@ -34,10 +34,17 @@ def cli(verbose: int, quiet: int) -> None:
     setup_logging(verbose, quiet)
 
 
-from toolkit.cli import data as _data  # noqa: E402
+def _register() -> None:
+    """Each stage's commands live in their own module under toolkit/cli/."""
+    import importlib
 
-for _cmd in _data.COMMANDS:
-    cli.add_command(_cmd)
+    for name in ("data", "index"):
+        module = importlib.import_module(f"toolkit.cli.{name}")
+        for cmd in module.COMMANDS:
+            cli.add_command(cmd)
+
+
+_register()
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def config_option(f):
 
 def setup_logging(verbose: int, quiet: int) -> None:
     level = logging.WARNING - 10 * verbose + 10 * quiet
-    logging.basicConfig(level=max(logging.DEBUG, min(level, logging.CRITICAL)), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=max(logging.DEBUG, min(level, logging.CRITICAL)), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
 
 def run_stage(fn, *args, **kwargs):

@@ -1,0 +1,64 @@
+"""`toolkit split`: by query group, deterministic by seed, close to the target fractions.
+
+Run: .venv/bin/python -m pytest tests/test_splits.py -q
+"""
+
+import polars as pl
+
+from toolkit import columns as C
+from toolkit.splits import assign_splits, query_key
+
+
+def _pairs(n_queries=200, per_query=(1, 9), seed=0):
+    import random
+
+    rnd = random.Random(seed)
+    rows = []
+    for q in range(n_queries):
+        for i in range(rnd.randint(*per_query)):
+            rows.append({C.QUERY: f"Query {q}" if i % 2 else f"  query   {q} ", C.TITLE: f"item {q}-{i}", C.GRADE: rnd.randint(1, 4)})
+    return pl.DataFrame(rows)
+
+
+FR = {"train": 0.8, "dev": 0.1, "test": 0.1}
+
+
+def test_no_query_in_two_splits():
+    df = assign_splits(_pairs(), FR, seed=3)
+    per_query = df.with_columns(pl.col(C.QUERY).map_elements(query_key, return_dtype=pl.String).alias("k")).group_by("k").agg(
+        pl.col(C.SPLIT).n_unique().alias("n")
+    )
+    assert per_query["n"].max() == 1  # case/space variants of a query stay together
+
+
+def test_deterministic_by_seed_and_seed_matters():
+    a = assign_splits(_pairs(), FR, seed=1)[C.SPLIT].to_list()
+    b = assign_splits(_pairs(), FR, seed=1)[C.SPLIT].to_list()
+    c = assign_splits(_pairs(), FR, seed=2)[C.SPLIT].to_list()
+    assert a == b and a != c
+
+
+def test_row_fractions_close_to_targets():
+    df = assign_splits(_pairs(n_queries=400), FR, seed=0)
+    n = df.height
+    for name, f in FR.items():
+        got = df.filter(pl.col(C.SPLIT) == name).height / n
+        assert abs(got - f) < 0.02, (name, got)
+
+
+def test_cli_writes_split_files_and_prints_distribution(cli, repo, tmp_path):
+    assert cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "p").exit_code == 0
+    r = cli("split", tmp_path / "p", "-o", tmp_path / "s", "--fractions", "train=0.6,dev=0.2,test=0.2", "--seed", "7")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["split", "4", "Excellent"]
+    assert [ln.split()[0] for ln in lines[2:6]] == ["train", "dev", "test", "all"]
+    parts = {n: pl.read_parquet(tmp_path / "s" / f"{n}.parquet") for n in ("train", "dev", "test")}
+    assert sum(p.height for p in parts.values()) == pl.read_parquet(tmp_path / "p/pairs.parquet").height
+    qs = [set(p[C.QUERY].map_elements(query_key, return_dtype=pl.String)) for p in parts.values()]
+    assert not (qs[0] & qs[1] or qs[0] & qs[2] or qs[1] & qs[2])
+    for n, p in parts.items():
+        assert set(p[C.SPLIT]) == {n}
+        assert f"{n}={p.height} rows" in lines[-1]
+    # stats on the folder prints the same table
+    assert cli("stats", tmp_path / "s").stdout.splitlines() == lines[:-1]

@@ -1,0 +1,3 @@
+"""Retrieval index commands (filled in by the retrieval-index stage)."""
+
+COMMANDS: list = []
