@@ -34,9 +34,23 @@ REQUIRED_PAIR_COLUMNS = [PAIR_ID, QUERY, TITLE, GRADE]
 # Columns hashed into the stable pair id (the item's content and the query).
 PAIR_ID_FIELDS = [QUERY, TITLE, DESCRIPTION, ATTRIBUTES, CATEGORY, BRAND]
 
-# Retrieval results written next to each pair.
+# Retrieval results written next to each pair (`toolkit retrieve`): snippet ids, best first,
+# and their scores (cosine similarity, or the fused score when lexical matching is on).
 RULE_IDS = "rule_ids"
 RULE_SCORES = "rule_scores"
+KNOWLEDGE_IDS = "knowledge_ids"  # only with --knowledge-k > 0
+KNOWLEDGE_SCORES = "knowledge_scores"
+
+# Snippets of the retrieval index (snippets.parquet in an index folder, row i = faiss row i).
+SNIPPET_ID = "snippet_id"
+SNIPPET_KIND = "kind"  # "rule" or "knowledge"
+SNIPPET_TEXT = "text"
+SNIPPET_TAGS = "tags"  # list of strings
+SNIPPET_GRADE_HINT = "grade_hint"  # e.g. "<=3", "2"; null when the rule gives none
+SNIPPET_SCOPE = "category_scope"  # list of category paths the snippet is limited to; empty = everywhere
+SNIPPET_SOURCE = "source"  # file:line it came from
+SNIPPET_HASH = "text_hash"  # hash of the embedded text; the embeddings cache key
+SNIPPET_COLUMNS = [SNIPPET_ID, SNIPPET_KIND, SNIPPET_TEXT, SNIPPET_TAGS, SNIPPET_GRADE_HINT, SNIPPET_SCOPE, SNIPPET_SOURCE, SNIPPET_HASH]
 
 # TRL's dataset column names, used by producers (gen-cot, make-prefs) and trainers alike.
 PROMPT = "prompt"
@@ -50,3 +64,22 @@ TRAIN = "train"
 DEV = "dev"
 TEST = "test"
 UNSPLIT = ""
+
+# Rollouts (toolkit sample): one row per (pair, sample).
+SAMPLE_IDX = "sample_idx"
+TEXT = "text"  # the raw generated text
+FINISH_REASON = "finish_reason"
+PARSE_STATUS = "parse_status"  # see toolkit.parsing.ParseStatus
+PRED_GRADE = "pred_grade"  # parsed grade value, null when unparseable
+CORRECT = "correct"  # pred_grade == grade
+GRADE_PROBS = "grade_probs"  # first-token probabilities of the grade labels, scale order (best first)
+RATIONALE = "rationale"  # the reasoning text without the label
+
+# Preferences and difficulty (toolkit make-prefs / label-difficulty).
+N_SAMPLES = "n_samples"
+N_CORRECT = "n_correct"
+PASS_RATE = "pass_rate"
+DIFFICULTY = "difficulty"
+CHOSEN_SOURCE = "chosen_source"  # self | teacher
+REJECTED_GRADE = "rejected_grade"
+CHOSEN_GRADE = "chosen_grade"
