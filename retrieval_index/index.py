@@ -1,0 +1,166 @@
+"""An index folder, loaded: snippets, their faiss index, and the embedder they were built with.
+
+Folder layout (written by `toolkit build-index`):
+  snippets.parquet   one row per snippet (toolkit.columns.SNIPPET_COLUMNS); row i = faiss row i
+  embeddings.npy     float32 (count, dim), L2-normalised; the cache a rebuild reuses
+  index.faiss        the faiss index
+  manifest.json      model_id, dim, metric, count, index spec, per-snippet text hashes, counts
+  config.yaml        the resolved build config
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from retrieval_index.store import IndexSpec, read_faiss, search_faiss
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.io import read_manifest, sha256_file
+
+log = logging.getLogger(__name__)
+
+STAGE = "build-index"
+SNIPPETS_FILE = "snippets.parquet"
+EMBEDDINGS_FILE = "embeddings.npy"
+FAISS_FILE = "index.faiss"
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    kind: str
+    text: str
+    grade_hint: str | None
+    tags: tuple[str, ...]
+
+
+def read_index_manifest(folder: "str | Path") -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such index folder; build one with `toolkit build-index RULES.md -o {folder}`")
+    m = read_manifest(folder)
+    if not m or m.get("stage") != STAGE:
+        raise UserError(f"{folder}: not an index folder (no build-index manifest.json); build one with `toolkit build-index RULES.md -o {folder}`")
+    return m
+
+
+def check_outputs(folder: Path, manifest: dict, names: tuple[str, ...]) -> None:
+    """Files changed since the build (a truncated copy, an edit) are corrupt: refuse with the fix."""
+    for name in names:
+        path = folder / name
+        expected = manifest.get("outputs", {}).get(name)
+        if not path.exists():
+            raise UserError(f"{path}: missing; the index folder is incomplete; rebuild it with toolkit build-index ... -o {folder} --force")
+        if expected and sha256_file(path) != expected:
+            raise UserError(f"{path}: corrupt (its content changed since the build); rebuild it with toolkit build-index ... -o {folder} --force")
+
+
+class RuleIndex:
+    """Search an index folder by text (embedding with the model it was built with) or by vectors."""
+
+    def __init__(self, folder: Path, manifest: dict, snippets: pl.DataFrame, faiss_index, spec: IndexSpec, model: str | None = None):
+        self.folder, self.manifest, self.snippets, self.faiss, self.spec = folder, manifest, snippets, faiss_index, spec
+        self.model_id: str = manifest["model_id"]
+        self.dim: int = int(manifest["dim"])
+        self._model = model
+        self._embedder = None
+        self.ids: list[str] = snippets[C.SNIPPET_ID].to_list()
+        self.kinds = snippets[C.SNIPPET_KIND].to_numpy()
+        self._row = {sid: i for i, sid in enumerate(self.ids)}
+
+    @classmethod
+    def load(cls, folder: "str | Path", model: str | None = None, verify: bool = True) -> "RuleIndex":
+        """Open an index folder. `model` (optional) must name the embedder it was built with."""
+        folder = Path(folder)
+        m = read_index_manifest(folder)
+        if model is not None:
+            check_model(m, folder, model)
+        if verify:
+            check_outputs(folder, m, (SNIPPETS_FILE, FAISS_FILE))
+        snippets = pl.read_parquet(folder / SNIPPETS_FILE)
+        index = read_faiss(folder / FAISS_FILE, int(m["count"]), int(m["dim"]))
+        if snippets.height != index.ntotal:
+            raise UserError(f"{folder}: {snippets.height} snippets but {index.ntotal} vectors; rebuild with toolkit build-index ... -o {folder} --force")
+        return cls(folder, m, snippets, index, IndexSpec(**m["index_spec"]), model)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from retrieval_index.embedder import load_embedder, resolve_model
+
+            spec = resolve_model(self._model or self.model_id)
+            if self._model is None and spec.model_id != self.model_id:
+                raise UserError(f"{self.folder}: built with embedder {self.model_id}, which resolves to {spec.model_id} here; pass --model with the original model's path")
+            emb = load_embedder(spec)
+            if emb.dim != self.dim:
+                raise UserError(
+                    f"{self.folder}: built with vectors of dimension {self.dim} ({self.model_id}) but embedder {emb.model_id} gives {emb.dim}; "
+                    f"search with --model {self.model_id}, or rebuild the index with the new model"
+                )
+            self._embedder = emb
+        return self._embedder
+
+    def mask(self, kind: str | None = None, tags: "tuple[str, ...] | list[str]" = (), category: str | None = None) -> np.ndarray | None:
+        """Rows allowed by the filters (None = all): kind, any of `tags`, category scope matching `category`."""
+        allowed = np.ones(len(self), dtype=bool)
+        if kind and kind != "any":
+            allowed &= self.kinds == kind
+        if tags:
+            wanted = set(tags)
+            allowed &= np.array([bool(wanted.intersection(t)) for t in self.snippets[C.SNIPPET_TAGS].to_list()], dtype=bool)
+        if category:
+            allowed &= self.scope_mask(category)
+        return None if allowed.all() else allowed
+
+    def scope_mask(self, category: str | None) -> np.ndarray:
+        from retrieval_index.snippets import scope_matches
+
+        scopes = self.snippets[C.SNIPPET_SCOPE].to_list()
+        return np.array([scope_matches(s, category) for s in scopes], dtype=bool)
+
+    @property
+    def scoped_rows(self) -> np.ndarray:
+        """Rows whose snippet is limited to some categories."""
+        return np.flatnonzero(self.snippets[C.SNIPPET_SCOPE].list.len().fill_null(0).to_numpy() > 0)
+
+    def search_vectors(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None):
+        if vectors.shape[1] != self.dim:
+            raise UserError(f"{self.folder}: query vectors have dimension {vectors.shape[1]}, the index {self.dim}; embed with {self.model_id}")
+        return search_faiss(self.faiss, vectors, k, allowed, self.spec)
+
+    def search(self, texts: list[str], k: int = 5, kind: str | None = None, tags=(), category: str | None = None) -> list[list[Hit]]:
+        """Top-k snippets for each text (embedded as a search query), filtered."""
+        vecs = self.embedder.encode(list(texts), query=True)
+        scores, rows = self.search_vectors(vecs, k, self.mask(kind, tags, category))
+        return [[self.hit(r, s) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
+
+    def hit(self, row: int, score: float) -> Hit:
+        r = self.snippets.row(int(row), named=True)
+        return Hit(r[C.SNIPPET_ID], float(score), r[C.SNIPPET_KIND], r[C.SNIPPET_TEXT], r[C.SNIPPET_GRADE_HINT], tuple(r[C.SNIPPET_TAGS] or ()))
+
+    def get(self, snippet_id: str) -> dict:
+        """A snippet's record by id (for prompts: text, grade hint, scope)."""
+        if snippet_id not in self._row:
+            raise UserError(f"{self.folder}: no snippet with id {snippet_id!r}")
+        return self.snippets.row(self._row[snippet_id], named=True)
+
+
+def check_model(manifest: dict, folder: Path, model: str) -> None:
+    """Refuse a --model other than the one the index was built with (before loading it)."""
+    from retrieval_index.embedder import resolve_model
+
+    spec = resolve_model(model)
+    if spec.model_id != manifest["model_id"]:
+        raise UserError(
+            f"{folder}: built with embedder {manifest['model_id']} (dimension {manifest['dim']}), not {spec.model_id}; "
+            f"search with --model {manifest['model_id']} (or leave --model out), or rebuild the index with --model {model}"
+        )

@@ -1,0 +1,98 @@
+"""The generation interface shared by all backends.
+
+A prompt is a chat conversation: a list of {"role": ..., "content": ...} messages.
+`generate` returns one `Generation` per prompt with `n` samples each; `score_grades`
+returns, per prompt, the probabilities of the grade labels as the first token of the
+answer (softmax restricted to the grade tokens), TaoSR1's serving score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from toolkit.errors import UserError
+
+Messages = list[dict]
+
+
+@dataclass
+class SamplingConfig:
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = 0
+    grade_logprobs: bool = False  # also return the grade labels' log-probabilities at the label position
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise UserError(f"sampling n must be >= 1; got {self.n}")
+        if self.temperature < 0:
+            raise UserError(f"sampling temperature must be >= 0; got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"sampling top_p must be in (0, 1]; got {self.top_p}")
+        if self.max_tokens < 1:
+            raise UserError(f"sampling max_tokens must be >= 1; got {self.max_tokens}")
+
+
+@dataclass
+class Generation:
+    """The samples for one prompt."""
+
+    texts: list[str]
+    finish_reasons: list[str]  # "stop" | "length" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: list[int] = field(default_factory=list)
+    # per sample: grade label -> log-probability of that label at the label position (first token)
+    grade_logprobs: list[dict[str, float]] | None = None
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    name: str
+    model_id: str
+
+    def generate(self, prompts: list[Messages], sampling: SamplingConfig, grade_labels: list[str] | None = None) -> list[Generation]: ...
+
+    def score_grades(self, prompts: list[Messages], grade_labels: list[str]) -> list[list[float]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class BackendConfig:
+    kind: str = "transformers"  # transformers | vllm | openai
+    model: str | None = None  # a folder, a hub id, or None for the embedded default (SmolLM2-135M-Instruct)
+    batch_size: int = 16
+    dtype: str = "auto"  # auto | float32 | bfloat16
+    # openai-compatible server
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 5
+    # vllm
+    max_model_len: int = 4096
+    enforce_eager: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in BACKENDS:
+            raise UserError(f"unknown backend {self.kind!r}; use one of {', '.join(BACKENDS)}")
+        if self.kind == "openai" and not self.base_url:
+            raise UserError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+
+
+BACKENDS = {
+    "transformers": "toolkit.generation.hf:TransformersBackend",
+    "vllm": "toolkit.generation.vllm_backend:VLLMBackend",
+    "openai": "toolkit.generation.openai_backend:OpenAIBackend",
+}
+
+
+def make_backend(cfg: BackendConfig) -> GenerationBackend:
+    import importlib
+
+    module, cls = BACKENDS[cfg.kind].split(":")
+    return getattr(importlib.import_module(module), cls)(cfg)
