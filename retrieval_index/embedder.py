@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -71,6 +72,13 @@ class SentenceTransformerEmbedder:
             raise missing_extra("index", "sentence-transformers") from None
         self.model_id = spec.model_id
         self.batch_size = batch_size
+        if not sys.stderr.isatty():  # no "Loading weights" bars in logs
+            try:
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+            except ImportError:
+                pass
         try:
             self.model = SentenceTransformer(spec.load_from, device=device)
         except OSError as e:

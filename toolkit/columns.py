@@ -83,3 +83,36 @@ DIFFICULTY = "difficulty"
 CHOSEN_SOURCE = "chosen_source"  # self | teacher
 REJECTED_GRADE = "rejected_grade"
 CHOSEN_GRADE = "chosen_grade"
+
+# Evaluation and CumPT tiering (toolkit eval / toolkit tier).
+CUMPT_GRADE = "cumpt_grade"  # the grade CumPT picks with the fitted beta
+TIER = "tier"  # Good / Mid / Bad (names from the tier rule)
+PARSED_GRADE = "parsed_grade"  # the input's pred_grade, kept when `toolkit eval` replaces it by the argmax grade
+
+# -- added by the rollouts/preferences/difficulty stages (issue 5) --
+CHOSEN_SAMPLE_IDX = "chosen_sample_idx"  # sample_idx of the chosen rollout; null when the teacher wrote it
+REJECTED_SAMPLE_IDX = "rejected_sample_idx"
+REJECTED_PARSE_STATUS = "rejected_parse_status"
+GOLD_LABEL = "gold_label"  # the gold grade's label string (what a correct answer starts with), for GRPO rewards
+
+# -- Review (toolkit review push / pull; Argilla) ----------------------------------------------
+# Inputs the review kinds read besides the columns above.
+MODEL = "model"  # id of the model (or teacher) that produced a row
+RULE_TEXTS = "rule_texts"  # list of retrieved rule texts, best first (shown to reviewers)
+# Added by `toolkit review pull` to each row of the merged dataset.
+REVIEW_STATUS = "review_status"  # see annotation.merge.STATUSES
+REVIEWERS = "reviewers"  # list of the usernames whose submitted answers were used
+REVIEW_COMMENT = "review_comment"  # reviewers' comments, "user: text" joined by " | "
+# review/dropped.parquet: rows removed by the review, with the rule that removed them.
+DROP_REASON = "drop_reason"
+# review/responses.parquet: one row per (record, reviewer, question).
+RECORD_ID = "record_id"  # the Argilla record id: pair_id, plus -s<sample_idx> (cot) or -c<i>-r<j> (prefs)
+REVIEWER = "reviewer"
+QUESTION = "question"
+VALUE = "value"
+RESPONSE_STATUS = "response_status"  # submitted | draft | discarded
+# review/changes.parquet: the change log, one row per changed cell or dropped row.
+CHANGED_COLUMN = "column"
+OLD_VALUE = "old_value"  # JSON text
+NEW_VALUE = "new_value"  # JSON text
+CHANGE_REASON = "reason"

@@ -1,6 +1,8 @@
 """The generation interface shared by all backends.
 
-A prompt is a chat conversation: a list of {"role": ..., "content": ...} messages.
+A prompt is a chat conversation: a list of {"role": ..., "content": ...} messages. When the
+last message is an assistant message, backends continue it (assistant prefill) instead of
+starting a new turn.
 `generate` returns one `Generation` per prompt with `n` samples each; `score_grades`
 returns, per prompt, the probabilities of the grade labels as the first token of the
 answer (softmax restricted to the grade tokens), TaoSR1's serving score.
@@ -24,6 +26,7 @@ class SamplingConfig:
     max_tokens: int = 256
     seed: int | None = 0
     grade_logprobs: bool = False  # also return the grade labels' log-probabilities at the label position
+    stop: list[str] | None = None  # stop strings (not included in the text)
 
     def __post_init__(self):
         if self.n < 1:

@@ -1,0 +1,171 @@
+"""`toolkit review pull`: fetch reviewers' answers from Argilla, measure agreement, merge.
+
+    toolkit review pull out/demo/cot --kind cot --dataset demo-cot -o out/demo/cot-reviewed
+
+Writes, atomically (an interrupted pull leaves nothing behind; a rerun gives the same result):
+  OUT/<input file>.parquet      the merged dataset (same files as the input), with review_status,
+                                reviewers and review_comment; pending rows are kept unchanged
+  OUT/review/responses.parquet  every answer: pair_id, reviewer, question, value, response_status
+  OUT/review/changes.parquet    the change log: pair_id, column, old_value, new_value, reason, reviewers
+  OUT/review/dropped.parquet    rows the review removed, with drop_reason
+  OUT/review/agreement.json     percent agreement and Cohen's / Fleiss' kappa per label question
+  OUT/config.yaml, OUT/manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from annotation import settings as S
+from annotation.agreement import agreement
+from annotation.client import Connection, argilla_errors, connect
+from annotation.inputs import FILE_COL, ID_COL, read_rows
+from annotation.merge import Policy, merge, resolve
+from annotation.push import DEFAULT_WORKSPACE, check_name, default_dataset
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.grades import get_scale
+from toolkit.io import atomic_dir, input_hashes, read_manifest, sha256_json, write_manifest, write_parquet
+from toolkit.progress import progress
+from toolkit.stats import scale_of
+
+log = logging.getLogger(__name__)
+
+RESPONSE_SCHEMA = {C.RECORD_ID: pl.String, C.PAIR_ID: pl.String, C.REVIEWER: pl.String, C.QUESTION: pl.String, C.VALUE: pl.String, C.RESPONSE_STATUS: pl.String}
+
+
+@dataclass
+class PullConfig:
+    input: str
+    kind: str
+    out: str
+    dataset: str | None = None  # default: taosr-<kind>
+    workspace: str = DEFAULT_WORKSPACE
+    policy: str = "majority"  # majority | unanimous | trust
+    trusted_reviewer: str | None = None  # with policy trust
+    min_submitted: int | None = None  # default: the dataset's task distribution
+    scale: str | None = None
+    api_url: str | None = None
+    api_key: str | None = None
+    timeout: float = 30.0
+
+    def __post_init__(self):
+        S.get_kind(self.kind)
+        self.dataset = self.dataset or default_dataset(self.kind)
+        check_name("dataset", self.dataset)
+        check_name("workspace", self.workspace)
+        Policy(self.policy, self.trusted_reviewer, self.min_submitted or 1)
+        if not self.out:
+            raise UserError("no output folder; pass -o/--out FOLDER")
+        if Path(self.out).resolve() == Path(self.input).resolve():
+            raise UserError(f"-o {self.out} is the input folder; write the merged dataset to a new folder")
+
+    def resolved(self) -> dict:
+        d = asdict(self)
+        d.pop("api_key")
+        return d
+
+
+@dataclass
+class PullResult:
+    out: Path
+    counts: dict
+    agreement: dict
+
+    def summary(self) -> str:
+        c = self.counts
+        status = ", ".join(f"{n} {s}" for s, n in c["status"].items())
+        dropped = sum(c["dropped"].values())
+        agree = ""
+        g = self.agreement.get(S.Q_GRADE, {})
+        if g.get("percent_agreement") is not None:
+            kappa = g.get("cohen_kappa", g.get("fleiss_kappa"))
+            agree = f"; grade agreement {100 * g['percent_agreement']:.0f}%" + (f" (kappa {kappa:.2f})" if kappa is not None else "")
+        return f"review pull: {c['rows']} rows ({status}) -> kept {c['kept']}, dropped {dropped}, {c['changes']} changes{agree}; in {self.out}"
+
+
+def iter_records(ds):
+    """Records of a dataset with their responses (one page at a time)."""
+    yield from ds.records(with_suggestions=False, with_responses=True)
+
+
+def fetch_responses(client, ds, pair_ids: dict[str, str]) -> tuple[list[dict], set[str]]:
+    """Every answer of every record (sorted), and the ids of all records in the dataset."""
+    users = {str(u.id): u.username for u in client.users}
+    rows, ids = [], set()
+    for rec in progress(iter_records(ds), desc="pull", unit="record"):
+        ids.add(str(rec.id))
+        for r in rec.responses:
+            status = getattr(r.status, "value", r.status)
+            value = r.value if isinstance(r.value, str) or r.value is None else json.dumps(r.value)
+            rows.append({C.RECORD_ID: str(rec.id), C.PAIR_ID: pair_ids.get(str(rec.id)), C.REVIEWER: users.get(str(r.user_id), str(r.user_id)), C.QUESTION: r.question_name, C.VALUE: value, C.RESPONSE_STATUS: status})
+    rows.sort(key=lambda r: (r[C.RECORD_ID], r[C.REVIEWER], r[C.QUESTION]))
+    return rows, ids
+
+
+def submitted_answers(responses: list[dict]) -> dict[str, dict[str, dict[str, str]]]:
+    """record id -> reviewer -> question -> value, submitted answers only."""
+    out: dict = {}
+    for r in responses:
+        if r[C.RESPONSE_STATUS] == "submitted":
+            out.setdefault(r[C.RECORD_ID], {}).setdefault(r[C.REVIEWER], {})[r[C.QUESTION]] = r[C.VALUE]
+    return out
+
+
+def _remove_stale_tmp(out: Path) -> None:
+    """Temporary folders left by a pull that was killed (its process is gone)."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pull(cfg: PullConfig) -> PullResult:
+    spec = S.get_kind(cfg.kind)
+    df, names = read_rows(spec, cfg.input)
+    scale = get_scale(cfg.scale) if cfg.scale else scale_of(cfg.input)
+    conn = Connection.resolve(cfg.api_url, cfg.api_key, cfg.timeout)
+    client = connect(conn)
+    with argilla_errors(conn, f"pulling {cfg.workspace}/{cfg.dataset}"):
+        ds = client.datasets(cfg.dataset, workspace=cfg.workspace) if client.workspaces(cfg.workspace) else None
+        if ds is None:
+            raise UserError(f"no dataset {cfg.dataset!r} in workspace {cfg.workspace!r} at {conn.api_url}; push first (`toolkit review push`) or check --dataset / --workspace")
+        have, want = S.signature(ds.settings), S.signature(S.build_settings(spec, scale, 1, None, client))
+        if have != want:
+            raise UserError(f"dataset {cfg.workspace}/{cfg.dataset} does not have the questions of kind {cfg.kind} on scale {scale.name}; pass the --kind and --scale you pushed with")
+        min_submitted = int(cfg.min_submitted or getattr(ds.settings.distribution, "min_submitted", 1) or 1)
+        pair_ids = dict(zip(df[ID_COL].to_list(), df[C.PAIR_ID].cast(pl.String).to_list()))
+        responses, record_ids = fetch_responses(client, ds, pair_ids)
+    policy = Policy(cfg.policy, cfg.trusted_reviewer, min_submitted)
+    answers = submitted_answers(responses)
+    decisions = {pid: resolve(answers.get(pid, {}), policy) for pid in sorted(record_ids)}
+    result = merge(cfg.kind, df, decisions, scale)
+    agree = {q: agreement((pid, who, a[q]) for pid, by in answers.items() for who, a in by.items() if a.get(q) is not None) for q in S.LABEL_QUESTIONS}
+    counts = {**result.counts, "changes": result.changes.height, "records": len(record_ids), "responses": len(responses),
+              "unknown_records": len(record_ids - set(pair_ids)), "min_submitted": min_submitted}
+    out = Path(cfg.out)
+    _remove_stale_tmp(out)
+    upstream = read_manifest(cfg.input) if Path(cfg.input).is_dir() else None
+    extra = {"grade_scale": scale.to_dict(), "argilla": {"url": conn.api_url, "workspace": cfg.workspace, "dataset": cfg.dataset},
+             "responses_sha256": sha256_json(responses), "agreement": agree}
+    if upstream and upstream.get("stage"):
+        extra["upstream_stage"] = upstream["stage"]
+    with atomic_dir(out) as tmp:
+        for i, name in enumerate(names):
+            write_parquet(result.merged.filter(pl.col(FILE_COL) == i).drop(FILE_COL, ID_COL), tmp / name)
+        (tmp / "review").mkdir()
+        write_parquet(pl.DataFrame(responses, schema=RESPONSE_SCHEMA), tmp / "review" / "responses.parquet")
+        write_parquet(result.changes, tmp / "review" / "changes.parquet")
+        write_parquet(result.dropped.drop(FILE_COL, ID_COL), tmp / "review" / "dropped.parquet")
+        (tmp / "review" / "agreement.json").write_text(json.dumps(agree, indent=2), encoding="utf-8")
+        write_manifest(tmp, "review-pull", cfg.resolved(), input_hashes([cfg.input]), counts, extra)
+    res = PullResult(out, counts, agree)
+    log.info(res.summary())
+    return res

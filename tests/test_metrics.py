@@ -1,0 +1,171 @@
+"""Metrics against hand-computed values on tiny fixtures (and scikit-learn as an oracle when installed).
+
+Run: .venv/bin/python -m pytest tests/test_metrics.py -q
+"""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from toolkit.errors import UserError
+from toolkit.grades import get_scale
+from toolkit.metrics import (
+    UNPARSED,
+    check_probs,
+    classification_metrics,
+    confusion_matrix,
+    grade_indices,
+    hallucination,
+    macro_f1,
+    reliability,
+)
+
+TAOSR4 = get_scale("taosr4")
+BINARY = get_scale("binary")
+
+# gold and predicted grade values; scale order 4,3,2,1 -> indices 0,1,2,3
+GOLD = [4, 4, 3, 3, 2, 1]
+PRED = [4, 3, 3, 2, 2, 4]
+
+
+def idx(values, scale=TAOSR4):
+    return grade_indices(values, scale, allow_missing=True)
+
+
+def test_confusion_matrix_rows_gold_columns_predicted_best_first():
+    cm = confusion_matrix(idx(GOLD), idx(PRED), 4)
+    # gold 4: predicted 4 once, 3 once; gold 3: 3 once, 2 once; gold 2: 2; gold 1: 4
+    assert cm.tolist() == [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
+
+
+def test_per_grade_macro_f1_and_accuracy_by_hand():
+    m = classification_metrics(idx(GOLD), idx(PRED), TAOSR4)
+    # tp = diag = [1, 1, 1, 0]; gold counts [2, 2, 1, 1]; predicted counts (column sums) [2, 2, 2, 0]
+    # precision = tp/pred = [1/2, 1/2, 1/2, 0 (0/0)]; recall = tp/gold = [1/2, 1/2, 1, 0]
+    # F1 = 2tp/(gold+pred) = [2/4, 2/4, 2/3, 0]; macro = (1/2 + 1/2 + 2/3 + 0)/4 = 5/12
+    by = {g["grade"]: g for g in m["per_grade"]}
+    assert [by[v]["precision"] for v in (4, 3, 2, 1)] == pytest.approx([0.5, 0.5, 0.5, 0.0])
+    assert [by[v]["recall"] for v in (4, 3, 2, 1)] == pytest.approx([0.5, 0.5, 1.0, 0.0])
+    assert [by[v]["f1"] for v in (4, 3, 2, 1)] == pytest.approx([0.5, 0.5, 2 / 3, 0.0])
+    assert [by[v]["support"] for v in (4, 3, 2, 1)] == [2, 2, 1, 1]
+    assert [by[v]["predicted"] for v in (4, 3, 2, 1)] == [2, 2, 2, 0]
+    assert m["macro_f1"] == pytest.approx(5 / 12)
+    assert m["accuracy"] == pytest.approx(3 / 6)  # diagonal 3 of 6 rows
+    assert m["absent_grades"] == [] and m["n"] == 6 and m["n_unparsed"] == 0
+    assert macro_f1(idx(GOLD), idx(PRED), 4) == pytest.approx(5 / 12)
+
+
+def test_absent_grades_count_as_zero_in_macro_f1():
+    m = classification_metrics(idx([4, 4, 3]), idx([4, 3, 3]), TAOSR4)
+    # F1(4) = 2·1/(2+1) = 2/3; F1(3) = 2·1/(1+2) = 2/3; grades 2 and 1 occur nowhere -> F1 0
+    # macro over the scale = (2/3 + 2/3 + 0 + 0)/4 = 1/3; over present grades = 2/3
+    assert m["macro_f1"] == pytest.approx(1 / 3)
+    assert m["macro_f1_present"] == pytest.approx(2 / 3)
+    assert m["absent_grades"] == [2, 1]
+
+
+def test_unparsed_predictions_are_misses_not_false_positives():
+    m = classification_metrics(idx([4, 3, 3, 2]), idx([4, 3, None, 2]), TAOSR4)
+    # tp [1,1,1,0]; gold counts [1,2,1,0]; predicted counts [1,1,1,0] (the unparsed row is in no column)
+    # F1 = [2/2, 2/3, 2/2, 0]; macro = (1 + 2/3 + 1 + 0)/4 = 2/3; accuracy 3/4
+    assert [g["f1"] for g in m["per_grade"]] == pytest.approx([1.0, 2 / 3, 1.0, 0.0])
+    assert [g["recall"] for g in m["per_grade"]] == pytest.approx([1.0, 0.5, 1.0, 0.0])
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["n_unparsed"] == 1 and m["confusion"]["unparsed"] == [0, 1, 0, 0]
+
+
+@pytest.mark.parametrize("gold,pred", [(GOLD, PRED), ([4, 4, 3], [4, 3, 3]), ([4, 3, 3, 2], [4, 3, None, 2]),
+                                       ([1, 2, 2, 4, 3, 1, 1], [1, 1, 2, 4, 4, 3, None])])
+def test_agrees_with_sklearn_labels_behaviour(gold, pred):
+    sk = pytest.importorskip("sklearn.metrics")
+    m = classification_metrics(idx(gold), idx(pred), TAOSR4)
+    pred_sk = [-1 if p is None else p for p in pred]
+    f1 = sk.f1_score(gold, pred_sk, labels=TAOSR4.values, average="macro", zero_division=0)
+    p, r, f, s = sk.precision_recall_fscore_support(gold, pred_sk, labels=TAOSR4.values, zero_division=0)
+    assert m["macro_f1"] == pytest.approx(f1)
+    assert [g["precision"] for g in m["per_grade"]] == pytest.approx(list(p))
+    assert [g["recall"] for g in m["per_grade"]] == pytest.approx(list(r))
+    assert [g["f1"] for g in m["per_grade"]] == pytest.approx(list(f))
+    assert m["accuracy"] == pytest.approx(sk.accuracy_score(gold, pred_sk))
+    cm = sk.confusion_matrix(gold, pred_sk, labels=TAOSR4.values)
+    assert m["confusion"]["matrix"] == cm.tolist()
+
+
+def test_ece_reliability_and_brier_by_hand():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.5, 0.5]])
+    gold = np.array([0, 1, 1, 1])
+    r = reliability(probs, gold, n_bins=4)
+    # top-label confidence .9 (right), .8 (wrong), .6 (right), .5 (argmax tie -> the better grade 0, wrong)
+    # bins (0,.25] (.25,.5] (.5,.75] (.75,1]: counts [0, 1, 1, 2]
+    # (.75,1]: conf (.9+.8)/2 = .85, acc 1/2 -> gap .35; (.5,.75]: .6 vs 1 -> .4; (.25,.5]: .5 vs 0 -> .5
+    # ECE = 2/4·.35 + 1/4·.4 + 1/4·.5 = .4; MCE = .5
+    assert [b["count"] for b in r["bins"]] == [0, 1, 1, 2]
+    assert r["bins"][3]["confidence"] == pytest.approx(0.85) and r["bins"][3]["accuracy"] == pytest.approx(0.5)
+    assert r["bins"][0]["confidence"] is None and r["bins"][0]["accuracy"] is None
+    assert (r["bins"][1]["lo"], r["bins"][1]["hi"]) == (0.25, 0.5)
+    assert r["ece"] == pytest.approx(0.4)
+    assert r["mce"] == pytest.approx(0.5)
+    # Brier: (.1²+.1²) + (.8²+.8²) + (.4²+.4²) + (.5²+.5²) = .02 + 1.28 + .32 + .5 = 2.12; /4 = .53
+    assert r["brier"] == pytest.approx(0.53)
+
+
+def test_ece_bin_edges_are_right_closed():
+    # confidence 0.3 belongs to (0.2, 0.3] although 0.3 * 10 = 3.0000000000000004 in floats
+    r = reliability(np.array([[0.3, 0.3, 0.2, 0.2], [0.31, 0.29, 0.2, 0.2]]), np.array([0, 1]), n_bins=10)
+    assert r["bins"][2]["count"] == 1 and r["bins"][3]["count"] == 1
+
+
+def test_perfect_calibration_has_zero_ece():
+    # conf .75 in every row and 3 of 4 right -> gap 0
+    probs = np.array([[0.75, 0.25]] * 4)
+    assert reliability(probs, np.array([0, 0, 0, 1]))["ece"] == pytest.approx(0.0)
+
+
+def test_check_probs_renormalises_and_accepts_polars_lists():
+    col = pl.Series("grade_probs", [[0.5, 0.3, 0.1, 0.0995], [0.25, 0.25, 0.25, 0.25]])
+    p = check_probs(col, TAOSR4)
+    assert p.shape == (2, 4)
+    assert p.sum(axis=1) == pytest.approx([1.0, 1.0], abs=1e-15)
+    assert p[1].tolist() == [0.25] * 4
+    assert check_probs([[0.2, 0.8]], BINARY).tolist() == [[0.2, 0.8]]
+
+
+@pytest.mark.parametrize("rows,needle", [
+    ([[0.5, 0.5]], "row 1: grade_probs has 2 numbers; need 4 probabilities"),
+    ([[0.25] * 4, None], "row 2: grade_probs has nothing"),
+    ([[0.5, 0.3, 0.1, 0.0]], "row 1: grade_probs sums to 0.9 (must be 1 ± 0.001)"),
+    ([[0.7, 0.3, 0.2, -0.2]], "negative"),
+    ([[0.5, 0.5, float("nan"), 0.0]], "missing, infinite or negative"),
+])
+def test_check_probs_errors_are_one_line(rows, needle):
+    with pytest.raises(UserError) as e:
+        check_probs(rows, TAOSR4)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_grade_indices_rejects_grades_off_the_scale():
+    assert grade_indices([4, "3", 1.0], TAOSR4).tolist() == [0, 1, 3]
+    with pytest.raises(UserError, match=r"row 2: gold grade 7 is not on scale `taosr4`"):
+        grade_indices([4, 7], TAOSR4, "gold grade")
+    with pytest.raises(UserError, match="row 1: grade is missing"):
+        grade_indices([None], TAOSR4)
+    assert grade_indices([None], TAOSR4, allow_missing=True).tolist() == [UNPARSED]
+
+
+def test_hallucination_by_hand():
+    emitted = ["4", "3", "2", None, "1"]
+    rationales = [
+        "1. Query: a mug\n5. Decision: Excellent, the item is the queried mug",  # says 4, emits 4: agree
+        "4. Attributes: wrong size\n5. Decision: Irrelevant, another product",  # says 1, emits 3: disagree (gold 1)
+        "The item is an accessory.",  # no decision step: not counted
+        "5. Decision: Related",  # unparsed answer: not counted
+        "Decision: 2",  # says 2 (by label), emits 1: disagree (gold 1: the label was right)
+    ]
+    gold = [4, 1, 2, 3, 1]
+    h = hallucination(emitted, rationales, gold, TAOSR4)
+    # denominator = parsed answers with a decision step naming a grade = rows 1, 2, 5 -> 3; numerator = rows 2, 5 -> 2
+    assert (h["numerator"], h["denominator"]) == (2, 3)
+    assert h["rate"] == pytest.approx(2 / 3)
+    assert (h["n_answers"], h["n_parsed"], h["no_decision"], h["rationale_right_label_wrong"]) == (5, 4, 1, 1)
+    assert hallucination([None], ["x"], [4], TAOSR4)["rate"] is None

@@ -1,0 +1,90 @@
+"""Generation commands: `toolkit gen-cot` (teacher rationales -> SFT data)."""
+
+from __future__ import annotations
+
+import click
+
+from toolkit.cli.common import config_option
+
+
+def backend_options(f):
+    """Options that pick and configure a generation backend (shared by generating stages)."""
+    opts = [
+        click.option("--backend", type=click.Choice(["transformers", "vllm", "openai"]), default="transformers", show_default=True,
+                     help="transformers (CPU/GPU fallback), vllm (in-process engine), openai (any OpenAI-compatible server)."),
+        click.option("--model", help="Model folder, hub id, or `default` (SmolLM2-135M-Instruct, embedded). For openai: the served model name."),
+        click.option("--batch-size", default=16, show_default=True, type=int, help="Prompts per batch (transformers)."),
+        click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"])),
+        click.option("--base-url", help="[openai] server URL, e.g. http://127.0.0.1:8000/v1"),
+        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="[openai] environment variable holding the API key (never logged)."),
+        click.option("--concurrency", default=8, show_default=True, type=int, help="[openai] requests in flight."),
+        click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float, help="[openai] seconds per request."),
+        click.option("--enforce-eager", is_flag=True, help="[vllm] skip torch.compile (faster start, slower steps)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def make_backend_config(kw: dict):
+    from toolkit.generation.base import BackendConfig
+
+    return BackendConfig(
+        kind=kw.pop("backend"), model=kw.pop("model"), batch_size=kw.pop("batch_size"), dtype=kw.pop("dtype"),
+        base_url=kw.pop("base_url"), api_key_env=kw.pop("api_key_env"), concurrency=kw.pop("concurrency"),
+        timeout_s=kw.pop("timeout_s"), enforce_eager=kw.pop("enforce_eager"),
+    )
+
+
+@click.command("gen-cot")
+@config_option
+@click.argument("pairs", required=False, type=click.Path())
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: sft.parquet, rejects.parquet, stats.json, shards/.")
+@click.option("--split", default="train", show_default=True, help="Use the rows of this split when the input has splits ('' for all).")
+@click.option("--index", type=click.Path(), help="Rules index folder (toolkit build-index); rule texts go into the prompts.")
+@click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
+@click.option("--samples", default=1, show_default=True, type=int, help="Rationales sampled per pair (k).")
+@click.option("--temperature", default=0.7, show_default=True, type=float)
+@click.option("--top-p", default=0.95, show_default=True, type=float)
+@click.option("--max-tokens", default=320, show_default=True, type=int, help="Token budget of a free-mode answer.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--mode", type=click.Choice(["guided", "free"]), default="guided", show_default=True,
+              help="guided: the five step headers are written into the answer and the teacher fills each (small models); free: one generation (capable teachers).")
+@click.option("--step-tokens", default=48, show_default=True, type=int, help="[guided] token budget per step.")
+@click.option("--no-gold", is_flag=True, help="Do not tell the teacher the gold grade (then agreement is a real accuracy).")
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True, help="Order of the SFT targets.")
+@click.option("--shard-size", default=32, show_default=True, type=int, help="Pairs per shard (the unit of resumption).")
+@click.option("--limit", type=int, help="Only the first N pairs.")
+@click.option("--min-chars", default=40, show_default=True, type=int, help="Drop shorter rationales.")
+@click.option("--max-chars", default=2000, show_default=True, type=int, help="Drop longer rationales.")
+@backend_options
+def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_tokens, seed, mode, step_tokens, no_gold, order, shard_size,
+            limit, min_chars, max_chars, **backend):
+    """Generate teacher rationales and keep those that agree with the gold grade (TaoSR1 stage 1).
+
+    For each pair: retrieve rules, prompt the teacher with the pair, the rules and (by
+    default) the gold grade, sample k five-step rationales (query understanding, item
+    understanding, category match, attribute match, decision), parse, and filter: format,
+    grade agreement, length, repetition, copying the prompt, near-duplicates. Kept rows
+    become label-first SFT data in TRL's prompt/completion format; every drop is in
+    rejects.parquet with its reason. Rerunning skips finished shards.
+
+    \b
+    Example:
+      toolkit gen-cot out/demo/splits --index out/demo/index -o out/demo/cot
+    """
+    from toolkit.cot import GenCotConfig, gen_cot as run
+    from toolkit.cot_filters import FilterConfig
+    from toolkit.errors import UserError
+
+    if not pairs or not out:
+        raise UserError("pass the pairs and an output folder: `toolkit gen-cot out/splits -o out/cot`")
+    cfg = GenCotConfig(
+        pairs=pairs, out=out, split=split or None, backend=make_backend_config(backend), samples=samples, temperature=temperature,
+        top_p=top_p, max_tokens=max_tokens, seed=seed, mode=mode, step_tokens=step_tokens, give_gold=not no_gold, order=order,
+        index=index, rules_k=rules_k, shard_size=shard_size, limit=limit, filters=FilterConfig(min_chars=min_chars, max_chars=max_chars),
+    )
+    click.echo(run(cfg).summary())
+
+
+COMMANDS = [gen_cot]

@@ -1,0 +1,93 @@
+"""Review commands: `toolkit review push` and `toolkit review pull` (human review rounds in Argilla)."""
+
+from __future__ import annotations
+
+import click
+
+from toolkit.cli.common import config_option
+
+KIND_CHOICES = ["cot", "prefs", "hard", "errors"]
+KIND_HELP = ("What the input is: cot (gen-cot output: CoT rationales), prefs (make-prefs output: preference pairs), "
+             "hard (label-difficulty output: hard cases), errors (eval output: pairs the model got wrong).")
+
+
+def _server_options(f):
+    f = click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for each request to Argilla.")(f)
+    f = click.option("--api-key", envvar="ARGILLA_API_KEY", show_envvar=True, help="API key of an Argilla owner or admin.")(f)
+    f = click.option("--api-url", envvar="ARGILLA_API_URL", show_envvar=True, help="Argilla server URL, e.g. http://127.0.0.1:6900.")(f)
+    f = click.option("--workspace", default="review", show_default=True, help="Argilla workspace (created by push when missing).")(f)
+    f = click.option("--dataset", help="Argilla dataset name (default: taosr-KIND; created by push when missing).")(f)
+    f = click.option("--scale", help="Grade scale (default: the one recorded in the input's manifest, else taosr4).")(f)
+    f = click.option("-k", "--kind", type=click.Choice(KIND_CHOICES), required=True, help=KIND_HELP)(f)
+    return f
+
+
+@click.group()
+def review():
+    """Human review rounds in Argilla: push model output, pull answers, merge.
+
+    The server comes from --api-url / --api-key or ARGILLA_API_URL / ARGILLA_API_KEY.
+    A local server for trying it out: `make argilla-up`, then
+    `eval "$(annotation/stack/argilla_stack.sh env)"`.
+    """
+
+
+@review.command()
+@config_option
+@click.argument("input", type=click.Path())
+@_server_options
+@click.option("--min-submitted", default=1, show_default=True, type=int,
+              help="Answers a record needs before it is done (Argilla task distribution); 2+ for agreement figures.")
+@click.option("--pairs", type=click.Path(), help="Canonical pairs (`toolkit ingest` output) to show query and item text from, when the input lacks them (gen-cot, make-prefs).")
+@click.option("--guidelines", type=click.Path(), help="Markdown file shown to reviewers with the grade scale, e.g. demo/guideline.md.")
+@click.option("--limit", type=int, help="Push only the first N rows (after the kind's filter).")
+@click.option("--max-pass-rate", type=float, help="prefs/hard: push only rows with pass_rate <= this value.")
+def push(input, **opts):
+    """Send a dataset to Argilla for review, one record per pair.
+
+    Reviewers see the query, the item, the retrieved rules and the model's output, and
+    answer: the correct grade (the model's grade is the suggestion, with its probability
+    when known), whether to keep the row, a corrected answer (cot, prefs) and a comment.
+    Metadata (pass rate, difficulty, source, model, grades) can be filtered on in the UI.
+    Record ids are pair ids: pushing again updates records and keeps their answers.
+    Kind errors pushes only the rows whose prediction differs from the gold grade.
+
+    \b
+    Examples:
+      toolkit review push out/demo/cot --kind cot --pairs out/demo/pairs --dataset demo-cot --guidelines demo/guideline.md
+      toolkit review push out/prefs --kind prefs --min-submitted 2 --limit 300
+    """
+    from annotation.push import PushConfig, push as run
+
+    click.echo(run(PushConfig(input=input, **opts)).summary())
+
+
+@review.command()
+@config_option
+@click.argument("input", type=click.Path())
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder for the merged dataset and the review files.")
+@_server_options
+@click.option("--policy", type=click.Choice(["majority", "unanimous", "trust"]), default="majority", show_default=True,
+              help="How several reviewers' answers become one decision.")
+@click.option("--trusted-reviewer", help="With --policy trust: this username's answers win when they answered.")
+@click.option("--min-submitted", type=int, help="Answers a record needs to be decided (default: the dataset's setting); fewer -> pending.")
+def pull(input, out, **opts):
+    """Fetch reviewers' answers, measure agreement and merge them into the dataset.
+
+    INPUT is the data you pushed. Corrected grades replace the gold grade; rows
+    reviewers rejected leave the set (rationales from the SFT set, pairs from the DPO set)
+    unless a corrected answer was given; records without enough answers stay, marked
+    pending. Writes the merged Parquet files (same names as the input) and review/ with
+    responses, the change log, dropped rows and agreement (percent agreement, Cohen's kappa
+    for two reviewers, Fleiss' kappa for more).
+
+    \b
+    Example:
+      toolkit review pull out/demo/cot --kind cot --dataset demo-cot -o out/demo/cot-reviewed
+    """
+    from annotation.pull import PullConfig, pull as run
+
+    click.echo(run(PullConfig(input=input, out=out, **opts)).summary())
+
+
+COMMANDS = [review]

@@ -1,0 +1,209 @@
+"""`toolkit label-difficulty`: pass rate per pair, difficulty buckets and the GRPO training set.
+
+TaoSR1 stage 3. A pair's difficulty is its pass rate over its G rollouts (unparseable = wrong).
+GRPO trains only on pairs with `0 < n_correct < gamma * G` (DAPO-style: groups that are all right
+or all wrong give no advantage signal); the paper's team used a pass-rate window [0.01, 0.9] at G=16,
+so gamma defaults to 0.9 (gamma=1 keeps everything but the all-right groups). The comparison is
+strict with a tolerance, so gamma=0.7 at G=10 drops n_correct=7.
+
+Class balance: the paper's best mix has equal counts per gold grade (CV = 0, macro-F1 67.12 with the
+least data). With `balance` on, every grade present in the window is downsampled to the rarest one's
+count, by a seeded hash of the pair id (deterministic, independent of row order). A grade of the
+dataset that has no pair in the window cannot be balanced in: it is reported (`grades_absent`) and
+the others are balanced among themselves.
+
+The coefficient of variation (population std / mean) of the per-grade counts is reported for all
+pairs, the window (before balancing) and the GRPO set (after), over the grades that occur among the
+labelled pairs (a grade absent from the set counts as 0, so CV = 0 means truly balanced).
+
+Buckets: names with inclusive upper bounds of the pass rate, e.g. the default
+`unsolved=0,hard=0.4,medium=0.8,easy=1`: unsolved = 0, hard in (0, 0.4], medium in (0.4, 0.8],
+easy in (0.8, 1]. Pairs without rollouts get no pass rate and no bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.rollouts import input_files, pass_rates, scan_prompts, scan_rollouts
+from toolkit.stats import scale_of
+
+log = logging.getLogger(__name__)
+
+STAGE = "label-difficulty"
+DIFFICULTY_FILE = "difficulty.parquet"
+GRPO_FILE = "grpo.parquet"
+DEFAULT_GAMMA = 0.9
+DEFAULT_BUCKETS = "unsolved=0,hard=0.4,medium=0.8,easy=1"
+_EPS = 1e-9
+
+
+def parse_buckets(spec: "str | dict") -> dict[str, float]:
+    """`name=upper,...` (or a mapping) -> {name: inclusive upper bound}, checked."""
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in (p.strip() for p in str(spec).split(",")):
+            if part:
+                name, sep, edge = part.rpartition("=")
+                if not sep or not name.strip():
+                    raise UserError(f"--buckets entry {part!r} needs the form name=upper_bound, e.g. {DEFAULT_BUCKETS}")
+                items.append((name.strip(), edge))
+    try:
+        buckets = {str(n): float(e) for n, e in items}
+    except ValueError:
+        raise UserError(f"--buckets {spec!r}: bounds must be numbers, e.g. {DEFAULT_BUCKETS}") from None
+    edges = list(buckets.values())
+    if len(buckets) != len(items) or not buckets:
+        raise UserError(f"--buckets {spec!r}: give each bucket once, e.g. {DEFAULT_BUCKETS}")
+    if any(not 0 <= e <= 1 for e in edges) or edges != sorted(set(edges)) or edges[-1] != 1:
+        raise UserError(f"--buckets {spec!r}: bounds must increase strictly within [0, 1] and the last must be 1, e.g. {DEFAULT_BUCKETS}")
+    return buckets
+
+
+@dataclass
+class LabelDifficultyConfig:
+    rollouts: str  # a rollouts folder (rollouts.parquet + prompts.parquet)
+    out: str
+    gamma: float = DEFAULT_GAMMA  # keep 0 < n_correct < gamma * n_samples
+    buckets: "str | dict" = DEFAULT_BUCKETS
+    balance: bool = True
+    seed: int = 0
+    force: bool = False
+
+    def __post_init__(self):
+        self.rollouts, self.out = str(self.rollouts), str(self.out)
+        try:
+            self.gamma = float(self.gamma)
+        except (TypeError, ValueError):
+            raise UserError(f"gamma must be a number in (0, 1]; got {self.gamma!r}") from None
+        if not 0 < self.gamma <= 1:
+            raise UserError(f"gamma must be in (0, 1] (keep 0 < n_correct < gamma * G); got {self.gamma}")
+        self.buckets = parse_buckets(self.buckets)
+
+    def resolved(self) -> dict:
+        d = asdict(self)
+        d.pop("force")
+        return d
+
+
+@dataclass
+class LabelDifficultyResult:
+    out: Path
+    counts: dict = field(default_factory=dict)
+    skipped: bool = False
+
+    def summary(self) -> str:
+        c = self.counts
+        if self.skipped:
+            return f"label-difficulty: {self.out} is up to date ({c.get('grpo', 0)} GRPO pairs); nothing to do (--force to redo)"
+        cv = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+        return (
+            f"label-difficulty: {c['pairs']} pairs ({c['dropped_no_rollouts']} without rollouts) -> window {c['window']} "
+            f"-> GRPO set {c['grpo']}; grade CV {cv(c['cv_before'])} -> {cv(c['cv_after'])}; in {self.out}"
+        )
+
+
+def cv(counts: list[int]) -> float | None:
+    """Coefficient of variation (population std / mean) of counts; None when there is nothing to count."""
+    if not counts or sum(counts) == 0:
+        return None
+    mean = sum(counts) / len(counts)
+    return math.sqrt(sum((x - mean) ** 2 for x in counts) / len(counts)) / mean
+
+
+def label_pairs(rollouts: pl.LazyFrame, prompts: pl.LazyFrame, cfg: LabelDifficultyConfig) -> pl.DataFrame:
+    """Every pair of prompts.parquet with n_samples, n_correct, pass_rate, difficulty and `in_window`."""
+    stats = pass_rates(rollouts).select(C.PAIR_ID, C.N_SAMPLES, C.N_CORRECT, C.PASS_RATE)
+    names, edges = list(cfg.buckets), list(cfg.buckets.values())
+    difficulty = pl.col(C.PASS_RATE).cut(edges[:-1], labels=names, left_closed=False).cast(pl.String) if len(names) > 1 else pl.lit(names[0])
+    window = (pl.col(C.N_CORRECT) > 0) & (pl.col(C.N_CORRECT) < pl.col(C.N_SAMPLES) * cfg.gamma - _EPS)
+    return (
+        prompts.join(stats, on=C.PAIR_ID, how="left")
+        .with_columns(
+            pl.col(C.N_SAMPLES).fill_null(0), pl.col(C.N_CORRECT).fill_null(0),
+            pl.when(pl.col(C.PASS_RATE).is_not_null()).then(difficulty).alias(C.DIFFICULTY),
+            window.fill_null(False).alias("_in_window"),
+        )
+        .sort(C.PAIR_ID)
+        .collect()
+    )
+
+
+def balance(window: pl.DataFrame, grades: list[int], seed: int) -> tuple[pl.DataFrame, list[int]]:
+    """Downsample each grade present to the rarest present grade's count; also return the absent grades."""
+    have = dict(window.group_by(C.GRADE).len().iter_rows())
+    absent = [g for g in grades if not have.get(g)]
+    if not have:
+        return window, absent
+    keep = min(have.values())
+    ranked = window.with_columns(pl.col(C.PAIR_ID).hash(seed=seed).alias("_rand")).sort("_rand", C.PAIR_ID)
+    out = ranked.filter(pl.int_range(pl.len()).over(C.GRADE) < keep).drop("_rand").sort(C.PAIR_ID)
+    return out, absent
+
+
+def _per_grade(df: pl.DataFrame, grades: list[int]) -> dict[int, int]:
+    have = dict(df.group_by(C.GRADE).len().iter_rows()) if df.height else {}
+    return {g: int(have.get(g, 0)) for g in grades}
+
+
+def _counts(pairs: pl.DataFrame, window: pl.DataFrame, grpo: pl.DataFrame, grades: list[int], n_rollout_groups: int) -> dict:
+    has = pairs.filter(pl.col(C.N_SAMPLES) > 0)
+    by = [_per_grade(x, grades) for x in (pairs, window, grpo)]
+    return {
+        "pairs": pairs.height,
+        "dropped_no_rollouts": pairs.height - has.height,
+        "dropped_no_prompt": n_rollout_groups - has.height,
+        "difficulty": {str(k): int(v) for k, v in has.group_by(C.DIFFICULTY).len().sort(C.DIFFICULTY).iter_rows()},
+        "dropped_all_wrong": int((has[C.N_CORRECT] == 0).sum()),
+        "dropped_above_gamma": has.height - window.height - int((has[C.N_CORRECT] == 0).sum()),
+        "window": window.height,
+        "dropped_balance": window.height - grpo.height,
+        "grpo": grpo.height,
+        "grades_all": {str(g): n for g, n in by[0].items()},
+        "grades_before": {str(g): n for g, n in by[1].items()},
+        "grades_after": {str(g): n for g, n in by[2].items()},
+        "cv_all": cv(list(by[0].values())),
+        "cv_before": cv(list(by[1].values())),
+        "cv_after": cv(list(by[2].values())),
+    }
+
+
+def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
+    """Write difficulty.parquet (every pair) and grpo.parquet (the GRPO training set); see the module docstring."""
+    out = Path(cfg.out)
+    inputs = input_hashes(input_files(cfg.rollouts))
+    resolved = cfg.resolved()
+    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
+        return LabelDifficultyResult(out, read_manifest(out)["counts"], skipped=True)
+    scale = scale_of(cfg.rollouts)
+    rollouts, prompts = scan_rollouts(cfg.rollouts), scan_prompts(cfg.rollouts)
+    pairs = label_pairs(rollouts, prompts, cfg)
+    off = sorted(set(pairs[C.GRADE].drop_nulls().unique().to_list()) - set(scale.values))
+    if off:
+        raise UserError(f"{cfg.rollouts}: gold grade(s) {off} are not on scale `{scale.name}` (values: {scale.values}); check the rollouts folder's manifest")
+    grades = [g for g in scale.values if g in set(pairs[C.GRADE].to_list())]
+    window = pairs.filter("_in_window")
+    grpo, absent = balance(window, grades, cfg.seed) if cfg.balance else (window, [])
+    if absent and cfg.balance:
+        log.warning("grade(s) %s have no pair in the GRPO window (0 < n_correct < %g*G); balanced over the others", absent, cfg.gamma)
+    n_groups = rollouts.select(pl.col(C.PAIR_ID).n_unique()).collect().item()
+    counts = _counts(pairs, window, grpo, grades, n_groups) | {"grades_absent": absent}
+    label = pl.col(C.GRADE).replace_strict({g.value: g.label for g in scale.grades}, return_dtype=pl.String).alias(C.GOLD_LABEL)
+    keep = [C.PROMPT, C.PAIR_ID, C.GRADE, C.GOLD_LABEL, C.PASS_RATE, C.N_SAMPLES, C.N_CORRECT, C.DIFFICULTY]
+    with atomic_dir(out) as tmp:
+        write_parquet(pairs.drop(C.PROMPT, "_in_window").with_columns(label), tmp / DIFFICULTY_FILE)
+        write_parquet(grpo.with_columns(label).select(keep), tmp / GRPO_FILE)
+        write_manifest(tmp, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict()})
+    result = LabelDifficultyResult(out, counts)
+    log.info("%s", result.summary())
+    return result

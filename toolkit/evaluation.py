@@ -1,0 +1,291 @@
+"""`toolkit eval`: metrics, plots and a Markdown report for a predictions file.
+
+The predictions contract (a Parquet file, or a stage folder of them):
+
+* `pair_id`, `grade` (gold, on the scale) — required;
+* `grade_probs` — list[float], first-token probabilities of the grade labels, scale order (best
+  first), each row summing to 1 (± `prob_tolerance`); and/or
+* `pred_grade` — the emitted grade (null = unparseable answer), and/or `text` (the raw answer,
+  parsed with `toolkit.parsing.parse_answer` when there is no `pred_grade`);
+* optional `text` or `rationale` (+ `pred_grade`) for the discriminative-hallucination measure,
+  and `split`.
+
+Which grade is evaluated (`decision`): `argmax` of grade_probs, or `parsed` (the emitted grade);
+`auto` = argmax when grade_probs exist, else parsed. An argmax tie goes to the better grade. With a fitted tier rule (`tier_rule`), the
+report adds CumPT and expected-score cuts side by side, and the output gets `cumpt_grade` + `tier`.
+
+Model scoring plugs in through `evaluate(cfg, predictions=frame, provenance={...})`: a scoring
+backend builds a frame with the columns above and hands it over instead of a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.grades import GradeScale, get_scale
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_pairs, write_manifest, write_parquet
+from toolkit.metrics import PROB_TOLERANCE, UNPARSED, check_probs, classification_metrics, grade_indices, hallucination, reliability
+
+log = logging.getLogger(__name__)
+
+DECISIONS = ("auto", "argmax", "parsed")
+METRICS_SCHEMA = "toolkit.eval/1"
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+# -- reading predictions (shared with `toolkit tier`) --------------------------------------
+
+
+def resolve_scale(spec: str | None, path: "str | Path | None") -> GradeScale:
+    """--scale if given, else the scale recorded in the input folder's manifest, else taosr4."""
+    if spec:
+        return get_scale(spec)
+    if path is not None:
+        from toolkit.stats import scale_of
+
+        return scale_of(path)
+    return get_scale(None)
+
+
+def load_frame(path: "str | Path", required: list[str], split: str | None = None) -> pl.DataFrame:
+    """Read a predictions file or folder, check columns, keep one split if asked."""
+    df = read_pairs(path, required=required)
+    return select_split(df, split, str(path))
+
+
+def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFrame:
+    if not split:
+        return df
+    if C.SPLIT not in df.columns:
+        raise UserError(f"{where}: --split {split} given but there is no `{C.SPLIT}` column; drop --split or pass split data")
+    part = df.filter(pl.col(C.SPLIT) == split)
+    if part.height == 0:
+        found = sorted(str(s) for s in df[C.SPLIT].unique().to_list())
+        raise UserError(f"{where}: no rows with split {split!r}; splits found: {', '.join(found)}")
+    return part
+
+
+def probs_of(df: pl.DataFrame, scale: GradeScale, tolerance: float = PROB_TOLERANCE) -> np.ndarray | None:
+    if C.GRADE_PROBS not in df.columns:
+        return None
+    dtype = df.schema[C.GRADE_PROBS]
+    if not isinstance(dtype, (pl.List, pl.Array)) or not (dtype.inner.is_numeric() or dtype.inner == pl.Null):
+        raise UserError(f"column `{C.GRADE_PROBS}` holds {dtype}, not lists of numbers; write it as list[float] in Parquet")
+    col = df[C.GRADE_PROBS]
+    col = col.cast(pl.List(pl.Float64)) if isinstance(col.dtype, pl.Array) else col
+    ids = df[C.PAIR_ID].to_list() if C.PAIR_ID in df.columns else None
+    return check_probs(col, scale, tolerance, ids)
+
+
+def emitted(df: pl.DataFrame, scale: GradeScale, order: str) -> tuple[list, list] | None:
+    """(emitted label or None, rationale) per row for the hallucination measure, or None when no text.
+
+    From `text` (parsed) when present, else from `rationale` + `pred_grade`.
+    """
+    if C.TEXT in df.columns:
+        from toolkit.parsing import parse_answer
+
+        finish = df[C.FINISH_REASON].to_list() if C.FINISH_REASON in df.columns else [None] * df.height
+        parsed = [parse_answer(t, scale.labels, order, f) for t, f in zip(df[C.TEXT].to_list(), finish)]
+        return [p.label for p in parsed], [p.rationale for p in parsed]
+    if C.RATIONALE in df.columns and C.PRED_GRADE in df.columns:
+        label = {g.value: g.label for g in scale.grades}
+        return [None if v is None else label.get(int(v)) for v in df[C.PRED_GRADE].to_list()], df[C.RATIONALE].to_list()
+    return None
+
+
+# -- the stage ----------------------------------------------------------------------------
+
+
+@dataclass
+class EvalConfig:
+    predictions: str | None
+    out: str
+    scale: str | None = None  # default: the scale in the predictions folder's manifest, else taosr4
+    split: str | None = None  # evaluate only the rows of this split
+    decision: str = "auto"  # auto | argmax | parsed
+    tier_rule: str | None = None  # tiers.json from `toolkit tier fit`: adds CumPT and expected-score rows
+    bins: int = 10  # equal-width confidence bins for ECE / the reliability diagram
+    order: str = "label_first"  # how `text` answers are parsed: label_first | cot_first
+    prob_tolerance: float = PROB_TOLERANCE
+    plots: bool = True
+    force: bool = False
+    extra: dict = field(default_factory=dict)  # recorded in the config (e.g. the scoring model's settings)
+
+    def __post_init__(self):
+        from toolkit.parsing import ORDERS
+
+        if self.decision not in DECISIONS:
+            raise UserError(f"--decision must be one of {', '.join(DECISIONS)}; got {self.decision!r}")
+        if self.order not in ORDERS:
+            raise UserError(f"--order must be one of {', '.join(ORDERS)}; got {self.order!r}")
+        if int(self.bins) < 1:
+            raise UserError(f"--bins must be a positive number of bins; got {self.bins}")
+        if not 0 < float(self.prob_tolerance) < 0.5:
+            raise UserError(f"--prob-tolerance must be in (0, 0.5); got {self.prob_tolerance}")
+
+    def resolved(self) -> dict:
+        d = asdict(self)
+        d.pop("force")
+        return d
+
+
+@dataclass
+class EvalResult:
+    out: Path
+    metrics: dict
+    skipped: bool = False
+
+    def summary(self) -> str:
+        m = self.metrics
+        parts = [f"{m['n']} rows", f"macro-F1 {m['macro_f1']:.4f}", f"accuracy {m['accuracy']:.4f}"]
+        if m.get("calibration"):
+            parts.append(f"ECE {m['calibration']['ece']:.4f}")
+        h = m.get("hallucination")
+        if h and h["denominator"]:
+            parts.append(f"hallucination {h['numerator']}/{h['denominator']} ({100 * h['rate']:.1f}%)")
+        if m.get("tiering"):
+            parts.append(f"CumPT macro-F1 {m['tiering']['methods']['cumpt']['macro_f1']:.4f} (β={m['tiering']['beta']:.3f})")
+        if self.skipped:
+            return f"eval: {self.out} is up to date ({', '.join(parts)}); nothing to do (--force to redo)"
+        return f"eval: {', '.join(parts)} -> {self.out}"
+
+
+def evaluate(cfg: EvalConfig, predictions: pl.DataFrame | None = None, provenance: dict | None = None) -> EvalResult:
+    """Evaluate a predictions file (cfg.predictions) or an in-memory predictions frame.
+
+    `predictions` is the seam for model scoring: a backend scores pairs into a frame with the
+    contract's columns and passes it here, with `provenance` (model id, pairs' hashes…) for the
+    manifest in place of the input file hashes.
+    """
+    out = Path(cfg.out)
+    resolved = cfg.resolved()
+    if predictions is None:
+        if not cfg.predictions:
+            raise UserError("no predictions given; pass --predictions FILE (a Parquet file with grade and grade_probs or pred_grade)")
+        inputs = input_hashes([cfg.predictions] + ([cfg.tier_rule] if cfg.tier_rule else []))
+        if not cfg.force and is_up_to_date(out, "eval", resolved, inputs):
+            return EvalResult(out, json.loads((out / "metrics.json").read_text(encoding="utf-8")), skipped=True)
+        df = load_frame(cfg.predictions, [C.PAIR_ID, C.GRADE], cfg.split)
+        where = cfg.predictions
+    else:
+        inputs = {str(k): str(v) for k, v in (provenance or {}).items()}
+        missing = [c for c in (C.PAIR_ID, C.GRADE) if c not in predictions.columns]
+        if missing:
+            raise UserError(f"predictions frame: column(s) {', '.join(missing)} missing; found: {', '.join(predictions.columns)}")
+        df = select_split(predictions, cfg.split, "predictions")
+        where = "predictions"
+    scale = resolve_scale(cfg.scale, cfg.predictions if predictions is None else None)
+    metrics, frame = compute(df, scale, cfg, where)
+    metrics["input"] = where
+    with atomic_dir(out) as tmp:
+        write_parquet(frame, tmp / PREDICTIONS_FILE)
+        images = _plots(metrics, scale, tmp) if cfg.plots else {}
+        metrics["images"] = images
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from toolkit.report import render_eval
+
+        (tmp / "report.md").write_text(render_eval(metrics, scale), encoding="utf-8")
+        counts = {"rows": metrics["n"], "unparsed": metrics["n_unparsed"], "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"]}
+        write_manifest(tmp, "eval", resolved, inputs, counts, {"grade_scale": scale.to_dict()})
+    return EvalResult(out, metrics)
+
+
+def compute(df: pl.DataFrame, scale: GradeScale, cfg: EvalConfig, where: str = "predictions") -> tuple[dict, pl.DataFrame]:
+    """All metrics for one predictions frame, and the frame with the evaluated grade added."""
+    try:
+        gold = grade_indices(df[C.GRADE].to_list(), scale, "gold grade")
+        probs = probs_of(df, scale, cfg.prob_tolerance)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    answers = emitted(df, scale, cfg.order)
+    decision = cfg.decision if cfg.decision != "auto" else ("argmax" if probs is not None else "parsed")
+    if decision == "argmax":
+        if probs is None:
+            raise UserError(f"{where}: --decision argmax needs a `{C.GRADE_PROBS}` column; found: {', '.join(df.columns)}")
+        pred = probs.argmax(axis=1)
+    elif C.PRED_GRADE in df.columns:
+        try:
+            pred = grade_indices(df[C.PRED_GRADE].to_list(), scale, "pred_grade", allow_missing=True)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    elif answers is not None and C.TEXT in df.columns:
+        pos = {g.label: i for i, g in enumerate(scale.grades)}
+        pred = np.array([pos[label] if label is not None else UNPARSED for label in answers[0]], dtype=np.int64)
+    else:
+        raise UserError(
+            f"{where}: nothing to evaluate; need `{C.GRADE_PROBS}` (list of grade probabilities), `{C.PRED_GRADE}` or `{C.TEXT}`; "
+            f"found: {', '.join(df.columns)}"
+        )
+    metrics = {"schema": METRICS_SCHEMA, "scale": scale.to_dict(), "split": cfg.split, "decision": decision}
+    metrics.update(classification_metrics(gold, pred, scale))
+    metrics["calibration"] = reliability(probs, gold, int(cfg.bins)) if probs is not None else None
+    metrics["hallucination"] = hallucination(answers[0], answers[1], df[C.GRADE].to_list(), scale) if answers else None
+    metrics["by_split"] = _by_split(df, gold, pred, scale) if not cfg.split else None
+    values = np.asarray(scale.values)
+    pred_values = [None if p == UNPARSED else int(values[p]) for p in pred]
+    extra = []
+    if C.PRED_GRADE in df.columns and decision == "argmax":
+        df = df.drop(C.PARSED_GRADE, strict=False).rename({C.PRED_GRADE: C.PARSED_GRADE})
+    extra.append(pl.Series(C.PRED_GRADE, pred_values, dtype=pl.Int64))
+    extra.append(pl.Series(C.CORRECT, (pred == gold).tolist(), dtype=pl.Boolean))
+    metrics["tiering"] = None
+    if cfg.tier_rule:
+        if probs is None:
+            raise UserError(f"{where}: --tier-rule needs a `{C.GRADE_PROBS}` column; found: {', '.join(df.columns)}")
+        metrics["tiering"], tier_cols = _tiering(cfg.tier_rule, probs, gold, scale)
+        extra += tier_cols
+    return metrics, df.with_columns(extra)
+
+
+def _by_split(df: pl.DataFrame, gold: np.ndarray, pred: np.ndarray, scale: GradeScale) -> dict | None:
+    if C.SPLIT not in df.columns:
+        return None
+    splits = np.asarray([str(s) for s in df[C.SPLIT].to_list()])
+    names = sorted(set(splits.tolist()))
+    if len(names) < 2:
+        return None
+    out = {}
+    for s in names:
+        m = classification_metrics(gold[splits == s], pred[splits == s], scale)
+        out[s] = {"n": m["n"], "macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
+    return out
+
+
+def _tiering(rule_path: str, probs: np.ndarray, gold: np.ndarray, scale: GradeScale) -> tuple[dict, list[pl.Series]]:
+    from toolkit.cumpt import TierRule, compare_decisions, expected_scores, fit_thresholds
+
+    rule = TierRule.load(rule_path)
+    if rule.scale.values != scale.values:
+        raise UserError(f"{rule_path}: the tier rule is for scale {rule.scale.values}, the predictions for {scale.values}; pass --scale {rule.scale.name}")
+    cuts = rule.expected_score_cuts or fit_thresholds(expected_scores(probs, scale), gold, scale)
+    methods = compare_decisions(probs, gold, scale, rule.tiers, rule.beta, cuts, rule.tol)
+    values, tiers = rule.predict(probs)
+    info = {"rule": str(rule_path), "beta": rule.beta, "tiers": rule.tiers, "methods": methods}
+    return info, [pl.Series(C.CUMPT_GRADE, values.tolist(), dtype=pl.Int64), pl.Series(C.TIER, tiers, dtype=pl.String)]
+
+
+def _plots(metrics: dict, scale: GradeScale, folder: Path) -> dict[str, str]:
+    from toolkit import plots
+
+    if not plots.available():
+        return {}
+    images = {}
+    cm = metrics["confusion"]
+    ticks = [f"{g.label} {g.name}" if g.label != g.name else g.name for g in scale.grades]
+    plots.confusion_png(cm["matrix"], ticks, folder / "confusion.png", f"Confusion matrix (n={metrics['n']})")
+    images["confusion"] = "confusion.png"
+    if metrics["calibration"]:
+        cal = metrics["calibration"]
+        plots.reliability_png(cal["bins"], cal["ece"], folder / "reliability.png")
+        images["reliability"] = "reliability.png"
+    return images
+

@@ -1,0 +1,372 @@
+"""`toolkit make-prefs`: DPO preference pairs from pass@N rollouts, exactly as TaoSR1.
+
+Per pair (a group of N rollouts of one query-item pair):
+* some correct, some wrong -> chosen = an own correct sample, rejected = an own wrong sample;
+* all wrong -> chosen = a teacher answer written for the gold grade, rejected = an own wrong sample
+  (no teacher: the group is dropped and counted);
+* all correct -> no pair (paper-silent; our default).
+
+Choices (MakePrefsConfig):
+* `pairs_per_prompt` k: up to k pairs per group. Pair i takes the (i mod #chosen)-th chosen and the
+  (i mod #rejected)-th rejected candidate, for i < min(k, max(#chosen, #rejected)): every wrong sample
+  is used at most once while there are enough; a lone correct sample (or the teacher answer) is reused.
+* `reject`: `farthest` ranks wrong samples by |predicted - gold| grade, largest first, ties by lowest
+  sample index (deterministic); `random` ranks them by a seeded hash of (pair id, sample index).
+  Chosen samples go in sample order (`farthest`) or by the same seeded hash (`random`).
+* `unparseable`: unparseable samples are always wrong. `fallback` (default) uses them as rejected only
+  when a group has no parseable wrong sample: the pair then still teaches "prefer a well-formed
+  correct answer", while grade mistakes, the signal TaoSR1 targets, come first. `never` excludes
+  them (a group left without a rejectable sample is dropped, `dropped_no_rejectable`); `always`
+  treats them as the farthest wrong answers.
+* `dedupe`: identical texts within a group count once (`duplicate_samples`), so no two pairs repeat.
+
+Teacher answers come from a callable `teacher(rows) -> texts`: rows are prompts.parquet rows as
+dicts (pair id, prompt, gold grade, pair text columns), texts are label-first answers for the gold
+grade. An answer that does not parse to the gold grade is dropped (`dropped_teacher_invalid`).
+Answers are stored in teacher_answers.parquet and reused on rerun for the same `teacher_id`.
+
+The heavy part is two lazy passes over rollouts.parquet: ranking without the texts (a hash stands in
+for dedupe), then fetching only the texts of the picked samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, write_manifest, write_parquet
+from toolkit.parsing import LABEL_FIRST, OK, parse_answer
+from toolkit.progress import progress
+from toolkit.rollouts import input_files, pass_rates, scan_prompts, scan_rollouts
+from toolkit.stats import scale_of
+
+log = logging.getLogger(__name__)
+
+Teacher = Callable[[list[dict]], list[str]]
+REJECT_MODES = ("farthest", "random")
+UNPARSEABLE_MODES = ("fallback", "never", "always")
+SELF, TEACHER = "self", "teacher"
+PREFS_FILE = "preferences.parquet"
+TEACHER_FILE = "teacher_answers.parquet"
+STAGE = "make-prefs"
+_KIND = "_kind"
+MIXED, ALL_WRONG, ALL_CORRECT = "mixed", "all_wrong", "all_correct"
+
+
+@dataclass
+class MakePrefsConfig:
+    rollouts: str  # a rollouts folder (rollouts.parquet + prompts.parquet)
+    out: str
+    pairs_per_prompt: int = 1
+    reject: str = "farthest"  # farthest | random
+    unparseable: str = "fallback"  # fallback | never | always: may unparseable samples be rejected?
+    dedupe: bool = True
+    seed: int = 0
+    teacher_id: str | None = None  # names the teacher in the manifest; cached answers are reused only for the same id
+    teacher_batch_size: int = 64
+    force: bool = False
+
+    def __post_init__(self):
+        self.rollouts, self.out = str(self.rollouts), str(self.out)
+        if int(self.pairs_per_prompt) < 1:
+            raise UserError(f"pairs_per_prompt must be >= 1; got {self.pairs_per_prompt}")
+        if self.reject not in REJECT_MODES:
+            raise UserError(f"reject must be one of {', '.join(REJECT_MODES)}; got {self.reject!r}")
+        if self.unparseable not in UNPARSEABLE_MODES:
+            raise UserError(f"unparseable must be one of {', '.join(UNPARSEABLE_MODES)}; got {self.unparseable!r}")
+        if int(self.teacher_batch_size) < 1:
+            raise UserError(f"teacher_batch_size must be >= 1; got {self.teacher_batch_size}")
+
+    def resolved(self) -> dict:
+        d = asdict(self)
+        d.pop("force")
+        d.pop("teacher_batch_size")
+        return d
+
+
+@dataclass
+class MakePrefsResult:
+    out: Path
+    counts: dict = field(default_factory=dict)
+    skipped: bool = False
+
+    def summary(self) -> str:
+        c = self.counts
+        if self.skipped:
+            return f"make-prefs: {self.out} is up to date ({c.get('pairs', 0)} pairs); nothing to do (--force to redo)"
+        drops = ", ".join(f"{k.removeprefix('dropped_')}={v}" for k, v in c.items() if k.startswith("dropped_") and v)
+        return (
+            f"make-prefs: {c['prompts']} prompts -> {c['pairs']} preference pairs "
+            f"({c['pairs_self']} self, {c['pairs_teacher']} teacher) in {self.out}; dropped: {drops or 'none'}"
+        )
+
+
+# -- ranking (pass 1, no texts) ------------------------------------------------------
+# Group keys on the 10M-row side are a 64-bit hash of the pair id (`_gid`): grouping on it is several
+# times faster than on strings. A collision between two of the pairs would be caught in group_kinds.
+
+_GID = "_gid"
+_GID_SEED = 20250817
+_DIST_CAP = 2047  # |pred - gold| is capped here; "always" puts unparseable samples at the cap (farthest)
+
+
+def _gid() -> pl.Expr:
+    return pl.col(C.PAIR_ID).hash(seed=_GID_SEED).alias(_GID)
+
+
+def group_kinds(rollouts: pl.LazyFrame, prompt_ids: pl.LazyFrame) -> pl.DataFrame:
+    """Per pair with rollouts: grade, n_samples, n_correct, pass_rate, kind, whether it has a prompt, and `_gid`."""
+    kinds = (
+        pass_rates(rollouts)
+        .join(prompt_ids.select(C.PAIR_ID, pl.lit(True).alias("_has_prompt")), on=C.PAIR_ID, how="left")
+        .with_columns(
+            pl.col("_has_prompt").fill_null(False),
+            pl.when(pl.col(C.N_CORRECT) == 0).then(pl.lit(ALL_WRONG))
+            .when(pl.col(C.N_CORRECT) == pl.col(C.N_SAMPLES)).then(pl.lit(ALL_CORRECT))
+            .otherwise(pl.lit(MIXED)).alias(_KIND),
+            _gid(),
+        )
+        .collect()
+    )
+    if kinds[_GID].n_unique() != kinds.height:  # about 1 in 10^7 for a million pairs
+        raise RuntimeError("two pair ids share a 64-bit hash; change _GID_SEED in toolkit/preferences.py")
+    return kinds
+
+
+def _useful(kinds: pl.DataFrame) -> pl.DataFrame:
+    return kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) != ALL_CORRECT))
+
+
+def _candidates(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfig) -> pl.LazyFrame:
+    """Samples of groups that can give pairs, with a ranking key `_key` (smaller = first); duplicates
+    removed when dedupe is on. Correct samples only occur in mixed groups of these."""
+    parsed = ((pl.col(C.PARSE_STATUS) == OK) & pl.col(C.PRED_GRADE).is_not_null()).fill_null(False)
+    lf = rollouts.select(
+        _gid(), pl.col(C.SAMPLE_IDX).cast(pl.Int64), C.CORRECT, C.PRED_GRADE, C.GRADE, parsed.alias("_parsed"),
+        pl.col(C.TEXT).fill_null("").hash(seed=0).alias("_text_hash"),
+    ).filter(pl.col(_GID).is_in(_useful(kinds)[_GID].implode()))
+    if cfg.dedupe:
+        lf = lf.filter(pl.col(C.SAMPLE_IDX) == pl.col(C.SAMPLE_IDX).min().over(_GID, "_text_hash"))
+    prio = pl.when(pl.col("_parsed")).then(0).otherwise(1) if cfg.unparseable == "fallback" else pl.lit(0)
+    dist = (pl.col(C.PRED_GRADE) - pl.col(C.GRADE)).abs().clip(0, _DIST_CAP - 1).fill_null(0)
+    if cfg.unparseable == "always":
+        dist = pl.when(pl.col("_parsed")).then(dist).otherwise(_DIST_CAP)
+    if cfg.reject == "farthest":  # prio, then distance (largest first), then sample index
+        key = (_DIST_CAP - dist).cast(pl.UInt64) * (1 << 48) + pl.col(C.SAMPLE_IDX).cast(pl.UInt64)
+        chosen_key = pl.col(C.SAMPLE_IDX).cast(pl.UInt64)
+    else:  # prio, then a seeded hash of (pair, sample)
+        key = chosen_key = pl.struct(_GID, C.SAMPLE_IDX).hash(seed=cfg.seed) // 32
+    key = prio.cast(pl.UInt64) * (1 << 59) + key
+    return lf.with_columns(pl.when(pl.col(C.CORRECT)).then(chosen_key).otherwise(key).alias("_key"))
+
+
+def _ranked(lf: pl.LazyFrame, k: int, name: str) -> pl.LazyFrame:
+    """Per group: the sample indices of the first k candidates by `_key`."""
+    return lf.group_by(_GID).agg(pl.col(C.SAMPLE_IDX).sort_by("_key", C.SAMPLE_IDX).head(k).alias(f"_{name}_idx"))
+
+
+def pick(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfig) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Ranked chosen candidates (mixed groups) and rejected candidates (all groups), at most k each,
+    keyed by `_gid`, and the number of duplicate samples skipped."""
+    k = int(cfg.pairs_per_prompt)
+    cand = _candidates(rollouts, kinds, cfg)
+    wrong = cand.filter(~pl.col(C.CORRECT))
+    if cfg.unparseable == "never":
+        wrong = wrong.filter(pl.col("_parsed"))
+    chosen = _ranked(cand.filter(pl.col(C.CORRECT)), k, "chosen")
+    rejected = _ranked(wrong, k, "rejected")
+    chosen_df, rejected_df, kept = pl.collect_all([chosen, rejected, cand.select(pl.len())])
+    return chosen_df, rejected_df, int(_useful(kinds)[C.N_SAMPLES].sum() - kept.item())
+
+
+# -- teacher ---------------------------------------------------------------------------
+
+
+def _cached_teacher(cfg: MakePrefsConfig) -> pl.DataFrame | None:
+    out = Path(cfg.out)
+    m = read_manifest(out)
+    if cfg.teacher_id is None or not m or m.get("teacher_id") != cfg.teacher_id or not (out / TEACHER_FILE).exists():
+        return None
+    return read_parquet(out / TEACHER_FILE)
+
+
+def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, labels: dict[int, str], all_labels: list[str]) -> pl.DataFrame:
+    """pair_id, grade, text, valid for each row: cached answers reused, the rest asked in batches."""
+    cached = _cached_teacher(cfg)
+    known: dict[tuple[str, int], str] = {}
+    if cached is not None:
+        known = {(p, g): t for p, g, t in cached.select(C.PAIR_ID, C.GRADE, C.TEXT).iter_rows()}
+    todo = [r for r in rows if (r[C.PAIR_ID], r[C.GRADE]) not in known]
+    if todo:
+        log.info("asking the teacher for %d answers (%d cached)", len(todo), len(rows) - len(todo))
+    size = int(cfg.teacher_batch_size)
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    for batch in progress(batches, total=len(batches), desc="teacher answers", unit="batch"):
+        texts = teacher(batch)
+        if len(texts) != len(batch):
+            raise ValueError(f"the teacher returned {len(texts)} answers for {len(batch)} rows")
+        known.update({(r[C.PAIR_ID], r[C.GRADE]): t for r, t in zip(batch, texts)})
+    out = []
+    for r in rows:
+        text = known[(r[C.PAIR_ID], r[C.GRADE])] or ""
+        parsed = parse_answer(text, all_labels, LABEL_FIRST)
+        out.append((r[C.PAIR_ID], r[C.GRADE], text, parsed.status == OK and parsed.label == labels.get(r[C.GRADE])))
+    return pl.DataFrame(out, schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean}, orient="row")
+
+
+def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict], list[str] | None] | None = None) -> Teacher:
+    """A teacher callable over any generation backend: the teacher prompt for the gold grade, its
+    CoT-first answer re-written label-first; "" when it does not parse (counted as invalid)."""
+    from toolkit.generation.base import SamplingConfig
+    from toolkit.parsing import COT_FIRST
+    from toolkit.prompts import PromptBuilder
+
+    builder = PromptBuilder(scale)
+    sampling = sampling or SamplingConfig(n=1, temperature=0.0, max_tokens=768)
+
+    def teacher(rows: list[dict]) -> list[str]:
+        prompts = [builder.teacher(r, rules_of(r) if rules_of else None, r[C.GRADE]) for r in rows]
+        out = []
+        for gen in backend.generate(prompts, sampling):
+            parsed = parse_answer(gen.texts[0] if gen.texts else "", scale.labels, COT_FIRST, gen.finish_reasons[0] if gen.finish_reasons else None)
+            out.append(builder.target(parsed.label, parsed.rationale) if parsed.ok else "")
+        return out
+
+    return teacher
+
+
+# -- assembling the pairs (pass 2: texts of the picked samples) -----------------------------
+
+
+def _pair_index(chosen: pl.DataFrame, rejected: pl.DataFrame, teacher: pl.DataFrame, kinds: pl.DataFrame) -> pl.DataFrame:
+    """One row per preference pair, sorted: pair id, pair number, source, chosen/rejected sample index,
+    teacher text, and the pair's stats."""
+    nc, nr = pl.col("_chosen_idx").list.len(), pl.col("_rejected_idx").list.len()
+    own = (
+        chosen.join(rejected, on=_GID, how="inner")
+        .with_columns(pl.int_ranges(0, pl.max_horizontal(nc, nr)).alias("_i"))
+        .explode("_i")
+        .select(
+            _GID, "_i", pl.lit(SELF).alias(C.CHOSEN_SOURCE),
+            pl.col("_chosen_idx").list.get(pl.col("_i") % nc).alias(C.CHOSEN_SAMPLE_IDX),
+            pl.col("_rejected_idx").list.get(pl.col("_i") % nr).alias(C.REJECTED_SAMPLE_IDX),
+            pl.lit(None, dtype=pl.String).alias("_teacher_text"),
+        )
+    )
+    answers = teacher.filter("valid").join(kinds.select(C.PAIR_ID, _GID), on=C.PAIR_ID).select(_GID, pl.col(C.TEXT).alias("_teacher_text"))
+    taught = (
+        rejected.join(answers, on=_GID, how="inner")
+        .with_columns(pl.int_ranges(0, nr).alias("_i"))
+        .explode("_i")
+        .select(
+            _GID, "_i", pl.lit(TEACHER).alias(C.CHOSEN_SOURCE), pl.lit(None, dtype=pl.Int64).alias(C.CHOSEN_SAMPLE_IDX),
+            pl.col("_rejected_idx").list.get(pl.col("_i")).alias(C.REJECTED_SAMPLE_IDX), "_teacher_text",
+        )
+    )
+    stats = kinds.select(_GID, C.PAIR_ID, C.GRADE, C.PASS_RATE, C.N_SAMPLES, C.N_CORRECT)
+    return pl.concat([own, taught]).join(stats, on=_GID).sort(C.PAIR_ID, "_i")
+
+
+def _assistant(col: str) -> pl.Expr:
+    return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), pl.col(col).alias("content")))
+
+
+def assemble(index: pl.DataFrame, rollouts: pl.LazyFrame, prompts: pl.LazyFrame) -> pl.LazyFrame:
+    """The preference rows in TRL's conversational format plus provenance, in index order."""
+    picked = pl.concat([
+        index.select(_GID, pl.col(C.CHOSEN_SAMPLE_IDX).alias(C.SAMPLE_IDX)).drop_nulls(),
+        index.select(_GID, pl.col(C.REJECTED_SAMPLE_IDX).alias(C.SAMPLE_IDX)),
+    ]).unique()
+    texts = (
+        rollouts.select(_gid(), pl.col(C.SAMPLE_IDX).cast(pl.Int64), C.TEXT, C.PRED_GRADE, C.PARSE_STATUS)
+        .join(picked.lazy(), on=[_GID, C.SAMPLE_IDX], how="semi")
+        .collect()
+    )
+    chosen = texts.lazy().select(_GID, pl.col(C.SAMPLE_IDX).alias(C.CHOSEN_SAMPLE_IDX), pl.col(C.TEXT).alias("_chosen_text"))
+    rejected = texts.lazy().select(
+        _GID, pl.col(C.SAMPLE_IDX).alias(C.REJECTED_SAMPLE_IDX), pl.col(C.TEXT).fill_null("").alias("_rejected_text"),
+        pl.col(C.PRED_GRADE).alias(C.REJECTED_GRADE), pl.col(C.PARSE_STATUS).alias(C.REJECTED_PARSE_STATUS),
+    )
+    return (
+        index.lazy()
+        .join(chosen, on=[_GID, C.CHOSEN_SAMPLE_IDX], how="left", maintain_order="left")
+        .join(rejected, on=[_GID, C.REJECTED_SAMPLE_IDX], how="inner", maintain_order="left")
+        .join(prompts.select(C.PAIR_ID, C.PROMPT), on=C.PAIR_ID, how="inner", maintain_order="left")
+        .with_columns(pl.coalesce("_teacher_text", "_chosen_text").fill_null("").alias("_chosen_text"))
+        .filter(pl.col("_chosen_text") != pl.col("_rejected_text"))
+        .select(
+            C.PROMPT, _assistant("_chosen_text").alias(C.CHOSEN), _assistant("_rejected_text").alias(C.REJECTED),
+            C.PAIR_ID, C.GRADE, C.CHOSEN_SOURCE, pl.col(C.GRADE).alias(C.CHOSEN_GRADE), C.REJECTED_GRADE, C.PASS_RATE,
+            C.N_SAMPLES, C.N_CORRECT, C.CHOSEN_SAMPLE_IDX, C.REJECTED_SAMPLE_IDX, C.REJECTED_PARSE_STATUS,
+        )
+    )
+
+
+# -- the stage -------------------------------------------------------------------------------
+
+
+def _group_counts(kinds: pl.DataFrame, n_prompts: int, rejected: pl.DataFrame) -> dict:
+    has = kinds.filter("_has_prompt").with_columns(pl.col(_GID).is_in(rejected[_GID].implode()).alias("_rej"))
+    n = lambda expr: int(has.filter(expr).height)  # noqa: E731
+    return {
+        "prompts": n_prompts,
+        "dropped_no_rollouts": n_prompts - has.height,
+        "dropped_no_prompt": kinds.height - has.height,
+        "dropped_all_correct": n(pl.col(_KIND) == ALL_CORRECT),
+        "dropped_no_rejectable": n((pl.col(_KIND) != ALL_CORRECT) & ~pl.col("_rej")),
+        "groups_self": n((pl.col(_KIND) == MIXED) & pl.col("_rej")),
+    }
+
+
+def _teacher_table(prompts: pl.LazyFrame, kinds: pl.DataFrame, rejected: pl.DataFrame, teacher: Teacher | None,
+                   cfg: MakePrefsConfig, counts: dict) -> pl.DataFrame:
+    need = kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) == ALL_WRONG)).join(rejected.select(_GID), on=_GID)
+    empty = pl.DataFrame(schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean})
+    counts.update(dropped_all_wrong_no_teacher=0, dropped_teacher_invalid=0, groups_teacher=0)
+    if need.height == 0:
+        return empty
+    if teacher is None:
+        counts["dropped_all_wrong_no_teacher"] = need.height
+        return empty
+    rows = prompts.join(need.lazy().select(C.PAIR_ID), on=C.PAIR_ID, how="semi").sort(C.PAIR_ID).collect().to_dicts()
+    scale = scale_of(cfg.rollouts)
+    answers = teacher_answers(rows, teacher, cfg, {g.value: g.label for g in scale.grades}, scale.labels)
+    counts["groups_teacher"] = int(answers["valid"].sum())
+    counts["dropped_teacher_invalid"] = answers.height - counts["groups_teacher"]
+    return answers
+
+
+def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> MakePrefsResult:
+    """Build DPO preference pairs from a rollouts folder; see the module docstring for the rules."""
+    out = Path(cfg.out)
+    inputs = input_hashes(input_files(cfg.rollouts))
+    resolved = cfg.resolved()
+    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
+        return MakePrefsResult(out, read_manifest(out)["counts"], skipped=True)
+    rollouts, prompts = scan_rollouts(cfg.rollouts), scan_prompts(cfg.rollouts)
+    prompt_ids = prompts.select(C.PAIR_ID).unique()
+    kinds = group_kinds(rollouts, prompt_ids)
+    chosen, rejected, dups = pick(rollouts, kinds, cfg)
+    counts = _group_counts(kinds, prompt_ids.select(pl.len()).collect().item(), rejected)
+    answers = _teacher_table(prompts, kinds, rejected, teacher, cfg, counts)
+    index = _pair_index(chosen, rejected, answers, kinds)
+    counts["duplicate_samples"] = dups
+    with atomic_dir(out) as tmp:
+        assemble(index, rollouts, prompts).sink_parquet(tmp / PREFS_FILE, compression="zstd", statistics=True)
+        source = pl.scan_parquet(tmp / PREFS_FILE).group_by(C.CHOSEN_SOURCE).len().collect()
+        by = dict(source.iter_rows())
+        counts.update(pairs=sum(by.values()), pairs_self=by.get(SELF, 0), pairs_teacher=by.get(TEACHER, 0))
+        counts["dropped_identical_texts"] = index.height - counts["pairs"]
+        if answers.height:
+            write_parquet(answers, tmp / TEACHER_FILE)
+        extra = {"grade_scale": scale_of(cfg.rollouts).to_dict(), "teacher_id": cfg.teacher_id}
+        write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
+    result = MakePrefsResult(out, counts)
+    log.info("%s", result.summary())
+    return result
