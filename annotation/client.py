@@ -1,7 +1,7 @@
 """The connection to an Argilla server: URL and API key, a preflight check, one-line errors.
 
 The URL and key come from flags, else from ARGILLA_API_URL / ARGILLA_API_KEY. Before any work
-the server is asked for its status and for the key's user, so a server that is down or a wrong
+the server is asked for its version and for the key's user, so a server that is down or a wrong
 key fails at once with one line, before anything is written. Errors of the connection while a
 command runs become one line too (`argilla_errors`).
 """
@@ -61,11 +61,11 @@ def check_server(conn: Connection) -> str:
         raise missing_extra("argilla", "httpx") from None
     try:
         with httpx.Client(base_url=conn.api_url, timeout=min(conn.timeout, 10.0)) as http:
-            status = http.get("/api/_status")
-            if status.status_code == 404 or (status.status_code < 500 and "json" not in status.headers.get("content-type", "")):
-                raise UserError(f"{conn.api_url} does not look like an Argilla server (GET /api/_status: HTTP {status.status_code}); check {URL_ENV} / --api-url")
+            status = http.get("/api/v1/version")
             if status.status_code >= 500:
-                raise UserError(f"the Argilla server at {conn.api_url} is not healthy (GET /api/_status: HTTP {status.status_code}); check its logs")
+                raise UserError(f"the Argilla server at {conn.api_url} is not healthy (GET /api/v1/version: HTTP {status.status_code}); check its logs")
+            if status.status_code != 200 or "json" not in status.headers.get("content-type", ""):
+                raise UserError(f"{conn.api_url} does not look like an Argilla 2 server (GET /api/v1/version: HTTP {status.status_code}); check {URL_ENV} / --api-url")
             me = http.get("/api/v1/me", headers={"X-Argilla-Api-Key": conn.api_key})
     except httpx.TransportError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -79,8 +79,8 @@ def check_server(conn: Connection) -> str:
 
 def connect(conn: Connection):
     """A checked `argilla.Argilla` client."""
-    rg = _import_argilla()
     user = check_server(conn)
+    rg = _import_argilla()
     log.info("connected to %s as %s", conn.api_url, user)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

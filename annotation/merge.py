@@ -200,10 +200,11 @@ def merge(kind: str, df: pl.DataFrame, decisions: dict[str, Decision], scale: Gr
     for i, row in enumerate(df.iter_rows(named=True)):
         pid, rid = str(row[C.PAIR_ID]), row[ID_COL]
         d = decisions.get(rid)
-        reviewers.append(d.reviewers if d else [])
-        comments.append(d.comment if d else None)
+        # a row outside this round keeps what an earlier round said about it
+        reviewers.append(d.reviewers if d else row.get(C.REVIEWERS) or [])
+        comments.append(d.comment if d else row.get(C.REVIEW_COMMENT))
         if d is None or d.status != "resolved":
-            statuses.append(NOT_REVIEWED if d is None else PENDING if d.status == "pending" else CONFLICT)
+            statuses.append((row.get(C.REVIEW_STATUS) or NOT_REVIEWED) if d is None else PENDING if d.status == "pending" else CONFLICT)
             keep.append(True)
             reasons.append(None)
             continue

@@ -96,9 +96,22 @@ def iter_records(ds):
     yield from ds.records(with_suggestions=False, with_responses=True)
 
 
+def usernames(client, workspace) -> dict[str, str]:
+    """user id -> username: the workspace's members and, with an owner's key, every user."""
+    from argilla._exceptions import ArgillaAPIError
+
+    names = {str(client.me.id): client.me.username}
+    names.update({str(u.id): u.username for u in workspace.users})
+    try:
+        names.update({str(u.id): u.username for u in client.users})
+    except ArgillaAPIError:  # an admin may not list all users; the members are enough to answer
+        pass
+    return names
+
+
 def fetch_responses(client, ds, pair_ids: dict[str, str]) -> tuple[list[dict], set[str]]:
     """Every answer of every record (sorted), and the ids of all records in the dataset."""
-    users = {str(u.id): u.username for u in client.users}
+    users = usernames(client, ds.workspace)
     rows, ids = [], set()
     for rec in progress(iter_records(ds), desc="pull", unit="record"):
         ids.add(str(rec.id))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -72,11 +72,6 @@ class PushConfig:
             raise UserError(f"--pairs {self.pairs}: no such file or folder; pass the output of `toolkit ingest`")
         if self.guidelines and not Path(self.guidelines).is_file():
             raise UserError(f"--guidelines {self.guidelines}: no such file; pass a markdown file such as demo/guideline.md")
-
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("api_key")
-        return d
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from typing import Any
 
 from annotation import settings as S
@@ -115,7 +116,7 @@ def output_markdown(kind: str, row: dict, scale: GradeScale) -> str:
     if kind == "cot":
         model = f" · {model_of(row)}" if model_of(row) else ""
         head = f"**Model grade: {grade_name(cot_grade(row, scale), scale)}**{model}"
-        return f"{head}\n\n{_md(cot_answer(row) or '')}"
+        return f"{head}\n\n{_lines(cot_answer(row) or '')}"
     if kind == "prefs":
         return comparison_html(row, scale)
     if kind == "hard":
@@ -210,7 +211,8 @@ def to_record(kind: str, spec: S.KindSpec, row: dict, scale: GradeScale):
     import argilla as rg
 
     sugg = suggestion(kind, row, scale)
-    suggestions = [rg.Suggestion(S.Q_GRADE, str(sugg[0]), score=sugg[1], agent=sugg[2])] if sugg else []
+    agent = (re.sub(r"[^A-Za-z0-9_:./\s-]", "_", sugg[2])[:200] or "model") if sugg else None
+    suggestions = [rg.Suggestion(S.Q_GRADE, str(sugg[0]), score=sugg[1], agent=agent)] if sugg else []
     return rg.Record(
         id=str(row[ID_COL]),
         fields=fields(kind, row, scale),
@@ -229,6 +231,11 @@ def _attributes(raw: Any) -> dict:
     except (TypeError, ValueError):
         return {"attributes": raw}
     return data if isinstance(data, dict) else {"attributes": raw}
+
+
+def _lines(text: str) -> str:
+    """Plain text in a markdown field: single line breaks kept (markdown would join the lines)."""
+    return _md(text).replace("\n", "  \n")
 
 
 def _md(text: Any) -> str:

@@ -23,11 +23,14 @@ correct grade; the model's answer is the suggestion), `accept` (yes/no: keep thi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale
+
+log = logging.getLogger(__name__)
 
 # Argilla names: the schema of a review dataset on the server.
 F_QUERY = "query"
@@ -118,12 +121,19 @@ def grade_labels(scale: GradeScale) -> dict[str, str]:
     return {str(g.value): f"{g.value} {g.name}" for g in scale.grades}
 
 
+GUIDELINES_MAX = 10_000  # Argilla's limit on a dataset's guidelines
+
+
 def guidelines_text(spec: KindSpec, scale: GradeScale, extra: str | None = None) -> str:
     lines = [f"# Review: {spec.what}", "", spec.instructions, "", f"## Grade scale `{scale.name}`", ""]
     lines += [f"- **{g.value} {g.name}**" for g in scale.grades]
     if extra:
         lines += ["", "## Relevance guideline", "", extra.strip()]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if len(text) > GUIDELINES_MAX:
+        log.warning("the guidelines are %d characters; Argilla keeps %d, the rest is cut", len(text), GUIDELINES_MAX)
+        text = text[: GUIDELINES_MAX - 20].rstrip() + "\n\n(… shortened)"
+    return text
 
 
 def build_settings(spec: KindSpec, scale: GradeScale, min_submitted: int, guidelines: str | None, client):

@@ -131,6 +131,8 @@ def _pandas_group_pairs(g, k: int):
 
 
 def run_pandas(folder: Path, out: Path, k: int) -> dict:
+    """The same rules the way a pandas user writes them: groupby/apply for the per-group pairing rules,
+    merges for texts and prompts, groupby aggregations for pass rates."""
     import numpy as np
     import pandas as pd
 
@@ -138,29 +140,32 @@ def run_pandas(folder: Path, out: Path, k: int) -> dict:
 
     t0 = time.perf_counter()
     ro = pd.read_parquet(folder / "rollouts.parquet", columns=["pair_id", "sample_idx", "text", "parse_status", "pred_grade", "grade", "correct"])
-    prompts = pd.read_parquet(folder / "prompts.parquet").set_index("pair_id")
+    prompts = pd.read_parquet(folder / "prompts.parquet")
     picks = ro.groupby("pair_id", sort=True).apply(lambda g: _pandas_group_pairs(g, k))
     rows = [(pid, i, ch, rj) for pid, lst in picks.items() for i, (ch, rj) in enumerate(lst)]
-    pairs = pd.DataFrame(rows, columns=["pair_id", "i", "chosen_idx", "rejected_idx"])
-    taught = pairs[pairs["chosen_idx"].isna()]["pair_id"].unique().tolist()
-    answers = dict(zip(taught, fake_teacher([{"pair_id": p, **prompts.loc[p].to_dict()} for p in taught])))
-    valid = {p for p, t in answers.items() if parse_answer(t, ["4", "3", "2", "1"]).label == str(prompts.loc[p, "grade"])}
-    pairs = pairs[pairs["chosen_idx"].notna() | pairs["pair_id"].isin(valid)]
-    text = ro.set_index(["pair_id", "sample_idx"])["text"]
-    pairs["chosen"] = [[{"role": "assistant", "content": answers[p] if pd.isna(c) else text[(p, int(c))]}] for p, c in zip(pairs["pair_id"], pairs["chosen_idx"])]
-    pairs["rejected"] = [[{"role": "assistant", "content": text[(p, int(r))]}] for p, r in zip(pairs["pair_id"], pairs["rejected_idx"])]
-    pairs["prompt"] = [prompts.loc[p, "prompt"] for p in pairs["pair_id"]]
+    pairs = pd.DataFrame(rows, columns=["pair_id", "i", "chosen_idx", "rejected_idx"]).astype({"chosen_idx": "Int64", "rejected_idx": "Int64"})
+    taught = prompts[prompts["pair_id"].isin(pairs.loc[pairs["chosen_idx"].isna(), "pair_id"])]
+    answers = pd.DataFrame({"pair_id": taught["pair_id"], "teacher_text": fake_teacher(taught.to_dict("records")), "g": taught["grade"]})
+    answers = answers[[parse_answer(t, ["4", "3", "2", "1"]).label == str(g) for t, g in zip(answers["teacher_text"], answers["g"])]]
+    pairs = pairs.merge(answers[["pair_id", "teacher_text"]], on="pair_id", how="left")
+    pairs = pairs[pairs["chosen_idx"].notna() | pairs["teacher_text"].notna()]
+    texts = ro[["pair_id", "sample_idx", "text"]].astype({"sample_idx": "Int64"})
+    pairs = pairs.merge(texts.rename(columns={"sample_idx": "chosen_idx", "text": "chosen_text"}), on=["pair_id", "chosen_idx"], how="left")
+    pairs = pairs.merge(texts.rename(columns={"sample_idx": "rejected_idx", "text": "rejected_text"}), on=["pair_id", "rejected_idx"], how="left")
+    pairs["chosen_text"] = pairs["chosen_text"].fillna(pairs["teacher_text"])
+    pairs = pairs.merge(prompts[["pair_id", "prompt"]], on="pair_id", how="left").sort_values(["pair_id", "i"])
+    pairs["chosen"] = [[{"role": "assistant", "content": t}] for t in pairs["chosen_text"]]
+    pairs["rejected"] = [[{"role": "assistant", "content": t}] for t in pairs["rejected_text"]]
     (out / "pandas").mkdir(parents=True, exist_ok=True)
-    pairs.to_parquet(out / "pandas" / "preferences.parquet")
+    pairs[["prompt", "chosen", "rejected", "pair_id", "chosen_idx", "rejected_idx"]].to_parquet(out / "pandas" / "preferences.parquet")
     t1 = time.perf_counter()
 
-    stats = ro.groupby("pair_id").apply(lambda g: pd.Series({"grade": g["grade"].iloc[0], "n_samples": len(g), "n_correct": int(g["correct"].sum())}))
+    stats = ro.groupby("pair_id").agg(grade=("grade", "first"), n_samples=("correct", "size"), n_correct=("correct", "sum"))
     stats["pass_rate"] = stats["n_correct"] / stats["n_samples"]
     stats["difficulty"] = pd.cut(stats["pass_rate"], [-np.inf, 0, 0.4, 0.8, np.inf], labels=["unsolved", "hard", "medium", "easy"])
     window = stats[(stats["n_correct"] > 0) & (stats["n_correct"] < 0.9 * stats["n_samples"] - 1e-9)]
     m = window.groupby("grade").size().min()
-    grpo = window.groupby("grade", group_keys=False).apply(lambda g: g.sample(n=m, random_state=0))
-    grpo = grpo.join(prompts[["prompt"]])
+    grpo = window.groupby("grade").sample(n=m, random_state=0).join(prompts.set_index("pair_id")[["prompt"]])
     stats.to_parquet(out / "pandas" / "difficulty.parquet")
     grpo.to_parquet(out / "pandas" / "grpo.parquet")
     t2 = time.perf_counter()

@@ -50,15 +50,21 @@ def read_index_manifest(folder: "str | Path") -> dict:
     return m
 
 
+def rebuild_hint(folder: Path, manifest: dict | None) -> str:
+    """The command that rebuilds this index folder from the files it was built from."""
+    sources = " ".join(str(p) for p in (manifest or {}).get("inputs", {})) or "RULES_FILES..."
+    return f"rebuild it: toolkit build-index {sources} -o {folder} --force"
+
+
 def check_outputs(folder: Path, manifest: dict, names: tuple[str, ...]) -> None:
     """Files changed since the build (a truncated copy, an edit) are corrupt: refuse with the fix."""
     for name in names:
         path = folder / name
         expected = manifest.get("outputs", {}).get(name)
         if not path.exists():
-            raise UserError(f"{path}: missing; the index folder is incomplete; rebuild it with toolkit build-index ... -o {folder} --force")
+            raise UserError(f"{path}: missing, the index folder is incomplete; {rebuild_hint(folder, manifest)}")
         if expected and sha256_file(path) != expected:
-            raise UserError(f"{path}: corrupt (its content changed since the build); rebuild it with toolkit build-index ... -o {folder} --force")
+            raise UserError(f"{path}: corrupt (its content changed since the build); {rebuild_hint(folder, manifest)}")
 
 
 class RuleIndex:
@@ -87,9 +93,9 @@ class RuleIndex:
         if verify:
             check_outputs(folder, m, (SNIPPETS_FILE, FAISS_FILE))
         snippets = pl.read_parquet(folder / SNIPPETS_FILE)
-        index = read_faiss(folder / FAISS_FILE, int(m["count"]), int(m["dim"]))
+        index = read_faiss(folder / FAISS_FILE, int(m["count"]), int(m["dim"]), rebuild_hint(folder, m))
         if snippets.height != index.ntotal:
-            raise UserError(f"{folder}: {snippets.height} snippets but {index.ntotal} vectors; rebuild with toolkit build-index ... -o {folder} --force")
+            raise UserError(f"{folder}: {snippets.height} snippets but {index.ntotal} vectors; {rebuild_hint(folder, m)}")
         return cls(folder, m, snippets, index, IndexSpec(**m["index_spec"]), model, embedder)
 
     def __len__(self) -> int:
@@ -142,9 +148,9 @@ class RuleIndex:
             try:
                 vecs = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as e:
-                raise UserError(f"{path}: unreadable ({e}); rebuild with toolkit build-index ... -o {self.folder} --force") from None
+                raise UserError(f"{path}: unreadable ({e}); {rebuild_hint(self.folder, self.manifest)}") from None
             if vecs.shape != (len(self), self.dim):
-                raise UserError(f"{path}: shape {vecs.shape}, expected ({len(self)}, {self.dim}); rebuild with toolkit build-index ... -o {self.folder} --force")
+                raise UserError(f"{path}: shape {vecs.shape}, expected ({len(self)}, {self.dim}); {rebuild_hint(self.folder, self.manifest)}")
             self._vectors = vecs
         return self._vectors
 
@@ -166,15 +172,10 @@ class RuleIndex:
         n_allowed = len(self) if allowed is None else int(allowed.sum())
         pool = max(1, min(max(4 * k, 32), n_allowed))
         d_scores, d_rows = self.search_vectors(vectors, pool, allowed)
+        from retrieval_index.lexical import top_per_row
+
         lex = self.lexical.scores(self.lexical.query_matrix(lexical_texts), allowed)
-        l_rows = np.full((len(vectors), pool), -1, dtype=np.int64)
-        for i in range(len(vectors)):
-            lo, hi = lex.indptr[i], lex.indptr[i + 1]
-            cols, vals = lex.indices[lo:hi], lex.data[lo:hi]
-            if len(cols) > pool:
-                top = np.argpartition(-vals, pool - 1)[:pool]
-                cols = cols[top]
-            l_rows[i, : len(cols)] = cols
+        l_rows = top_per_row(lex, pool)
         cand = np.sort(np.concatenate([d_rows, l_rows], axis=1), axis=1)
         valid = cand >= 0
         valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]  # each row once
@@ -230,6 +231,6 @@ def check_embedder(embedder, manifest: dict, folder: Path):
     if int(embedder.dim) != int(manifest["dim"]):
         raise UserError(
             f"{folder}: built with vectors of dimension {manifest['dim']} but embedder {embedder.model_id} gives {embedder.dim}; "
-            "the model changed since the build; rebuild the index with toolkit build-index ... --force"
+            f"the model changed since the build; {rebuild_hint(folder, manifest)}"
         )
     return embedder

@@ -121,6 +121,7 @@ def _masked_flat_search(index, vectors: np.ndarray, k: int, allowed: np.ndarray)
     xb = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)  # a view, no copy
     cols = np.flatnonzero(allowed)
     sub = xb[cols] if len(cols) < index.ntotal // 2 else None
+    penalty = np.where(allowed, 0, -np.inf).astype(np.float32)[None, :]
     kk = min(k, len(cols))
     scores = np.full((len(vectors), k), -np.inf, np.float32)
     rows = np.full((len(vectors), k), -1, np.int64)
@@ -131,7 +132,7 @@ def _masked_flat_search(index, vectors: np.ndarray, k: int, allowed: np.ndarray)
             s, idx = q @ sub.T, cols
         else:
             s, idx = q @ xb.T, None
-            s[:, ~allowed] = -np.inf
+            s += penalty
         top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else np.tile(np.arange(s.shape[1]), (len(q), 1))
         ts = np.take_along_axis(s, top, axis=1)
         order = np.argsort(-ts, axis=1, kind="stable")
@@ -145,11 +146,9 @@ def write_faiss(index, path: Path) -> None:
     faiss_module().write_index(index, str(path))
 
 
-def read_faiss(path: Path, expect_count: int, expect_dim: int):
+def read_faiss(path: Path, expect_count: int, expect_dim: int, fix: str = "rebuild it with toolkit build-index ... --force"):
     """Load an index file; a truncated or foreign file is a one-line error with the fix."""
     faiss = faiss_module()
-    folder = path.parent
-    fix = f"rebuild it: toolkit build-index <your rules files> -o {folder} --force"
     if not path.exists():
         raise UserError(f"{path}: missing; the index folder is incomplete; {fix}")
     try:

@@ -28,8 +28,8 @@ from toolkit import parsing as P
 from toolkit.cot_filters import STEP_NAMES, FilterConfig, NearDuplicates, check
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, SamplingConfig
-from toolkit.io import input_hashes, read_pairs, sha256_json, write_manifest, write_parquet
-from toolkit.progress import progress
+from toolkit.io import input_hashes, read_pairs, write_manifest, write_parquet
+from toolkit.shards import ShardRun, run_shards
 from toolkit.prompts import PromptBuilder
 from toolkit.stats import scale_of
 
@@ -194,10 +194,6 @@ def _teacher_no_gold(builder: PromptBuilder, row: dict, rules: list[str]) -> lis
     return msgs[:-1] + [{"role": "user", "content": user}]
 
 
-def shard_name(i: int, key: str) -> str:
-    return f"shard-{i:05d}-{key[:16]}.parquet"
-
-
 def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     out = Path(cfg.out)
     df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
@@ -210,38 +206,32 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     builder = PromptBuilder(scale, cfg.order, cfg.student_template, teacher_template)
     rules = attach_rules(df, cfg.index, cfg.rules_k)
     resolved = cfg.resolved()
-    shards_dir = out / "shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
     rows = df.to_dicts()
-    n_shards = (len(rows) + cfg.shard_size - 1) // cfg.shard_size
-    names, done, skipped = [], 0, 0
-    for i in progress(range(n_shards), total=n_shards, desc="gen-cot shards", unit="shard"):
-        part = rows[i * cfg.shard_size : (i + 1) * cfg.shard_size]
-        key = sha256_json({"config": resolved, "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r in part], "rules": rules[i * cfg.shard_size : (i + 1) * cfg.shard_size]})
-        name = shard_name(i, key)
-        names.append(name)
-        if (shards_dir / name).exists():
-            skipped += 1
-            continue
-        if backend is None:
+    items = list(zip(rows, rules))
+    state = {"backend": backend}
+
+    def key_of(i: int, part: list) -> dict:
+        return {"config": resolved, "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part]}
+
+    def work(i: int, part: list) -> pl.DataFrame:
+        if state["backend"] is None:
             from toolkit.generation import make_backend
 
-            backend = make_backend(cfg.backend)
-        result = generate_shard(backend, builder, part, rules[i * cfg.shard_size : (i + 1) * cfg.shard_size], cfg, i)
-        write_parquet(pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None), shards_dir / name)
-        done += 1
-    for stale in shards_dir.glob("shard-*.parquet"):
-        if stale.name not in names:
-            stale.unlink()
-    return _finish(cfg, out, names, df, scale, resolved, done, skipped, getattr(backend, "model_id", None))
+            state["backend"] = make_backend(cfg.backend)
+        result = generate_shard(state["backend"], builder, [r for r, _ in part], [rl for _, rl in part], cfg, i)
+        return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
+
+    run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards")
+    backend = state["backend"]
+    return _finish(cfg, out, run, df, scale, resolved, getattr(backend, "model_id", None))
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 _SCHEMA = {C.PRED_GRADE: pl.Int64, C.RATIONALE: pl.String, DROP_REASON: pl.String, C.COMPLETION: _MSG, C.PROMPT: _MSG}
 
 
-def _finish(cfg, out: Path, names: list[str], df: pl.DataFrame, scale, resolved: dict, done: int, skipped: int, model_id) -> GenCotResult:
-    allrows = pl.concat([pl.read_parquet(out / "shards" / n) for n in names], how="vertical_relaxed")
+def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id) -> GenCotResult:
+    allrows = run.read(out)
     kept = allrows.filter(pl.col(DROP_REASON).is_null())
     rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, DROP_REASON)
     sft = kept.select(C.PROMPT, C.COMPLETION, C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.RATIONALE).with_columns(pl.lit(model_id or cfg.backend.model or "default").alias(TEACHER))
@@ -252,7 +242,7 @@ def _finish(cfg, out: Path, names: list[str], df: pl.DataFrame, scale, resolved:
     stats = {
         "pairs": df.height, "samples": cfg.samples, "generated": allrows.height, "kept": sft.height,
         "pairs_with_kept": sft[C.PAIR_ID].n_unique(), "dropped": dropped, "teacher_agreement": agree,
-        "parsed": parsed.height, "shards_done": done, "shards_skipped": skipped,
+        "parsed": parsed.height, "shards_done": run.done, "shards_skipped": run.skipped,
         "kept_by_grade": {str(g): n for g, n in sft.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
     }
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []))

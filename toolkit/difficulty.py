@@ -33,7 +33,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
-from toolkit.rollouts import input_files, pass_rates, scan_prompts, scan_rollouts
+from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
 from toolkit.stats import scale_of
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,17 @@ def cv(counts: list[int]) -> float | None:
     return math.sqrt(sum((x - mean) ** 2 for x in counts) / len(counts)) / mean
 
 
-def label_pairs(rollouts: pl.LazyFrame, prompts: pl.LazyFrame, cfg: LabelDifficultyConfig) -> pl.DataFrame:
-    """Every pair of prompts.parquet with n_samples, n_correct, pass_rate, difficulty and `in_window`."""
-    stats = pass_rates(rollouts).select(C.PAIR_ID, C.N_SAMPLES, C.N_CORRECT, C.PASS_RATE)
-    names, edges = list(cfg.buckets), list(cfg.buckets.values())
-    difficulty = pl.col(C.PASS_RATE).cut(edges[:-1], labels=names, left_closed=False).cast(pl.String) if len(names) > 1 else pl.lit(names[0])
+def label_pairs(rollouts: pl.LazyFrame, prompts: pl.LazyFrame, cfg: LabelDifficultyConfig) -> tuple[pl.DataFrame, int]:
+    """Every pair of prompts.parquet with n_samples, n_correct, pass_rate, difficulty and `_in_window`;
+    and the number of pairs with rollouts."""
+    stats = pass_rates(rollouts).collect()
+    check_pairs(prompts, stats, cfg.rollouts)
+    difficulty = pl.lit(None, dtype=pl.String)
+    for name, upper in reversed(cfg.buckets.items()):  # the first bucket whose upper bound holds the rate
+        difficulty = pl.when(pl.col(C.PASS_RATE) <= upper).then(pl.lit(name)).otherwise(difficulty)
     window = (pl.col(C.N_CORRECT) > 0) & (pl.col(C.N_CORRECT) < pl.col(C.N_SAMPLES) * cfg.gamma - _EPS)
     return (
-        prompts.join(stats, on=C.PAIR_ID, how="left")
+        prompts.join(stats.lazy().drop(C.GRADE), on=C.PAIR_ID, how="left")
         .with_columns(
             pl.col(C.N_SAMPLES).fill_null(0), pl.col(C.N_CORRECT).fill_null(0),
             pl.when(pl.col(C.PASS_RATE).is_not_null()).then(difficulty).alias(C.DIFFICULTY),
@@ -136,7 +139,7 @@ def label_pairs(rollouts: pl.LazyFrame, prompts: pl.LazyFrame, cfg: LabelDifficu
         )
         .sort(C.PAIR_ID)
         .collect()
-    )
+    ), stats.height
 
 
 def balance(window: pl.DataFrame, grades: list[int], seed: int) -> tuple[pl.DataFrame, list[int]]:
@@ -187,7 +190,7 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
         return LabelDifficultyResult(out, read_manifest(out)["counts"], skipped=True)
     scale = scale_of(cfg.rollouts)
     rollouts, prompts = scan_rollouts(cfg.rollouts), scan_prompts(cfg.rollouts)
-    pairs = label_pairs(rollouts, prompts, cfg)
+    pairs, n_groups = label_pairs(rollouts, prompts, cfg)
     off = sorted(set(pairs[C.GRADE].drop_nulls().unique().to_list()) - set(scale.values))
     if off:
         raise UserError(f"{cfg.rollouts}: gold grade(s) {off} are not on scale `{scale.name}` (values: {scale.values}); check the rollouts folder's manifest")
@@ -196,7 +199,6 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     grpo, absent = balance(window, grades, cfg.seed) if cfg.balance else (window, [])
     if absent and cfg.balance:
         log.warning("grade(s) %s have no pair in the GRPO window (0 < n_correct < %g*G); balanced over the others", absent, cfg.gamma)
-    n_groups = rollouts.select(pl.col(C.PAIR_ID).n_unique()).collect().item()
     counts = _counts(pairs, window, grpo, grades, n_groups) | {"grades_absent": absent}
     label = pl.col(C.GRADE).replace_strict({g.value: g.label for g in scale.grades}, return_dtype=pl.String).alias(C.GOLD_LABEL)
     keep = [C.PROMPT, C.PAIR_ID, C.GRADE, C.GOLD_LABEL, C.PASS_RATE, C.N_SAMPLES, C.N_CORRECT, C.DIFFICULTY]

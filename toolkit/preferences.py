@@ -13,17 +13,19 @@ Choices (MakePrefsConfig):
 * `reject`: `farthest` ranks wrong samples by |predicted - gold| grade, largest first, ties by lowest
   sample index (deterministic); `random` ranks them by a seeded hash of (pair id, sample index).
   Chosen samples go in sample order (`farthest`) or by the same seeded hash (`random`).
-* `unparseable`: unparseable samples are always wrong. `fallback` (default) uses them as rejected only
-  when a group has no parseable wrong sample: the pair then still teaches "prefer a well-formed
-  correct answer", while grade mistakes, the signal TaoSR1 targets, come first. `never` excludes
-  them (a group left without a rejectable sample is dropped, `dropped_no_rejectable`); `always`
-  treats them as the farthest wrong answers.
+* `unparseable`: unparseable samples are always wrong. `fallback` (default) ranks them after every
+  parseable wrong sample, so they are rejected only when a group has fewer than k parseable wrong
+  ones (with k=1: none): grade mistakes, the signal TaoSR1 targets, come first, and a group whose
+  only mistakes are format errors still teaches "prefer a well-formed correct answer". `never`
+  excludes them (a group left without a rejectable sample is dropped, `dropped_no_rejectable`);
+  `always` treats them as the farthest wrong answers.
 * `dedupe`: identical texts within a group count once (`duplicate_samples`), so no two pairs repeat.
 
 Teacher answers come from a callable `teacher(rows) -> texts`: rows are prompts.parquet rows as
 dicts (pair id, prompt, gold grade, pair text columns), texts are label-first answers for the gold
 grade. An answer that does not parse to the gold grade is dropped (`dropped_teacher_invalid`).
-Answers are stored in teacher_answers.parquet and reused on rerun for the same `teacher_id`.
+Answers are stored in teacher_answers.parquet and reused on rerun for the same `teacher_id`; when
+the teacher fails midway, the answers so far are kept beside the output folder and reused too.
 
 The heavy part is two lazy passes over rollouts.parquet: ranking without the texts (a hash stands in
 for dedupe), then fetching only the texts of the picked samples.
@@ -43,7 +45,7 @@ from toolkit.errors import UserError
 from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, OK, parse_answer
 from toolkit.progress import progress
-from toolkit.rollouts import input_files, pass_rates, scan_prompts, scan_rollouts
+from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
 from toolkit.stats import scale_of
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ def group_kinds(rollouts: pl.LazyFrame, prompt_ids: pl.LazyFrame) -> pl.DataFram
     """Per pair with rollouts: grade, n_samples, n_correct, pass_rate, kind, whether it has a prompt, and `_gid`."""
     kinds = (
         pass_rates(rollouts)
-        .join(prompt_ids.select(C.PAIR_ID, pl.lit(True).alias("_has_prompt")), on=C.PAIR_ID, how="left")
+        .join(prompt_ids.select(C.PAIR_ID).unique().with_columns(pl.lit(True).alias("_has_prompt")), on=C.PAIR_ID, how="left")
         .with_columns(
             pl.col("_has_prompt").fill_null(False),
             pl.when(pl.col(C.N_CORRECT) == 0).then(pl.lit(ALL_WRONG))
@@ -188,30 +190,53 @@ def pick(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfig) -> t
 # -- teacher ---------------------------------------------------------------------------
 
 
-def _cached_teacher(cfg: MakePrefsConfig) -> pl.DataFrame | None:
+def _partial_file(cfg: MakePrefsConfig) -> Path:
     out = Path(cfg.out)
+    return out.with_name(f".{out.name}.{TEACHER_FILE}.partial")
+
+
+def _cached_teacher(cfg: MakePrefsConfig) -> dict[tuple[str, int], str]:
+    """Answers of the same teacher from the last complete run, or from an interrupted one."""
+    if cfg.teacher_id is None:
+        return {}
+    out, known = Path(cfg.out), {}
     m = read_manifest(out)
-    if cfg.teacher_id is None or not m or m.get("teacher_id") != cfg.teacher_id or not (out / TEACHER_FILE).exists():
-        return None
-    return read_parquet(out / TEACHER_FILE)
+    sources = [out / TEACHER_FILE] if m and m.get("teacher_id") == cfg.teacher_id else []
+    for path in sources + [_partial_file(cfg)]:
+        if path.exists():
+            df = read_parquet(path)
+            if "teacher_id" in df.columns:
+                df = df.filter(pl.col("teacher_id") == cfg.teacher_id)
+            known.update({(p, g): t for p, g, t in df.select(C.PAIR_ID, C.GRADE, C.TEXT).iter_rows()})
+    return known
+
+
+def _save_partial(cfg: MakePrefsConfig, known: dict[tuple[str, int], str]) -> None:
+    if cfg.teacher_id is None or not known:
+        return
+    rows = [(p, g, t, cfg.teacher_id) for (p, g), t in known.items()]
+    schema = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "teacher_id": pl.String}
+    write_parquet(pl.DataFrame(rows, schema=schema, orient="row"), _partial_file(cfg))
+    log.warning("kept %d teacher answers in %s; the next run with the same teacher reuses them", len(known), _partial_file(cfg))
 
 
 def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, labels: dict[int, str], all_labels: list[str]) -> pl.DataFrame:
     """pair_id, grade, text, valid for each row: cached answers reused, the rest asked in batches."""
-    cached = _cached_teacher(cfg)
-    known: dict[tuple[str, int], str] = {}
-    if cached is not None:
-        known = {(p, g): t for p, g, t in cached.select(C.PAIR_ID, C.GRADE, C.TEXT).iter_rows()}
+    known = _cached_teacher(cfg)
     todo = [r for r in rows if (r[C.PAIR_ID], r[C.GRADE]) not in known]
     if todo:
         log.info("asking the teacher for %d answers (%d cached)", len(todo), len(rows) - len(todo))
     size = int(cfg.teacher_batch_size)
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-    for batch in progress(batches, total=len(batches), desc="teacher answers", unit="batch"):
-        texts = teacher(batch)
-        if len(texts) != len(batch):
-            raise ValueError(f"the teacher returned {len(texts)} answers for {len(batch)} rows")
-        known.update({(r[C.PAIR_ID], r[C.GRADE]): t for r, t in zip(batch, texts)})
+    try:
+        for batch in progress(batches, total=len(batches), desc="teacher answers", unit="batch"):
+            texts = teacher(batch)
+            if len(texts) != len(batch):
+                raise ValueError(f"the teacher returned {len(texts)} answers for {len(batch)} rows")
+            known.update({(r[C.PAIR_ID], r[C.GRADE]): t for r, t in zip(batch, texts)})
+    except BaseException:
+        _save_partial(cfg, known)
+        raise
     out = []
     for r in rows:
         text = known[(r[C.PAIR_ID], r[C.GRADE])] or ""
@@ -283,10 +308,12 @@ def assemble(index: pl.DataFrame, rollouts: pl.LazyFrame, prompts: pl.LazyFrame)
         index.select(_GID, pl.col(C.CHOSEN_SAMPLE_IDX).alias(C.SAMPLE_IDX)).drop_nulls(),
         index.select(_GID, pl.col(C.REJECTED_SAMPLE_IDX).alias(C.SAMPLE_IDX)),
     ]).unique()
+    # A streaming filter on a hash of (pair, sample) keeps memory low; the joins below are exact.
+    row_key = pl.struct(_GID, C.SAMPLE_IDX).hash(seed=1)
     texts = (
         rollouts.select(_gid(), pl.col(C.SAMPLE_IDX).cast(pl.Int64), C.TEXT, C.PRED_GRADE, C.PARSE_STATUS)
-        .join(picked.lazy(), on=[_GID, C.SAMPLE_IDX], how="semi")
-        .collect()
+        .filter(row_key.is_in(picked.select(row_key).to_series().implode()))
+        .collect(engine="streaming")
     )
     chosen = texts.lazy().select(_GID, pl.col(C.SAMPLE_IDX).alias(C.CHOSEN_SAMPLE_IDX), pl.col(C.TEXT).alias("_chosen_text"))
     rejected = texts.lazy().select(
@@ -350,10 +377,10 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return MakePrefsResult(out, read_manifest(out)["counts"], skipped=True)
     rollouts, prompts = scan_rollouts(cfg.rollouts), scan_prompts(cfg.rollouts)
-    prompt_ids = prompts.select(C.PAIR_ID).unique()
-    kinds = group_kinds(rollouts, prompt_ids)
+    kinds = group_kinds(rollouts, prompts.select(C.PAIR_ID))
+    n_prompts = check_pairs(prompts, kinds, cfg.rollouts)
     chosen, rejected, dups = pick(rollouts, kinds, cfg)
-    counts = _group_counts(kinds, prompt_ids.select(pl.len()).collect().item(), rejected)
+    counts = _group_counts(kinds, n_prompts, rejected)
     answers = _teacher_table(prompts, kinds, rejected, teacher, cfg, counts)
     index = _pair_index(chosen, rejected, answers, kinds)
     counts["duplicate_samples"] = dups
@@ -367,6 +394,7 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
             write_parquet(answers, tmp / TEACHER_FILE)
         extra = {"grade_scale": scale_of(cfg.rollouts).to_dict(), "teacher_id": cfg.teacher_id}
         write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
+    _partial_file(cfg).unlink(missing_ok=True)
     result = MakePrefsResult(out, counts)
     log.info("%s", result.summary())
     return result

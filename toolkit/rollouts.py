@@ -123,3 +123,18 @@ def pass_rates(rollouts: pl.LazyFrame) -> pl.LazyFrame:
         pl.len().cast(pl.Int64).alias(C.N_SAMPLES),
         pl.col(C.CORRECT).sum().cast(pl.Int64).alias(C.N_CORRECT),
     ).with_columns((pl.col(C.N_CORRECT) / pl.col(C.N_SAMPLES)).alias(C.PASS_RATE))
+
+
+def check_pairs(prompts: pl.LazyFrame, stats: pl.DataFrame, folder: "str | Path") -> int:
+    """Fail on repeated pair ids in prompts.parquet or gold grades that differ between the two files;
+    return the number of prompts. `stats` is pass_rates(...) collected."""
+    ids = prompts.select(C.PAIR_ID, C.GRADE).collect()
+    dup = ids.filter(pl.col(C.PAIR_ID).is_duplicated())
+    if dup.height:
+        raise UserError(f"{folder}: pair id {dup[C.PAIR_ID][0]!r} has {(dup[C.PAIR_ID] == dup[C.PAIR_ID][0]).sum()} rows in {PROMPTS_FILE}; each pair needs exactly one")
+    bad = stats.select(C.PAIR_ID, C.GRADE).join(ids, on=C.PAIR_ID, suffix="_prompt").filter(pl.col(C.GRADE) != pl.col(f"{C.GRADE}_prompt"))
+    if bad.height:
+        pid, g, gp = bad.row(0)
+        raise UserError(f"{folder}: pair {pid!r} has gold grade {g} in {ROLLOUTS_FILE} but {gp} in {PROMPTS_FILE} ({bad.height} pairs differ); re-run `toolkit sample`")
+    return ids.height
+

@@ -126,7 +126,7 @@ cmd_up() {
     if [ -f "$STATE/stack.env" ] && alive argilla && alive redis && alive osmem; then
         # shellcheck disable=SC1091
         . "$STATE/stack.env"
-        http_ok "$ARGILLA_API_URL/api/_status" && { say "already running at $ARGILLA_API_URL"; return 0; }
+        http_ok "$ARGILLA_API_URL/api/v1/version" && { say "already running at $ARGILLA_API_URL"; return 0; }
     fi
     cmd_down >/dev/null 2>&1 || true
     cmd_install
@@ -176,7 +176,7 @@ cmd_up() {
     spawn worker "$VENV/bin/python" "$REPO/annotation/stack/argilla_launch.py" worker --num-workers 1
 
     local url="http://127.0.0.1:$port"
-    until http_ok "$url/api/_status"; do
+    until http_ok "$url/api/v1/version"; do
         alive argilla || fail_start "the Argilla server exited (see $STATE/logs/argilla.log)"
         alive worker || fail_start "the Argilla worker exited (see $STATE/logs/worker.log)"
         [ $((SECONDS - t0)) -lt "$TIMEOUT" ] || fail_start "the Argilla server was not ready after $TIMEOUT s"
@@ -213,7 +213,7 @@ cmd_status() {
     if [ -f "$STATE/stack.env" ]; then
         # shellcheck disable=SC1091
         . "$STATE/stack.env"
-        if http_ok "$ARGILLA_API_URL/api/_status"; then echo "ready: $ARGILLA_API_URL"; return 0; fi
+        if http_ok "$ARGILLA_API_URL/api/v1/version"; then echo "ready: $ARGILLA_API_URL"; return 0; fi
     fi
     return 1
 }

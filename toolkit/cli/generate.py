@@ -87,4 +87,47 @@ def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_
     click.echo(run(cfg).summary())
 
 
-COMMANDS = [gen_cot]
+
+@click.command("sample")
+@config_option
+@click.argument("pairs", required=False, type=click.Path())
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output rollouts folder: rollouts.parquet, prompts.parquet, passk.*")
+@click.option("--split", default="train", show_default=True, help="Use the rows of this split when the input has splits ('' for all).")
+@click.option("--index", type=click.Path(), help="Rules index folder; rule texts go into the student prompts.")
+@click.option("--rules-k", default=3, show_default=True, type=int)
+@click.option("-n", "--n", "n", default=4, show_default=True, type=int, help="Rollouts per pair (N of pass@N; G of GRPO).")
+@click.option("--temperature", default=0.99, show_default=True, type=float)
+@click.option("--top-p", default=1.0, show_default=True, type=float)
+@click.option("--max-tokens", default=96, show_default=True, type=int, help="Token budget per rollout (label first, then the reason).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True)
+@click.option("--shard-size", default=64, show_default=True, type=int)
+@click.option("--limit", type=int, help="Only the first N pairs.")
+@click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
+@backend_options
+def sample_cmd(pairs, out, split, index, rules_k, n, temperature, top_p, max_tokens, seed, order, shard_size, limit, force, **backend):
+    """Sample N answers per pair from a policy model and grade them against gold (pass@N).
+
+    Stores per rollout the raw text, parse status, predicted grade, correctness and the
+    first-token grade probabilities; prints and writes the pass@k table (k = 1..N) and plot.
+    The output feeds `toolkit make-prefs` and `toolkit label-difficulty`. Resumable by shard.
+
+    \b
+    Example:
+      toolkit sample out/demo/splits --model out/demo/sft -n 4 -o out/demo/rollouts
+    """
+    from toolkit.errors import UserError
+    from toolkit.sample import SampleConfig, sample
+
+    if not pairs or not out:
+        raise UserError("pass the pairs and an output folder: `toolkit sample out/splits -o out/rollouts`")
+    cfg = SampleConfig(pairs=pairs, out=out, split=split or None, backend=make_backend_config(backend), n=n, temperature=temperature,
+                       top_p=top_p, max_tokens=max_tokens, seed=seed, order=order, index=index, rules_k=rules_k,
+                       shard_size=shard_size, limit=limit, force=force)
+    result = sample(cfg)
+    if result.passk is not None:
+        click.echo(result.passk.markdown)
+    click.echo(result.summary())
+
+
+COMMANDS = [gen_cot, sample_cmd]

@@ -18,8 +18,9 @@ BACKEND_CHOICES = ["transformers", "vllm", "openai"]
 @click.argument("rollouts", required=False, type=click.Path())
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (gets passk.md, passk.json, passk.csv, passk.png). Without it the table is only printed.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Also draw passk.png (needs matplotlib: pip install 'taosr-toolkit[plots]').")
+@click.option("--scale", help="Grade scale naming the grades (default: the one recorded in the folder's manifest).")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
-def passk(rollouts, out, plot, force):
+def passk(rollouts, out, plot, scale, force):
     """pass@k for k = 1..N over a rollouts folder, overall and per gold grade.
 
     The unbiased estimator of Chen et al. (2021), 1 - C(n-c, k) / C(n, k), averaged over
@@ -34,6 +35,7 @@ def passk(rollouts, out, plot, force):
     from pathlib import Path
 
     from toolkit.errors import UserError
+    from toolkit.grades import get_scale
     from toolkit.io import atomic_dir, input_hashes, is_up_to_date, write_manifest
     from toolkit.passk import FILES, passk_report
     from toolkit.rollouts import input_files, scan_rollouts
@@ -41,13 +43,13 @@ def passk(rollouts, out, plot, force):
 
     if not rollouts:
         raise UserError("pass a rollouts folder: `toolkit passk out/rollouts -o out/passk`")
-    lf, scale = scan_rollouts(rollouts), scale_of(rollouts)
+    lf, scale = scan_rollouts(rollouts), get_scale(scale) if scale else scale_of(rollouts)
     if not out:
         report = passk_report(lf, scale, None)
         click.echo(report.markdown)
         click.echo(f"passk: {report.summary()}")
         return
-    inputs, config = input_hashes(input_files(rollouts)), {"rollouts": str(rollouts), "plot": plot}
+    inputs, config = input_hashes(input_files(rollouts)), {"rollouts": str(rollouts), "plot": plot, "scale": scale.name}
     if not force and is_up_to_date(out, "passk", config, inputs):
         click.echo((Path(out) / FILES[0]).read_text(encoding="utf-8").rstrip())
         click.echo(f"passk: {out} is up to date; nothing to do (--force to redo)")
@@ -105,7 +107,7 @@ class _Teacher:
 @click.option("--reject", type=click.Choice(["farthest", "random"]), default="farthest", show_default=True,
               help="Which wrong sample is rejected: the grade farthest from gold (ties: lowest sample index) or a seeded random one.")
 @click.option("--unparseable", type=click.Choice(["fallback", "never", "always"]), default="fallback", show_default=True,
-              help="Unparseable samples (always wrong) as rejected: only when a group has no parseable wrong sample, never, or first.")
+              help="Unparseable samples (always wrong) as rejected: after all parseable wrong ones, never, or first.")
 @click.option("--dedupe/--no-dedupe", default=True, show_default=True, help="Identical texts within a group count once.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of --reject random.")
 @click.option("--no-teacher", is_flag=True, help="Drop all-wrong groups (counted) instead of asking a teacher for the chosen answer.")

@@ -36,6 +36,23 @@ def pick_dtype(name: str, torch):
         return torch.float32
 
 
+def transformers_stop(tokenizer, stops: list[str], prompt_len: int):
+    """Stop a row once its new text contains a stop string (cheap: decodes the last few tokens).
+
+    transformers' own `stop_strings` builds tables over the whole vocabulary on every call,
+    which costs seconds per call with a 49k vocabulary.
+    """
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            tails = tokenizer.batch_decode(input_ids[:, max(prompt_len, input_ids.shape[1] - 4):], skip_special_tokens=True)
+            return torch.tensor([any(st in t for st in stops) for t in tails], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
+
+
 class TransformersBackend:
     name = "transformers"
 
@@ -104,7 +121,7 @@ class TransformersBackend:
                 output_logits=label_ids is not None,
             )
             if sampling.stop:
-                kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+                kwargs["stopping_criteria"] = transformers_stop(self.tokenizer, sampling.stop, enc["input_ids"].shape[1])
             if sampling.temperature > 0:
                 kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
             else:
