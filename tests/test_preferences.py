@@ -304,3 +304,26 @@ def test_cli_all_wrong_groups_need_a_teacher_choice(cli, tmp_path):
 def test_cli_missing_folder_is_one_line(cli, tmp_path):
     r = cli("make-prefs", tmp_path / "nope", "-o", tmp_path / "p", "--no-teacher")
     assert r.exit_code == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_teacher_backend_is_built_lazily_and_used(cli, tmp_path, monkeypatch):
+    import toolkit.generation.base as base
+
+    built = []
+
+    def fake_make_backend(cfg):
+        built.append(cfg)
+        return FakeBackend(["Steps...\nGrade: 2"] * 8)
+
+    monkeypatch.setattr(base, "make_backend", fake_make_backend)
+    folder = write_rollouts(tmp_path / "r", {"a": (2, [1, 3]), "b": (4, [4, 1])})
+    args = ["--teacher-backend", "openai", "--teacher-base-url", "http://127.0.0.1:9/v1", "--teacher-model", "judge"]
+    r = cli("make-prefs", folder, "-o", tmp_path / "p", *args)
+    assert r.exit_code == 0, r.stderr
+    assert [(c.kind, c.model, c.base_url) for c in built] == [("openai", "judge", "http://127.0.0.1:9/v1")]
+    df = pl.read_parquet(tmp_path / "p" / PREFS_FILE)
+    assert df[C.CHOSEN_SOURCE].to_list() == ["teacher", "self"] and df[C.CHOSEN][0][0]["content"] == "2\nReason: Steps..."
+    built.clear()
+    folder2 = write_rollouts(tmp_path / "r2", {"b": (4, [4, 1])})
+    assert cli("make-prefs", folder2, "-o", tmp_path / "p2", *args).exit_code == 0
+    assert built == []  # no all-wrong group: no model is loaded

@@ -1,3 +1,4 @@
 from toolkit.cli import main
 
-main()
+if __name__ == "__main__":  # vLLM starts its engine in a spawned process, which re-imports this module
+    main()

@@ -194,6 +194,12 @@ def _teacher_no_gold(builder: PromptBuilder, row: dict, rules: list[str]) -> lis
     return msgs[:-1] + [{"role": "user", "content": user}]
 
 
+def _output_config(resolved: dict) -> dict:
+    """The config minus knobs that cannot change a shard's rows, so a rerun with more retries reuses shards."""
+    backend = {k: v for k, v in resolved["backend"].items() if k not in ("concurrency", "timeout_s", "max_retries")}
+    return {**resolved, "backend": backend}
+
+
 def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     out = Path(cfg.out)
     df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
@@ -211,7 +217,7 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     state = {"backend": backend}
 
     def key_of(i: int, part: list) -> dict:
-        return {"config": resolved, "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part]}
+        return {"config": _output_config(resolved), "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part]}
 
     def work(i: int, part: list) -> pl.DataFrame:
         if state["backend"] is None:

@@ -19,7 +19,9 @@ def backend_options(f):
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="[openai] environment variable holding the API key (never logged)."),
         click.option("--concurrency", default=8, show_default=True, type=int, help="[openai] requests in flight."),
         click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float, help="[openai] seconds per request."),
+        click.option("--max-retries", default=5, show_default=True, type=int, help="[openai] retries (exponential backoff) on 429/5xx, timeouts, dropped connections."),
         click.option("--enforce-eager", is_flag=True, help="[vllm] skip torch.compile (faster start, slower steps)."),
+        click.option("--max-model-len", default=4096, show_default=True, type=int, help="[vllm] context length of the engine (prompt + answer)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -32,7 +34,8 @@ def make_backend_config(kw: dict):
     return BackendConfig(
         kind=kw.pop("backend"), model=kw.pop("model"), batch_size=kw.pop("batch_size"), dtype=kw.pop("dtype"),
         base_url=kw.pop("base_url"), api_key_env=kw.pop("api_key_env"), concurrency=kw.pop("concurrency"),
-        timeout_s=kw.pop("timeout_s"), enforce_eager=kw.pop("enforce_eager"),
+        timeout_s=kw.pop("timeout_s"), enforce_eager=kw.pop("enforce_eager"), max_retries=kw.pop("max_retries"),
+        max_model_len=kw.pop("max_model_len"),
     )
 
 
@@ -130,4 +133,40 @@ def sample_cmd(pairs, out, split, index, rules_k, n, temperature, top_p, max_tok
     click.echo(result.summary())
 
 
-COMMANDS = [gen_cot, sample_cmd]
+@click.command("score")
+@config_option
+@click.argument("pairs", required=False, type=click.Path())
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: predictions.parquet (+ shards/).")
+@click.option("--split", help="Score only rows of this split (default: all rows).")
+@click.option("--index", type=click.Path(), help="Rules index folder; rule texts go into the prompts.")
+@click.option("--rules-k", default=3, show_default=True, type=int)
+@click.option("--mode", type=click.Choice(["first-token", "generate"]), default="first-token", show_default=True,
+              help="first-token: softmax over the grade tokens at the label position (one forward pass); generate: sample and parse.")
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True)
+@click.option("--max-tokens", default=96, show_default=True, type=int, help="[generate] token budget.")
+@click.option("--shard-size", default=256, show_default=True, type=int)
+@click.option("--limit", type=int)
+@click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
+@backend_options
+def score_cmd(pairs, out, split, index, rules_k, mode, order, max_tokens, shard_size, limit, force, **backend):
+    """Score pairs with a model: first-token grade probabilities (TaoSR1's serving path).
+
+    Writes predictions.parquet (pair_id, grade, split, grade_probs best grade first,
+    pred_grade = argmax, and text in generate mode) for `toolkit eval` and `toolkit tier`.
+
+    \b
+    Example:
+      toolkit score out/demo/splits --model out/demo/grpo -o out/demo/scores
+      toolkit eval --predictions out/demo/scores --split test -o out/demo/eval
+    """
+    from toolkit.errors import UserError
+    from toolkit.scoring import ScoreConfig, score
+
+    if not pairs or not out:
+        raise UserError("pass the pairs and an output folder: `toolkit score out/splits --model M -o out/scores`")
+    cfg = ScoreConfig(pairs=pairs, out=out, split=split, backend=make_backend_config(backend), mode=mode, order=order, index=index,
+                      rules_k=rules_k, max_tokens=max_tokens, shard_size=shard_size, limit=limit, force=force)
+    click.echo(score(cfg).summary())
+
+
+COMMANDS = [gen_cot, sample_cmd, score_cmd]

@@ -64,9 +64,9 @@ def passk(rollouts, out, plot, scale, force):
 class _Teacher:
     """The teacher for all-wrong groups: a generation backend, built on the first call only."""
 
-    def __init__(self, kind: str | None, model: str | None, base_url: str | None, max_tokens: int, scale_of_rollouts: str):
+    def __init__(self, kind: str, model: str | None, base_url: str | None, max_tokens: int, rollouts: str):
         self.kind, self.model, self.base_url, self.max_tokens = kind, model, base_url, max_tokens
-        self.rollouts = scale_of_rollouts
+        self.rollouts = rollouts  # the folder whose grade scale the teacher answers on
         self.backend = self.fn = None
 
     @property

@@ -4,8 +4,9 @@ Chat prompts go through `llm.chat`, so the model's own chat template renders the
 conversation that ends with an assistant message is continued (assistant prefill:
 `continue_final_message=True, add_generation_prompt=False`). The `n` samples of a prompt are
 one request and share its prefix; prefix caching is on, so the guided teacher's repeated
-prompts are cheap. Prompt i of a call is seeded `seed + i`, so copies of one prompt sample
-differently and a rerun samples the same.
+prompts are cheap. Prompt i of a call is seeded `seed + i*n` (vLLM seeds its sample j with
+`seed + j`), so no two samples of a call share a seed, copies of one prompt sample differently,
+and a rerun samples the same.
 
 Grade log-probabilities use `SamplingParams.logprob_token_ids` (the log-softmax over the whole
 vocabulary, read at exactly the grade tokens). Top-k `logprobs` would not do: the grade tokens
@@ -145,7 +146,7 @@ class VLLMBackend:
         if not prompts:
             return []
         ids = self.label_ids(grade_labels) if (sampling.grade_logprobs and grade_labels) else None
-        params = [self._params(sampling, None if sampling.seed is None else sampling.seed + i, ids) for i in range(len(prompts))]
+        params = [self._params(sampling, None if sampling.seed is None else sampling.seed + i * sampling.n, ids) for i in range(len(prompts))]
         out = []
         for r in self._chat(prompts, params):
             samples = sorted(r.outputs, key=lambda c: c.index)
