@@ -223,7 +223,10 @@ def input_hashes(paths: list["str | Path"]) -> dict[str, str]:
         if not p.exists():
             raise UserError(f"{p}: no such file or folder; check the path")
         files = (
-            sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".") and x.name not in (MANIFEST, CONFIG))
+            sorted(
+                x for x in p.rglob("*")
+                if x.is_file() and x.name not in (MANIFEST, CONFIG) and not any(part.startswith(".") for part in x.relative_to(p).parts)
+            )
             if p.is_dir()
             else [p]
         )

@@ -1,0 +1,163 @@
+"""`toolkit run` (skipping, redoing what changed and what follows) and `toolkit push` (the exact
+files and Hub calls; the Hub itself cannot be reached here, so a recording stand-in for
+huggingface_hub.HfApi checks the requests).
+
+Run: .venv/bin/python -m pytest tests/test_pipeline.py -q
+"""
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+
+from toolkit.hub import PushConfig, card_metadata, push
+from toolkit.pipeline import Pipeline, run_pipeline
+
+
+def _pipe(tmp_path, repo, fractions="train=0.6,dev=0.2,test=0.2"):
+    p = tmp_path / "pipe.yaml"
+    p.write_text(
+        f"out: {tmp_path / 'out'}\n"
+        "stages:\n"
+        f"  - {{name: pairs, run: ingest, args: [{repo / 'demo/pairs.jsonl'}]}}\n"
+        f"  - {{name: splits, run: split, args: ['{{pairs}}'], options: {{fractions: '{fractions}', seed: 1}}}}\n"
+        "  - {name: dist, run: stats, args: ['{splits}'], out: false}\n"
+    )
+    return p
+
+
+def _statuses(outcomes):
+    return {o.name: o.status for o in outcomes}
+
+
+def test_runner_skips_and_redoes_only_what_changed(tmp_path, repo):
+    path = _pipe(tmp_path, repo)
+    quiet = lambda *a: None  # noqa: E731
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "ran", "splits": "ran", "dist": "ran"}
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "skipped", "splits": "skipped", "dist": "ran"}
+    # delete one stage's output: that stage and the ones after it run again
+    shutil.rmtree(tmp_path / "out/splits")
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "skipped", "splits": "ran", "dist": "ran"}
+    # delete the first stage's output: everything after it reruns too
+    shutil.rmtree(tmp_path / "out/pairs")
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "ran", "splits": "ran", "dist": "ran"}
+    # edit a stage's options: only it (and what follows) reruns
+    path = _pipe(tmp_path, repo, fractions="train=0.5,dev=0.25,test=0.25")
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "skipped", "splits": "ran", "dist": "ran"}
+    assert pl.read_parquet(tmp_path / "out/splits/train.parquet").height < 63
+    # --redo forces a stage
+    assert _statuses(run_pipeline(Pipeline.load(path), only=["pairs"], echo=quiet))["splits"] == "ran"
+
+
+def test_input_file_edit_is_noticed(tmp_path, repo):
+    data = tmp_path / "d.csv"
+    data.write_text("query,title,grade\nmug,Red mug,4\nmug,Mug rack,2\n")
+    p = tmp_path / "p.yaml"
+    p.write_text(f"out: {tmp_path / 'out'}\nstages:\n  - {{name: pairs, run: ingest, args: [{data}]}}\n")
+    assert _statuses(run_pipeline(Pipeline.load(p), echo=lambda *a: None)) == {"pairs": "ran"}
+    data.write_text("query,title,grade\nmug,Red mug,3\nmug,Mug rack,2\n")
+    assert _statuses(run_pipeline(Pipeline.load(p), echo=lambda *a: None)) == {"pairs": "ran"}
+    assert pl.read_parquet(tmp_path / "out/pairs/pairs.parquet")["grade"].to_list() == [3, 2]
+
+
+def test_cli_run_prints_summary_table(cli, tmp_path, repo):
+    r = cli("run", _pipe(tmp_path, repo))
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1].startswith("run: 3 stages, 3 ran")
+    assert any(ln.split()[:2] == ["splits", "ran"] and ln.endswith(str(tmp_path / "out/splits")) for ln in lines)
+
+
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("stages: []\n", "non-empty `stages:`"),
+        ("out: o\nstages:\n  - {name: a, run: split, args: ['{b}']}\n", "refers to {b}"),
+        ("out: o\nstages:\n  - {name: a, run: ingest}\n  - {name: a, run: ingest}\n", "used twice"),
+        ("out: o\nstages:\n  - {name: a, run: ingest, optionz: {}}\n", "unknown field(s) optionz"),
+    ],
+)
+def test_bad_pipeline_files(cli, tmp_path, text, msg):
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    r = cli("run", p)
+    assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_failing_stage_stops_the_run(cli, tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text(f"out: {tmp_path / 'out'}\nstages:\n  - {{name: pairs, run: ingest, args: [{tmp_path / 'missing.csv'}]}}\n")
+    r = cli("run", p)
+    assert r.exit_code == 2 and "missing.csv: no such file" in r.stderr
+    assert not (tmp_path / "out/pairs").exists()
+
+
+# -- push --------------------------------------------------------------------------------
+
+
+class RecordingHfApi:
+    """Stands in for huggingface_hub.HfApi (the Hub is unreachable here); records each call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, **kw):
+        self.calls.append(("create_repo", kw))
+
+    def upload_folder(self, **kw):
+        from pathlib import Path
+
+        self.calls.append(("upload_folder", {**kw, "files": sorted(str(p.relative_to(kw["folder_path"])) for p in Path(kw["folder_path"]).rglob("*") if p.is_file())}))
+
+        class Info:
+            commit_url = "https://huggingface.co/datasets/me/demo/commit/abc"
+
+        return Info()
+
+
+def test_push_builds_card_and_shards_and_makes_the_right_calls(cli, tmp_path, repo):
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    cli("split", tmp_path / "pairs", "-o", tmp_path / "splits")
+    api = RecordingHfApi()
+    folder, url = push(PushConfig(folder=str(tmp_path / "splits"), repo_id="me/demo", license="cc-by-4.0"), api=api)
+    assert url.endswith("/commit/abc")
+    meta = card_metadata(folder / "README.md")
+    assert meta["license"] == "cc-by-4.0" and "search-relevance" in meta["tags"]
+    splits = {d["split"]: d["path"] for d in meta["configs"][0]["data_files"]}
+    assert splits == {"train": "data/train-*.parquet", "validation": "data/validation-*.parquet", "test": "data/test-*.parquet"}
+    body = (folder / "README.md").read_text()
+    assert "| train | " in body and "4 Excellent" in body and "toolkit split" in body
+    # each shard is the stage's file, byte for byte, and datasets can read the folder as a Hub repo would be read
+    assert (folder / "data/validation-00000-of-00001.parquet").read_bytes() == (tmp_path / "splits/dev.parquet").read_bytes()
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset(str(folder))
+    assert set(ds) == {"train", "validation", "test"} and sum(d.num_rows for d in ds.values()) == 109
+    # the requests: private dataset repo, then one folder upload
+    (name1, kw1), (name2, kw2) = api.calls
+    assert name1 == "create_repo" and kw1 == {"repo_id": "me/demo", "repo_type": "dataset", "private": True, "exist_ok": True}
+    assert name2 == "upload_folder" and kw2["repo_id"] == "me/demo" and kw2["repo_type"] == "dataset"
+    assert kw2["files"] == ["README.md", "data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet",
+                            "data/validation-00000-of-00001.parquet", "toolkit/config.yaml", "toolkit/manifest.json"]
+
+
+def test_push_public_and_errors(cli, tmp_path, repo):
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    api = RecordingHfApi()
+    push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", private=False), api=api)
+    assert api.calls[0][1]["private"] is False
+    meta = card_metadata(tmp_path / "pairs/.hub/README.md")
+    assert [d["split"] for d in meta["configs"][0]["data_files"]] == ["train"]
+    r = cli("push", tmp_path / "pairs", "--repo", "no-owner")
+    assert r.exit_code == 2 and "owner/name" in r.stderr
+    r = cli("push", tmp_path / "pairs", "--repo", "me/x", "--dry-run")
+    assert r.exit_code == 0 and "dry run" in r.stdout
+
+    class Failing(RecordingHfApi):
+        def create_repo(self, **kw):
+            raise RuntimeError("401 Client Error: Unauthorized for url")
+
+    from toolkit.errors import UserError
+
+    with pytest.raises(UserError, match="upload to me/pairs failed: 401"):
+        push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs"), api=Failing())

@@ -1,0 +1,199 @@
+"""`toolkit push`: publish a stage's dataset to the Hugging Face Hub with a generated card.
+
+The folder to upload is built locally first (`build_hub_folder`): the stage's Parquet files
+under `data/` (one file per split where the stage has splits, else `train`), its config and
+manifest under `toolkit/`, and a README.md dataset card whose YAML header declares the
+configs/splits, license, tags and size category. Then `upload` creates the repository
+(private by default) and uploads the folder in one commit with `huggingface_hub.HfApi`;
+the token comes from the environment (HF_TOKEN) or the local Hugging Face login.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import UserError, missing_extra
+from toolkit.io import MANIFEST, CONFIG, read_manifest
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = {"train": "train", "dev": "validation", "validation": "validation", "test": "test"}
+# What produced each stage's data, for the card.
+STAGE_TEXT = {
+    "ingest": "canonical query–item pairs with gold relevance grades",
+    "split": "query–item pairs split by query group into train/dev/test",
+    "gen-cot": "chain-of-thought SFT data: teacher rationales that agree with the gold grade, label first (TRL prompt/completion)",
+    "sample": "pass@N rollouts of a policy model, parsed and graded against gold",
+    "make-prefs": "DPO preference pairs built from pass@N rollouts (TRL prompt/chosen/rejected)",
+    "label-difficulty": "pass-rate difficulty labels and the class-balanced GRPO training set",
+    "score": "first-token grade probabilities of a model",
+    "eval": "model predictions with evaluation metrics",
+}
+
+
+@dataclass
+class PushConfig:
+    folder: str
+    repo_id: str
+    private: bool = True
+    license: str | None = None  # the source data's license (SPDX id or "other")
+    source_license_note: str | None = None
+    token_env: str = "HF_TOKEN"
+    build_dir: str | None = None  # where the upload folder is assembled (default: <folder>/.hub)
+    dry_run: bool = False
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise UserError(f"{folder}: no Parquet files to publish; pass a stage output folder")
+    return files
+
+
+def build_hub_folder(cfg: PushConfig) -> Path:
+    """Assemble the exact files that will be uploaded; returns the folder."""
+    import polars as pl
+    import yaml
+
+    src = Path(cfg.folder)
+    if not src.is_dir():
+        raise UserError(f"{src}: not a folder; pass a stage output folder (e.g. out/demo/cot)")
+    if not cfg.repo_id or cfg.repo_id.count("/") != 1:
+        raise UserError(f"--repo {cfg.repo_id!r} must be owner/name")
+    manifest = read_manifest(src) or {}
+    stage = manifest.get("stage", "dataset")
+    out = Path(cfg.build_dir) if cfg.build_dir else src / ".hub"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "data").mkdir(parents=True)
+    data_files, counts = [], {}
+    for p in _parquet_files(src):
+        split = SPLIT_NAMES.get(p.stem, "train" if len(_parquet_files(src)) == 1 else p.stem)
+        split = split.replace("-", "_")
+        target = out / "data" / f"{split}-00000-of-00001.parquet"
+        shutil.copyfile(p, target)
+        counts[split] = pl.scan_parquet(p).select(pl.len()).collect().item()
+        data_files.append({"split": split, "path": f"data/{split}-*.parquet"})
+    for name in (MANIFEST, CONFIG, "stats.json"):
+        if (src / name).exists():
+            (out / "toolkit").mkdir(exist_ok=True)
+            shutil.copyfile(src / name, out / "toolkit" / name)
+    meta = {
+        "configs": [{"config_name": "default", "data_files": data_files}],
+        "license": cfg.license or "other",
+        "tags": ["search-relevance", "e-commerce", "taosr1", f"toolkit-{stage}"],
+        "size_categories": [_size_category(sum(counts.values()))],
+        "task_categories": ["text-classification"],
+    }
+    card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + _card_body(cfg, stage, manifest, counts, src)
+    (out / "README.md").write_text(card, encoding="utf-8")
+    return out
+
+
+def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: Path) -> str:
+    c = manifest.get("counts", {})
+    lines = [
+        f"# {cfg.repo_id.split('/')[1]}",
+        "",
+        f"{STAGE_TEXT.get(stage, 'a dataset')}, produced by the `toolkit {stage}` stage of taosr-toolkit "
+        "(a TaoSR1-style toolkit for e-commerce search relevance).",
+        "",
+        "## Rows",
+        "",
+        "| split | rows |",
+        "|---|---:|",
+        *[f"| {k} | {v} |" for k, v in counts.items()],
+        "",
+    ]
+    grades = c.get("grades") or c.get("kept_by_grade") or _grades_from_splits(c)
+    scale = manifest.get("grade_scale")
+    if grades:
+        names = {str(g["value"]): g["name"] for g in scale["grades"]} if scale else {}
+        lines += ["## Grade distribution", "", "| grade | rows |", "|---|---:|"]
+        lines += [f"| {g} {names.get(str(g), '')} | {n} |" for g, n in grades.items()] + [""]
+    drops = {k: v for k, v in {**c, **(c.get("dropped") or {})}.items() if (k.startswith("dropped_") or k in (c.get("dropped") or {})) and isinstance(v, int) and v}
+    if drops:
+        lines += ["## Dropped rows", "", "| reason | rows |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in drops.items()] + [""]
+    lines += [
+        "## How it was made",
+        "",
+        f"- stage: `{stage}`, toolkit version {manifest.get('toolkit_version', '?')}, created {manifest.get('created', '?')}",
+    ]
+    for key in ("model", "teacher"):
+        if manifest.get(key):
+            lines.append(f"- {key}: `{manifest[key]}`")
+    if scale:
+        lines.append("- grade scale: " + ", ".join(f"{g['label']} = {g['name']}" for g in scale["grades"]))
+    inputs = manifest.get("inputs") or {}
+    if inputs:
+        lines.append("- inputs (sha256): " + ", ".join(f"`{Path(k).name}` {v[:12]}" for k, v in inputs.items()))
+    lines += [
+        "- the resolved stage config is in `toolkit/config.yaml`, the full manifest in `toolkit/manifest.json`",
+        "",
+        "## Source data and license",
+        "",
+        cfg.source_license_note or f"License of the source data: {cfg.license or 'not stated — check the source before reuse'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _grades_from_splits(c: dict) -> dict:
+    out: dict[str, int] = {}
+    for s in (c.get("splits") or {}).values():
+        for g, n in (s.get("grades") or {}).items():
+            out[g] = out.get(g, 0) + n
+    return out
+
+
+def upload(folder: Path, cfg: PushConfig, api=None) -> str:
+    """Create the repo (private by default) and upload `folder` in one commit; returns the commit URL."""
+    import os
+
+    if api is None:
+        try:
+            from huggingface_hub import HfApi
+        except ImportError:
+            raise missing_extra("hub", "huggingface_hub") from None
+        api = HfApi(token=os.environ.get(cfg.token_env) or None)
+    try:
+        api.create_repo(repo_id=cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=cfg.repo_id, repo_type="dataset", folder_path=str(folder),
+            commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit", delete_patterns=["data/*.parquet"],
+        )
+    except Exception as e:  # network, auth, permissions: one line with the cause
+        if isinstance(e, UserError):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"upload to {cfg.repo_id} failed: {msg[:200]}; check the token in ${cfg.token_env} and your network") from None
+    return str(getattr(info, "commit_url", info))
+
+
+def push(cfg: PushConfig, api=None) -> tuple[Path, str | None]:
+    folder = build_hub_folder(cfg)
+    if cfg.dry_run:
+        return folder, None
+    return folder, upload(folder, cfg, api)
+
+
+def card_metadata(readme: "str | Path") -> dict:
+    """The YAML header of a dataset card (for tests and checks)."""
+    import yaml
+
+    text = Path(readme).read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        raise UserError(f"{readme}: no YAML header")
+    return yaml.safe_load(text[4 : text.index("\n---", 4)])
+
+
+__all__ = ["PushConfig", "build_hub_folder", "upload", "push", "card_metadata"]

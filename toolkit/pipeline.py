@@ -1,0 +1,184 @@
+"""`toolkit run pipeline.yaml`: the stages in order, each skipped when nothing it depends on changed.
+
+A pipeline file:
+
+    out: out/demo                 # each stage writes <out>/<stage name>
+    stages:
+      - name: pairs
+        run: ingest               # any toolkit command ("train sft" for groups)
+        args: [demo/pairs.jsonl]  # positional arguments; "{pairs}" is stage pairs' output folder
+        options: {}               # --option values (underscores or hyphens; true -> a flag)
+      - name: splits
+        run: split
+        args: ["{pairs}"]
+        options: {fractions: "train=0.6,dev=0.2,test=0.2"}
+
+A stage's fingerprint covers its command, arguments and options, the content of the files it
+names (outside the pipeline), and the run stamps of the stages it refers to. It is recorded in
+`<stage folder>/.pipeline.json` after the stage succeeds; a rerun skips a stage whose
+fingerprint is unchanged and whose folder exists. A stage that runs again gets a new stamp, so
+every stage after it runs again too. `out: false` on a stage means it writes no folder of its
+own (e.g. `stats`); it then always runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import UserError
+from toolkit.io import atomic_write_text, input_hashes, sha256_json
+
+log = logging.getLogger(__name__)
+
+RECORD = ".pipeline.json"
+REF = re.compile(r"\{([A-Za-z0-9_\-]+)\}")
+
+
+@dataclass
+class Stage:
+    name: str
+    run: str
+    args: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+    out: bool = True
+
+    def refs(self) -> list[str]:
+        text = json.dumps([self.args, self.options])
+        return sorted(set(REF.findall(text)))
+
+
+@dataclass
+class Pipeline:
+    out: Path
+    stages: list[Stage]
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: "str | Path") -> "Pipeline":
+        import yaml
+
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: no such pipeline file")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), list) or not data["stages"]:
+            raise UserError(f"{path}: a pipeline needs `out:` and a non-empty `stages:` list")
+        stages, seen = [], set()
+        for i, s in enumerate(data["stages"], 1):
+            if not isinstance(s, dict) or "name" not in s or "run" not in s:
+                raise UserError(f"{path}: stage #{i} needs `name` and `run`")
+            unknown = set(s) - {"name", "run", "args", "options", "out"}
+            if unknown:
+                raise UserError(f"{path}: stage {s['name']!r} has unknown field(s) {', '.join(sorted(unknown))}; allowed: name, run, args, options, out")
+            st = Stage(str(s["name"]), str(s["run"]), [str(a) for a in s.get("args") or []], dict(s.get("options") or {}), bool(s.get("out", True)))
+            if st.name in seen:
+                raise UserError(f"{path}: stage name {st.name!r} is used twice")
+            for r in st.refs():
+                if r not in seen:
+                    raise UserError(f"{path}: stage {st.name!r} refers to {{{r}}}, which is not an earlier stage")
+            seen.add(st.name)
+            stages.append(st)
+        return cls(Path(data.get("out", "out/pipeline")), stages, path)
+
+    def folder(self, name: str) -> Path:
+        return self.out / name
+
+    def argv(self, st: Stage) -> list[str]:
+        def fill(x: str) -> str:
+            return REF.sub(lambda m: str(self.folder(m.group(1))), x)
+
+        argv = st.run.split() + [fill(a) for a in st.args]
+        for k, v in st.options.items():
+            flag = "--" + str(k).replace("_", "-")
+            if v is True:
+                argv.append(flag)
+            elif v is False or v is None:
+                continue
+            elif isinstance(v, list):
+                for x in v:
+                    argv += [flag, fill(str(x))]
+            else:
+                argv += [flag, fill(str(v))]
+        if st.out:
+            argv += ["-o", str(self.folder(st.name))]
+        return argv
+
+
+def _record(folder: Path) -> dict | None:
+    p = folder / RECORD
+    try:
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+    except (json.JSONDecodeError, OSError):
+        return None
+
+
+def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
+    files = []
+    for a in st.args + [str(v) for v in st.options.values()]:
+        if REF.search(a):
+            continue
+        p = Path(a)
+        if p.exists() and len(a) < 400:
+            files.append(a)
+    return sha256_json({"argv": pipe.argv(st), "files": input_hashes(files) if files else {}, "upstream": {r: stamps.get(r) for r in st.refs()}})
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # ran | skipped | failed
+    seconds: float
+    folder: Path | None
+
+
+def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, echo=print) -> list[StageOutcome]:
+    """Run the stages in order; `invoke(argv)` runs one toolkit command (default: in-process)."""
+    invoke = invoke or _invoke
+    stamps: dict[str, str] = {}
+    outcomes = []
+    for i, st in enumerate(pipe.stages, 1):
+        folder = pipe.folder(st.name) if st.out else None
+        fp = fingerprint(pipe, st, stamps)
+        rec = _record(folder) if folder else None
+        if folder and rec and rec.get("fingerprint") == fp and folder.exists() and (not only or st.name not in only):
+            stamps[st.name] = rec["stamp"]
+            echo(f"[{i}/{len(pipe.stages)}] {st.name}: up to date, skipped")
+            outcomes.append(StageOutcome(st.name, "skipped", 0.0, folder))
+            continue
+        echo(f"[{i}/{len(pipe.stages)}] {st.name}: toolkit {' '.join(pipe.argv(st))}")
+        t0 = time.time()
+        try:
+            invoke(pipe.argv(st))
+        except BaseException:
+            outcomes.append(StageOutcome(st.name, "failed", time.time() - t0, folder))
+            echo(summary_table(outcomes))
+            raise
+        stamp = uuid.uuid4().hex
+        stamps[st.name] = stamp
+        if folder:
+            if not folder.exists():
+                raise UserError(f"stage {st.name!r} ran but wrote no folder {folder}; does `toolkit {st.run}` take -o?")
+            atomic_write_text(folder / RECORD, json.dumps({"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2)}))
+        outcomes.append(StageOutcome(st.name, "ran", time.time() - t0, folder))
+    return outcomes
+
+
+def _invoke(argv: list[str]) -> None:
+    from toolkit.cli import cli
+
+    cli.main(argv, prog_name="toolkit", standalone_mode=False)
+
+
+def summary_table(outcomes: list[StageOutcome]) -> str:
+    rows = [("stage", "status", "seconds", "output")] + [(o.name, o.status, f"{o.seconds:.1f}", str(o.folder or "-")) for o in outcomes]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w[i]) if i != 2 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows)
