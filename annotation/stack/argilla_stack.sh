@@ -146,7 +146,7 @@ cmd_up() {
     spawn redis redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
         --dir "$STATE/redis" --daemonize no --protected-mode yes
     local osmem_bin
-    osmem_bin=$("$VENV/bin/python" -c "import osmem_server; print(osmem_server.resolve_binary())") || die "osmem-server is missing in $VENV"
+    osmem_bin=$("$VENV/bin/python" -c "import osmem_server; print(osmem_server.resolve_binary())") || fail_start "osmem-server is missing in $VENV (rm -rf $VENV and run install)"
     spawn osmem "$osmem_bin" -addr "127.0.0.1:$os_port" -no-stdin-watch -no-ja
 
     export ARGILLA_HOME_PATH="$STATE/home"

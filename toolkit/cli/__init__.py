@@ -38,7 +38,7 @@ def _register() -> None:
     """Each stage's commands live in their own module under toolkit/cli/."""
     import importlib
 
-    for name in ("data", "index", "generate", "evaluate", "rollouts", "review", "pipeline"):
+    for name in ("data", "index", "generate", "evaluate", "rollouts", "review", "train", "pipeline", "serve"):
         module = importlib.import_module(f"toolkit.cli.{name}")
         for cmd in module.COMMANDS:
             cli.add_command(cmd)

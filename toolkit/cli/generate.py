@@ -169,4 +169,37 @@ def score_cmd(pairs, out, split, index, rules_k, mode, order, max_tokens, shard_
     click.echo(score(cfg).summary())
 
 
-COMMANDS = [gen_cot, sample_cmd, score_cmd]
+@click.command("atomize")
+@config_option
+@click.argument("guideline", required=False, type=click.Path())
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: rules.md (candidate rules), rules.jsonl (provenance).")
+@click.option("--max-passage-chars", default=1200, show_default=True, type=int, help="Guideline text per LLM request.")
+@click.option("--max-tokens", default=384, show_default=True, type=int, help="Token budget of the rules for one passage.")
+@click.option("--temperature", default=0.0, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--no-prefill", is_flag=True, help="Do not start the answer with '- ' (for servers without assistant prefill).")
+@click.option("--id-prefix", default="A", show_default=True, help="Rule ids are PREFIX01, PREFIX02, ...")
+@backend_options
+def atomize_cmd(guideline, out, max_passage_chars, max_tokens, temperature, seed, no_prefill, id_prefix, **backend):
+    """Split a prose guideline into candidate atomic rules with an LLM, for review.
+
+    The guideline (.txt or .md) is cut into passages at headings and paragraphs; the LLM
+    rewrites each passage as one self-contained rule per line. rules.md lists the candidates
+    in the rules format (`## Section`, `- [A01] rule`) that `toolkit build-index` reads once a
+    person has reviewed them; rules.jsonl records each rule's source lines and passage.
+
+    \b
+    Example:
+      toolkit atomize ../shared/data/homedepot/relevance_instructions.txt -o out/atomized
+    """
+    from toolkit.atomize import AtomizeConfig, atomize
+    from toolkit.errors import UserError
+
+    if not guideline or not out:
+        raise UserError("pass a guideline file and an output folder: `toolkit atomize guideline.txt -o out/atomized`")
+    cfg = AtomizeConfig(guideline=guideline, out=out, backend=make_backend_config(backend), max_passage_chars=max_passage_chars,
+                        max_tokens=max_tokens, temperature=temperature, seed=seed, prefill=not no_prefill, id_prefix=id_prefix)
+    click.echo(atomize(cfg).summary())
+
+
+COMMANDS = [gen_cot, sample_cmd, score_cmd, atomize_cmd]

@@ -15,10 +15,12 @@ need not be among the top k, and `allowed_token_ids` masks the sampler but not t
 over the grade tokens, as in the transformers backend.
 
 The engine starts lazily, on the first request, in a spawned process: scripts that use this
-backend need an `if __name__ == "__main__":` guard. `close()` shuts it down. On CPU set
-`VLLM_CPU_KVCACHE_SPACE` (GiB of KV cache, e.g. 1) on shared machines; vLLM's own log level
-defaults to WARNING here (set `VLLM_LOGGING_LEVEL=INFO` to see engine logs). Extra engine
-arguments go in `BackendConfig.extra` (e.g. `{"gpu_memory_utilization": 0.5}`).
+backend need an `if __name__ == "__main__":` guard. `close()` shuts it down. On CPU the KV
+cache is 2 GiB unless `VLLM_CPU_KVCACHE_SPACE` (GiB) says otherwise (vLLM's own CPU default
+reserves 92% of RAM and refuses to start on a busy machine), and chunked prefill is off (vllm-cpu
+0.32 crashes when it splits a seeded request's prompt). vLLM's log level defaults to
+WARNING here (`VLLM_LOGGING_LEVEL=INFO` shows engine logs). Extra engine arguments go in
+`BackendConfig.extra` (e.g. `{"gpu_memory_utilization": 0.5}` on a shared GPU).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from toolkit.generation.base import BackendConfig, Generation, Messages, Samplin
 log = logging.getLogger(__name__)
 
 FINISH = {"stop": "stop", "length": "length"}  # anything else (abort, error) -> "error"
+CPU_KV_CACHE_GIB = 2  # KV cache on CPU unless VLLM_CPU_KVCACHE_SPACE (GiB) or extra engine args say otherwise
 
 
 def _vllm():
@@ -43,6 +46,24 @@ def _vllm():
     except ImportError as e:
         raise missing_extra("vllm", e.name or "vllm") from None
     return vllm
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def _cpu_defaults(args: dict) -> dict:
+    """Engine arguments vllm-cpu needs unless the caller set them."""
+    out = {}
+    if not os.environ.get("VLLM_CPU_KVCACHE_SPACE") and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(args):
+        out["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30  # else it reserves 92% of RAM, and refuses to start when that is not free
+    if "enable_chunked_prefill" not in args:
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when it splits the prompt of a seeded request
+        out["enable_chunked_prefill"] = False
+        out["max_num_batched_tokens"] = max(args["max_model_len"], args.get("max_num_batched_tokens") or 0, 4096)
+    return out
 
 
 def is_prefill(messages: Messages) -> bool:
@@ -73,6 +94,8 @@ class VLLMBackend:
                 enforce_eager=self.cfg.enforce_eager, enable_prefix_caching=True, seed=0,
             )
             args.update(self.cfg.extra or {})
+            if _on_cpu():
+                args.update(_cpu_defaults(args))
             log.info("starting vLLM engine for %s (max_model_len=%d, enforce_eager=%s)", self.model_id, args["max_model_len"], args["enforce_eager"])
             try:
                 self._llm = self.vllm.LLM(**args)

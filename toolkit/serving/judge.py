@@ -1,0 +1,186 @@
+"""`Judge`: the loaded model behind the service — scores, CumPT tiers and rationales for pair rows.
+
+Scores are TaoSR1's serving score, computed exactly as `toolkit score` computes them: the
+student prompt (`PromptBuilder.student`), the softmax over the grade tokens at the label
+position, argmax with ties to the better grade. The transformers backend scores through
+`PrefixScorer` (each query's shared prompt prefix once); the vLLM backend through its own
+`score_grades`, where vLLM's prefix caching does the same job inside the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.grades import GradeScale, get_scale
+from toolkit.parsing import LABEL_FIRST, parse_answer
+from toolkit.prompts import PromptBuilder
+from toolkit.serving.config import ServeConfig
+
+log = logging.getLogger(__name__)
+
+# start-up check: shared-prefix and full-prompt probabilities may differ by at most
+# max(floor of the dtype, CHECK_FACTOR x the difference that batching alone makes)
+CHECK_FLOOR = {"float32": 1e-4, "float16": 5e-2, "bfloat16": 5e-2}
+CHECK_FACTOR = 3.0
+WARMUP_PAIRS = [
+    {C.QUERY: "running shoes", C.TITLE: "Trail running shoe, men's, cushioned"},
+    {C.QUERY: "running shoes", C.TITLE: "Leather oxford dress shoe"},
+    {C.QUERY: "running shoes", C.TITLE: "Running socks, 3 pack", C.BRAND: "Stride"},
+    {C.QUERY: "usb c cable", C.TITLE: "USB-C to USB-C cable, 2 m, 100 W"},
+]
+
+
+def resolve_scale(cfg: ServeConfig, rule) -> GradeScale:
+    """--scale, else the tier rule's scale, else the checkpoint's manifest, else taosr4; they must agree."""
+    from toolkit.io import read_manifest
+
+    model_scale = None
+    if cfg.model and Path(cfg.model).is_dir():
+        m = read_manifest(cfg.model)
+        if m and "grade_scale" in m:
+            model_scale = GradeScale.from_dict(m["grade_scale"], where=str(cfg.model))
+    chosen = get_scale(cfg.scale) if cfg.scale else (rule.scale if rule else (model_scale or get_scale(None)))
+    for other, where in ((rule.scale if rule else None, f"tier rule {cfg.tiers}"), (model_scale, f"checkpoint {cfg.model}")):
+        if other is not None and other.labels != chosen.labels:
+            raise UserError(
+                f"grade scale `{chosen.name}` ({chosen.describe()}) does not match the {where} (`{other.name}`: {other.describe()}); "
+                "pass the matching --scale, tier rule and checkpoint"
+            )
+    return chosen
+
+
+class Judge:
+    """Load with `Judge.open(cfg)` (cheap checks) then `.load()` (the model; seconds to minutes)."""
+
+    def __init__(self, cfg: ServeConfig, rule, scale: GradeScale):
+        self.cfg, self.rule, self.scale = cfg, rule, scale
+        self.builder = PromptBuilder(scale, LABEL_FIRST)
+        self.backend = None
+        self.scorer = None  # PrefixScorer when the shared-prefix fast path is on
+        self.index = None
+        self.model_id = cfg.model or "default"
+        self.prefix_gap: float | None = None
+
+    @classmethod
+    def open(cls, cfg: ServeConfig) -> "Judge":
+        """Check the cheap things first (paths, tier file, scale) so mistakes fail before loading."""
+        from toolkit.cumpt import TierRule
+        from toolkit.models import resolve_model
+
+        rule = TierRule.load(cfg.tiers) if cfg.tiers else None
+        scale = resolve_scale(cfg, rule)
+        if cfg.model not in (None, "", "default") and Path(cfg.model).expanduser().exists():
+            resolve_model(cfg.model)  # a folder without config.json fails here, in one line
+        if cfg.index and not Path(cfg.index).is_dir():
+            raise UserError(f"--index {cfg.index}: no such folder; pass a rules index built by `toolkit build-index`")
+        return cls(cfg, rule, scale)
+
+    def load(self) -> None:
+        from toolkit.generation.base import BackendConfig, make_backend
+
+        bcfg = BackendConfig(kind=self.cfg.backend, model=self.cfg.model, batch_size=self.cfg.batch_size, dtype=self.cfg.dtype)
+        self.backend = make_backend(bcfg)
+        self.model_id = self.backend.model_id
+        if self.cfg.index:
+            from retrieval_index.index import RuleIndex
+
+            self.index = RuleIndex.load(self.cfg.index)
+        if self.cfg.backend == "transformers" and self.cfg.prefix_reuse:
+            from toolkit.serving.prefix import PrefixScorer
+
+            self.scorer = PrefixScorer(self.backend, self.scale.labels, self.cfg.batch_size)
+
+    def warmup(self) -> None:
+        """One scoring call (and the prefix check): the first forward pass pays one-time costs."""
+        rows = [dict(r) for r in WARMUP_PAIRS]
+        if self.scorer is not None:
+            prompts = [self.builder.student(r, []) for r in rows]
+            gap, noise = self.scorer.check(prompts, [r[C.QUERY] for r in rows])
+            allowed = max(CHECK_FLOOR.get(self.dtype, 5e-2), CHECK_FACTOR * noise)
+            self.prefix_gap = gap
+            if gap > allowed:
+                log.warning("shared-prefix scoring differs from full-prompt scoring by %.2g (> %.2g) for this model; "
+                            "serving full prompts instead", gap, allowed)
+                self.scorer = None
+            else:
+                log.info("shared-prefix scoring matches full-prompt scoring (largest gap %.1e; batching alone: %.1e; %s)", gap, noise, self.dtype)
+        self.score(rows)
+
+    @property
+    def dtype(self) -> str:
+        model = getattr(self.backend, "model", None)
+        if model is None or not hasattr(model, "parameters"):
+            return self.cfg.dtype
+        return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+    # -- requests ----------------------------------------------------------------
+
+    def rules_for(self, rows: list[dict]) -> list[list[str]]:
+        rules = [list(r.get("rules") or []) for r in rows]
+        need = [i for i, r in enumerate(rows) if r.get("rules") is None]
+        if self.index is not None and need:
+            from retrieval_index.retrieve import retrieve_for_pairs
+
+            ids, _ = retrieve_for_pairs(self.index, [rows[i][C.QUERY] for i in need], [rows[i][C.TITLE] for i in need],
+                                        [rows[i].get(C.CATEGORY) for i in need], k=self.cfg.rules_k)
+            for i, row_ids in zip(need, ids):
+                rules[i] = [self.index.get(s)[C.SNIPPET_TEXT] for s in row_ids]
+        return rules
+
+    def probs(self, rows: list[dict]) -> list[list[float]]:
+        """Grade probabilities (scale order, best first) for cleaned pair rows."""
+        prompts = [self.builder.student(r, rl) for r, rl in zip(rows, self.rules_for(rows))]
+        if self.scorer is not None:
+            return self.scorer.score(prompts, [r[C.QUERY] for r in rows])
+        return self.backend.score_grades(prompts, self.scale.labels)
+
+    def score(self, rows: list[dict]) -> list[dict]:
+        """One result dict per row (the `PairScore` fields)."""
+        t0 = time.perf_counter()
+        probs = self.probs(rows)
+        out = self.results(rows, probs)
+        log.debug("scored %d pairs in %.0f ms", len(rows), 1000 * (time.perf_counter() - t0))
+        return out
+
+    def results(self, rows: list[dict], probs: list[list[float]]) -> list[dict]:
+        scale = self.scale
+        cumpt: tuple = (None, None)
+        if self.rule is not None:
+            cumpt = self.rule.predict(np.asarray(probs, dtype=np.float64))
+        out = []
+        for i, (row, p) in enumerate(zip(rows, probs)):
+            best = max(range(len(p)), key=lambda k: (p[k], -k))
+            g = scale.grades[best]
+            res = {
+                "id": row.get("id"), "query": row[C.QUERY], "title": row[C.TITLE], "grade_probs": p,
+                "grades": [{"grade": gr.value, "label": gr.label, "name": gr.name, "prob": pk} for gr, pk in zip(scale.grades, p)],
+                "pred_grade": g.value, "pred_name": g.name,
+            }
+            if self.rule is not None:
+                res.update(cumpt_grade=int(cumpt[0][i]), tier=cumpt[1][i], beta=self.rule.beta)
+            out.append(res)
+        return out
+
+    def explain(self, rows: list[dict]) -> list[dict]:
+        """Generated label-first answers: {explain_text, explain_grade, rationale} per row (greedy)."""
+        from toolkit.generation.base import SamplingConfig
+
+        prompts = [self.builder.student(r, rl) for r, rl in zip(rows, self.rules_for(rows))]
+        gens = self.backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=self.cfg.explain_max_tokens, seed=0))
+        out = []
+        for g in gens:
+            parsed = parse_answer(g.texts[0], self.scale.labels, LABEL_FIRST, g.finish_reasons[0])
+            grade = self.scale.by_label(parsed.label) if parsed.ok else None
+            out.append({"explain_text": g.texts[0], "explain_grade": grade.value if grade else None, "rationale": parsed.rationale or None})
+        return out
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = self.scorer = None

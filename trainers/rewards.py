@@ -1,0 +1,74 @@
+"""GRPO reward functions: each parses answers with `toolkit.parsing.parse_answer` on the grade scale.
+
+* `grade_match` (TaoSR1's reward): 1 when the answer parses and its grade is the gold grade, else 0.
+* `format`: 1 when the answer parses (a label on the scale, in the expected order), else 0.
+* `distance`: 1 - |predicted - gold| / (K - 1) over the scale's positions (partial credit for a
+  near miss; K = number of grades), 0 when the answer does not parse.
+
+TRL calls a reward function as `f(prompts=..., completions=..., completion_ids=..., **columns)`,
+where `columns` holds the dataset's other columns, one value per completion; ours read
+`gold_label`. Completions are strings or, for conversational data, lists of messages.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from toolkit import columns as C
+from toolkit.grades import GradeScale
+from toolkit.parsing import LABEL_FIRST, parse_answer
+
+RewardFn = Callable[..., list[float]]
+
+
+def completion_text(completion) -> str:
+    """The answer text of a TRL completion (a string, or a list of messages)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, (list, tuple)):
+        return "".join(m.get("content") or "" for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant")
+    return str(completion or "")
+
+
+def _position(scale: GradeScale) -> dict[str, int]:
+    return {g.label: i for i, g in enumerate(scale.grades)}
+
+
+def grade_match(scale: GradeScale, order: str = LABEL_FIRST) -> RewardFn:
+    labels = scale.labels
+
+    def grade_match(completions, **kwargs) -> list[float]:
+        gold = kwargs[C.GOLD_LABEL]
+        return [float(parse_answer(completion_text(c), labels, order).label == g) for c, g in zip(completions, gold)]
+
+    return grade_match
+
+
+def format_reward(scale: GradeScale, order: str = LABEL_FIRST) -> RewardFn:
+    labels = scale.labels
+
+    def format(completions, **kwargs) -> list[float]:  # noqa: A001 - TRL logs the reward under the function's name
+        return [float(parse_answer(completion_text(c), labels, order).ok) for c in completions]
+
+    return format
+
+
+def distance(scale: GradeScale, order: str = LABEL_FIRST) -> RewardFn:
+    labels, pos, span = scale.labels, _position(scale), max(1, len(scale) - 1)
+
+    def distance(completions, **kwargs) -> list[float]:
+        gold = kwargs[C.GOLD_LABEL]
+        out = []
+        for c, g in zip(completions, gold):
+            p = parse_answer(completion_text(c), labels, order)
+            out.append(0.0 if p.label is None else 1.0 - abs(pos[p.label] - pos[g]) / span)
+        return out
+
+    return distance
+
+
+BUILDERS = {"grade_match": grade_match, "format": format_reward, "distance": distance}
+
+
+def make_rewards(names: list[str], scale: GradeScale, order: str = LABEL_FIRST) -> list[RewardFn]:
+    return [BUILDERS[n](scale, order) for n in names]

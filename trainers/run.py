@@ -1,0 +1,238 @@
+"""What the SFT, DPO and GRPO wrappers share: build TRL's config and trainer, train, save a checkpoint.
+
+No training loop here: `trainer.train()` is TRL's (and so runs under `accelerate launch`, DeepSpeed
+or FSDP unchanged). The checkpoint folder `out` is written atomically by the main process and holds
+the model (LoRA merged by default), the tokenizer with its chat template, config.yaml,
+manifest.json (inputs' hashes, base model, grade scale, counts) and train_log.json (logged
+metrics per step).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from toolkit.errors import UserError, missing_extra
+from toolkit.grades import GradeScale
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest
+from trainers.config import TrainConfig, config_class
+
+log = logging.getLogger(__name__)
+
+TRAIN_LOG = "train_log.json"
+ADAPTER_NOTE = "ADAPTER.md"
+
+
+@dataclass
+class TrainResult:
+    stage: str
+    out: Path
+    counts: dict = field(default_factory=dict)
+    skipped: bool = False
+
+    def summary(self) -> str:
+        c = self.counts
+        if self.skipped:
+            return f"{self.stage}: {self.out} is up to date ({c.get('rows', 0)} rows, {c.get('steps', 0)} steps); nothing to do (--force to redo)"
+        parts = [f"{c.get('rows', 0)} rows", f"{c.get('steps', 0)} steps in {c.get('runtime_s', 0):.0f} s"]
+        for key in ("loss", "reward"):
+            if c.get(f"first_{key}") is not None:
+                parts.append(f"{key} {c[f'first_{key}']:.4g} -> {c[f'last_{key}']:.4g}")
+        return f"{self.stage}: {', '.join(parts)} -> {self.out}"
+
+
+def machine_defaults() -> dict:
+    """use_cpu and bf16 for this machine: bf16 on GPUs that have it and on CPUs with native bf16 (AMX/AVX-512)."""
+    try:
+        import torch
+    except ImportError as e:
+        raise missing_extra("train", e.name or "torch") from None
+    if torch.cuda.is_available():
+        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported()}
+    from toolkit.generation.hf import pick_dtype
+
+    return {"use_cpu": True, "bf16": pick_dtype("auto", torch) == torch.bfloat16}
+
+
+def trl_args(cfg, out: Path):
+    """The trainer's config object, built from the merged fields; its own errors become one line."""
+    cls = config_class(cfg.trl_class)
+    fields = cfg.trl_fields(machine_defaults())
+    fields.pop("resume_from_checkpoint", None)
+    try:
+        return cls(output_dir=str(out.parent / f"{out.name}.trainer"), **fields)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{cls.__name__} rejected the config: {first_line(e)}") from None
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def peft_config(cfg: TrainConfig):
+    if not cfg.lora:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError as e:
+        raise missing_extra("train", e.name or "peft") from None
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets, task_type="CAUSAL_LM")
+
+
+def load_tokenizer(model_id: str):
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as e:
+        raise missing_extra("train", e.name or "transformers") from None
+    try:
+        return AutoTokenizer.from_pretrained(model_id)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer of model {model_id!r}: {first_line(e)}") from None
+
+
+def model_inputs(model_id: str) -> list[str]:
+    """A local model folder's files count as inputs (its hash changes when it is retrained)."""
+    p = Path(model_id)
+    return [str(p)] if p.is_dir() else []
+
+
+def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale, counts: dict) -> TrainResult:
+    """Resolve the model, check the tokenizer, build the trainer with `build(model_id, args, tokenizer, peft)`, train, save."""
+    from toolkit.models import resolve_model
+    from trainers.data import check_tokenizer
+
+    out = Path(cfg.out)
+    model_id = resolve_model(cfg.model)
+    inputs = input_hashes([data_file, *model_inputs(model_id)])
+    resolved = cfg.resolved()
+    if not cfg.force and is_up_to_date(out, cfg.stage, resolved, inputs):
+        return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)
+    tokenizer = load_tokenizer(model_id)
+    check_tokenizer(tokenizer, scale, model_id)
+    args = trl_args(cfg, out)
+    try:
+        trainer = build(model_id, args, tokenizer, peft_config(cfg))
+    except ValueError as e:
+        raise UserError(f"TRL rejected the setup: {first_line(e)}") from None
+    trainer.train(resume_from_checkpoint=cfg.trl.get("resume_from_checkpoint"))
+    counts = {**counts, **log_counts(trainer)}
+    save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale)
+    result = TrainResult(cfg.stage, out, counts)
+    log.info("%s", result.summary())
+    return result
+
+
+# -- logs and checkpoints --------------------------------------------------------------------
+
+
+def step_logs(trainer) -> list[dict]:
+    """The per-step entries of the trainer's log history (numbers only)."""
+    rows = []
+    for entry in trainer.state.log_history:
+        if "train_runtime" in entry:
+            continue
+        rows.append({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    return rows
+
+
+def log_counts(trainer) -> dict:
+    steps = step_logs(trainer)
+    summary = next((e for e in trainer.state.log_history if "train_runtime" in e), {})
+    counts = {"steps": int(trainer.state.global_step), "runtime_s": round(float(summary.get("train_runtime", 0.0)), 2)}
+    counts["steps_per_s"] = round(counts["steps"] / counts["runtime_s"], 4) if counts["runtime_s"] else None
+    for key in ("loss", "reward"):
+        vals = [s[key] for s in steps if key in s]
+        counts[f"first_{key}"] = vals[0] if vals else None
+        counts[f"last_{key}"] = vals[-1] if vals else None
+    return counts
+
+
+def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: str, inputs: dict, resolved: dict, counts: dict, scale: GradeScale) -> None:
+    """Every process calls trainer.save_model (collective under ZeRO-3); the main process builds `out`."""
+    staging = out.parent / f".{out.name}.staging"
+    trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return
+    adapter = (staging / "adapter_config.json").exists()
+    with atomic_dir(out) as tmp:
+        if adapter and cfg.merge_lora:
+            merged_from_adapter(staging, tmp, cfg.save_dtype)
+        else:
+            for f in staging.iterdir():
+                if f.name != "training_args.bin":
+                    shutil.move(str(f), tmp / f.name)
+            if not adapter and cfg.save_dtype != "auto":
+                resave(tmp, cfg.save_dtype)
+            if adapter:
+                (tmp / ADAPTER_NOTE).write_text(ADAPTER_TEXT.format(base=model_id), encoding="utf-8")
+        tokenizer.save_pretrained(tmp)
+        fix_generation_config(tmp, tokenizer)
+        log_rows = step_logs(trainer)
+        (tmp / TRAIN_LOG).write_text(json.dumps({"steps": log_rows, "counts": counts}, indent=1), encoding="utf-8")
+        extra = {
+            "grade_scale": scale.to_dict(), "base_model": model_id, "trainer": type(trainer).__name__,
+            "trl_version": _version("trl"), "lora": bool(cfg.lora), "merged": bool(adapter and cfg.merge_lora) or not adapter,
+        }
+        write_manifest(tmp, cfg.stage, resolved, inputs, counts, extra)
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer_dir = out.parent / f"{out.name}.trainer"
+    if trainer_dir.is_dir() and not any(trainer_dir.iterdir()):
+        trainer_dir.rmdir()
+
+
+ADAPTER_TEXT = """# A LoRA adapter, not merged
+
+This folder holds a peft LoRA adapter over `{base}` (trained with `merge_lora: false`).
+Load it with `peft.AutoPeftModelForCausalLM.from_pretrained(folder)`. The generation backends and
+`toolkit eval` load plain checkpoints with `AutoModelForCausalLM`: retrain with `merge_lora: true`
+(the default), or merge with `model.merge_and_unload().save_pretrained(new_folder)`.
+"""
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(name, torch.float32)
+
+
+def merged_from_adapter(staging: Path, tmp: Path, save_dtype: str) -> None:
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(staging), dtype=_dtype(save_dtype))
+    model.merge_and_unload().save_pretrained(str(tmp))
+
+
+def resave(folder: Path, save_dtype: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_dtype(save_dtype))
+    for f in folder.glob("*.safetensors*"):
+        f.unlink()
+    model.save_pretrained(str(folder))
+
+
+def fix_generation_config(folder: Path, tokenizer) -> None:
+    """Plain greedy defaults with the pad token set (trainers leave their sampling settings in it)."""
+    path = folder / "generation_config.json"
+    if not path.exists():
+        return
+    gc = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample", "max_new_tokens", "cache_implementation"):
+        gc.pop(key, None)
+    gc["pad_token_id"] = tokenizer.pad_token_id
+    path.write_text(json.dumps(gc, indent=2), encoding="utf-8")
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
