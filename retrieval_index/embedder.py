@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_ALIASES = {"", "default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-ENCODE_CHUNK = 4096  # texts per encode call: one progress step; large enough to keep length-sorted batching
+ENCODE_CHUNK = 4096  # texts per encode call (one progress step)
 
 
 class Embedder(Protocol):
@@ -116,11 +116,14 @@ def load_embedder(spec: "str | ModelSpec | None" = None, batch_size: int = 64) -
 
 
 def encode_in_chunks(embedder: Embedder, texts: list[str], *, query: bool = False, desc: str = "embedding") -> np.ndarray:
-    """Encode with one progress bar; chunks are big enough that batching stays efficient."""
+    """Encode with one progress bar. Texts go in order of length, as one big encode call would
+    batch them (little padding); chunks only give the progress bar its steps."""
     from toolkit.progress import progress
 
     out = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
     starts = range(0, len(texts), ENCODE_CHUNK)
     for start in progress(starts, total=len(starts), desc=desc, unit="chunk"):
-        out[start : start + ENCODE_CHUNK] = embedder.encode(texts[start : start + ENCODE_CHUNK], query=query)
+        rows = order[start : start + ENCODE_CHUNK]
+        out[rows] = embedder.encode([texts[i] for i in rows], query=query)
     return out

@@ -19,7 +19,7 @@ from typing import Callable
 from toolkit.errors import UserError, missing_extra
 from toolkit.grades import GradeScale
 from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest
-from trainers.config import TrainConfig, config_class
+from trainers.config import TrainConfig, check_fields, config_class
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     from trainers.data import check_tokenizer
 
     out = Path(cfg.out)
+    check_fields(cfg.trl, cfg.trl_class)  # a typo fails before any model loads
     model_id = resolve_model(cfg.model)
     inputs = input_hashes([data_file, *model_inputs(model_id)])
     resolved = cfg.resolved()

@@ -18,6 +18,8 @@ from toolkit.cli.common import config_option
               help="transformers (CPU/GPU, shared-prefix reuse) or vllm (in-process engine with prefix caching).")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
               help="auto = bfloat16 on GPUs and CPUs with AMX/AVX-512 BF16, else float32.")
+@click.option("--threads", type=int, help="[transformers] torch CPU threads (default: torch's choice; 1 can be faster on a busy machine).")
+@click.option("--enforce-eager", is_flag=True, help="[vllm] skip torch.compile (faster start, slower steps).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all interfaces).")
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--no-prefix-reuse", is_flag=True, help="[transformers] score every pair's full prompt (no shared-prefix KV cache).")

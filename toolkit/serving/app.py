@@ -49,6 +49,8 @@ class ServiceState:
         self.batcher = Batcher(judge.score, self.executor, cfg.max_batch, cfg.max_wait_ms / 1000)
         self.loader: asyncio.Task | None = None
         self.started = time.time()
+        self.in_flight = 0  # /v1/score requests being answered
+        self.answered = 0
 
     def load(self) -> None:
         if self.judge.backend is None:
@@ -61,7 +63,8 @@ class ServiceState:
             "status": self.status, "error": self.error, "model": j.model_id, "backend": self.cfg.backend, "dtype": j.dtype,
             "scale": j.scale.name, "beta": j.rule.beta if j.rule else None, "tiers": j.rule.tiers if j.rule else None,
             "prefix_reuse": j.scorer is not None, "prefix_check_gap": j.prefix_gap, "rules_index": self.cfg.index,
-            "uptime_s": round(time.time() - self.started, 1), "batching": self.batcher.stats.to_dict(), "version": __version__,
+            "uptime_s": round(time.time() - self.started, 1), "in_flight": self.in_flight, "answered": self.answered,
+            "batching": self.batcher.stats.to_dict(), "version": __version__,
         }
 
 
@@ -74,7 +77,7 @@ def create_app(judge: Judge, cfg: ServeConfig, on_fatal=None) -> FastAPI:
         state.batcher.start()
         state.loader = asyncio.get_running_loop().create_task(_load(state, on_fatal))
         yield
-        log.info("shutting down: answering %d queued request(s)", state.batcher.stats.in_flight)
+        log.info("shutting down: %d request(s) still in flight", state.in_flight)
         await asyncio.gather(state.loader, return_exceptions=True)
         await state.batcher.close()
         state.executor.shutdown(wait=True)
@@ -189,6 +192,7 @@ def _routes(app: FastAPI) -> None:
         bad = check_limits(body, rows, state.cfg)
         if bad is not None:
             return bad
+        state.in_flight += 1
         try:
             results = await state.batcher.submit(rows)
             if body.explain:
@@ -198,6 +202,9 @@ def _routes(app: FastAPI) -> None:
             return _error(503, "the service is shutting down; retry on another replica", headers={"Retry-After": "5"})
         except UserError as e:
             return _error(422, str(e))
+        finally:
+            state.in_flight -= 1
+        state.answered += 1
         j = state.judge
         return {"model": j.model_id, "scale": j.scale.name, "beta": j.rule.beta if j.rule else None,
                 "tiers": j.rule.tiers if j.rule else None, "results": results, "elapsed_ms": round(1000 * (time.perf_counter() - t0), 2)}

