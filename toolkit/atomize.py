@@ -134,8 +134,9 @@ def split_passages(text: str, max_chars: int, plain: bool = True) -> list[Passag
 
 def clean_rule(text: str) -> str:
     """One rule line without markup that the rules format would misread (ids, {attrs}, grade hints)."""
-    text = re.sub(r"^\[[^\]]*\]\s*", "", text.strip())
-    text = re.sub(r"\*\*|__|`", "", text)
+    text = re.sub(r"\*\*|__|`", "", text).strip()
+    while (shorter := re.sub(r"^(?:\[[^\]]*\]|\d+[.)]|[-*\u2022]|rule\s*\d*\s*:)\s+", "", text, flags=re.I)) != text:
+        text = shorter  # leading ids, numbers, nested bullets, "Rule 3:"
     text = re.sub(r"\s*\{[^{}]*\}\s*$", "", text)
     text = re.sub(r"\s*\(grade:[^()]*\)\s*$", "", text, flags=re.I)
     return " ".join(text.replace("{", "(").replace("}", ")").split()).strip(" \"'")
@@ -143,8 +144,8 @@ def clean_rule(text: str) -> str:
 
 def parse_rules(answer: str, finish_reason: str, cfg: AtomizeConfig, counts: dict) -> list[str]:
     lines = answer.splitlines()
-    if finish_reason == "length" and lines:
-        lines = lines[:-1]  # the last line may be cut off
+    if finish_reason == "length" and lines and not re.search(r"[.!?)\"']\s*$", lines[-1]):
+        lines = lines[:-1]  # the answer ran out of tokens in this line
         counts["truncated"] += 1
     rules = []
     for line in lines:

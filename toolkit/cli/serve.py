@@ -24,12 +24,15 @@ from toolkit.cli.common import config_option
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--no-prefix-reuse", is_flag=True, help="[transformers] score every pair's full prompt (no shared-prefix KV cache).")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Rows per forward pass.")
-@click.option("--max-batch", default=256, show_default=True, type=int, help="Pairs gathered from concurrent requests into one scoring call.")
+@click.option("--max-batch", default=64, show_default=True, type=int,
+              help="Pairs gathered from concurrent requests into one scoring call (a request is never split; small requests gain most).")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=float, help="How long to wait for more requests before scoring a batch.")
 @click.option("--max-pairs", default=512, show_default=True, type=int, help="Pairs per request (413 above).")
 @click.option("--max-text-chars", default=2000, show_default=True, type=int, help="Characters per text field (422 above).")
 @click.option("--max-body-bytes", default=4_000_000, show_default=True, type=int, help="Request body size (413 above).")
 @click.option("--max-explain-pairs", default=8, show_default=True, type=int, help="Pairs per request with explain=true (413 above).")
+@click.option("--max-queued-pairs", default=8192, show_default=True, type=int,
+              help="Pairs waiting for the model across requests; above it new requests get 503 + Retry-After.")
 @click.option("--explain-max-tokens", default=96, show_default=True, type=int, help="Token budget of a generated rationale.")
 @click.option("--graceful-timeout", "graceful_timeout_s", default=60.0, show_default=True, type=float,
               help="On SIGTERM/Ctrl-C, seconds to wait for requests in flight.")

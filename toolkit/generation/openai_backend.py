@@ -20,7 +20,9 @@ from its `/tokenize` endpoint and are asked for exactly (`logprob_token_ids`); e
 top-20 logprobs are searched for the labels' text, and a label outside them gets -inf (an
 approximation: its probability is below the 20th token's). `score_grades` is a 1-token greedy
 request with those logprobs, renormalised over the labels; a server that returns no logprobs
-(some hosted reasoning models) gets a clear error.
+(some hosted reasoning models) gets a clear error. `BackendConfig.extra` is merged into every
+request body (server-specific fields). Per-sample token counts come from the logprobs when
+present, else from `usage` (split evenly over the n samples).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _httpx():
     try:
         import httpx
     except ImportError as e:
-        raise missing_extra("openai", e.name or "httpx") from None
+        raise missing_extra("serve", e.name or "httpx") from None  # httpx ships with the serve extra (and with vllm)
     return httpx
 
 
@@ -215,6 +217,7 @@ class OpenAIBackend:
             body["stop"] = list(sampling.stop)
         if messages and messages[-1].get("role") == "assistant":
             body.update(continue_final_message=True, add_generation_prompt=False)  # vLLM's assistant prefill
+        body.update(self.cfg.extra or {})  # server-specific fields, e.g. {"chat_template_kwargs": {...}}
         if logprobs:
             body["logprobs"] = True
             if ids:

@@ -100,7 +100,7 @@ class VLLMBackend:
             try:
                 self._llm = self.vllm.LLM(**args)
             except (OSError, ValueError) as e:
-                raise UserError(f"vLLM could not load model {self.model_id!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                raise UserError(f"vLLM could not start on model {self.model_id!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         return self._llm
 
     @property

@@ -8,7 +8,8 @@ requests in flight; then the batcher answers whatever is still queued and the mo
 Bad input is a 4xx with a one-line `error`, never a 500: a body over `max_body_bytes` (413),
 not UTF-8 or not JSON (400), a wrong shape or an empty text (422, naming the field), more
 pairs than `max_pairs` or, with `explain`, than `max_explain_pairs` (413), a text longer than
-`max_text_chars` (422).
+`max_text_chars` (422). When more than `max_queued_pairs` pairs already wait for the model, a
+request is turned away with 503 and Retry-After (back-pressure instead of an unbounded queue).
 """
 
 from __future__ import annotations
@@ -192,6 +193,9 @@ def _routes(app: FastAPI) -> None:
         bad = check_limits(body, rows, state.cfg)
         if bad is not None:
             return bad
+        if state.batcher.stats.pending_pairs + len(rows) > state.cfg.max_queued_pairs:
+            return _error(503, f"busy: {state.batcher.stats.pending_pairs} pairs are waiting for the model (--max-queued-pairs "
+                               f"{state.cfg.max_queued_pairs}); retry shortly", headers={"Retry-After": "1"})
         state.in_flight += 1
         try:
             results = await state.batcher.submit(rows)

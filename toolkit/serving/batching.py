@@ -38,6 +38,7 @@ class BatchStats:
     batches: int = 0
     max_requests_per_batch: int = 0
     in_flight: int = 0  # requests submitted and not answered yet
+    pending_pairs: int = 0  # their pairs
     failed: int = 0
 
     def to_dict(self) -> dict:
@@ -67,12 +68,14 @@ class Batcher:
         self.stats.requests += 1
         self.stats.pairs += len(rows)
         self.stats.in_flight += 1
+        self.stats.pending_pairs += len(rows)
         try:
             self._queue.put_nowait(job)
             self._arrived.set()
             return await asyncio.shield(job.future)  # a client hanging up does not cancel the shared call
         finally:
             self.stats.in_flight -= 1
+            self.stats.pending_pairs -= len(rows)
 
     async def run(self, fn, *args):
         """Run any other model call (e.g. generation) on the model thread, between batches."""

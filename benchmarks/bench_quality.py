@@ -1,0 +1,148 @@
+"""The paper's quality table at small scale, on CPU, with the embedded default model.
+
+    .venv/bin/python benchmarks/bench_quality.py \
+        --data ../shared/data/crowdflower/train_shared.csv --format crowdflower --budget small
+
+Rows (each evaluated on the test split, argmax and CumPT with β fitted on dev):
+zero-shot; cross-encoder baseline; SFT label-only; SFT with label-first CoT; + DPO on pass@N
+pairs; + GRPO on the difficulty-filtered set. Any ingested dataset works: pass `--pairs
+FOLDER` (the output of `toolkit ingest`) instead of `--data/--format`.
+
+The whole run is one pipeline (benchmarks/out/quality/pipeline.yaml, written by this script)
+run by `toolkit run`, so an interrupted benchmark resumes where it stopped. Budget flags bound
+the time: the number of train pairs given to each stage, eval pairs, training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+BUDGETS = {
+    # train pairs for gen-cot / sampling, eval pairs per split, SFT / DPO / GRPO / baseline steps
+    "tiny": dict(train=24, eval=40, sft_steps=4, dpo_steps=2, grpo_steps=2, baseline_steps=10, n=4),
+    "small": dict(train=160, eval=300, sft_steps=40, dpo_steps=20, grpo_steps=8, baseline_steps=150, n=4),
+    "medium": dict(train=600, eval=800, sft_steps=150, dpo_steps=60, grpo_steps=20, baseline_steps=600, n=6),
+}
+
+
+def pipeline(args, b: dict) -> dict:
+    stages = []
+    if args.pairs:
+        src = str(Path(args.pairs).resolve())
+    else:
+        stages.append({"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}})
+        src = "{pairs}"
+    ev = {"limit": b["eval"]}
+    stages += [
+        {"name": "splits", "run": "split", "args": [src], "options": {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed}},
+        {"name": "index", "run": "build-index", "args": [str(REPO / "demo/guideline.md")]},
+        {"name": "retrieved", "run": "retrieve", "args": ["{splits}"], "options": {"index": "{index}", "k": 3}},
+        {"name": "cot", "run": "gen-cot", "args": ["{retrieved}"], "options": {"index": "{index}", "split": "train", "limit": b["train"], "step-tokens": 40}},
+        {"name": "sft_label", "run": "train sft", "args": ["{cot}"], "options": {"label-only": True, "max-steps": b["sft_steps"]}},
+        {"name": "sft_cot", "run": "train sft", "args": ["{cot}"], "options": {"max-steps": b["sft_steps"]}},
+        {"name": "rollouts", "run": "sample", "args": ["{retrieved}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"], "limit": b["train"], "split": "train"}},
+        {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"no-teacher": True}},
+        {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"]}},
+        {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},
+        {"name": "grpo", "run": "train grpo", "args": ["{difficulty}"], "options": {"model": "{dpo}", "max-steps": b["grpo_steps"], "num-generations": b["n"]}},
+        {"name": "baseline", "run": "train baseline", "args": ["{splits}"], "options": {"max-steps": b["baseline_steps"]}},
+    ]
+    models = {"zero-shot": "default", "SFT label-only": "{sft_label}", "SFT CoT (label-first)": "{sft_cot}", "+ DPO": "{dpo}", "+ GRPO": "{grpo}"}
+    for i, (row, model) in enumerate(models.items()):
+        for split in ("dev", "test"):
+            stages.append({"name": f"m{i}_{split}", "run": "score", "args": ["{retrieved}"],
+                           "options": {"model": model, "index": "{index}", "split": split, **ev}})
+    return {"out": str(Path(args.out).resolve()), "stages": stages, "_rows": list(models)}
+
+
+def evaluate_rows(out: Path, rows: list[str], echo) -> list[dict]:
+    """Fit β on dev and evaluate test for each model (and the baseline's own predictions)."""
+    from toolkit.cli import cli
+
+    table = []
+    sources = [(row, out / f"m{i}_dev", out / f"m{i}_test") for i, row in enumerate(rows)]
+    sources.insert(1, ("cross-encoder baseline", out / "baseline", out / "baseline"))
+    for row, dev, test in sources:
+        tiers, ev = out / "eval" / f"{_slug(row)}-tiers", out / "eval" / _slug(row)
+        cli.main(["tier", "fit", "--predictions", str(dev), "--split", "dev", "-o", str(tiers), "--no-plots"], standalone_mode=False)
+        cli.main(["eval", "--predictions", str(test), "--split", "test", "--tier-rule", str(tiers), "-o", str(ev), "--no-plots"],
+                 standalone_mode=False)
+        table.append(_row(row, ev))
+    return table
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in s.lower()).strip("-")
+
+
+def _row(name: str, ev: Path) -> dict:
+    import numpy as np
+    import polars as pl
+
+    from toolkit.grades import GradeScale
+    from toolkit.metrics import classification_metrics
+
+    m = json.loads((ev / "metrics.json").read_text())
+    scale = GradeScale.from_dict(m["scale"])
+    preds = pl.read_parquet(ev / "predictions.parquet")
+    cum = classification_metrics(np.array(preds["grade"].to_list()), np.array(preds["cumpt_grade"].to_list()), scale)
+    return {
+        "row": name, "n": m["n"],
+        "argmax": {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "f1": {str(g["grade"]): g["f1"] for g in m["per_grade"]}},
+        "cumpt": {"macro_f1": cum["macro_f1"], "accuracy": cum["accuracy"], "f1": {str(g["grade"]): g["f1"] for g in cum["per_grade"]},
+                  "beta": m["tiering"]["beta"]},
+    }
+
+
+def markdown(table: list[dict]) -> str:
+    grades = list(table[0]["argmax"]["f1"])
+    head = "| model | decision | " + " | ".join(f"F1 {g}" for g in grades) + " | macro-F1 | accuracy |"
+    lines = [head, "|" + "---|" * (len(grades) + 4)]
+    for t in table:
+        for d in ("argmax", "cumpt"):
+            x = t[d]
+            label = d if d == "argmax" else f"CumPT β={x['beta']:.2f}"
+            lines.append(f"| {t['row']} | {label} | " + " | ".join(f"{100 * x['f1'][g]:.1f}" for g in grades)
+                         + f" | **{100 * x['macro_f1']:.1f}** | {100 * x['accuracy']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="Raw dataset file (with --format).")
+    ap.add_argument("--format", default="crowdflower")
+    ap.add_argument("--pairs", help="An ingested pairs folder (instead of --data).")
+    ap.add_argument("--budget", choices=list(BUDGETS), default="small")
+    ap.add_argument("--out", default=str(REPO / "benchmarks/out/quality"))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if not args.pairs and not args.data:
+        ap.error("pass --data FILE --format NAME, or --pairs FOLDER")
+    import yaml
+
+    from toolkit.pipeline import Pipeline, run_pipeline, summary_table
+
+    spec = pipeline(args, BUDGETS[args.budget])
+    rows = spec.pop("_rows")
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    t0 = time.time()
+    outcomes = run_pipeline(Pipeline.load(out / "pipeline.yaml"), echo=lambda s: print(s, flush=True))
+    print(summary_table(outcomes))
+    table = evaluate_rows(out, rows, print)
+    md = markdown(table)
+    (out / "quality.md").write_text(md + "\n")
+    (out / "quality.json").write_text(json.dumps(table, indent=2))
+    print(md)
+    print(f"\nbudget {args.budget} {BUDGETS[args.budget]}; {time.time() - t0:.0f} s; command: {' '.join(sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()
