@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml requirements/constraints-cpu.txt
 ## The main job: the whole TaoSR1 pipeline on the bundled demo data, CPU, embedded default models.
 demo: $(STAMP)
 	$(BIN)/toolkit run demo/pipeline.yaml
+	@echo; cat $(OUT)/eval/report.md
 
 ## Services the tests start (installed once): Redis, osmem-server, argilla-server 2.8 in .venv-argilla.
 services:

@@ -10,10 +10,13 @@ What runs (loopback only; default SmolLM2-135M-Instruct, dtype auto = bf16 here,
    ingested with `toolkit ingest`.
 2. Offline, in this process, on all the pool's pairs: `toolkit score` (toolkit.scoring.score with a
    preloaded backend: full prompts, its default batch of 16), then the service's scorer in-process
-   (one call per request, batch 32) with full prompts and with shared-prefix reuse.
+   (one call per request, batch 32) with full prompts and with shared-prefix reuse (the latter again
+   after the load run; the mean of both is reported, as the machine's load drifts).
 3. The service: `toolkit serve` in a subprocess, with this process as the load generator (httpx
    AsyncClient). Per concurrency level c, c clients send the pool's requests (cycled) until
    max(c, --min-requests) are answered: pairs/s = pairs answered / wall time; latency per request.
+   Before the levels, the service overhead is measured pair-wise: each request in-process and over
+   HTTP back to back, in both orders, so both see the same load (the machine is shared; it drifts).
 4. Checks: the service's probabilities at c=1 against `toolkit score`'s for the same pairs.
 Every phase is bounded: a level stops taking new requests after --level-s seconds.
 Writes --work/results.json and prints the markdown table for benchmarks/README.md.
@@ -25,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,7 +72,7 @@ def build_pool(work: Path, n_requests: int, n_items: int) -> list[dict]:
     return pool
 
 
-def offline(args, work: Path, pool: list[dict]) -> dict:
+def offline(args, work: Path, pool: list[dict]) -> tuple:
     import torch
 
     from toolkit.generation.base import BackendConfig
@@ -89,6 +93,7 @@ def offline(args, work: Path, pool: list[dict]) -> dict:
     rows = [ScoreRequest(**p).rows() for p in pool]
     judge.scorer = None
     judge.probs(rows[0][:4])  # warm-up: the first forward pass pays one-time costs
+    shutil.rmtree(work / "scores", ignore_errors=True)  # `toolkit score` would skip shards scored by an earlier run
     t = time.perf_counter()
     score(ScoreConfig(pairs=str(work / "pairs"), out=str(work / "scores"), backend=bcfg, force=True), backend=hf)
     out["toolkit_score_s"] = time.perf_counter() - t
@@ -102,16 +107,50 @@ def offline(args, work: Path, pool: list[dict]) -> dict:
     full, fast = (np.concatenate([np.asarray(p) for p in out.pop(k)]) for k in ("full_prompt_probs", "shared_prefix_probs"))
     out["prefix_vs_full_max_gap"] = float(np.abs(full - fast).max())
     out["dtype"] = judge.dtype
-    judge.scorer = PrefixScorer(hf, judge.scale.labels, 32)
+    return out, judge, rows
+
+
+def paired(url: str, judge, pool: list[dict], rows: list) -> dict:
+    """HTTP overhead, measured pair-wise: each request scored in-process and over HTTP back to back
+    (the server is otherwise idle), in both orders, so both see the same machine load."""
+    import httpx
+
+    from toolkit.serving.prefix import PrefixScorer
+
+    judge.scorer = PrefixScorer(judge.backend, judge.scale.labels, 32)
+    inproc = http = 0.0
+    with httpx.Client(timeout=3600) as client:
+        for first_http in (False, True):  # two passes, in both orders
+            for body, r in zip(pool, rows):
+                for use_http in (first_http, not first_http):
+                    t = time.perf_counter()
+                    if use_http:
+                        client.post(url + "/v1/score", json=body).raise_for_status()
+                        http += time.perf_counter() - t
+                    else:
+                        judge.probs(r)
+                        inproc += time.perf_counter() - t
+    return {"in_process_s": inproc, "http_s": http, "overhead": http / inproc - 1}
+
+
+def offline_again(judge, rows: list, out: dict) -> None:
+    """The shared-prefix scorer in-process once more (after the load run: the machine's load drifts),
+    then the exactness check in float32 on the first request."""
+    from toolkit.serving.prefix import PrefixScorer
+
+    judge.scorer = PrefixScorer(judge.backend, judge.scale.labels, 32)
+    t = time.perf_counter()
+    for r in rows:
+        judge.probs(r)
+    out["shared_prefix_again_s"] = time.perf_counter() - t
     fp32_gap = None
-    if judge.dtype != "float32":  # the exactness check in float32 on the first request
-        hf.model.float()
+    if judge.dtype != "float32":
+        judge.backend.model.float()
         p32 = np.asarray(judge.probs(rows[0]))
         judge.scorer = None
         f32 = np.asarray(judge.probs(rows[0]))
         fp32_gap = float(np.abs(p32 - f32).max())
     out["prefix_vs_full_max_gap_fp32"] = fp32_gap
-    return out
 
 
 def free_port() -> int:
@@ -199,17 +238,20 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     pool = build_pool(args.work, args.pool, args.items)
     print(f"pool: {len(pool)} requests x {args.items} items; load average {load0:.1f}", flush=True)
-    off = offline(args, args.work, pool)
+    off, judge, rows = offline(args, args.work, pool)
     print(json.dumps(off, indent=1), flush=True)
     proc, url = start_server(args, args.work)
     levels = []
     try:
+        off["paired"] = paired(url, judge, pool, rows)
+        print(f"paired: in-process {off['paired']['in_process_s']:.1f} s, over HTTP {off['paired']['http_s']:.1f} s", flush=True)
         for c in [int(x) for x in args.levels.split(",")]:
             lv = asyncio.run(load_level(url, pool, c, max(c, args.min_requests), args.level_s))
             levels.append(lv)
             print(f"c={c}: {lv['requests']} requests, {lv['pairs_per_s']:.2f} pairs/s, p50 {lv['p50_s']:.2f} s, p99 {lv['p99_s']:.2f} s", flush=True)
     finally:
         stop_server(proc)
+    offline_again(judge, rows, off)
     report(args, off, levels, load0)
 
 
@@ -222,6 +264,7 @@ def report(args, off: dict, levels: list[dict], load0: float) -> None:
     ids = [i for i in served if i in ref]
     a, b = np.asarray([served[i] for i in ids]), np.asarray([ref[i] for i in ids])
     check = {"pairs_compared": len(ids), "max_abs_diff": float(np.abs(a - b).max()), "argmax_agree": float((a.argmax(1) == b.argmax(1)).mean())}
+    off["shared_prefix_s"] = (off["shared_prefix_s"] + off.pop("shared_prefix_again_s")) / 2  # before and after the load run
     rates = {k: n / off[k] for k in ("toolkit_score_s", "full_prompt_s", "shared_prefix_s")}
     res = {"args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load0, "load_average_end": os.getloadavg()[0],
            "offline": off, "offline_pairs_per_s": rates, "levels": [{k: v for k, v in lv.items() if k != "results"} for lv in levels],
@@ -236,8 +279,9 @@ def report(args, off: dict, levels: list[dict], load0: float) -> None:
         print(f"| `toolkit serve` over HTTP | {lv['clients']} | {lv['requests']} | {lv['pairs_per_s']:.2f} | {lv['p50_s']:.2f} s | "
               f"{lv['p99_s']:.2f} s | {lv['pairs_per_s'] / base:.2f}× |")
     prefix = rates["shared_prefix_s"]
-    print(f"\nshared-prefix gain: {prefix / rates['full_prompt_s']:.2f}× (same batch); service at 1 client vs the same scorer "
-          f"in-process: {levels[0]['pairs_per_s'] / prefix:.2f}× (HTTP + batching overhead {100 * (1 - levels[0]['pairs_per_s'] / prefix):.1f}%)")
+    pair = off["paired"]
+    print(f"\nshared-prefix gain: {prefix / rates['full_prompt_s']:.2f}× (same batch); service overhead, paired (each request "
+          f"in-process and over HTTP back to back): {100 * pair['overhead']:+.1f}% ({pair['in_process_s']:.1f} s vs {pair['http_s']:.1f} s)")
     print(f"check vs toolkit score: {json.dumps(check)}; prefix vs full max gap {off['prefix_vs_full_max_gap']:.3g} "
           f"({off['dtype']}), in float32 {off['prefix_vs_full_max_gap_fp32']}; load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
 

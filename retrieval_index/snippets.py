@@ -296,6 +296,10 @@ def load_snippets(paths: list["str | Path"]) -> list[Snippet]:
     """All snippets of all files, in file order; a duplicate id is an error naming both places."""
     if not paths:
         raise UserError("no rules or knowledge files given; pass e.g. demo/guideline.md")
+    resolved = [Path(p).resolve() for p in paths]
+    if len(set(resolved)) < len(resolved):
+        twice = next(p for p, r in zip(paths, resolved) if resolved.count(r) > 1)
+        raise UserError(f"{twice} is given twice; pass each rules or knowledge file once")
     seen: dict[str, Snippet] = {}
     out = []
     for p in paths:

@@ -171,6 +171,8 @@ def test_duplicate_id_across_files(tmp_path):
         load_snippets([tmp_path / "a.md", tmp_path / "b.jsonl"])
     with pytest.raises(UserError, match="no such file"):
         load_snippets([tmp_path / "missing.md"])
+    with pytest.raises(UserError, match="a.md is given twice"):
+        load_snippets([tmp_path / "a.md", tmp_path / "b.jsonl", tmp_path / "a.md"])
 
 
 @pytest.mark.shared_data
@@ -408,6 +410,13 @@ def test_cli_build_search_retrieve(tmp_path, repo, demo_splits, hash_emb, cli, m
     cfg.write_text(f"index: {idx}\nk: 2\n")
     r = cli("search", "--config", cfg, "phone case")
     assert r.exit_code == 0 and "search: 2 of 65" in r.output
+
+
+def test_cli_defaults_match_the_library():
+    from retrieval_index.retrieve import DEFAULT_LEXICAL_WEIGHT
+    from toolkit.cli.index import retrieve as retrieve_cmd
+
+    assert {p.name: p.default for p in retrieve_cmd.params}["lexical_weight"] == DEFAULT_LEXICAL_WEIGHT
 
 
 def test_cli_refusals_are_one_line(tmp_path, cli, rules_md, hash_emb):

@@ -147,6 +147,8 @@ def _show(out, index_dir, n: int) -> None:
             s = index.get(sid)
             hint = f" (grade: {s[C.SNIPPET_GRADE_HINT]})" if s[C.SNIPPET_GRADE_HINT] else ""
             click.echo(f"  {score:.3f} {sid}{hint}: {s[C.SNIPPET_TEXT][:110]}{'...' if len(s[C.SNIPPET_TEXT]) > 110 else ''}")
+        if row.get(C.KNOWLEDGE_IDS):
+            click.echo(f"  knowledge: {', '.join(row[C.KNOWLEDGE_IDS])}")
     click.echo("")
 
 

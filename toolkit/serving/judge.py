@@ -72,12 +72,10 @@ class Judge:
     def open(cls, cfg: ServeConfig) -> "Judge":
         """Check the cheap things first (paths, tier file, scale) so mistakes fail before loading."""
         from toolkit.cumpt import TierRule
-        from toolkit.models import resolve_model
+        from toolkit.models import DEFAULT_ALIASES, resolve_model
 
         rule = TierRule.load(cfg.tiers) if cfg.tiers else None
         scale = resolve_scale(cfg, rule)
-        from toolkit.models import DEFAULT_ALIASES
-
         if cfg.model not in DEFAULT_ALIASES:
             resolve_model(cfg.model)  # a missing folder, or one without config.json, fails here in one line
         if cfg.index and not Path(cfg.index).is_dir():
