@@ -29,6 +29,7 @@ SYSTEM = "Grade the search result: 4 if the item is what the query asks for, 1 i
 WORDS = ["shoe", "lamp", "kettle", "jacket", "drill", "guitar", "pillow", "blender", "tent", "watch", "mug", "scarf",
          "bike", "camera", "sofa", "helmet"]
 ADJ = ["red", "steel", "compact", "classic", "large", "soft"]
+OTHER = ["battery", "cable", "sticker", "manual", "charger", "hook"]  # items no query asks for
 FAST = {"use_cpu": True, "bf16": False, "save_strategy": "no", "lr_scheduler_type": "constant", "disable_tqdm": True}
 
 
@@ -36,12 +37,11 @@ FAST = {"use_cpu": True, "bf16": False, "save_strategy": "no", "lr_scheduler_typ
 
 
 def toy_rows(words: list[str], seed: int = 0) -> list[dict]:
-    """Per query word: one item that is the product (grade 4) and one that is another product (grade 1)."""
+    """Per query word: an item whose title holds the word (grade 4) and one whose title does not (grade 1)."""
     rng = random.Random(seed)
     rows = []
     for w in words:
-        other = rng.choice([x for x in WORDS if x != w])
-        for title, grade in ((f"{rng.choice(ADJ)} {w}", 4), (f"{rng.choice(ADJ)} {other}", 1)):
+        for title, grade in ((f"{rng.choice(ADJ)} {w}", 4), (f"{rng.choice(ADJ)} {rng.choice(OTHER)}", 1)):
             prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Query: {w}\nItem: {title}"}]
             label, wrong = str(grade), str(5 - grade)
             rows.append({
@@ -250,3 +250,95 @@ def test_baseline_cross_encoder_learns_and_feeds_toolkit_eval(cli, tmp_path):
     ev = cli("eval", "--predictions", out, "--split", "test", "-o", tmp_path / "eval", "--no-plots")
     assert ev.exit_code == 0, ev.stderr
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())
+
+
+# -- learning: SmolLM2-135M on the toy rule, SFT -> DPO / GRPO ----------------------------------
+# With ~10 CPU steps SmolLM2 learns the rule only partly: the matching item's P(4) ends above the
+# other item's for every query (ranking), while the argmax still depends on where the grade prior
+# lands. DPO and GRPO then train, as in TaoSR1, on the pairs the SFT model still gets wrong.
+
+LORA_FAST = {"lora": True, "lora_r": 16, "lora_alpha": 32}
+
+
+def measure(model_dir, rows: list[dict]) -> dict:
+    """accuracy, mean P(gold), ranking (P(4) of each query's matching item above its other item) and per-row probs."""
+    from toolkit.generation.base import BackendConfig
+    from toolkit.generation.hf import TransformersBackend
+
+    backend = TransformersBackend(BackendConfig(model=str(model_dir), dtype="float32", batch_size=32))
+    probs = backend.score_grades([r["prompt"] for r in rows], SCALE.labels)
+    backend.close()
+    idx = {g: i for i, g in enumerate(SCALE.values)}
+    pred = [SCALE.values[max(range(len(p)), key=p.__getitem__)] for p in probs]
+    gold = [p[idx[r["grade"]]] for p, r in zip(probs, rows)]
+    ranked = [probs[i][0] > probs[i + 1][0] for i in range(0, len(rows), 2)]  # rows come as (grade 4, grade 1) per query
+    return {"accuracy": sum(p == r["grade"] for p, r in zip(pred, rows)) / len(rows), "gold": sum(gold) / len(rows),
+            "ranking": sum(ranked) / len(ranked), "pred": pred}
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory, default_model_dir):
+    """SmolLM2 before and after label-only SFT (LoRA, merged) on the toy rule; shared by the SFT, DPO and GRPO tests."""
+    from trainers.config import SFTTrainConfig
+    from trainers.sft import train_sft
+
+    root = tmp_path_factory.mktemp("smol")
+    train, held = toy_rows(WORDS[:12]), toy_rows(WORDS[12:], seed=1)
+    start = {"train": measure(default_model_dir, train), "held": measure(default_model_dir, held)}
+    trl = {**FAST, "max_steps": 12, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "max_length": 96}
+    train_sft(SFTTrainConfig(data=str(stage_folder(root, "sft", train)), out=str(root / "sft"), model=str(default_model_dir),
+                             label_only=True, trl=trl, **LORA_FAST))
+    end = {"train": measure(root / "sft", train), "held": measure(root / "sft", held)}
+    return {"root": root, "train": train, "held": held, "start": start, "end": end, "sft": root / "sft"}
+
+
+def wrong_rows(smol) -> list[dict]:
+    """The training pairs the SFT model gets wrong, with its wrong answer as the rejected one (make-prefs' rule)."""
+    rows = [{**r, "rejected": [{"role": "assistant", "content": str(p)}]}
+            for r, p in zip(smol["train"], smol["end"]["train"]["pred"]) if p != r["grade"]]
+    assert rows, "the SFT model got every toy pair right; nothing left for DPO/GRPO to fix"
+    return rows
+
+
+@pytest.mark.slow
+def test_sft_learns_the_toy_rule(smol):
+    start, end = smol["start"], smol["end"]
+    loss = losses(smol["sft"])
+    assert loss[-1] < loss[0] / 4, loss
+    assert end["train"]["accuracy"] > start["train"]["accuracy"], (start, end)
+    assert end["held"]["accuracy"] >= start["held"]["accuracy"], (start, end)
+    assert end["train"]["gold"] > start["train"]["gold"] + 0.2 and end["held"]["gold"] > start["held"]["gold"] + 0.2
+    assert end["train"]["ranking"] >= 0.9 and end["held"]["ranking"] >= 0.75, end
+    manifest = json.loads((smol["sft"] / "manifest.json").read_text())
+    assert manifest["lora"] and manifest["merged"] and not (smol["sft"] / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_dpo_fixes_what_the_sft_model_gets_wrong(smol):
+    from trainers.config import DPOTrainConfig
+    from trainers.dpo import train_dpo
+
+    rows = wrong_rows(smol)
+    out = smol["root"] / "dpo"
+    trl = {**FAST, "max_steps": DPO_STEPS, "per_device_train_batch_size": 8, "learning_rate": DPO_LR, "max_length": 96}
+    train_dpo(DPOTrainConfig(data=str(stage_folder(smol["root"], "dpo", rows)), out=str(out), model=str(smol["sft"]), trl=trl, **LORA_FAST))
+    loss = losses(out)
+    assert loss[-1] < loss[0], loss
+    before, after = measure(smol["sft"], rows), measure(out, rows)
+    assert after["accuracy"] > before["accuracy"] and after["gold"] > before["gold"], (before, after)
+
+
+@pytest.mark.slow
+def test_grpo_fixes_what_the_sft_model_gets_wrong(smol):
+    from trainers.config import GRPOTrainConfig
+    from trainers.grpo import train_grpo
+
+    rows = wrong_rows(smol)
+    out = smol["root"] / "grpo"
+    trl = {**FAST, "max_steps": GRPO_STEPS, "per_device_train_batch_size": 8, "learning_rate": GRPO_LR, "num_generations": 4,
+           "max_completion_length": 2, "temperature": 1.0}
+    train_grpo(GRPOTrainConfig(data=str(stage_folder(smol["root"], "grpo", rows)), out=str(out), model=str(smol["sft"]), trl=trl, **LORA_FAST))
+    before, after = measure(smol["sft"], rows), measure(out, rows)
+    assert after["accuracy"] > before["accuracy"] and after["gold"] > before["gold"], (before, after)
+    rewards = losses(out, "reward")
+    assert max(rewards[1:]) > rewards[0] or rewards[0] == 1.0, rewards

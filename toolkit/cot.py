@@ -228,6 +228,8 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
         return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
 
     run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards")
+    if backend is None and state["backend"] is not None:
+        state["backend"].close()  # free the engine (vLLM holds memory and worker processes)
     backend = state["backend"]
     return _finish(cfg, out, run, df, scale, resolved, getattr(backend, "model_id", None))
 

@@ -112,6 +112,8 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         return rollout_rows([r[C.PAIR_ID] for r, _ in part], [int(r[C.GRADE]) for r, _ in part], gens, scale, cfg.order)
 
     run = run_shards(out, list(zip(rows, prompts)), cfg.shard_size, key_of, work, "sample shards")
+    if backend is None and state["backend"] is not None:
+        state["backend"].close()  # free the engine (vLLM holds memory and worker processes)
     rollouts = run.read(out)
     prompt_table = df.select([C.PAIR_ID, C.GRADE] + [c for c in PAIR_TEXT if c in df.columns]).with_columns(
         pl.Series(C.PROMPT, prompts, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))

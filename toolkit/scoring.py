@@ -132,6 +132,8 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
         return score_rows(state["backend"], builder, [r for r, _ in part], [rl for _, rl in part], cfg.mode, cfg.max_tokens)
 
     run = run_shards(out, list(zip(rows, rules)), cfg.shard_size, key_of, work, "scoring shards")
+    if backend is None and state["backend"] is not None:
+        state["backend"].close()  # free the engine (vLLM holds memory and worker processes)
     preds = run.read(out)
     write_parquet(preds, out / PREDICTIONS_FILE)
     acc = float((preds[C.PRED_GRADE] == preds[C.GRADE]).fill_null(False).mean())
