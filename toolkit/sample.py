@@ -111,6 +111,10 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         gens = state["backend"].generate([p for _, p in part], sampling, scale.labels)
         return rollout_rows([r[C.PAIR_ID] for r, _ in part], [int(r[C.GRADE]) for r, _ in part], gens, scale, cfg.order)
 
+    if cfg.force:  # redo every shard, not only the final files
+        import shutil
+
+        shutil.rmtree(out / "shards", ignore_errors=True)
     run = run_shards(out, list(zip(rows, prompts)), cfg.shard_size, key_of, work, "sample shards")
     if backend is None and state["backend"] is not None:
         state["backend"].close()  # free the engine (vLLM holds memory and worker processes)

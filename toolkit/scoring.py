@@ -131,6 +131,10 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
             state["backend"] = make_backend(cfg.backend)
         return score_rows(state["backend"], builder, [r for r, _ in part], [rl for _, rl in part], cfg.mode, cfg.max_tokens)
 
+    if cfg.force:  # redo every shard, not only the final files
+        import shutil
+
+        shutil.rmtree(out / "shards", ignore_errors=True)
     run = run_shards(out, list(zip(rows, rules)), cfg.shard_size, key_of, work, "scoring shards")
     if backend is None and state["backend"] is not None:
         state["backend"].close()  # free the engine (vLLM holds memory and worker processes)
