@@ -150,7 +150,7 @@ def test_gen_cot_tiny_model_accounts_for_every_sample(cli, repo, tmp_path, tiny_
 @pytest.mark.slow
 def test_gen_cot_default_model_keeps_agreeing_label_first_rationales(cli, repo, tmp_path, default_model_dir):
     pairs = _pairs(cli, repo, tmp_path)
-    r = cli("gen-cot", pairs, "-o", tmp_path / "cot", "--limit", "6", "--samples", "2", "--step-tokens", "32")
+    r = cli("gen-cot", pairs, "-o", tmp_path / "cot", "--limit", "4", "--samples", "1", "--step-tokens", "24")
     assert r.exit_code == 0, r.stderr
     sft = pl.read_parquet(tmp_path / "cot/sft.parquet")
     stats = json.loads((tmp_path / "cot/stats.json").read_text())
