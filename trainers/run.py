@@ -38,7 +38,7 @@ class TrainResult:
         c = self.counts
         if self.skipped:
             return f"{self.stage}: {self.out} is up to date ({c.get('rows', 0)} rows, {c.get('steps', 0)} steps); nothing to do (--force to redo)"
-        parts = [f"{c.get('rows', 0)} rows", f"{c.get('steps', 0)} steps in {c.get('runtime_s', 0):.0f} s"]
+        parts = [f"{c.get('rows', 0)} rows", f"{c.get('steps', 0)} steps in {c.get('runtime_s', 0):.1f} s"]
         for key in ("loss", "reward"):
             if c.get(f"first_{key}") is not None:
                 parts.append(f"{key} {c[f'first_{key}']:.4g} -> {c[f'last_{key}']:.4g}")
@@ -63,8 +63,10 @@ def trl_args(cfg, out: Path):
     cls = config_class(cfg.trl_class)
     fields = cfg.trl_fields(machine_defaults())
     fields.pop("resume_from_checkpoint", None)
+    # intermediate checkpoints (save_strategy steps/epoch) go to OUT.trainer; otherwise a hidden folder, removed after
+    hidden = str(fields.get("save_strategy", "no")) in ("no", "SaveStrategy.NO")
     try:
-        return cls(output_dir=str(out.parent / f"{out.name}.trainer"), **fields)
+        return cls(output_dir=str(trainer_dir(out, hidden)), **fields)
     except (ValueError, TypeError) as e:
         raise UserError(f"{cls.__name__} rejected the config: {first_line(e)}") from None
 
@@ -178,13 +180,19 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": log_rows, "counts": counts}, indent=1), encoding="utf-8")
         extra = {
             "grade_scale": scale.to_dict(), "base_model": model_id, "trainer": type(trainer).__name__,
-            "trl_version": _version("trl"), "lora": bool(cfg.lora), "merged": bool(adapter and cfg.merge_lora) or not adapter,
+            "trl_version": _version("trl"), "lora": bool(cfg.lora),
+            "weights": ("lora-merged" if cfg.merge_lora else "lora-adapter") if adapter else "full",
         }
         write_manifest(tmp, cfg.stage, resolved, inputs, counts, extra)
     shutil.rmtree(staging, ignore_errors=True)
-    trainer_dir = out.parent / f"{out.name}.trainer"
-    if trainer_dir.is_dir() and not any(trainer_dir.iterdir()):
-        trainer_dir.rmdir()
+    shutil.rmtree(trainer_dir(out, hidden=True), ignore_errors=True)
+    visible = trainer_dir(out, hidden=False)
+    if visible.is_dir() and not any(visible.iterdir()):
+        visible.rmdir()
+
+
+def trainer_dir(out: Path, hidden: bool) -> Path:
+    return out.parent / (f".{out.name}.trainer" if hidden else f"{out.name}.trainer")
 
 
 ADAPTER_TEXT = """# A LoRA adapter, not merged

@@ -29,7 +29,7 @@ class TrlField(click.ParamType):
                 return {key.strip(): yaml.safe_load(raw)}
             except yaml.YAMLError:
                 return {key.strip(): raw}
-        self.fail(f"{value!r} is not KEY=VALUE (e.g. --trl warmup_ratio=0.1); in a config file use a `trl:` mapping", param, ctx)
+        self.fail(f"{value!r} is not KEY=VALUE (e.g. --trl warmup_steps=0.1); in a config file use a `trl:` mapping", param, ctx)
 
 
 def trl_fields(ctx: click.Context, given: tuple, flags: dict) -> dict:
