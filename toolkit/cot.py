@@ -27,7 +27,7 @@ from toolkit import columns as C
 from toolkit import parsing as P
 from toolkit.cot_filters import STEP_NAMES, FilterConfig, NearDuplicates, check
 from toolkit.errors import UserError
-from toolkit.generation.base import BackendConfig, SamplingConfig
+from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.io import input_hashes, read_pairs, write_manifest, write_parquet
 from toolkit.shards import ShardRun, run_shards
 from toolkit.prompts import PromptBuilder
@@ -214,24 +214,18 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     resolved = cfg.resolved()
     rows = df.to_dicts()
     items = list(zip(rows, rules))
-    state = {"backend": backend}
+    lazy = LazyBackend(cfg.backend, backend)
 
     def key_of(i: int, part: list) -> dict:
         return {"config": _output_config(resolved), "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part]}
 
     def work(i: int, part: list) -> pl.DataFrame:
-        if state["backend"] is None:
-            from toolkit.generation import make_backend
-
-            state["backend"] = make_backend(cfg.backend)
-        result = generate_shard(state["backend"], builder, [r for r, _ in part], [rl for _, rl in part], cfg, i)
+        result = generate_shard(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg, i)
         return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
 
     run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards")
-    if backend is None and state["backend"] is not None:
-        state["backend"].close()  # free the engine (vLLM holds memory and worker processes)
-    backend = state["backend"]
-    return _finish(cfg, out, run, df, scale, resolved, getattr(backend, "model_id", None))
+    lazy.close()
+    return _finish(cfg, out, run, df, scale, resolved, getattr(lazy.backend, "model_id", None))
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))

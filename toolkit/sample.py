@@ -17,7 +17,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
-from toolkit.generation.base import BackendConfig, SamplingConfig
+from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.io import input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, ORDERS
 from toolkit.prompts import PromptBuilder
@@ -96,19 +96,15 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     rules = attach_rules(df, cfg.index, cfg.rules_k)
     rows = df.to_dicts()
     prompts = [builder.student(r, rl) for r, rl in zip(rows, rules)]
-    state = {"backend": backend}
+    lazy = LazyBackend(cfg.backend, backend)
 
     def key_of(i: int, part: list) -> dict:
         return {"config": resolved, "scale": scale.to_dict(), "prompts": [p for _, p in part], "pairs": [r[C.PAIR_ID] for r, _ in part]}
 
     def work(i: int, part: list) -> pl.DataFrame:
-        if state["backend"] is None:
-            from toolkit.generation import make_backend
-
-            state["backend"] = make_backend(cfg.backend)
         sampling = SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                                   seed=cfg.seed + 7919 * i, grade_logprobs=cfg.order == LABEL_FIRST)
-        gens = state["backend"].generate([p for _, p in part], sampling, scale.labels)
+        gens = lazy.get().generate([p for _, p in part], sampling, scale.labels)
         return rollout_rows([r[C.PAIR_ID] for r, _ in part], [int(r[C.GRADE]) for r, _ in part], gens, scale, cfg.order)
 
     if cfg.force:  # redo every shard, not only the final files
@@ -116,8 +112,7 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
 
         shutil.rmtree(out / "shards", ignore_errors=True)
     run = run_shards(out, list(zip(rows, prompts)), cfg.shard_size, key_of, work, "sample shards")
-    if backend is None and state["backend"] is not None:
-        state["backend"].close()  # free the engine (vLLM holds memory and worker processes)
+    lazy.close()
     rollouts = run.read(out)
     prompt_table = df.select([C.PAIR_ID, C.GRADE] + [c for c in PAIR_TEXT if c in df.columns]).with_columns(
         pl.Series(C.PROMPT, prompts, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
@@ -133,6 +128,6 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         "parse_status": {k: v for k, v in rollouts.group_by(C.PARSE_STATUS).len().iter_rows()},
         "pass_at": {k: report.value(k) for k in range(1, cfg.n + 1) if report.value(k) is not None}, "shards_done": run.done, "shards_skipped": run.skipped,
     }
-    model_id = getattr(state["backend"], "model_id", None) or cfg.backend.model or "default"
+    model_id = lazy.model_id
     write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id})
     return SampleResult(out, counts, report)

@@ -21,7 +21,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
-from toolkit.generation.base import BackendConfig, SamplingConfig
+from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.io import input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, ORDERS, parse_answer
 from toolkit.prompts import PromptBuilder
@@ -119,30 +119,25 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     builder = PromptBuilder(scale, cfg.order)
     rules = attach_rules(df, cfg.index, cfg.rules_k)
     rows = df.to_dicts()
-    state = {"backend": backend}
+    lazy = LazyBackend(cfg.backend, backend)
 
     def key_of(i: int, part: list) -> dict:
         return {"config": resolved, "inputs": sorted(inputs.values()), "pairs": [r[C.PAIR_ID] for r, _ in part]}
 
     def work(i: int, part: list) -> pl.DataFrame:
-        if state["backend"] is None:
-            from toolkit.generation import make_backend
-
-            state["backend"] = make_backend(cfg.backend)
-        return score_rows(state["backend"], builder, [r for r, _ in part], [rl for _, rl in part], cfg.mode, cfg.max_tokens)
+        return score_rows(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg.mode, cfg.max_tokens)
 
     if cfg.force:  # redo every shard, not only the final files
         import shutil
 
         shutil.rmtree(out / "shards", ignore_errors=True)
     run = run_shards(out, list(zip(rows, rules)), cfg.shard_size, key_of, work, "scoring shards")
-    if backend is None and state["backend"] is not None:
-        state["backend"].close()  # free the engine (vLLM holds memory and worker processes)
+    lazy.close()
     preds = run.read(out)
     write_parquet(preds, out / PREDICTIONS_FILE)
     acc = float((preds[C.PRED_GRADE] == preds[C.GRADE]).fill_null(False).mean())
     counts = {"pairs": preds.height, "mode": cfg.mode, "accuracy": acc, "shards_done": run.done, "shards_skipped": run.skipped}
-    model_id = getattr(state["backend"], "model_id", None) or cfg.backend.model or "default"
+    model_id = lazy.model_id
     write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id})
     return ScoreResult(out, counts)
 

@@ -99,3 +99,27 @@ def make_backend(cfg: BackendConfig) -> GenerationBackend:
 
     module, cls = BACKENDS[cfg.kind].split(":")
     return getattr(importlib.import_module(module), cls)(cfg)
+
+
+class LazyBackend:
+    """A backend made on first use (a rerun with every shard done loads no model).
+
+    `get()` returns the given backend or builds one from the config; `close()` frees only a
+    backend built here (a vLLM engine holds memory and worker processes), never one passed in.
+    """
+
+    def __init__(self, cfg: BackendConfig, backend: GenerationBackend | None = None):
+        self.cfg, self.backend, self.owned = cfg, backend, False
+
+    def get(self) -> GenerationBackend:
+        if self.backend is None:
+            self.backend, self.owned = make_backend(self.cfg), True
+        return self.backend
+
+    @property
+    def model_id(self) -> str:
+        return getattr(self.backend, "model_id", None) or self.cfg.model or "default"
+
+    def close(self) -> None:
+        if self.owned and self.backend is not None:
+            self.backend.close()
