@@ -90,10 +90,11 @@ def test_grade_logprobs_and_score_grades_match_transformers(vllm_engine, hf_fp32
 
 def test_gen_cot_with_the_vllm_backend_on_4_pairs(cli, repo, tmp_path, vllm_engine, monkeypatch):
     """`toolkit gen-cot --backend vllm`, with the session's engine standing in for a new one."""
-    import toolkit.generation
+    import toolkit.generation.base
 
     made = []
-    monkeypatch.setattr(toolkit.generation, "make_backend", lambda cfg: made.append(cfg) or vllm_engine)
+    monkeypatch.setattr(toolkit.generation.base, "make_backend", lambda cfg: made.append(cfg) or vllm_engine)
+    monkeypatch.setattr(vllm_engine, "close", lambda: None)  # gen-cot closes the engine it made; this one is the session's
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     args = ["gen-cot", tmp_path / "pairs", "-o", tmp_path / "cot", "--backend", "vllm", "--enforce-eager", "--max-model-len", "2048",
             "--limit", "4", "--samples", "2", "--shard-size", "2", "--step-tokens", "24", "--split", ""]
