@@ -39,14 +39,16 @@ def pipeline(args, b: dict) -> dict:
         stages.append({"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}})
         src = "{pairs}"
     ev = {"limit": b["eval"]}
+    gen = {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
     stages += [
         {"name": "splits", "run": "split", "args": [src], "options": {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed}},
         {"name": "index", "run": "build-index", "args": [str(REPO / "demo/guideline.md")]},
         {"name": "retrieved", "run": "retrieve", "args": ["{splits}"], "options": {"index": "{index}", "k": 3}},
-        {"name": "cot", "run": "gen-cot", "args": ["{retrieved}"], "options": {"index": "{index}", "split": "train", "limit": b["train"], "step-tokens": 40}},
+        {"name": "cot", "run": "gen-cot", "args": ["{retrieved}"], "options": {"index": "{index}", "split": "train", "limit": b["train"], "step-tokens": 40, **gen}},
         {"name": "sft_label", "run": "train sft", "args": ["{cot}"], "options": {"label-only": True, "max-steps": b["sft_steps"]}},
         {"name": "sft_cot", "run": "train sft", "args": ["{cot}"], "options": {"max-steps": b["sft_steps"]}},
-        {"name": "rollouts", "run": "sample", "args": ["{retrieved}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"], "limit": b["train"], "split": "train"}},
+        {"name": "rollouts", "run": "sample", "args": ["{retrieved}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"], "limit": b["train"], "split": "train",
+                                                                   "max-tokens": 64, **gen}},
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"no-teacher": True}},
         {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"]}},
         {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},
@@ -121,10 +123,18 @@ def main() -> None:
     ap.add_argument("--budget", choices=list(BUDGETS), default="small")
     ap.add_argument("--out", default=str(REPO / "benchmarks/out/quality"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
+                    help="generation backend of gen-cot and sample (scoring is one forward pass: transformers); "
+                         "auto = vllm when installed")
     args = ap.parse_args()
     if not args.pairs and not args.data:
         ap.error("pass --data FILE --format NAME, or --pairs FOLDER")
+    import importlib.util
+
     import yaml
+
+    if args.backend == "auto":
+        args.backend = "vllm" if importlib.util.find_spec("vllm") else "transformers"
 
     from toolkit.pipeline import Pipeline, run_pipeline, summary_table
 

@@ -83,6 +83,10 @@ def main() -> None:
     ap.add_argument("--completion-tokens", type=int, default=64, help="GRPO rollout token budget")
     ap.add_argument("--cpu", action="store_true", help="run on CPU in fp32 (smoke mode)")
     ap.add_argument("--work", help="folder for data and checkpoints (default: a temporary folder)")
+    ap.add_argument("--random-init", action="store_true",
+                    help="--model is a folder with config and tokenizer only: start from random weights of that architecture "
+                         "(steps/s are the same; losses and rewards mean nothing)")
+    ap.add_argument("--json", help="also write the per-stage rows to this JSON file")
     args = ap.parse_args()
 
     import torch
@@ -100,13 +104,22 @@ def main() -> None:
     common = {"max_steps": args.steps, "use_cpu": args.cpu, "bf16": not args.cpu, "per_device_train_batch_size": bs, "max_length": 512}
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu-train-check-"))
     data = write_stages(work / "data", build_rows(max(64, args.steps * bs * 2)))
+    model = args.model
+    if args.random_init:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(0)
+        init = work / "random-init"
+        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).save_pretrained(init)
+        AutoTokenizer.from_pretrained(model).save_pretrained(init)
+        model = str(init)
     print(f"device: {device}; torch {torch.__version__}; dtype {'fp32' if args.cpu else 'bf16'}; work {work}", flush=True)
 
     grpo_trl = {k: v for k, v in common.items() if k != "max_length"}
     grpo_trl.update(num_generations=gens, per_device_train_batch_size=max(bs, gens) // gens * gens, max_completion_length=args.completion_tokens,
                     logging_steps=1)
     stages = [
-        ("sft", train_sft, SFTTrainConfig(data=str(data["cot"]), out=str(work / "sft"), model=args.model, trl={**common, "learning_rate": 2e-5}, force=True)),
+        ("sft", train_sft, SFTTrainConfig(data=str(data["cot"]), out=str(work / "sft"), model=model, trl={**common, "learning_rate": 2e-5}, force=True)),
         ("dpo", train_dpo, DPOTrainConfig(data=str(data["prefs"]), out=str(work / "dpo"), model=str(work / "sft"), trl={**common, "learning_rate": 5e-7}, force=True)),
         ("grpo", train_grpo, GRPOTrainConfig(data=str(data["difficulty"]), out=str(work / "grpo"), model=str(work / "dpo"), trl=grpo_trl, force=True)),
     ]
@@ -127,6 +140,8 @@ def main() -> None:
     print(f"\n{'stage':6} {'steps':>5} {'steps/s':>8} {'train s':>8} {'wall s':>7}")
     for r in report:
         print(f"{r['stage']:6} {r['steps']:>5} {r['steps_per_s'] or 0:>8.3f} {r['train_s']:>8.1f} {r['wall_s']:>7.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device, "torch": torch.__version__, "args": vars(args), "stages": report}, indent=1))
 
 
 if __name__ == "__main__":
