@@ -10,7 +10,8 @@ FOLDER` (the output of `toolkit ingest`) instead of `--data/--format`.
 
 The whole run is one pipeline (benchmarks/out/quality/pipeline.yaml, written by this script)
 run by `toolkit run`, so an interrupted benchmark resumes where it stopped. Budget flags bound
-the time: the number of train pairs given to each stage, eval pairs, training steps.
+the time: the number of train pairs (a seeded random sample over all train queries, `toolkit split
+--max-rows`), dev and test pairs, training steps.
 """
 
 from __future__ import annotations
@@ -38,16 +39,16 @@ def pipeline(args, b: dict) -> dict:
     else:
         stages.append({"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}})
         src = "{pairs}"
-    ev = {"limit": b["eval"]}
     gen = {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
     stages += [
-        {"name": "splits", "run": "split", "args": [src], "options": {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed}},
+        {"name": "splits", "run": "split", "args": [src], "options": {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed,
+                                                                       "max-rows": f"train={b['train']},dev={b['eval']},test={b['eval']}"}},
         {"name": "index", "run": "build-index", "args": [str(REPO / "demo/guideline.md")]},
         {"name": "retrieved", "run": "retrieve", "args": ["{splits}"], "options": {"index": "{index}", "k": 3}},
-        {"name": "cot", "run": "gen-cot", "args": ["{retrieved}"], "options": {"index": "{index}", "split": "train", "limit": b["train"], "step-tokens": 40, **gen}},
+        {"name": "cot", "run": "gen-cot", "args": ["{retrieved}"], "options": {"index": "{index}", "split": "train", "step-tokens": 40, **gen}},
         {"name": "sft_label", "run": "train sft", "args": ["{cot}"], "options": {"label-only": True, "max-steps": b["sft_steps"]}},
         {"name": "sft_cot", "run": "train sft", "args": ["{cot}"], "options": {"max-steps": b["sft_steps"]}},
-        {"name": "rollouts", "run": "sample", "args": ["{retrieved}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"], "limit": b["train"], "split": "train",
+        {"name": "rollouts", "run": "sample", "args": ["{retrieved}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"], "split": "train",
                                                                    "max-tokens": 64, **gen}},
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"no-teacher": True}},
         {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"]}},
@@ -59,7 +60,7 @@ def pipeline(args, b: dict) -> dict:
     for i, (row, model) in enumerate(models.items()):
         for split in ("dev", "test"):
             stages.append({"name": f"m{i}_{split}", "run": "score", "args": ["{retrieved}"],
-                           "options": {"model": model, "index": "{index}", "split": split, **ev}})
+                           "options": {"model": model, "index": "{index}", "split": split}})
     return {"out": str(Path(args.out).resolve()), "stages": stages, "_rows": list(models)}
 
 

@@ -62,3 +62,36 @@ def test_cli_writes_split_files_and_prints_distribution(cli, repo, tmp_path):
         assert f"{n}={p.height} rows" in lines[-1]
     # stats on the folder prints the same table
     assert cli("stats", tmp_path / "s").stdout.splitlines() == lines[:-1]
+
+
+def test_max_rows_samples_rows_across_queries_and_keeps_the_rest_apart(cli, repo, tmp_path):
+    assert cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "p").exit_code == 0
+    args = ["split", tmp_path / "p", "--fractions", "train=0.6,dev=0.2,test=0.2", "--seed", "7"]
+    assert cli(*args, "-o", tmp_path / "full").exit_code == 0
+    r = cli(*args, "-o", tmp_path / "capped", "--max-rows", "train=20,dev=5")
+    assert r.exit_code == 0, r.stderr
+    full = {n: pl.read_parquet(tmp_path / "full" / f"{n}.parquet") for n in ("train", "dev", "test")}
+    capped = {n: pl.read_parquet(tmp_path / "capped" / f"{n}.parquet") for n in ("train", "dev", "test")}
+    assert [capped[n].height for n in ("train", "dev")] == [20, 5]
+    assert capped["test"].equals(full["test"])  # no cap: untouched
+    for n in ("train", "dev"):
+        ids = full[n][C.PAIR_ID].to_list()
+        kept = capped[n][C.PAIR_ID].to_list()
+        assert set(kept) < set(ids) and kept == [i for i in ids if i in set(kept)]  # a subset, in input order
+    # drawn over the split's queries, not the first rows: more queries than the first 20 rows hold
+    first = full["train"].head(20)[C.QUERY].n_unique()
+    assert capped["train"][C.QUERY].n_unique() > first
+    assert f"train=20 rows/{capped['train'][C.QUERY].n_unique()} queries (sampled from {full['train'].height})" in r.stdout
+    # same seed, same sample; the uncapped config hashes as before (its output stays up to date)
+    assert cli(*args, "-o", tmp_path / "again", "--max-rows", "train=20,dev=5").exit_code == 0
+    assert pl.read_parquet(tmp_path / "again/train.parquet").equals(capped["train"])
+    assert "up to date" in cli(*args, "-o", tmp_path / "full").stdout
+
+
+def test_max_rows_errors_name_the_fix(cli, repo, tmp_path):
+    assert cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "p").exit_code == 0
+    r = cli("split", tmp_path / "p", "-o", tmp_path / "s", "--max-rows", "holdout=5")
+    assert r.exit_code != 0 and "--max-rows names split 'holdout'" in r.stderr
+    r = cli("split", tmp_path / "p", "-o", tmp_path / "s", "--max-rows", "train=lots")
+    assert r.exit_code != 0 and "train=2000,dev=500" in r.stderr
+    assert not (tmp_path / "s").exists()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -28,7 +28,7 @@ from toolkit import parsing as P
 from toolkit.cot_filters import STEP_NAMES, FilterConfig, NearDuplicates, check
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import input_hashes, read_pairs, write_manifest, write_parquet
+from toolkit.io import StageConfig, input_hashes, read_pairs, write_manifest, write_parquet
 from toolkit.shards import ShardRun, run_shards
 from toolkit.prompts import PromptBuilder
 from toolkit.stats import scale_of
@@ -42,7 +42,7 @@ TEACHER = "teacher"
 
 
 @dataclass
-class GenCotConfig:
+class GenCotConfig(StageConfig):
     pairs: str
     out: str
     split: str | None = "train"  # rows of this split only (when the input has splits)
@@ -74,10 +74,6 @@ class GenCotConfig:
         if self.samples < 1 or self.shard_size < 1:
             raise UserError(f"--samples and --shard-size must be >= 1; got {self.samples}, {self.shard_size}")
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d["backend"].pop("api_key_env", None)
-        return d
 
 
 @dataclass

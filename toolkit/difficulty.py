@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
 from toolkit.stats import scale_of
 
@@ -71,7 +71,7 @@ def parse_buckets(spec: "str | dict") -> dict[str, float]:
 
 
 @dataclass
-class LabelDifficultyConfig:
+class LabelDifficultyConfig(StageConfig):
     rollouts: str  # a rollouts folder (rollouts.parquet + prompts.parquet)
     out: str
     gamma: float = DEFAULT_GAMMA  # keep 0 < n_correct < gamma * n_samples
@@ -90,10 +90,6 @@ class LabelDifficultyConfig:
             raise UserError(f"gamma must be in (0, 1] (keep 0 < n_correct < gamma * G); got {self.gamma}")
         self.buckets = parse_buckets(self.buckets)
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        return d
 
 
 @dataclass

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale, get_scale
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_pairs, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_pairs, write_manifest, write_parquet
 from toolkit.metrics import PROB_TOLERANCE, UNPARSED, check_probs, classification_metrics, grade_indices, hallucination, reliability
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def emitted(df: pl.DataFrame, scale: GradeScale, order: str) -> tuple[list, list
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(StageConfig):
     predictions: str | None
     out: str
     scale: str | None = None  # default: the scale in the predictions folder's manifest, else taosr4
@@ -132,10 +132,6 @@ class EvalConfig:
         if not 0 < float(self.prob_tolerance) < 0.5:
             raise UserError(f"--prob-tolerance must be in (0, 0.5); got {self.prob_tolerance}")
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        return d
 
 
 @dataclass

@@ -10,8 +10,9 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import polars as pl
 
@@ -27,6 +28,22 @@ CONFIG = "config.yaml"
 
 # -- input ------------------------------------------------------------------
 
+
+
+class StageConfig:
+    """Base of the stages' config dataclasses: `resolved()` is the config as hashed into the
+    manifest (what decides whether a rerun is needed), without the fields in NOT_HASHED and
+    without a backend's api_key_env (the name of a secret's variable is not the run's config)."""
+
+    NOT_HASHED: ClassVar[tuple[str, ...]] = ("force",)
+
+    def resolved(self) -> dict:
+        d = asdict(self)  # type: ignore[call-overload]
+        for key in self.NOT_HASHED:
+            d.pop(key, None)
+        if isinstance(d.get("backend"), dict):
+            d["backend"].pop("api_key_env", None)
+        return d
 
 def check_utf8(path: Path, encoding: str = "utf-8") -> None:
     """Fail with the line and byte offset of the first byte that is not valid in `encoding`."""

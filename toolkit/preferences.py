@@ -34,7 +34,7 @@ for dedupe), then fetching only the texts of the picked samples.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +42,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, OK, parse_answer
 from toolkit.progress import progress
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
@@ -62,7 +62,7 @@ MIXED, ALL_WRONG, ALL_CORRECT = "mixed", "all_wrong", "all_correct"
 
 
 @dataclass
-class MakePrefsConfig:
+class MakePrefsConfig(StageConfig):
     rollouts: str  # a rollouts folder (rollouts.parquet + prompts.parquet)
     out: str
     pairs_per_prompt: int = 1
@@ -85,11 +85,7 @@ class MakePrefsConfig:
         if int(self.teacher_batch_size) < 1:
             raise UserError(f"teacher_batch_size must be >= 1; got {self.teacher_batch_size}")
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        d.pop("teacher_batch_size")
-        return d
+    NOT_HASHED = ("force", "teacher_batch_size")
 
 
 @dataclass

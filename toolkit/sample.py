@@ -9,7 +9,7 @@ like gen-cot.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +18,7 @@ from toolkit import columns as C
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.io import StageConfig, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, ORDERS
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
@@ -32,7 +32,7 @@ PAIR_TEXT = [C.QUERY, C.TITLE, C.DESCRIPTION, C.ATTRIBUTES, C.CATEGORY, C.BRAND,
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(StageConfig):
     pairs: str
     out: str
     split: str | None = "train"
@@ -56,11 +56,6 @@ class SampleConfig:
             raise UserError(f"--order must be one of {', '.join(ORDERS)}; got {self.order!r}")
         SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        d["backend"].pop("api_key_env", None)
-        return d
 
 
 @dataclass

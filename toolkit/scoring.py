@@ -13,7 +13,7 @@ Writes predictions.parquet (pair_id, grade, split, grade_probs, pred_grade[, tex
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -22,7 +22,7 @@ from toolkit import columns as C
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.io import StageConfig, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, ORDERS, parse_answer
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
@@ -38,7 +38,7 @@ SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.SPLIT: pl.String, C.GRADE_P
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(StageConfig):
     pairs: str
     out: str
     split: str | None = None  # None: all rows
@@ -62,11 +62,6 @@ class ScoreConfig:
         if self.mode == "first-token" and self.order != LABEL_FIRST:
             raise UserError("first-token scoring needs label-first answers; use --mode generate for --order cot_first")
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        d["backend"].pop("api_key_env", None)
-        return d
 
 
 @dataclass

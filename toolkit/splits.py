@@ -10,29 +10,37 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SplitConfig:
+class SplitConfig(StageConfig):
     input: str
     out: str
     fractions: dict[str, float] = field(default_factory=lambda: {C.TRAIN: 0.8, C.DEV: 0.1, C.TEST: 0.1})
     seed: int = 0
+    max_rows: dict[str, int] | None = None  # keep a seeded random sample of at most N rows of these splits
     force: bool = False
 
     def __post_init__(self):
         if isinstance(self.fractions, str):
             self.fractions = parse_fractions(self.fractions)
+        if isinstance(self.max_rows, str):
+            self.max_rows = parse_max_rows(self.max_rows) or None
+        for name, n in (self.max_rows or {}).items():
+            if name not in self.fractions:
+                raise UserError(f"--max-rows names split {name!r}, which --fractions does not have ({', '.join(self.fractions)})")
+            if int(n) < 1:
+                raise UserError(f"--max-rows {name}={n}: give a whole number >= 1")
         if not self.fractions:
             raise UserError("--fractions is empty; give e.g. train=0.8,dev=0.1,test=0.1")
         bad = {k: v for k, v in self.fractions.items() if not (0 <= float(v) <= 1)}
@@ -43,9 +51,11 @@ class SplitConfig:
             raise UserError(f"--fractions must sum to 1; got {total:g} ({self.fractions})")
 
     def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
+        d = super().resolved()
+        if d["max_rows"] is None:  # configs written before --max-rows existed hash the same
+            d.pop("max_rows")
         return d
+
 
 
 def parse_fractions(text: str) -> dict[str, float]:
@@ -64,6 +74,27 @@ def parse_fractions(text: str) -> dict[str, float]:
         except ValueError:
             raise UserError(f"--fractions {text!r}: {val!r} is not a number; write e.g. train=0.8,dev=0.1,test=0.1") from None
     return out
+
+
+def parse_max_rows(text: str) -> dict[str, int]:
+    """`train=2000,dev=500` -> {"train": 2000, "dev": 500}."""
+    out: dict[str, int] = {}
+    for p in (p.strip() for p in text.split(",")):
+        if not p:
+            continue
+        name, _, val = p.partition("=")
+        try:
+            out[name.strip()] = int(val)
+        except ValueError:
+            raise UserError(f"--max-rows {text!r}: write split=N pairs, like train=2000,dev=500") from None
+    return out
+
+
+def cap_rows(part: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
+    """A seeded random sample of at most n rows (drawn over all of the split's queries), in input order."""
+    if n is None or part.height <= n:
+        return part
+    return part.with_row_index("_row").sample(n=n, seed=seed).sort("_row").drop("_row")
 
 
 def query_key(q: str) -> str:
@@ -100,7 +131,9 @@ class SplitResult:
     skipped: bool = False
 
     def summary(self) -> str:
-        parts = ", ".join(f"{k}={v['rows']} rows/{v['queries']} queries" for k, v in self.counts["splits"].items())
+        sampled = self.counts.get("sampled", {})
+        parts = ", ".join(f"{k}={v['rows']} rows/{v['queries']} queries" + (f" (sampled from {sampled[k]['from']})" if k in sampled else "")
+                          for k, v in self.counts["splits"].items())
         if self.skipped:
             return f"split: {self.out} is up to date ({parts}); nothing to do (--force to redo)"
         return f"split: {self.counts['rows']} pairs, {self.counts['queries']} queries -> {parts} in {self.out}"
@@ -120,6 +153,10 @@ def split(cfg: SplitConfig) -> SplitResult:
     with atomic_dir(out) as tmp:
         for name in cfg.fractions:
             part = df.filter(pl.col(C.SPLIT) == name)
+            cap = (cfg.max_rows or {}).get(name)
+            if cap is not None and part.height > cap:
+                counts.setdefault("sampled", {})[name] = {"from": part.height, "kept": cap}
+                part = cap_rows(part, cap, cfg.seed)
             counts["splits"][name] = {
                 "rows": part.height,
                 "queries": part[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique() if part.height else 0,

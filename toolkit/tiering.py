@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
 from toolkit.metrics import PROB_TOLERANCE, grade_indices
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ OBJECTIVES = ("macro_f1", "good_rate")
 
 
 @dataclass
-class TierFitConfig:
+class TierFitConfig(StageConfig):
     predictions: str
     out: str
     split: str | None = None  # fit on this split's rows only (e.g. dev)
@@ -51,10 +51,6 @@ class TierFitConfig:
         if int(self.grid) < 2:
             raise UserError(f"--grid must be at least 2 β values; got {self.grid}")
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        return d
 
 
 @dataclass
@@ -121,7 +117,7 @@ def fit_tiers(cfg: TierFitConfig) -> TierResult:
 
 
 @dataclass
-class TierApplyConfig:
+class TierApplyConfig(StageConfig):
     predictions: str
     rule: str  # tiers.json or the `toolkit tier fit` folder holding it
     out: str
@@ -129,10 +125,6 @@ class TierApplyConfig:
     prob_tolerance: float = PROB_TOLERANCE
     force: bool = False
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        return d
 
 
 def apply_tiers(cfg: TierApplyConfig) -> TierResult:

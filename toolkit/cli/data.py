@@ -83,9 +83,11 @@ def ingest(inputs, out, format, scale, grade_map, thresholds, source, encoding, 
 @click.argument("input", required=False, type=click.Path())
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (gets <split>.parquet per split).")
 @click.option("--fractions", default="train=0.8,dev=0.1,test=0.1", show_default=True, help="Row fraction per split; names are yours.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the query-group assignment.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the query-group assignment (and of --max-rows sampling).")
+@click.option("--max-rows", default="", help="Keep a seeded random sample of at most N rows of a split, drawn over all its queries "
+              "(e.g. train=2000,dev=500): a quick experiment on a large dataset without losing query variety.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
-def split(input, out, fractions, seed, force):
+def split(input, out, fractions, seed, max_rows, force):
     """Split pairs into train/dev/test by query group (no query in two splits).
 
     Deterministic for a given seed; prints the grade distribution of each split.
@@ -93,6 +95,7 @@ def split(input, out, fractions, seed, force):
     \b
     Example:
       toolkit split out/demo/pairs -o out/demo/splits --fractions train=0.6,dev=0.2,test=0.2
+      toolkit split out/cf/pairs -o out/cf/splits --max-rows train=2000,dev=500,test=500
     """
     from toolkit.errors import UserError
     from toolkit.splits import SplitConfig, split as run
@@ -100,7 +103,7 @@ def split(input, out, fractions, seed, force):
 
     if not input or not out:
         raise UserError("pass the ingested pairs and an output folder: `toolkit split out/pairs -o out/splits`")
-    result = run(SplitConfig(input=input, out=out, fractions=fractions, seed=seed, force=force))
+    result = run(SplitConfig(input=input, out=out, fractions=fractions, seed=seed, max_rows=max_rows or None, force=force))
     click.echo(stats_table(result.out))
     click.echo(result.summary())
 
