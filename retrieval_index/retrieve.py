@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import polars as pl
 from retrieval_index.index import RuleIndex
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, read_parquet, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, read_parquet, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _scope_groups(index: RuleIndex, categories: list[str | None] | None, n: int)
 
 
 @dataclass
-class RetrieveConfig:
+class RetrieveConfig(StageConfig):
     input: str
     index: str
     out: str
@@ -131,10 +131,6 @@ class RetrieveConfig:
             raise UserError(f"--lexical-weight must be between 0 (dense only) and 10; got {self.lexical_weight}")
         self.tags = list(self.tags or [])
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        return d
 
 
 @dataclass

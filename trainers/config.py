@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from toolkit.errors import UserError
+from toolkit.io import StageConfig
 from toolkit.parsing import ORDERS, LABEL_FIRST
 
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
@@ -31,7 +32,7 @@ DEFAULTS = {
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StageConfig):
     """Fields shared by the SFT, DPO and GRPO trainers."""
 
     data: str  # the stage folder (or its Parquet file) the trainer reads
@@ -68,10 +69,6 @@ class TrainConfig:
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit must be >= 1; got {self.limit}")
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        return d
 
     def trl_fields(self, machine: dict | None = None) -> dict:
         """The pass-through config: toolkit defaults < machine defaults < trainer defaults < `trl`, checked."""
@@ -152,7 +149,7 @@ class GRPOTrainConfig(TrainConfig):
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(StageConfig):
     """`toolkit train baseline`: a cross-encoder classifier (one output per grade) on canonical pairs."""
 
     data: str  # pairs: the output of `toolkit ingest` or `toolkit split`
@@ -179,10 +176,6 @@ class BaselineConfig:
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit must be >= 1; got {self.limit}")
 
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d.pop("force")
-        return d
 
     def trl_fields(self, machine: dict | None = None) -> dict:
         check_fields(self.trl, self.trl_class)
