@@ -39,6 +39,8 @@ def pipeline(args, b: dict) -> dict:
     else:
         stages.append({"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}})
         src = "{pairs}"
+    # a 135M model at small step counts: higher learning rates than the trainers' defaults (which are for 7B+ models)
+    sft = {"max-steps": b["sft_steps"], "batch-size": 4, "learning-rate": 5e-5}
     gen = {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
     stages += [
         {"name": "splits", "run": "split", "args": [src], "options": {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed,
@@ -46,14 +48,17 @@ def pipeline(args, b: dict) -> dict:
         {"name": "index", "run": "build-index", "args": [str(REPO / "demo/guideline.md")]},
         {"name": "retrieved", "run": "retrieve", "args": ["{splits}"], "options": {"index": "{index}", "k": 3}},
         {"name": "cot", "run": "gen-cot", "args": ["{retrieved}"], "options": {"index": "{index}", "split": "train", "step-tokens": 40, **gen}},
-        {"name": "sft_label", "run": "train sft", "args": ["{cot}"], "options": {"label-only": True, "max-steps": b["sft_steps"]}},
-        {"name": "sft_cot", "run": "train sft", "args": ["{cot}"], "options": {"max-steps": b["sft_steps"]}},
+        {"name": "sft_label", "run": "train sft", "args": ["{cot}"], "options": {"label-only": True, **sft}},
+        {"name": "sft_cot", "run": "train sft", "args": ["{cot}"], "options": sft},
         {"name": "rollouts", "run": "sample", "args": ["{retrieved}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"], "split": "train",
                                                                    "max-tokens": 64, **gen}},
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"no-teacher": True}},
-        {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"]}},
+        {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"], "batch-size": 4,
+                                                                 "learning-rate": 5e-6}},
         {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},
-        {"name": "grpo", "run": "train grpo", "args": ["{difficulty}"], "options": {"model": "{dpo}", "max-steps": b["grpo_steps"], "num-generations": b["n"]}},
+        {"name": "grpo", "run": "train grpo", "args": ["{difficulty}"], "options": {"model": "{dpo}", "max-steps": b["grpo_steps"], "num-generations": b["n"],
+                                                                        "batch-size": 2 * b["n"], "learning-rate": 5e-6,
+                                                                        "max-completion-length": 48}},
         {"name": "baseline", "run": "train baseline", "args": ["{splits}"], "options": {"max-steps": b["baseline_steps"]}},
     ]
     models = {"zero-shot": "default", "SFT label-only": "{sft_label}", "SFT CoT (label-first)": "{sft_cot}", "+ DPO": "{dpo}", "+ GRPO": "{grpo}"}
@@ -85,16 +90,16 @@ def _slug(s: str) -> str:
 
 
 def _row(name: str, ev: Path) -> dict:
-    import numpy as np
     import polars as pl
 
     from toolkit.grades import GradeScale
-    from toolkit.metrics import classification_metrics
+    from toolkit.metrics import classification_metrics, grade_indices
 
     m = json.loads((ev / "metrics.json").read_text())
     scale = GradeScale.from_dict(m["scale"])
     preds = pl.read_parquet(ev / "predictions.parquet")
-    cum = classification_metrics(np.array(preds["grade"].to_list()), np.array(preds["cumpt_grade"].to_list()), scale)
+    gold = grade_indices(preds["grade"].to_list(), scale)
+    cum = classification_metrics(gold, grade_indices(preds["cumpt_grade"].to_list(), scale, "cumpt_grade", allow_missing=True), scale)
     return {
         "row": name, "n": m["n"],
         "argmax": {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "f1": {str(g["grade"]): g["f1"] for g in m["per_grade"]}},

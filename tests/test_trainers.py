@@ -200,6 +200,14 @@ def test_dpo_and_grpo_run_and_save_on_the_tiny_model(cli, tmp_path, tiny_model_d
     assert manifest["trainer"] == "GRPOTrainer" and manifest["base_model"] == str(tmp_path / "dpo-out")
 
 
+def test_a_set_smaller_than_one_batch_says_no_step_ran(cli, tmp_path, tiny_model_dir):
+    grpo = stage_folder(tmp_path, "grpo", toy_rows(WORDS[:4])[:1])
+    r = cli("train", "grpo", grpo, "-o", tmp_path / "grpo-out", "--model", tiny_model_dir, "--max-steps", 2, "--batch-size", 8,
+            "--num-generations", 4, "--max-completion-length", 4, "--no-bf16")
+    assert r.exit_code == 0, r.stderr
+    assert "1 rows, 0 steps" in r.stdout and "warning: no optimizer step ran" in r.stdout and "lower --batch-size" in r.stdout
+
+
 @pytest.mark.slow
 def test_accelerate_launch_runs_the_cli(tmp_path, tiny_model_dir, repo):
     """The scale-out path: `accelerate launch -m toolkit train sft ...` (1 CPU process here)."""

@@ -42,7 +42,14 @@ class TrainResult:
         for key in ("loss", "reward"):
             if c.get(f"first_{key}") is not None:
                 parts.append(f"{key} {c[f'first_{key}']:.4g} -> {c[f'last_{key}']:.4g}")
-        return f"{self.stage}: {', '.join(parts)} -> {self.out}"
+        text = f"{self.stage}: {', '.join(parts)} -> {self.out}"
+        if c.get("steps") == 0:
+            text += f"\n{NO_STEPS}"
+        return text
+
+
+NO_STEPS = ("warning: no optimizer step ran, the checkpoint is the starting model: the rows do not fill one batch; "
+            "lower --batch-size (GRPO takes batch-size / num-generations prompts a step) or give more rows")
 
 
 def machine_defaults() -> dict:
