@@ -366,3 +366,14 @@ def test_grpo_fixes_what_the_sft_model_gets_wrong(smol):
           f"{after['accuracy']:.3f} / {after['gold']:.3f}; all training pairs {smol['end']['train']['accuracy']:.3f} -> {overall['accuracy']:.3f}")
     assert after["accuracy"] > before["accuracy"] and after["gold"] > before["gold"], (before, after)
     assert len(losses(out, "rewards/grade_match/mean")) == GRPO_STEPS  # the per-step reward is logged (and noisy at 2 prompts a step)
+
+
+def test_summary_warns_when_grpo_had_no_learning_signal():
+    from trainers.run import TrainResult
+
+    base = {"rows": 8, "steps": 4, "runtime_s": 9.0, "first_loss": 0.0, "last_loss": 0.0, "first_reward": 0.5, "last_reward": 0.5}
+    flat = TrainResult("train-grpo", Path("out/grpo"), {**base, "frac_reward_zero_std": 1.0}).summary()
+    assert flat.splitlines()[0] == "train-grpo: 8 rows, 4 steps in 9.0 s, loss 0 -> 0, reward 0.5 -> 0.5 -> out/grpo"
+    assert "all rollouts got the same reward" in flat.splitlines()[1]
+    assert len(TrainResult("train-grpo", Path("out/grpo"), {**base, "frac_reward_zero_std": 0.75}).summary().splitlines()) == 1
+    assert len(TrainResult("train-sft", Path("out/sft"), base).summary().splitlines()) == 1

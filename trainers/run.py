@@ -45,11 +45,16 @@ class TrainResult:
         text = f"{self.stage}: {', '.join(parts)} -> {self.out}"
         if c.get("steps") == 0:
             text += f"\n{NO_STEPS}"
+        elif c.get("frac_reward_zero_std") == 1:
+            text += f"\n{NO_SIGNAL}"
         return text
 
 
 NO_STEPS = ("warning: no optimizer step ran, the checkpoint is the starting model: the rows do not fill one batch; "
             "lower --batch-size (GRPO takes batch-size / num-generations prompts a step) or give more rows")
+NO_SIGNAL = ("warning: in every GRPO group all rollouts got the same reward, so no step had an advantage to learn from and the "
+             "weights did not move: the policy answers each prompt the same way (raise --temperature, or rebuild the difficulty "
+             "set from this model's own rollouts: `toolkit sample` then `toolkit label-difficulty`)")
 
 
 def machine_defaults() -> dict:
@@ -159,6 +164,9 @@ def log_counts(trainer) -> dict:
         vals = [s[key] for s in steps if key in s]
         counts[f"first_{key}"] = vals[0] if vals else None
         counts[f"last_{key}"] = vals[-1] if vals else None
+    zero_std = [s["frac_reward_zero_std"] for s in steps if "frac_reward_zero_std" in s]
+    if zero_std:  # GRPO: share of groups whose rollouts all got the same reward (no advantage, no gradient)
+        counts["frac_reward_zero_std"] = round(sum(zero_std) / len(zero_std), 4)
     return counts
 
 
