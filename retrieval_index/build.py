@@ -20,7 +20,7 @@ from retrieval_index.snippets import Snippet, load_snippets
 from retrieval_index.store import METRIC, IndexSpec, build_faiss, write_faiss
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class BuildIndexResult:
     def summary(self) -> str:
         c = self.counts
         if self.skipped:
-            return f"build-index: {self.out} is up to date ({c['snippets']} snippets); nothing to do (--force to redo)"
+            return up_to_date_line("build-index", self.out, f"{c['snippets']} snippets")
         return (
             f"build-index: {c['snippets']} snippets ({c['rules']} rules, {c['knowledge']} knowledge) from {len(c['sources'])} file(s); "
             f"embedded {c['embedded']}, reused {c['reused']}; {c['index_type']} index, dim {c['dim']} -> {self.out}"

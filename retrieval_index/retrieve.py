@@ -20,7 +20,7 @@ import polars as pl
 from retrieval_index.index import RuleIndex
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, read_parquet, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, read_parquet, up_to_date_line, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class RetrieveResult:
     def summary(self) -> str:
         c = self.counts
         if self.skipped:
-            return f"retrieve: {self.out} is up to date ({c['pairs']} pairs); nothing to do (--force to redo)"
+            return up_to_date_line("retrieve", self.out, f"{c['pairs']} pairs")
         return (
             f"retrieve: {c['pairs']} pairs x top-{c['k']} {c['kind']} snippets ({c['setup']}); "
             f"{c['snippets_used']} of {c['snippets_allowed']} snippets used, {c['pairs_without_results']} pairs without any -> {self.out}"

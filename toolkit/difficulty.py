@@ -32,7 +32,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
 from toolkit.stats import scale_of
 
@@ -101,7 +101,7 @@ class LabelDifficultyResult:
     def summary(self) -> str:
         c = self.counts
         if self.skipped:
-            return f"label-difficulty: {self.out} is up to date ({c.get('grpo', 0)} GRPO pairs); nothing to do (--force to redo)"
+            return up_to_date_line("label-difficulty", self.out, f"{c.get('grpo', 0)} GRPO pairs")
         cv = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         return (
             f"label-difficulty: {c['pairs']} pairs ({c['dropped_no_rollouts']} without rollouts) -> window {c['window']} "

@@ -31,7 +31,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale, get_scale
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_pairs, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_pairs, up_to_date_line, write_manifest, write_parquet
 from toolkit.metrics import PROB_TOLERANCE, UNPARSED, check_probs, classification_metrics, grade_indices, hallucination, reliability
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class EvalResult:
         if m.get("tiering"):
             parts.append(f"CumPT macro-F1 {m['tiering']['methods']['cumpt']['macro_f1']:.4f} (β={m['tiering']['beta']:.3f})")
         if self.skipped:
-            return f"eval: {self.out} is up to date ({', '.join(parts)}); nothing to do (--force to redo)"
+            return up_to_date_line("eval", self.out, ", ".join(parts))
         return f"eval: {', '.join(parts)} -> {self.out}"
 
 

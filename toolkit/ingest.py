@@ -30,7 +30,7 @@ from toolkit import formats as F
 from toolkit.errors import UserError
 from toolkit.grades import GradeMapper, builtin_mapper, get_scale, parse_grade_map, parse_thresholds
 from toolkit.progress import progress
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, write_manifest, write_parquet
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class IngestResult:
 
     def summary(self) -> str:
         if self.skipped:
-            return f"ingest: {self.out} is up to date ({self.counts.get('kept', '?')} pairs); nothing to do (--force to redo)"
+            return up_to_date_line("ingest", self.out, f"{self.counts.get('kept', '?')} pairs")
         drops = {k: v for k, v in self.counts.items() if k.startswith("dropped_") and v}
         dropped = ", ".join(f"{k}={v}" for k, v in drops.items()) or "none dropped"
         return f"ingest: read {self.counts['rows_read']} rows, kept {self.counts['kept']} pairs ({dropped}) -> {self.out / PAIRS_FILE}"

@@ -45,6 +45,12 @@ class StageConfig:
             d["backend"].pop("api_key_env", None)
         return d
 
+
+def up_to_date_line(stage: str, out, detail: str | None = None) -> str:
+    """The one summary line of a stage that found its output up to date."""
+    what = f" ({detail})" if detail else ""
+    return f"{stage}: {out} is up to date{what}; nothing to do (--force to redo)"
+
 def check_utf8(path: Path, encoding: str = "utf-8") -> None:
     """Fail with the line and byte offset of the first byte that is not valid in `encoding`."""
     decoder = codecs.getincrementaldecoder(encoding)()

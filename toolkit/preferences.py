@@ -42,7 +42,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, up_to_date_line, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, OK, parse_answer
 from toolkit.progress import progress
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
@@ -97,7 +97,7 @@ class MakePrefsResult:
     def summary(self) -> str:
         c = self.counts
         if self.skipped:
-            return f"make-prefs: {self.out} is up to date ({c.get('pairs', 0)} pairs); nothing to do (--force to redo)"
+            return up_to_date_line("make-prefs", self.out, f"{c.get('pairs', 0)} pairs")
         drops = ", ".join(f"{k.removeprefix('dropped_')}={v}" for k, v in c.items() if k.startswith("dropped_") and v)
         return (
             f"make-prefs: {c['prompts']} prompts -> {c['pairs']} preference pairs "

@@ -18,7 +18,7 @@ from toolkit import columns as C
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import StageConfig, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.io import StageConfig, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, ORDERS
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
@@ -68,7 +68,7 @@ class SampleResult:
     def summary(self) -> str:
         c = self.counts
         if self.skipped:
-            return f"sample: {self.out} is up to date ({c['rollouts']} rollouts); nothing to do (--force to redo)"
+            return up_to_date_line("sample", self.out, f"{c['rollouts']} rollouts")
         p = c.get("pass_at", {})
         pk = ", ".join(f"pass@{k}={v:.1%}" for k, v in p.items() if int(k) in (1, len(p)))
         return (

@@ -17,7 +17,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, up_to_date_line, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class SplitResult:
         parts = ", ".join(f"{k}={v['rows']} rows/{v['queries']} queries" + (f" (sampled from {sampled[k]['from']})" if k in sampled else "")
                           for k, v in self.counts["splits"].items())
         if self.skipped:
-            return f"split: {self.out} is up to date ({parts}); nothing to do (--force to redo)"
+            return up_to_date_line("split", self.out, parts)
         return f"split: {self.counts['rows']} pairs, {self.counts['queries']} queries -> {parts} in {self.out}"
 
 

@@ -18,7 +18,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
 from toolkit.metrics import PROB_TOLERANCE, grade_indices
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class TierResult:
         else:
             text = f"{c['rows']} rows tiered with β = {c['beta']:.4f}: " + ", ".join(f"{k} {v}" for k, v in c["tiers"].items())
         if self.skipped:
-            return f"{self.stage}: {self.out} is up to date ({text}); nothing to do (--force to redo)"
+            return up_to_date_line(self.stage, self.out, text)
         return f"{self.stage}: {text} -> {self.out}"
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 from toolkit.errors import UserError, missing_extra
 from toolkit.grades import GradeScale
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest
 from trainers.config import TrainConfig, check_fields, config_class
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class TrainResult:
     def summary(self) -> str:
         c = self.counts
         if self.skipped:
-            return f"{self.stage}: {self.out} is up to date ({c.get('rows', 0)} rows, {c.get('steps', 0)} steps); nothing to do (--force to redo)"
+            return up_to_date_line(self.stage, self.out, f"{c.get('rows', 0)} rows, {c.get('steps', 0)} steps")
         parts = [f"{c.get('rows', 0)} rows", f"{c.get('steps', 0)} steps in {c.get('runtime_s', 0):.1f} s"]
         for key in ("loss", "reward"):
             if c.get(f"first_{key}") is not None:

@@ -36,7 +36,7 @@ def passk(rollouts, out, plot, scale, force):
 
     from toolkit.errors import UserError
     from toolkit.grades import get_scale
-    from toolkit.io import atomic_dir, input_hashes, is_up_to_date, write_manifest
+    from toolkit.io import atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest
     from toolkit.passk import FILES, passk_report
     from toolkit.rollouts import input_files, scan_rollouts
     from toolkit.stats import scale_of
@@ -52,7 +52,7 @@ def passk(rollouts, out, plot, scale, force):
     inputs, config = input_hashes(input_files(rollouts)), {"rollouts": str(rollouts), "plot": plot, "scale": scale.name}
     if not force and is_up_to_date(out, "passk", config, inputs):
         click.echo((Path(out) / FILES[0]).read_text(encoding="utf-8").rstrip())
-        click.echo(f"passk: {out} is up to date; nothing to do (--force to redo)")
+        click.echo(up_to_date_line("passk", out))
         return
     with atomic_dir(out) as tmp:
         report = passk_report(lf, scale, tmp, with_plot=plot)
