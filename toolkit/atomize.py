@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import UserError
-from toolkit.generation.base import BackendConfig, SamplingConfig
-from toolkit.io import atomic_dir, input_hashes, sha256_file, write_manifest
+from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
+from toolkit.io import StageConfig, atomic_dir, input_hashes, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _MD_HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 
 
 @dataclass
-class AtomizeConfig:
+class AtomizeConfig(StageConfig):
     guideline: str
     out: str
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -65,11 +65,6 @@ class AtomizeConfig:
             raise UserError(f"--max-passage-chars must be >= 200; got {self.max_passage_chars}")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.id_prefix):
             raise UserError(f"--id-prefix must be letters, digits, _ or - starting with a letter; got {self.id_prefix!r}")
-
-    def resolved(self) -> dict:
-        d = asdict(self)
-        d["backend"].pop("api_key_env", None)
-        return d
 
 
 @dataclass
@@ -176,21 +171,21 @@ def atomize(cfg: AtomizeConfig, backend=None) -> AtomizeResult:
     passages = split_passages(text, cfg.max_passage_chars, plain=src.suffix.lower() != ".md")
     if not passages:
         raise UserError(f"{src}: no text to atomize")
-    if backend is None:
-        from toolkit.generation import make_backend
-
-        backend = make_backend(cfg.backend)
+    lazy = LazyBackend(cfg.backend, backend)
     prompts = []
     for p in passages:
         msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER.format(section=p.section or "(none)", passage=p.text)}]
         prompts.append(msgs + ([{"role": "assistant", "content": PREFILL}] if cfg.prefill else []))
     sampling = SamplingConfig(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
-    gens = backend.generate(prompts, sampling)
+    try:
+        gens = lazy.get().generate(prompts, sampling)
+    finally:
+        lazy.close()
     counts = {k: 0 for k in DROPS}
     seen: set[str] = set()
     records = []
     source_sha = sha256_file(src)
-    model = getattr(backend, "model_id", None) or cfg.backend.model or "default"
+    model = lazy.model_id
     for i, (p, g) in enumerate(zip(passages, gens)):
         answer = (PREFILL if cfg.prefill else "") + g.texts[0]
         for rule in parse_rules(answer, g.finish_reasons[0], cfg, counts):

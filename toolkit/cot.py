@@ -221,18 +221,18 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
 
     run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards")
     lazy.close()
-    return _finish(cfg, out, run, df, scale, resolved, getattr(lazy.backend, "model_id", None))
+    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id)
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 _SCHEMA = {C.PRED_GRADE: pl.Int64, C.RATIONALE: pl.String, DROP_REASON: pl.String, C.COMPLETION: _MSG, C.PROMPT: _MSG}
 
 
-def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id) -> GenCotResult:
+def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id: str) -> GenCotResult:
     allrows = run.read(out)
     kept = allrows.filter(pl.col(DROP_REASON).is_null())
     rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, DROP_REASON)
-    sft = kept.select(C.PROMPT, C.COMPLETION, C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.RATIONALE).with_columns(pl.lit(model_id or cfg.backend.model or "default").alias(TEACHER))
+    sft = kept.select(C.PROMPT, C.COMPLETION, C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.RATIONALE).with_columns(pl.lit(model_id).alias(TEACHER))
     parsed = allrows.filter(pl.col(C.PARSE_STATUS) == P.OK)
     agree = parsed.filter(pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).height / parsed.height if parsed.height else 0.0
     reasons = ["grade_mismatch", "too_short", "too_long", "missing_steps", "repetitive", "copies_prompt", "near_duplicate", *[s for s in P.STATUSES if s != P.OK]]

@@ -76,8 +76,9 @@ def build_hub_folder(cfg: PushConfig) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     (out / "data").mkdir(parents=True)
     data_files, counts = [], {}
-    for p in _parquet_files(src):
-        split = SPLIT_NAMES.get(p.stem, "train" if len(_parquet_files(src)) == 1 else p.stem)
+    files = _parquet_files(src)
+    for p in files:
+        split = SPLIT_NAMES.get(p.stem, "train" if len(files) == 1 else p.stem)
         split = split.replace("-", "_")
         target = out / "data" / f"{split}-00000-of-00001.parquet"
         shutil.copyfile(p, target)

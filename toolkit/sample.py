@@ -102,11 +102,7 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         gens = lazy.get().generate([p for _, p in part], sampling, scale.labels)
         return rollout_rows([r[C.PAIR_ID] for r, _ in part], [int(r[C.GRADE]) for r, _ in part], gens, scale, cfg.order)
 
-    if cfg.force:  # redo every shard, not only the final files
-        import shutil
-
-        shutil.rmtree(out / "shards", ignore_errors=True)
-    run = run_shards(out, list(zip(rows, prompts)), cfg.shard_size, key_of, work, "sample shards")
+    run = run_shards(out, list(zip(rows, prompts)), cfg.shard_size, key_of, work, "sample shards", fresh=cfg.force)
     lazy.close()
     rollouts = run.read(out)
     prompt_table = df.select([C.PAIR_ID, C.GRADE] + [c for c in PAIR_TEXT if c in df.columns]).with_columns(

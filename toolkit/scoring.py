@@ -107,7 +107,7 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []) + model_inputs)
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return ScoreResult(out, read_manifest(out)["counts"], skipped=True)
-    df = load_pairs(cfg.pairs, cfg.split, cfg.limit) if cfg.split else _all_pairs(cfg)
+    df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
     if df.height == 0:
         raise UserError(f"{cfg.pairs}: no pairs to score")
     scale = scale_of(cfg.pairs)
@@ -122,11 +122,7 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     def work(i: int, part: list) -> pl.DataFrame:
         return score_rows(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg.mode, cfg.max_tokens)
 
-    if cfg.force:  # redo every shard, not only the final files
-        import shutil
-
-        shutil.rmtree(out / "shards", ignore_errors=True)
-    run = run_shards(out, list(zip(rows, rules)), cfg.shard_size, key_of, work, "scoring shards")
+    run = run_shards(out, list(zip(rows, rules)), cfg.shard_size, key_of, work, "scoring shards", fresh=cfg.force)
     lazy.close()
     preds = run.read(out)
     write_parquet(preds, out / PREDICTIONS_FILE)
@@ -135,10 +131,3 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     model_id = lazy.model_id
     write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id})
     return ScoreResult(out, counts)
-
-
-def _all_pairs(cfg: ScoreConfig) -> pl.DataFrame:
-    from toolkit.io import read_pairs
-
-    df = read_pairs(cfg.pairs)
-    return df.head(cfg.limit) if cfg.limit else df

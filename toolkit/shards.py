@@ -8,6 +8,7 @@ uninterrupted run gives, provided the work of a shard is deterministic (seeded p
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,9 +31,13 @@ class ShardRun:
         return pl.concat([pl.read_parquet(out / SHARDS / n) for n in self.names], how="vertical_relaxed")
 
 
-def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], dict], work: Callable[[int, list], pl.DataFrame], desc: str) -> ShardRun:
-    """Run `work(i, items_of_shard_i)` for each shard not already on disk; remove stale shards."""
+def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], dict], work: Callable[[int, list], pl.DataFrame], desc: str,
+               fresh: bool = False) -> ShardRun:
+    """Run `work(i, items_of_shard_i)` for each shard not already on disk; remove stale shards.
+    `fresh` (a stage's --force) removes the finished shards first, so every shard is redone."""
     folder = Path(out) / SHARDS
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     n = (len(items) + size - 1) // size
     names, done, skipped = [], 0, 0
