@@ -1,0 +1,29 @@
+"""toolkit.shards.run_shards: finished shards are reused on rerun, redone with fresh=True (a stage's --force).
+
+Run: .venv/bin/python -m pytest tests/test_shards.py -q
+"""
+
+import polars as pl
+
+from toolkit.shards import SHARDS, run_shards
+
+
+def _run(out, calls, **kw):
+    def work(i, part):
+        calls.append(i)
+        return pl.DataFrame({"x": part})
+
+    return run_shards(out, list(range(5)), 2, lambda i, part: {"part": part}, work, "test shards", **kw)
+
+
+def test_rerun_reuses_shards_and_fresh_redoes_them(tmp_path):
+    calls = []
+    first = _run(tmp_path, calls)
+    assert (first.done, first.skipped, calls) == (3, 0, [0, 1, 2])
+    assert first.read(tmp_path)["x"].to_list() == [0, 1, 2, 3, 4]
+    again = _run(tmp_path, calls)
+    assert (again.done, again.skipped, len(calls)) == (0, 3, 3)
+    (tmp_path / SHARDS / "shard-99999-stale.parquet").write_bytes(b"")
+    fresh = _run(tmp_path, calls, fresh=True)
+    assert (fresh.done, fresh.skipped, calls[3:]) == (3, 0, [0, 1, 2])
+    assert sorted(p.name for p in (tmp_path / SHARDS).iterdir()) == sorted(fresh.names)
