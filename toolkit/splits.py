@@ -35,7 +35,8 @@ class SplitConfig(StageConfig):
         if isinstance(self.fractions, str):
             self.fractions = parse_fractions(self.fractions)
         if isinstance(self.max_rows, str):
-            self.max_rows = parse_max_rows(self.max_rows) or None
+            self.max_rows = parse_max_rows(self.max_rows)
+        self.max_rows = self.max_rows or None  # "" or {}: no cap
         for name, n in (self.max_rows or {}).items():
             if name not in self.fractions:
                 raise UserError(f"--max-rows names split {name!r}, which --fractions does not have ({', '.join(self.fractions)})")
@@ -90,10 +91,8 @@ def parse_max_rows(text: str) -> dict[str, int]:
     return out
 
 
-def cap_rows(part: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
-    """A seeded random sample of at most n rows (drawn over all of the split's queries), in input order."""
-    if n is None or part.height <= n:
-        return part
+def cap_rows(part: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """A seeded random sample of n rows (drawn over all of the split's queries), in input order."""
     return part.with_row_index("_row").sample(n=n, seed=seed).sort("_row").drop("_row")
 
 

@@ -103,7 +103,7 @@ def split(input, out, fractions, seed, max_rows, force):
 
     if not input or not out:
         raise UserError("pass the ingested pairs and an output folder: `toolkit split out/pairs -o out/splits`")
-    result = run(SplitConfig(input=input, out=out, fractions=fractions, seed=seed, max_rows=max_rows or None, force=force))
+    result = run(SplitConfig(input=input, out=out, fractions=fractions, seed=seed, max_rows=max_rows, force=force))
     click.echo(stats_table(result.out))
     click.echo(result.summary())
 

@@ -18,6 +18,11 @@ from toolkit.errors import UserError
 Messages = list[dict]
 
 
+def is_prefill(messages: Messages) -> bool:
+    """A conversation ending with an assistant message: backends continue that message (assistant prefill)."""
+    return bool(messages) and messages[-1].get("role") == "assistant"
+
+
 @dataclass
 class SamplingConfig:
     n: int = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from toolkit.errors import UserError, missing_extra
-from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig
+from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class TransformersBackend:
         return next(self.model.parameters()).device
 
     def render(self, messages: Messages) -> str:
-        if messages and messages[-1]["role"] == "assistant":  # assistant prefill: continue that message
+        if is_prefill(messages):  # continue that assistant message
             return self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

@@ -35,7 +35,7 @@ import random
 import re
 
 from toolkit.errors import UserError, missing_extra
-from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig
+from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,6 @@ class OpenAIBackend:
 
     def __init__(self, cfg: BackendConfig):
         self.httpx = _httpx()
-        if not cfg.base_url:
-            raise UserError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         if cfg.concurrency < 1 or cfg.max_retries < 0 or cfg.timeout_s <= 0:
             raise UserError(f"openai backend: concurrency >= 1, max_retries >= 0 and timeout > 0 needed; got {cfg.concurrency}, {cfg.max_retries}, {cfg.timeout_s}")
         self.cfg = cfg
@@ -215,7 +213,7 @@ class OpenAIBackend:
             body["seed"] = seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
-        if messages and messages[-1].get("role") == "assistant":
+        if is_prefill(messages):
             body.update(continue_final_message=True, add_generation_prompt=False)  # vLLM's assistant prefill
         body.update(self.cfg.extra or {})  # server-specific fields, e.g. {"chat_template_kwargs": {...}}
         if logprobs:

@@ -31,7 +31,7 @@ import math
 import os
 
 from toolkit.errors import UserError, missing_extra
-from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig
+from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ def _cpu_defaults(args: dict) -> dict:
         out["enable_chunked_prefill"] = False
         out["max_num_batched_tokens"] = max(args["max_model_len"], args.get("max_num_batched_tokens") or 0, 4096)
     return out
-
-
-def is_prefill(messages: Messages) -> bool:
-    return bool(messages) and messages[-1].get("role") == "assistant"
 
 
 class VLLMBackend:
