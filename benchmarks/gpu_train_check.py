@@ -52,16 +52,17 @@ def write_stages(root: Path, rows: list[dict]) -> dict[str, Path]:
     from toolkit.grades import get_scale
     from toolkit.io import write_manifest
     from toolkit.prompts import PromptBuilder
+    from trainers.data import SOURCES
 
     scale = get_scale("taosr4")
     builder = PromptBuilder(scale)
     prompt = [builder.student({"query": r["query"], "title": r["title"]}) for r in rows]
     answer = lambda g, reason: [{"role": "assistant", "content": builder.target(str(g), reason)}]  # noqa: E731
     frames = {
-        "cot": ("sft.parquet", {"prompt": prompt, "completion": [answer(r["grade"], r["reason"]) for r in rows]}),
-        "prefs": ("preferences.parquet", {"prompt": prompt, "chosen": [answer(r["grade"], r["reason"]) for r in rows],
+        "cot": (SOURCES["sft"][0], {"prompt": prompt, "completion": [answer(r["grade"], r["reason"]) for r in rows]}),
+        "prefs": (SOURCES["dpo"][0], {"prompt": prompt, "chosen": [answer(r["grade"], r["reason"]) for r in rows],
                                           "rejected": [answer(5 - r["grade"], r["reason"]) for r in rows]}),
-        "difficulty": ("grpo.parquet", {"prompt": prompt, "gold_label": [r["gold_label"] for r in rows]}),
+        "difficulty": (SOURCES["grpo"][0], {"prompt": prompt, "gold_label": [r["gold_label"] for r in rows]}),
     }
     out = {}
     for name, (file, cols) in frames.items():

@@ -249,6 +249,7 @@ def test_baseline_cross_encoder_learns_and_feeds_toolkit_eval(cli, tmp_path):
     r = cli("train", "baseline", pairs, "-o", out, "--epochs", 5, "--batch-size", 8, "--learning-rate", 1.5e-4, "--max-length", 48,
             "--trl", "lr_scheduler_type=constant")
     assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline", "pairs"]  # no trainer scratch folder left beside it
     preds = pl.read_parquet(out / "predictions.parquet")
     assert preds.columns == ["pair_id", "grade", "split", "grade_probs", "pred_grade"] and preds.height == len(rows)
     assert all(abs(sum(p) - 1) < 1e-4 and len(p) == 4 for p in preds["grade_probs"])

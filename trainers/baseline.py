@@ -22,10 +22,11 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError, missing_extra
 from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet
+from toolkit.metrics import grade_indices
 from toolkit.prompts import item_text
 from toolkit.stats import scale_of
 from trainers.config import BaselineConfig
-from trainers.run import TRAIN_LOG, TrainResult, first_line, log_counts, machine_defaults, step_logs
+from trainers.run import TRAIN_LOG, TrainResult, log_counts, remove_trainer_dirs, step_logs, trl_args
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,10 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     train_df = training_rows(df, cfg.split, cfg.data)
     if cfg.limit:
         train_df = train_df.head(cfg.limit)
-    index = {g.value: i for i, g in enumerate(scale.grades)}
     from trainers.data import to_dataset
 
-    dataset = to_dataset([{"query": r[C.QUERY], "item": item_text(r), "label": index[int(r[C.GRADE])]} for r in train_df.to_dicts()])
+    labels = grade_indices(train_df[C.GRADE].to_list(), scale).tolist()
+    dataset = to_dataset([{"query": r[C.QUERY], "item": item_text(r), "label": y} for r, y in zip(train_df.to_dicts(), labels)])
     model = load_model(model_path, len(scale), cfg.max_length, scale.labels)
     trainer = _trainer(cfg, model, dataset, out)
     trainer.train()
@@ -104,20 +105,17 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
         write_parquet(preds, tmp / PREDICTIONS_FILE)
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": step_logs(trainer), "counts": counts}, indent=1), encoding="utf-8")
         write_manifest(tmp, cfg.stage, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "base_model": model_path, "trainer": "CrossEncoderTrainer"})
+    remove_trainer_dirs(out)
     result = TrainResult(cfg.stage, out, counts)
     log.info("%s", result.summary())
     return result
 
 
 def _trainer(cfg: BaselineConfig, model, dataset, out: Path):
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from sentence_transformers.cross_encoder.losses import CrossEntropyLoss
 
-    try:
-        args = CrossEncoderTrainingArguments(output_dir=str(out.parent / f"{out.name}.trainer"), **cfg.trl_fields(machine_defaults()))
-    except (ValueError, TypeError) as e:
-        raise UserError(f"CrossEncoderTrainingArguments rejected the config: {first_line(e)}") from None
-    return CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=CrossEntropyLoss(model))
+    return CrossEncoderTrainer(model=model, args=trl_args(cfg, out), train_dataset=dataset, loss=CrossEntropyLoss(model))
 
 
 def predict(model, df: pl.DataFrame, batch_size: int = 64) -> list[list[float]]:

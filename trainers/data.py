@@ -21,12 +21,13 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale
+from toolkit.cot import SFT_FILE
+from toolkit.difficulty import GRPO_FILE
 from toolkit.io import read_parquet
+from toolkit.preferences import PREFS_FILE
 
 log = logging.getLogger(__name__)
 
-# file names of the producing stages (kept in step with toolkit.cot / preferences / difficulty)
-SFT_FILE, PREFS_FILE, GRPO_FILE = "sft.parquet", "preferences.parquet", "grpo.parquet"
 
 SOURCES = {
     # kind: (file, made by, required columns)

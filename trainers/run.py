@@ -200,6 +200,11 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
         }
         write_manifest(tmp, cfg.stage, resolved, inputs, counts, extra)
     shutil.rmtree(staging, ignore_errors=True)
+    remove_trainer_dirs(out)
+
+
+def remove_trainer_dirs(out: Path) -> None:
+    """The trainer's scratch folder goes; OUT.trainer stays only when it holds intermediate checkpoints."""
     shutil.rmtree(trainer_dir(out, hidden=True), ignore_errors=True)
     visible = trainer_dir(out, hidden=False)
     if visible.is_dir() and not any(visible.iterdir()):
