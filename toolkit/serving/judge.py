@@ -66,7 +66,7 @@ class Judge:
         self.index = None
         self.model_id = cfg.model or "default"
         self.prefix_gap: float | None = None
-        self.owns_backend = True
+        self._lazy = None
 
     @classmethod
     def open(cls, cfg: ServeConfig) -> "Judge":
@@ -84,7 +84,7 @@ class Judge:
 
     def load(self, backend=None) -> None:
         """Load the model (or adopt an already loaded `backend` of the configured kind)."""
-        from toolkit.generation.base import BackendConfig, make_backend
+        from toolkit.generation.base import BackendConfig, LazyBackend
 
         bcfg = BackendConfig(kind=self.cfg.backend, model=self.cfg.model, batch_size=self.cfg.batch_size, dtype=self.cfg.dtype,
                              enforce_eager=self.cfg.enforce_eager)
@@ -92,8 +92,8 @@ class Judge:
             import torch
 
             torch.set_num_threads(int(self.cfg.threads))
-        self.owns_backend = backend is None  # an adopted backend stays open when the service stops
-        self.backend = backend if backend is not None else make_backend(bcfg)
+        self._lazy = LazyBackend(bcfg, backend)  # an adopted backend stays open when the service stops
+        self.backend = self._lazy.get()
         self.model_id = self.backend.model_id
         if self.cfg.index:
             from retrieval_index.index import RuleIndex
@@ -138,7 +138,7 @@ class Judge:
             ids, _ = retrieve_for_pairs(self.index, [rows[i][C.QUERY] for i in need], [rows[i][C.TITLE] for i in need],
                                         [rows[i].get(C.CATEGORY) for i in need], k=self.cfg.rules_k)
             for i, row_ids in zip(need, ids):
-                rules[i] = [self.index.get(s)[C.SNIPPET_TEXT] for s in row_ids]
+                rules[i] = rows[i]["rules"] = [self.index.get(s)[C.SNIPPET_TEXT] for s in row_ids]  # explain reuses them
         return rules
 
     def probs(self, rows: list[dict]) -> list[list[float]]:
@@ -190,6 +190,6 @@ class Judge:
         return out
 
     def close(self) -> None:
-        if self.backend is not None and self.owns_backend:
-            self.backend.close()
-        self.backend = self.scorer = None
+        if self._lazy is not None:
+            self._lazy.close()
+        self.backend = self.scorer = self._lazy = None
