@@ -14,7 +14,6 @@ per-pair aggregation every consumer shares.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -22,6 +21,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
+from toolkit.generation.base import label_softmax
 from toolkit.grades import GradeScale
 from toolkit.parsing import LABEL_FIRST, OK, parse_answer
 
@@ -50,15 +50,7 @@ ROLLOUT_SCHEMA = {
 
 def grade_probs(logprobs: dict[str, float] | None, scale: GradeScale) -> list[float] | None:
     """Softmax of the grade labels' first-token log-probabilities, in scale order (best first)."""
-    if not logprobs:
-        return None
-    xs = [logprobs.get(label, -math.inf) for label in scale.labels]
-    top = max(xs)
-    if top == -math.inf:
-        return None
-    ex = [math.exp(x - top) for x in xs]
-    total = sum(ex)
-    return [e / total for e in ex]
+    return label_softmax(logprobs, scale.labels)
 
 
 def rollout_rows(pair_ids: Sequence[str], grades: Sequence[int], generations: "Sequence[Generation]", scale: GradeScale,

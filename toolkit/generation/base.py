@@ -10,6 +10,8 @@ answer (softmax restricted to the grade tokens), TaoSR1's serving score.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -21,6 +23,20 @@ Messages = list[dict]
 def is_prefill(messages: Messages) -> bool:
     """A conversation ending with an assistant message: backends continue that message (assistant prefill)."""
     return bool(messages) and messages[-1].get("role") == "assistant"
+
+
+
+def label_softmax(logprobs: dict[str, float] | None, labels: list[str]) -> list[float] | None:
+    """Softmax of the labels' first-token log-probabilities, in `labels` order; None when none of them was seen."""
+    if not logprobs:
+        return None
+    xs = [logprobs.get(label, -math.inf) for label in labels]
+    top = max(xs)
+    if top == -math.inf:
+        return None
+    ex = [math.exp(x - top) for x in xs]
+    total = sum(ex)
+    return [e / total for e in ex]
 
 
 @dataclass

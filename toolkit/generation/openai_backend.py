@@ -35,7 +35,7 @@ import random
 import re
 
 from toolkit.errors import UserError, missing_extra
-from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill
+from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax
 
 log = logging.getLogger(__name__)
 
@@ -276,13 +276,11 @@ class OpenAIBackend:
         gens = self.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=1, seed=None, grade_logprobs=True), grade_labels)
         out = []
         for g in gens:
-            lp = g.grade_logprobs[0]
-            top = max(lp.values())
-            if top == -math.inf:
+            p = label_softmax(g.grade_logprobs[0], grade_labels)
+            if p is None:
                 raise UserError(f"openai server {self.base_url}: none of the grade labels {grade_labels} is among the top-{TOP_LOGPROBS} first tokens; "
                                 "score with a vLLM server (exact label logprobs) or the vllm/transformers backend")
-            z = sum(math.exp(v - top) for v in lp.values())
-            out.append([math.exp(lp[lab] - top) / z for lab in grade_labels])
+            out.append(p)
         return out
 
 

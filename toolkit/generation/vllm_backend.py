@@ -31,7 +31,7 @@ import math
 import os
 
 from toolkit.errors import UserError, missing_extra
-from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill
+from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,7 @@ class VLLMBackend:
         params = [self._params(one, None, ids)] * len(prompts)
         probs = []
         for r in self._chat(prompts, params):
-            lp = _first_logprobs(r.outputs[0], ids, grade_labels)
-            top = max(lp.values())
-            z = sum(math.exp(v - top) for v in lp.values())
-            probs.append([math.exp(lp[lab] - top) / z for lab in grade_labels])
+            probs.append(label_softmax(_first_logprobs(r.outputs[0], ids, grade_labels), grade_labels))
         return probs
 
 
