@@ -31,8 +31,28 @@ DEFAULTS = {
 }
 
 
+class PassThroughConfig(StageConfig):
+    """A trainer config with a `trl` mapping passed through to the trainer's own config class."""
+
+    trl_class = ""  # "module:Class" of the pass-through config
+    trl_defaults: dict = {}  # class attributes (no annotation in subclasses), not fields
+
+    def check_common(self) -> None:
+        self.data, self.out = str(self.data), str(self.out)
+        self.trl = self.trl or {}
+        if not isinstance(self.trl, dict):
+            raise UserError(f"`trl` must be a mapping of {self.trl_class.split(':')[-1]} fields to values; got {type(self.trl).__name__}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"limit must be >= 1; got {self.limit}")
+
+    def trl_fields(self, machine: dict | None = None) -> dict:
+        """The pass-through config: toolkit defaults < machine defaults < trainer defaults < `trl`, checked."""
+        check_fields(self.trl, self.trl_class)
+        return {**DEFAULTS, **(machine or {}), **self.trl_defaults, "seed": self.seed, **self.trl}
+
+
 @dataclass
-class TrainConfig(StageConfig):
+class TrainConfig(PassThroughConfig):
     """Fields shared by the SFT, DPO and GRPO trainers."""
 
     data: str  # the stage folder (or its Parquet file) the trainer reads
@@ -51,29 +71,15 @@ class TrainConfig(StageConfig):
     trl: dict = field(default_factory=dict)  # the trainer's own config fields, passed through
 
     stage = "train"  # overridden per trainer
-    trl_class = ""  # "module:Class" of the pass-through config
-    trl_defaults = {}  # class attributes (no annotation), not fields
 
     def __post_init__(self):
-        self.data, self.out = str(self.data), str(self.out)
-        if self.trl is None:
-            self.trl = {}
-        if not isinstance(self.trl, dict):
-            raise UserError(f"`trl` must be a mapping of {self.trl_class.split(':')[-1]} fields to values; got {type(self.trl).__name__}")
+        self.check_common()
         if self.save_dtype not in SAVE_DTYPES:
             raise UserError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
         if self.lora_r < 1 or self.lora_alpha < 1:
             raise UserError(f"lora_r and lora_alpha must be >= 1; got {self.lora_r}, {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"limit must be >= 1; got {self.limit}")
-
-
-    def trl_fields(self, machine: dict | None = None) -> dict:
-        """The pass-through config: toolkit defaults < machine defaults < trainer defaults < `trl`, checked."""
-        check_fields(self.trl, self.trl_class)
-        return {**DEFAULTS, **(machine or {}), **self.trl_defaults, "seed": self.seed, **self.trl}
 
 
 @dataclass
@@ -149,7 +155,7 @@ class GRPOTrainConfig(TrainConfig):
 
 
 @dataclass
-class BaselineConfig(StageConfig):
+class BaselineConfig(PassThroughConfig):
     """`toolkit train baseline`: a cross-encoder classifier (one output per grade) on canonical pairs."""
 
     data: str  # pairs: the output of `toolkit ingest` or `toolkit split`
@@ -167,20 +173,13 @@ class BaselineConfig(StageConfig):
     trl_defaults = {"learning_rate": 5e-5, "num_train_epochs": 2, "per_device_train_batch_size": 16, "warmup_steps": 0}
 
     def __post_init__(self):
-        self.data, self.out = str(self.data), str(self.out)
-        self.trl = self.trl or {}
-        if not isinstance(self.trl, dict):
-            raise UserError(f"`trl` must be a mapping of CrossEncoderTrainingArguments fields to values; got {type(self.trl).__name__}")
+        self.check_common()
         if self.max_length < 8:
             raise UserError(f"max_length must be >= 8; got {self.max_length}")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"limit must be >= 1; got {self.limit}")
-
 
     def trl_fields(self, machine: dict | None = None) -> dict:
-        check_fields(self.trl, self.trl_class)
         machine = {k: v for k, v in (machine or {}).items() if k != "bf16"}  # fp32 unless asked: a small model
-        return {**DEFAULTS, **machine, **self.trl_defaults, "seed": self.seed, **self.trl}
+        return super().trl_fields(machine)
 
 
 # -- pass-through validation -----------------------------------------------------------------

@@ -89,7 +89,7 @@ def _pop_common(kw: dict) -> tuple[dict, dict]:
 
     names = {"max_steps": "max_steps", "epochs": "num_train_epochs", "learning_rate": "learning_rate",
              "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps", "bf16": "bf16"}
-    flags = {trl: kw.pop(opt) for opt, trl in names.items()}
+    flags = {trl: kw.pop(opt, None) for opt, trl in names.items()}  # the baseline has no --grad-accum / --bf16
     if not kw.get("data"):
         raise UserError("pass the input folder: `toolkit train STAGE DATA -o OUT` (see --help)")
     if not kw.get("out"):
@@ -219,7 +219,7 @@ def grpo(rewards, num_generations, temperature, beta, epsilon, loss_type, max_co
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--trl", multiple=True, type=TrlField(), help=TRL_HELP)
 @click.option("--force", is_flag=True, help="Retrain even when the output is up to date.")
-def baseline(max_steps, epochs, learning_rate, batch_size, **kw):
+def baseline(**kw):
     """A cross-encoder classifier baseline (the paper's BERT row) on canonical pairs.
 
     Fine-tunes a sentence-transformers CrossEncoder with one output per grade on (query,
@@ -235,14 +235,7 @@ def baseline(max_steps, epochs, learning_rate, batch_size, **kw):
     from trainers.baseline import train_baseline
     from trainers.config import BaselineConfig
 
-    flags = {"max_steps": max_steps, "num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size}
-    ctx = click.get_current_context()
-    from toolkit.errors import UserError
-
-    if not kw.get("data") or not kw.get("out"):
-        raise UserError("pass the pairs folder and an output folder: `toolkit train baseline DATA -o OUT`")
-    kw["trl"] = trl_fields(ctx, kw.pop("trl"), flags)
-    click.echo(train_baseline(BaselineConfig(**kw)).summary())
+    _run(BaselineConfig, train_baseline, kw)
 
 
 COMMANDS = [train]
