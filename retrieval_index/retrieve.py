@@ -132,7 +132,6 @@ class RetrieveConfig(StageConfig):
         self.tags = list(self.tags or [])
 
 
-
 @dataclass
 class RetrieveResult:
     out: Path

@@ -75,7 +75,6 @@ class GenCotConfig(StageConfig):
             raise UserError(f"--samples and --shard-size must be >= 1; got {self.samples}, {self.shard_size}")
 
 
-
 @dataclass
 class GenCotResult:
     out: Path

@@ -91,7 +91,6 @@ class LabelDifficultyConfig(StageConfig):
         self.buckets = parse_buckets(self.buckets)
 
 
-
 @dataclass
 class LabelDifficultyResult:
     out: Path

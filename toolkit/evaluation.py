@@ -133,7 +133,6 @@ class EvalConfig(StageConfig):
             raise UserError(f"--prob-tolerance must be in (0, 0.5); got {self.prob_tolerance}")
 
 
-
 @dataclass
 class EvalResult:
     out: Path

@@ -29,7 +29,6 @@ CONFIG = "config.yaml"
 # -- input ------------------------------------------------------------------
 
 
-
 class StageConfig:
     """Base of the stages' config dataclasses: `resolved()` is the config as hashed into the
     manifest (what decides whether a rerun is needed), without the fields in NOT_HASHED and

@@ -57,7 +57,6 @@ class SampleConfig(StageConfig):
         SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
 
 
-
 @dataclass
 class SampleResult:
     out: Path

@@ -63,7 +63,6 @@ class ScoreConfig(StageConfig):
             raise UserError("first-token scoring needs label-first answers; use --mode generate for --order cot_first")
 
 
-
 @dataclass
 class ScoreResult:
     out: Path

@@ -58,7 +58,6 @@ class SplitConfig(StageConfig):
         return d
 
 
-
 def parse_fractions(text: str) -> dict[str, float]:
     """`train=0.8,dev=0.1,test=0.1` or `0.8,0.1,0.1` (train, dev, test)."""
     parts = [p.strip() for p in text.split(",") if p.strip()]

@@ -52,7 +52,6 @@ class TierFitConfig(StageConfig):
             raise UserError(f"--grid must be at least 2 β values; got {self.grid}")
 
 
-
 @dataclass
 class TierResult:
     out: Path
@@ -124,7 +123,6 @@ class TierApplyConfig(StageConfig):
     split: str | None = None
     prob_tolerance: float = PROB_TOLERANCE
     force: bool = False
-
 
 
 def apply_tiers(cfg: TierApplyConfig) -> TierResult:

@@ -90,7 +90,6 @@ def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_
     click.echo(run(cfg).summary())
 
 
-
 @click.command("sample")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())

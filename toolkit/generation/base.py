@@ -25,7 +25,6 @@ def is_prefill(messages: Messages) -> bool:
     return bool(messages) and messages[-1].get("role") == "assistant"
 
 
-
 def label_softmax(logprobs: dict[str, float] | None, labels: list[str]) -> list[float] | None:
     """Softmax of the labels' first-token log-probabilities, in `labels` order; None when none of them was seen."""
     if not logprobs:
