@@ -91,12 +91,17 @@ class GenCotResult:
 
 
 def load_pairs(path: str, split: str | None, limit: int | None) -> pl.DataFrame:
-    df = read_pairs(path)
-    if split and C.SPLIT in df.columns and (df[C.SPLIT] == split).any():
-        df = df.filter(pl.col(C.SPLIT) == split)
-    elif split and C.SPLIT in df.columns and df[C.SPLIT].n_unique() > 1:
-        raise UserError(f"{path}: no rows of split {split!r}; splits found: {sorted(set(df[C.SPLIT]))} — pass --split")
+    df = select_split(read_pairs(path), split, path)
     return df.head(limit) if limit else df
+
+
+def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFrame:
+    """The rows of `split` when the pairs have splits; all rows when they have one split or none."""
+    if split and C.SPLIT in df.columns and (df[C.SPLIT] == split).any():
+        return df.filter(pl.col(C.SPLIT) == split)
+    if split and C.SPLIT in df.columns and df[C.SPLIT].n_unique() > 1:
+        raise UserError(f"{where}: no rows of split {split!r}; splits found: {sorted(set(df[C.SPLIT]))} — pass --split")
+    return df
 
 
 def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int) -> list[list[str]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from toolkit import columns as C
+from toolkit.cot import select_split
 from toolkit.errors import UserError, missing_extra
 from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet
 from toolkit.metrics import grade_indices
@@ -45,15 +46,6 @@ def base_model_path(spec: str | None) -> str:
     if not (p / "config.json").exists():
         raise UserError(f"baseline model {spec!r}: not a model folder (no config.json); pass a local encoder folder or `default`")
     return str(p)
-
-
-def training_rows(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFrame:
-    if split and C.SPLIT in df.columns and df[C.SPLIT].n_unique() > 1:
-        part = df.filter(pl.col(C.SPLIT) == split)
-        if part.height == 0:
-            raise UserError(f"{where}: no rows of split {split!r}; splits found: {sorted(set(df[C.SPLIT].to_list()))} — pass --split")
-        return part
-    return df
 
 
 def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
@@ -84,7 +76,7 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, cfg.stage, resolved, inputs):
         return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)
-    train_df = training_rows(df, cfg.split, cfg.data)
+    train_df = select_split(df, cfg.split, cfg.data)
     if cfg.limit:
         train_df = train_df.head(cfg.limit)
     from trainers.data import to_dataset
