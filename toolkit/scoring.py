@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from toolkit import columns as C
@@ -82,7 +83,7 @@ def score_rows(backend, builder: PromptBuilder, rows: list[dict], rules: list[li
     texts: list[str | None] = [None] * len(rows)
     if mode == "first-token":
         probs = backend.score_grades(prompts, scale.labels)
-        preds = [scale.grades[max(range(len(p)), key=lambda k: (p[k], -k))].value for p in probs]
+        preds = [scale.grades[int(i)].value for i in np.asarray(probs).reshape(len(probs), len(scale)).argmax(axis=1)]  # ties: the better grade
     else:
         want_lp = builder.order == LABEL_FIRST
         gens = backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=max_tokens, grade_logprobs=want_lp), scale.labels)

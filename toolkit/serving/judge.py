@@ -158,13 +158,14 @@ class Judge:
 
     def results(self, rows: list[dict], probs: list[list[float]]) -> list[dict]:
         scale = self.scale
+        arr = np.asarray(probs, dtype=np.float64).reshape(len(probs), len(scale))
+        best = arr.argmax(axis=1)  # ties: the better grade (first in scale order)
         cumpt: tuple = (None, None)
         if self.rule is not None:
-            cumpt = self.rule.predict(np.asarray(probs, dtype=np.float64))
+            cumpt = self.rule.predict(arr)
         out = []
         for i, (row, p) in enumerate(zip(rows, probs)):
-            best = max(range(len(p)), key=lambda k: (p[k], -k))
-            g = scale.grades[best]
+            g = scale.grades[int(best[i])]
             res = {
                 "id": row.get("id"), "query": row[C.QUERY], "title": row[C.TITLE], "grade_probs": p,
                 "grades": [{"grade": gr.value, "label": gr.label, "name": gr.name, "prob": pk} for gr, pk in zip(scale.grades, p)],
