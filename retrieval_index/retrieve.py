@@ -77,6 +77,12 @@ def retrieve_for_pairs(
     return ids, scores
 
 
+def rule_texts(index: RuleIndex, queries: list[str], titles: list[str], categories: list[str | None] | None, k: int) -> list[list[str]]:
+    """The texts of the top-k rules per pair (what the prompts show)."""
+    ids, _ = retrieve_for_pairs(index, queries, titles, categories, k=k)
+    return [[index.get(i)[C.SNIPPET_TEXT] for i in row] for row in ids]
+
+
 def _scope_groups(index: RuleIndex, categories: list[str | None] | None, n: int) -> list[tuple[np.ndarray | None, np.ndarray]]:
     """Pairs grouped by which category-scoped snippets apply to them (one search mask per group)."""
     scoped = index.scoped_rows

@@ -112,13 +112,11 @@ def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int) -> list[list[s
 
     index = RuleIndex.load(index_dir)
     if C.RULE_IDS in df.columns:
-        ids = [list(x or [])[:k] for x in df[C.RULE_IDS].to_list()]
-    else:
-        from retrieval_index.retrieve import retrieve_for_pairs
+        return [[index.get(i)[C.SNIPPET_TEXT] for i in list(x or [])[:k]] for x in df[C.RULE_IDS].to_list()]
+    from retrieval_index.retrieve import rule_texts
 
-        cats = df[C.CATEGORY].to_list() if C.CATEGORY in df.columns else None
-        ids, _ = retrieve_for_pairs(index, df[C.QUERY].to_list(), df[C.TITLE].to_list(), cats, k=k)
-    return [[index.get(i)[C.SNIPPET_TEXT] for i in row] for row in ids]
+    cats = df[C.CATEGORY].to_list() if C.CATEGORY in df.columns else None
+    return rule_texts(index, df[C.QUERY].to_list(), df[C.TITLE].to_list(), cats, k)
 
 
 def step_openers(row: dict, scale) -> list[str]:

@@ -133,12 +133,12 @@ class Judge:
         rules = [list(r.get("rules") or []) for r in rows]
         need = [i for i, r in enumerate(rows) if r.get("rules") is None]
         if self.index is not None and need:
-            from retrieval_index.retrieve import retrieve_for_pairs
+            from retrieval_index.retrieve import rule_texts
 
-            ids, _ = retrieve_for_pairs(self.index, [rows[i][C.QUERY] for i in need], [rows[i][C.TITLE] for i in need],
-                                        [rows[i].get(C.CATEGORY) for i in need], k=self.cfg.rules_k)
-            for i, row_ids in zip(need, ids):
-                rules[i] = rows[i]["rules"] = [self.index.get(s)[C.SNIPPET_TEXT] for s in row_ids]  # explain reuses them
+            texts = rule_texts(self.index, [rows[i][C.QUERY] for i in need], [rows[i][C.TITLE] for i in need],
+                               [rows[i].get(C.CATEGORY) for i in need], self.cfg.rules_k)
+            for i, t in zip(need, texts):
+                rules[i] = rows[i]["rules"] = t  # explain reuses them
         return rules
 
     def probs(self, rows: list[dict]) -> list[list[float]]:
