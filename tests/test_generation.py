@@ -147,6 +147,28 @@ def test_gen_cot_tiny_model_accounts_for_every_sample(cli, repo, tmp_path, tiny_
     assert "shards 0 new, 2 reused" in r.stdout
 
 
+def test_gen_cot_free_mode_asks_for_a_pairs_k_samples_in_one_request(cli, repo, tmp_path, tiny_model_dir, monkeypatch):
+    import toolkit.generation.base as base
+
+    real, calls = base.make_backend, []
+
+    def spying(cfg):
+        backend = real(cfg)
+        generate = backend.generate
+        backend.generate = lambda prompts, sampling, *a: calls.append((len(prompts), sampling.n)) or generate(prompts, sampling, *a)
+        return backend
+
+    monkeypatch.setattr(base, "make_backend", spying)
+    pairs = _pairs(cli, repo, tmp_path)
+    r = cli("gen-cot", pairs, "-o", tmp_path / "cot", "--model", tiny_model_dir, "--limit", "4", "--samples", "3", "--mode", "free",
+            "--max-tokens", "8", "--shard-size", "4", "--dtype", "float32")
+    assert r.exit_code == 0, r.stderr
+    assert calls == [(4, 3)]  # 4 pairs, n = 3 each: one prefill per pair, not 12 prompts
+    rows = pl.concat([pl.read_parquet(tmp_path / "cot" / f) for f in ("sft.parquet", "rejects.parquet")], how="diagonal_relaxed")
+    got = rows.group_by(C.PAIR_ID).agg(pl.col(C.SAMPLE_IDX).sort())
+    assert got.height == 4 and all(s == [0, 1, 2] for s in got[C.SAMPLE_IDX].to_list())
+
+
 @pytest.mark.slow
 def test_gen_cot_default_model_keeps_agreeing_label_first_rationales(cli, repo, tmp_path, default_model_dir):
     pairs = _pairs(cli, repo, tmp_path)

@@ -52,6 +52,8 @@ class FaultProxy:
         self.faults: list = []
         self.delay = 0.0  # seconds added to every forwarded completion
         self.hide_tokenize = False  # answer /tokenize with 404, like a non-vLLM server
+        self.max_n = None  # answer completions asking for more samples with 400, like APIs that take n = 1 only
+        self.ns: list = []  # the `n` of every completion request forwarded
         self.attempts = self.inflight = self.max_inflight = 0
         self.auth: set = set()
         self.lock = threading.Lock()
@@ -116,6 +118,12 @@ class FaultProxy:
                         return self._send(400, json.dumps({"error": {"message": f"bad request; Authorization: {auth}"}}).encode())
                     if isinstance(fault, tuple):
                         time.sleep(fault[1])
+                    if counted:
+                        n_asked = json.loads(body or b"{}").get("n", 1)
+                        if proxy.max_n is not None and n_asked > proxy.max_n:
+                            return self._send(400, json.dumps({"error": {"message": f"n must be <= {proxy.max_n}"}}).encode())
+                        with proxy.lock:
+                            proxy.ns.append(n_asked)
                     if counted and proxy.delay:
                         time.sleep(proxy.delay)
                     req = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command,
@@ -197,6 +205,24 @@ def test_concurrency_limit_is_kept(proxy):
     gens = _backend(proxy.url, concurrency=3).generate(_prompts(8), SamplingConfig(max_tokens=2))
     assert len(gens) == 8 and all(g.texts for g in gens)
     assert proxy.max_inflight == 3 and proxy.attempts == 8
+
+
+def test_n_per_request_splits_the_samples_of_a_prompt_for_servers_that_take_n_1(proxy, vllm_server):
+    proxy.max_n = 1  # like DeepSeek's API
+    sampling = SamplingConfig(n=3, temperature=1.0, max_tokens=8, seed=11, grade_logprobs=True)
+    with pytest.raises(UserError, match=r"HTTP 400.*n must be <= 1.*--n-per-request 1"):
+        _backend(proxy.url).generate(_prompts(2), sampling, LABELS)
+    gens = _backend(proxy.url, n_per_request=1).generate(_prompts(2), sampling, LABELS)
+    assert proxy.ns == [1] * 6  # 2 prompts x 3 samples, one request each
+    for g in gens:
+        assert len(g.texts) == len(g.finish_reasons) == len(g.completion_tokens) == len(g.grade_logprobs) == 3
+        assert len(set(g.texts)) > 1 and g.prompt_tokens > 50
+    # the same samples as one n=3 request to a server that takes it: sample j is seeded seed + i*n + j either way
+    whole = _backend(vllm_server.url).generate(_prompts(2), sampling, LABELS)
+    assert [g.texts for g in gens] == [g.texts for g in whole]
+    proxy.max_n, proxy.ns = None, []
+    _backend(proxy.url, n_per_request=2).generate(_prompts(2), sampling, LABELS)
+    assert sorted(proxy.ns) == [1, 1, 2, 2]
 
 
 # -- faults ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Work is split into shards of pairs; each finished shard is written atomically un
 `shards/` with a name keyed by the config and its pair ids, and skipped on rerun. A run
 killed at any point and restarted ends with exactly the rows of an uninterrupted run.
 
-Teacher modes: `free` (one generation per sample; for capable teachers such as DeepSeek-R1)
+Teacher modes: `free` (one generation per sample, a pair's k samples in one request with n = k;
+for capable teachers such as DeepSeek-R1 — whose API takes n = 1: `--n-per-request 1`)
 and `guided` (the five step headers are written into the assistant turn one by one and the
 teacher completes each step, then the final `Grade:`; small local models follow the format
 this way).
@@ -16,6 +17,7 @@ this way).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -164,8 +166,10 @@ def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: lis
     sampling = SamplingConfig(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * shard)
     if cfg.mode == "guided":
         outs = guided_generate(backend, prompts, owner_rows, sampling, cfg.step_tokens)
-    else:
-        outs = [(g.texts[0], g.finish_reasons[0]) for g in backend.generate(prompts, sampling)]
+    else:  # one request per pair for its k samples (they share the prompt: one prefill, or one HTTP call)
+        per_pair = dataclasses.replace(sampling, n=cfg.samples)
+        gens = backend.generate(prompts[:: cfg.samples], per_pair)
+        outs = [(t, f) for g in gens for t, f in zip(g.texts, g.finish_reasons)]
     dedupe = NearDuplicates(cfg.filters.near_duplicate)
     result = []
     for (row, rl, s), (text, finish), prompt in zip(owners, outs, prompts):
@@ -194,7 +198,7 @@ def _teacher_no_gold(builder: PromptBuilder, row: dict, rules: list[str]) -> lis
 
 def _output_config(resolved: dict) -> dict:
     """The config minus knobs that cannot change a shard's rows, so a rerun with more retries reuses shards."""
-    backend = {k: v for k, v in resolved["backend"].items() if k not in ("concurrency", "timeout_s", "max_retries")}
+    backend = {k: v for k, v in resolved["backend"].items() if k not in ("concurrency", "timeout_s", "max_retries", "n_per_request")}
     return {**resolved, "backend": backend}
 
 

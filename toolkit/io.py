@@ -42,6 +42,8 @@ class StageConfig:
             d.pop(key, None)
         if isinstance(d.get("backend"), dict):
             d["backend"].pop("api_key_env", None)
+            if not d["backend"].get("n_per_request"):  # added later: at its default, outputs made before it stay up to date
+                d["backend"].pop("n_per_request", None)
         return d
 
 

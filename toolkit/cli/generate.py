@@ -18,6 +18,8 @@ def backend_options(f):
         click.option("--base-url", help="[openai] server URL, e.g. http://127.0.0.1:8000/v1"),
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="[openai] environment variable holding the API key (never logged)."),
         click.option("--concurrency", default=8, show_default=True, type=int, help="[openai] requests in flight."),
+        click.option("--n-per-request", default=0, show_default=True, type=int,
+                     help="[openai] samples asked for in one request; 0 = all n at once, 1 for APIs that reject n > 1 (DeepSeek's)."),
         click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float, help="[openai] seconds per request."),
         click.option("--max-retries", default=5, show_default=True, type=int, help="[openai] retries (exponential backoff) on 429/5xx, timeouts, dropped connections."),
         click.option("--enforce-eager", is_flag=True, help="[vllm] skip torch.compile (faster start, slower steps)."),
@@ -35,7 +37,7 @@ def make_backend_config(kw: dict):
         kind=kw.pop("backend"), model=kw.pop("model"), batch_size=kw.pop("batch_size"), dtype=kw.pop("dtype"),
         base_url=kw.pop("base_url"), api_key_env=kw.pop("api_key_env"), concurrency=kw.pop("concurrency"),
         timeout_s=kw.pop("timeout_s"), enforce_eager=kw.pop("enforce_eager"), max_retries=kw.pop("max_retries"),
-        max_model_len=kw.pop("max_model_len"),
+        max_model_len=kw.pop("max_model_len"), n_per_request=kw.pop("n_per_request"),
     )
 
 

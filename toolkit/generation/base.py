@@ -71,6 +71,15 @@ class Generation:
     grade_logprobs: list[dict[str, float]] | None = None
 
 
+def merge_generations(parts: list[Generation]) -> Generation:
+    """One prompt's samples from several requests, in request order, as one Generation."""
+    lps = [lp for g in parts for lp in (g.grade_logprobs or [])] if any(g.grade_logprobs is not None for g in parts) else None
+    return Generation(
+        texts=[t for g in parts for t in g.texts], finish_reasons=[f for g in parts for f in g.finish_reasons],
+        prompt_tokens=parts[0].prompt_tokens, completion_tokens=[c for g in parts for c in g.completion_tokens], grade_logprobs=lps,
+    )
+
+
 @runtime_checkable
 class GenerationBackend(Protocol):
     name: str
@@ -95,6 +104,7 @@ class BackendConfig:
     concurrency: int = 8
     timeout_s: float = 120.0
     max_retries: int = 5
+    n_per_request: int = 0  # samples asked for in one request: 0 = all n at once; 1 for APIs that reject n > 1 (DeepSeek's)
     # vllm
     max_model_len: int = 4096
     enforce_eager: bool = False
@@ -105,6 +115,8 @@ class BackendConfig:
             raise UserError(f"unknown backend {self.kind!r}; use one of {', '.join(BACKENDS)}")
         if self.kind == "openai" and not self.base_url:
             raise UserError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        if self.n_per_request < 0:
+            raise UserError(f"--n-per-request must be >= 0 (0 = all samples in one request); got {self.n_per_request}")
 
 
 BACKENDS = {

@@ -28,6 +28,7 @@ present, else from `usage` (split evenly over the n samples).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -35,7 +36,7 @@ import random
 import re
 
 from toolkit.errors import UserError, missing_extra
-from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax
+from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax, merge_generations
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ class OpenAIBackend:
                     why = f"HTTP {r.status_code}: {self._mask(_server_message(r))}"
                     if not (r.status_code in RETRY_STATUS or r.status_code >= 500):
                         hint = HINTS.get(r.status_code, "")
+                        if r.status_code == 400 and (body or {}).get("n", 1) > 1:
+                            hint = "the server rejected the request; if it takes one sample per request (n = 1), pass --n-per-request 1"
                         raise UserError(f"openai server {url}: {why}" + (f" — {hint}" if hint else ""))
                     retry_after = r.headers.get("retry-after")
             if attempt + 1 < attempts:
@@ -229,10 +232,18 @@ class OpenAIBackend:
             return []
         want = bool(sampling.grade_logprobs and grade_labels)
         ids = self.label_ids(grade_labels) if want else None
-        # prompt i is seeded seed + i*n (a vLLM server seeds sample j with seed + j): no two samples share a seed
-        bodies = [self._body(m, sampling, None if sampling.seed is None else sampling.seed + i * sampling.n, want, ids)
-                  for i, m in enumerate(prompts)]
-        return [self._generation(d, sampling.n, grade_labels if want else None, ids) for d in _run(self._many(bodies))]
+        # prompt i is seeded seed + i*n (a vLLM server seeds sample j with seed + j): no two samples share a seed.
+        # With --n-per-request, prompt i's n samples go out as several requests, the one holding sample j seeded seed + i*n + j.
+        per = self.cfg.n_per_request or sampling.n
+        jobs = []  # (prompt index, samples in this request, seed)
+        for i in range(len(prompts)):
+            for off in range(0, sampling.n, per):
+                jobs.append((i, min(per, sampling.n - off), None if sampling.seed is None else sampling.seed + i * sampling.n + off))
+        bodies = [self._body(prompts[i], dataclasses.replace(sampling, n=k), seed, want, ids) for i, k, seed in jobs]
+        parts: list[list[Generation]] = [[] for _ in prompts]
+        for (i, k, _), d in zip(jobs, _run(self._many(bodies))):
+            parts[i].append(self._generation(d, k, grade_labels if want else None, ids))
+        return [p[0] if len(p) == 1 else merge_generations(p) for p in parts]
 
     def _generation(self, data: dict, n: int, labels: list[str] | None, ids: list[int] | None) -> Generation:
         choices = data.get("choices") if isinstance(data, dict) else None
