@@ -167,6 +167,19 @@ def test_gen_cot_free_mode_asks_for_a_pairs_k_samples_in_one_request(cli, repo, 
     rows = pl.concat([pl.read_parquet(tmp_path / "cot" / f) for f in ("sft.parquet", "rejects.parquet")], how="diagonal_relaxed")
     got = rows.group_by(C.PAIR_ID).agg(pl.col(C.SAMPLE_IDX).sort())
     assert got.height == 4 and all(s == [0, 1, 2] for s in got[C.SAMPLE_IDX].to_list())
+    r = cli("gen-cot", pairs, "-o", tmp_path / "cot", "--model", tiny_model_dir, "--limit", "4", "--samples", "3", "--mode", "free",
+            "--max-tokens", "8", "--shard-size", "4", "--dtype", "float32", "--force")
+    assert r.exit_code == 0 and "shards 1 new, 0 reused" in r.stdout and calls == [(4, 3)] * 2
+
+
+def test_pairs_with_retrieved_rule_ids_but_no_index_warn_that_prompts_get_no_rules(caplog):
+    from toolkit.cot import attach_rules
+
+    df = pl.DataFrame({C.QUERY: ["mug", "kettle"], C.TITLE: ["Red mug", "Steel kettle"], C.RULE_IDS: [["r1", "r2"], []]})
+    assert attach_rules(df, None, 3) == [[], []]
+    assert "no --index was given" in caplog.text
+    caplog.clear()
+    assert attach_rules(df.drop(C.RULE_IDS), None, 3) == [[], []] and caplog.text == ""
 
 
 @pytest.mark.slow

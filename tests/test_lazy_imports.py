@@ -44,3 +44,21 @@ def test_console_script_runs():
     exe = shutil.which("toolkit") or str(__import__("pathlib").Path(sys.executable).with_name("toolkit"))
     r = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "ingest" in r.stdout and "split" in r.stdout
+
+
+def test_every_option_of_every_command_has_help_text():
+    """`toolkit STAGE --help` explains every option (the README's promise)."""
+    import click
+
+    from toolkit.cli import cli
+
+    def commands(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from commands(sub, [*path, name])
+        else:
+            yield " ".join(path), cmd
+
+    found = list(commands(cli, []))
+    missing = [(name, p.opts[-1]) for name, cmd in found for p in cmd.params if isinstance(p, click.Option) and not p.hidden and not p.help]
+    assert len(found) > 20 and missing == []

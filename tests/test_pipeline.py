@@ -50,6 +50,25 @@ def test_runner_skips_and_redoes_only_what_changed(tmp_path, repo):
     assert _statuses(run_pipeline(Pipeline.load(path), only=["pairs"], echo=quiet))["splits"] == "ran"
 
 
+def test_a_stage_run_by_hand_into_a_pipeline_folder_is_redone(cli, tmp_path, repo):
+    """gen-cot, for one, writes into its folder in place (its shards live there), so the runner's
+    record survives a manual run: the runner must notice the folder holds another output."""
+    path = _pipe(tmp_path, repo)
+    quiet = lambda *a: None  # noqa: E731
+    run_pipeline(Pipeline.load(path), echo=quiet)
+    record = (tmp_path / "out/splits/.pipeline.json").read_text()
+    r = cli("split", tmp_path / "out/pairs", "-o", tmp_path / "out/splits", "--seed", "5")
+    assert r.exit_code == 0, r.stderr
+    (tmp_path / "out/splits/.pipeline.json").write_text(record)  # as if the stage had kept it
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "skipped", "splits": "ran", "dist": "ran"}
+    assert "seed: 1" in (tmp_path / "out/splits/config.yaml").read_text()
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "skipped", "splits": "skipped", "dist": "ran"}
+    # a record written before the runner kept the output's identity still counts
+    rec = json.loads((tmp_path / "out/splits/.pipeline.json").read_text())
+    (tmp_path / "out/splits/.pipeline.json").write_text(json.dumps({k: v for k, v in rec.items() if k != "output"}))
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet))["splits"] == "skipped"
+
+
 def test_input_file_edit_is_noticed(tmp_path, repo):
     data = tmp_path / "d.csv"
     data.write_text("query,title,grade\nmug,Red mug,4\nmug,Mug rack,2\n")

@@ -63,6 +63,7 @@ class GenCotConfig(StageConfig):
     shard_size: int = 32
     limit: int | None = None
     filters: FilterConfig = field(default_factory=FilterConfig)
+    force: bool = False  # regenerate every shard (not hashed)
     student_template: str = "student"
     teacher_template: str = "teacher"
 
@@ -109,6 +110,9 @@ def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFram
 def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int) -> list[list[str]]:
     """Rule texts per pair: from the pairs' rule_ids (toolkit retrieve) or retrieved now."""
     if not index_dir:
+        if C.RULE_IDS in df.columns and df[C.RULE_IDS].list.len().sum():
+            log.warning("the pairs carry retrieved rule ids (toolkit retrieve) but no --index was given: the prompts get no rules; "
+                        "pass --index with the index they were retrieved from")
         return [[] for _ in range(df.height)]
     from retrieval_index.index import RuleIndex
 
@@ -225,7 +229,7 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
         result = generate_shard(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg, i)
         return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
 
-    run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards")
+    run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards", fresh=cfg.force)
     lazy.close()
     return _finish(cfg, out, run, df, scale, resolved, lazy.model_id)
 

@@ -15,8 +15,10 @@ A pipeline file:
 
 A stage's fingerprint covers its command, arguments and options, the content of the files it
 names (outside the pipeline), and the run stamps of the stages it refers to. It is recorded in
-`<stage folder>/.pipeline.json` after the stage succeeds; a rerun skips a stage whose
-fingerprint is unchanged and whose folder exists. A stage that runs again gets a new stamp, so
+`<stage folder>/.pipeline.json` after the stage succeeds, with the identity of what the stage
+wrote (its manifest's fingerprint and output hashes); a rerun skips a stage whose fingerprint is
+unchanged and whose folder still holds that output (a stage run by hand into the same folder with
+other options is noticed and redone). A stage that runs again gets a new stamp, so
 every stage after it runs again too. `out: false` on a stage means it writes no folder of its
 own (e.g. `stats`); it then always runs.
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import UserError
-from toolkit.io import atomic_write_text, input_hashes, sha256_json
+from toolkit.io import atomic_write_text, input_hashes, read_manifest, sha256_json
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,16 @@ def _record(folder: Path) -> dict | None:
         return None
 
 
+def output_id(folder: Path) -> str | None:
+    """What a stage folder holds, by its manifest (config fingerprint and output file hashes)."""
+    m = read_manifest(folder)
+    return sha256_json({"fingerprint": m.get("fingerprint"), "outputs": m.get("outputs")}) if m else None
+
+
+def _holds_its_output(folder: Path, rec: dict) -> bool:
+    return "output" not in rec or rec["output"] == output_id(folder)  # records from before 2026-11-26 have no "output"
+
+
 def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
     files = []
     for a in st.args + [str(v) for v in st.options.values()]:
@@ -149,7 +161,7 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
         folder = pipe.folder(st.name) if st.out else None
         fp = fingerprint(pipe, st, stamps)
         rec = _record(folder) if folder else None
-        if folder and rec and rec.get("fingerprint") == fp and folder.exists() and (not only or st.name not in only):
+        if folder and rec and rec.get("fingerprint") == fp and folder.exists() and _holds_its_output(folder, rec) and (not only or st.name not in only):
             stamps[st.name] = rec["stamp"]
             echo(f"[{i}/{len(pipe.stages)}] {st.name}: up to date, skipped")
             outcomes.append(StageOutcome(st.name, "skipped", 0.0, folder))
@@ -167,7 +179,8 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
         if folder:
             if not folder.exists():
                 raise UserError(f"stage {st.name!r} ran but wrote no folder {folder}; does `toolkit {st.run}` take -o?")
-            atomic_write_text(folder / RECORD, json.dumps({"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2)}))
+            record = {"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2), "output": output_id(folder)}
+            atomic_write_text(folder / RECORD, json.dumps(record))
         outcomes.append(StageOutcome(st.name, "ran", time.time() - t0, folder))
     return outcomes
 

@@ -55,7 +55,7 @@ def config_option(f):
         is_eager=True,
         expose_value=False,
         callback=_load_config,
-        help="YAML file of option values (keys are option names, e.g. `grade_map: E=4,S=3`); command-line flags override it.",
+        help="YAML file of option values (keys are the option names, `-` or `_`, e.g. `out: out/x` or `max_steps: 20`); command-line flags override it.",
     )(f)
 
 

@@ -34,7 +34,7 @@ def eval_cmd(predictions, out, scale, split, decision, tier_rule, bins, order, p
 
     \b
     Examples:
-      toolkit eval --predictions out/demo/scores/test.parquet -o out/demo/eval
+      toolkit eval --predictions out/demo/scores --split test --tier-rule out/demo/tiers -o out/demo/eval
       toolkit eval --predictions scores.parquet --split test --tier-rule out/tiers -o out/eval-test
     """
     from toolkit.errors import UserError
@@ -79,7 +79,7 @@ def fit(predictions, out, split, objective, target_good_rate, tiers, scale, grid
 
     \b
     Examples:
-      toolkit tier fit --predictions out/demo/scores/dev.parquet -o out/demo/tiers
+      toolkit tier fit --predictions out/demo/scores --split dev -o out/demo/tiers
       toolkit tier fit --predictions scores.parquet --split dev --target-good-rate 0.4 -o out/tiers
     """
     from toolkit.errors import UserError

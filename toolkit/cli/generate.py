@@ -14,7 +14,8 @@ def backend_options(f):
                      help="transformers (CPU/GPU fallback), vllm (in-process engine), openai (any OpenAI-compatible server)."),
         click.option("--model", help="Model folder, hub id, or `default` (SmolLM2-135M-Instruct, embedded). For openai: the served model name."),
         click.option("--batch-size", default=16, show_default=True, type=int, help="Prompts per batch (transformers)."),
-        click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"])),
+        click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
+                     help="Weights' dtype: auto = bfloat16 on GPUs, float32 on CPUs (transformers); the engine's choice (vllm)."),
         click.option("--base-url", help="[openai] server URL, e.g. http://127.0.0.1:8000/v1"),
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="[openai] environment variable holding the API key (never logged)."),
         click.option("--concurrency", default=8, show_default=True, type=int, help="[openai] requests in flight."),
@@ -49,10 +50,10 @@ def make_backend_config(kw: dict):
 @click.option("--index", type=click.Path(), help="Rules index folder (toolkit build-index); rule texts go into the prompts.")
 @click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
 @click.option("--samples", default=1, show_default=True, type=int, help="Rationales sampled per pair (k).")
-@click.option("--temperature", default=0.7, show_default=True, type=float)
-@click.option("--top-p", default=0.95, show_default=True, type=float)
+@click.option("--temperature", default=0.7, show_default=True, type=float, help="Sampling temperature of the teacher.")
+@click.option("--top-p", default=0.95, show_default=True, type=float, help="Nucleus sampling: keep the smallest token set with this much probability.")
 @click.option("--max-tokens", default=320, show_default=True, type=int, help="Token budget of a free-mode answer.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
 @click.option("--mode", type=click.Choice(["guided", "free"]), default="guided", show_default=True,
               help="guided: the five step headers are written into the answer and the teacher fills each (small models); free: one generation (capable teachers).")
 @click.option("--step-tokens", default=48, show_default=True, type=int, help="[guided] token budget per step.")
@@ -62,9 +63,10 @@ def make_backend_config(kw: dict):
 @click.option("--limit", type=int, help="Only the first N pairs.")
 @click.option("--min-chars", default=40, show_default=True, type=int, help="Drop shorter rationales.")
 @click.option("--max-chars", default=2000, show_default=True, type=int, help="Drop longer rationales.")
+@click.option("--force", is_flag=True, help="Regenerate every shard (a rerun otherwise reuses the finished ones).")
 @backend_options
 def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_tokens, seed, mode, step_tokens, no_gold, order, shard_size,
-            limit, min_chars, max_chars, **backend):
+            limit, min_chars, max_chars, force, **backend):
     """Generate teacher rationales and keep those that agree with the gold grade (TaoSR1 stage 1).
 
     For each pair: retrieve rules, prompt the teacher with the pair, the rules and (by
@@ -88,6 +90,7 @@ def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_
         pairs=pairs, out=out, split=split or None, backend=make_backend_config(backend), samples=samples, temperature=temperature,
         top_p=top_p, max_tokens=max_tokens, seed=seed, mode=mode, step_tokens=step_tokens, give_gold=not no_gold, order=order,
         index=index, rules_k=rules_k, shard_size=shard_size, limit=limit, filters=FilterConfig(min_chars=min_chars, max_chars=max_chars),
+        force=force,
     )
     click.echo(run(cfg).summary())
 
@@ -98,14 +101,14 @@ def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output rollouts folder: rollouts.parquet, prompts.parquet, passk.*")
 @click.option("--split", default="train", show_default=True, help="Use the rows of this split when the input has splits ('' for all).")
 @click.option("--index", type=click.Path(), help="Rules index folder; rule texts go into the student prompts.")
-@click.option("--rules-k", default=3, show_default=True, type=int)
+@click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
 @click.option("-n", "--n", "n", default=4, show_default=True, type=int, help="Rollouts per pair (N of pass@N; G of GRPO).")
-@click.option("--temperature", default=0.99, show_default=True, type=float)
-@click.option("--top-p", default=1.0, show_default=True, type=float)
+@click.option("--temperature", default=0.99, show_default=True, type=float, help="Sampling temperature of the rollouts (TaoSR1: 0.99).")
+@click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus sampling: keep the smallest token set with this much probability.")
 @click.option("--max-tokens", default=96, show_default=True, type=int, help="Token budget per rollout (label first, then the reason).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True)
-@click.option("--shard-size", default=64, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True, help="Answer order the model was trained on (where the grade is parsed from).")
+@click.option("--shard-size", default=64, show_default=True, type=int, help="Pairs per shard (the unit of resumption).")
 @click.option("--limit", type=int, help="Only the first N pairs.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
 @backend_options
@@ -140,13 +143,13 @@ def sample_cmd(pairs, out, split, index, rules_k, n, temperature, top_p, max_tok
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: predictions.parquet (+ shards/).")
 @click.option("--split", help="Score only rows of this split (default: all rows).")
 @click.option("--index", type=click.Path(), help="Rules index folder; rule texts go into the prompts.")
-@click.option("--rules-k", default=3, show_default=True, type=int)
+@click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
 @click.option("--mode", type=click.Choice(["first-token", "generate"]), default="first-token", show_default=True,
               help="first-token: softmax over the grade tokens at the label position (one forward pass); generate: sample and parse.")
-@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True)
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True, help="Answer order the model was trained on (where the grade is parsed from).")
 @click.option("--max-tokens", default=96, show_default=True, type=int, help="[generate] token budget.")
-@click.option("--shard-size", default=256, show_default=True, type=int)
-@click.option("--limit", type=int)
+@click.option("--shard-size", default=256, show_default=True, type=int, help="Pairs per shard (the unit of resumption).")
+@click.option("--limit", type=int, help="Only the first N pairs.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
 @backend_options
 def score_cmd(pairs, out, split, index, rules_k, mode, order, max_tokens, shard_size, limit, force, **backend):
@@ -176,8 +179,8 @@ def score_cmd(pairs, out, split, index, rules_k, mode, order, max_tokens, shard_
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: rules.md (candidate rules), rules.jsonl (provenance).")
 @click.option("--max-passage-chars", default=1200, show_default=True, type=int, help="Guideline text per LLM request.")
 @click.option("--max-tokens", default=384, show_default=True, type=int, help="Token budget of the rules for one passage.")
-@click.option("--temperature", default=0.0, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--temperature", default=0.0, show_default=True, type=float, help="Sampling temperature (0 = greedy: the same rules every run).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
 @click.option("--no-prefill", is_flag=True, help="Do not start the answer with '- ' (for servers without assistant prefill).")
 @click.option("--id-prefix", default="A", show_default=True, help="Rule ids are PREFIX01, PREFIX02, ...")
 @backend_options

@@ -21,7 +21,7 @@ from toolkit.cli.common import config_option
 @click.option("--threads", type=int, help="[transformers] torch CPU threads (default: torch's choice; 1 can be faster on a busy machine).")
 @click.option("--enforce-eager", is_flag=True, help="[vllm] skip torch.compile (faster start, slower steps).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all interfaces).")
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
 @click.option("--no-prefix-reuse", is_flag=True, help="[transformers] score every pair's full prompt (no shared-prefix KV cache).")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Rows per forward pass.")
 @click.option("--max-batch", default=64, show_default=True, type=int,
