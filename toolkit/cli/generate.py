@@ -78,7 +78,7 @@ def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_
 
     \b
     Example:
-      toolkit gen-cot out/demo/splits --index out/demo/index -o out/demo/cot
+      toolkit gen-cot out/demo/retrieved --index out/demo/index -o out/demo/cot
     """
     from toolkit.cot import GenCotConfig, gen_cot as run
     from toolkit.cot_filters import FilterConfig
@@ -121,7 +121,7 @@ def sample_cmd(pairs, out, split, index, rules_k, n, temperature, top_p, max_tok
 
     \b
     Example:
-      toolkit sample out/demo/splits --model out/demo/sft -n 4 -o out/demo/rollouts
+      toolkit sample out/demo/retrieved --model out/demo/sft --index out/demo/index -n 4 -o out/demo/rollouts
     """
     from toolkit.errors import UserError
     from toolkit.sample import SampleConfig, sample
@@ -160,7 +160,7 @@ def score_cmd(pairs, out, split, index, rules_k, mode, order, max_tokens, shard_
 
     \b
     Example:
-      toolkit score out/demo/splits --model out/demo/grpo -o out/demo/scores
+      toolkit score out/demo/retrieved --model out/demo/grpo --index out/demo/index -o out/demo/scores
       toolkit eval --predictions out/demo/scores --split test -o out/demo/eval
     """
     from toolkit.errors import UserError

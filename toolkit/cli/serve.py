@@ -49,7 +49,7 @@ def serve(no_prefix_reuse, **kw):
 
     \b
     Example:
-      toolkit serve --model out/demo/grpo --tiers out/demo/tiers --port 8080
+      toolkit serve --model out/demo/grpo --index out/demo/index --tiers out/demo/tiers --port 8080
       curl -s localhost:8080/v1/score -H 'content-type: application/json' \\
         -d '{"query": "running shoes", "items": [{"title": "Trail running shoe"}]}'
     """
