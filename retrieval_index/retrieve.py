@@ -206,7 +206,11 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
             part = [pl.Series(name, vals[start : start + df.height], dtype=pl.List(pl.String if name.endswith("ids") else pl.Float32)) for name, vals in cols.items()]
             write_parquet(df.with_columns(part), tmp / (f.stem + ".parquet"))
             start += df.height
-        write_manifest(tmp, STAGE, resolved, inputs, counts, {"index_model_id": index.model_id, "index_fingerprint": index.manifest.get("fingerprint")})
+        extra = {"index_model_id": index.model_id, "index_fingerprint": index.manifest.get("fingerprint")}
+        upstream = read_manifest(src if src.is_dir() else src.parent)
+        if upstream and "grade_scale" in upstream:  # the pairs' scale travels on (3- and 5-grade data)
+            extra["grade_scale"] = upstream["grade_scale"]
+        write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
     return RetrieveResult(out, counts)
 
 
