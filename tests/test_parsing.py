@@ -20,6 +20,10 @@ LABEL_FIRST = [
     ("3 or 4\nhard to say", None, P.CONFLICT, None),
     ("3/4 both fit", None, P.MISSING, None),
     ("7\nReason: x", None, P.INVALID, None),
+    # a CoT-first answer read label-first: the "1" of a numbered list is not a grade
+    ("1. Query understanding: a mug\n2. Item understanding: a mug\n5. Decision: exact\nGrade: 4", None, P.MISSING, None),
+    ("1) Query: mug\n2) Item: mug", None, P.MISSING, None),
+    ("1. Irrelevant: a phone case is not a phone", "1", P.OK, "Irrelevant: a phone case is not a phone"),
     ("Excellent match", None, P.MISSING, None),
     ("", None, P.EMPTY, None),
     ("   ", None, P.EMPTY, None),

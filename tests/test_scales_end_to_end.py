@@ -66,6 +66,9 @@ def test_a_scale_travels_through_every_stage(name, cli, repo, tmp_path, index, t
 
     for folder in ("pairs", "splits", "retrieved", "cot", "sft", "rollouts", "difficulty", "scores", "tiers", "eval"):
         assert scale_of(folder) == name, folder
+    # so does how the student prompt was built (toolkit.lineage): label first, with rules
+    for folder in ("cot", "sft", "rollouts", "difficulty", "scores"):
+        assert read_manifest(tmp_path / folder)["student_prompt"] == {"order": "label_first", "rules": True}, folder
 
     # the student prompt teaches this scale's grades, and the SFT targets start with its labels
     sft = pl.read_parquet(tmp_path / "cot/sft.parquet")

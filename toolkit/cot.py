@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from toolkit import columns as C
+from toolkit import lineage
 from toolkit import parsing as P
 from toolkit.cot_filters import STEP_NAMES, FilterConfig, NearDuplicates, check
 from toolkit.errors import UserError
@@ -231,14 +232,14 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
 
     run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards", fresh=cfg.force)
     lazy.close()
-    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id)
+    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules))
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 _SCHEMA = {C.PRED_GRADE: pl.Int64, C.RATIONALE: pl.String, DROP_REASON: pl.String, C.COMPLETION: _MSG, C.PROMPT: _MSG}
 
 
-def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id: str) -> GenCotResult:
+def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id: str, prompt_facts: dict) -> GenCotResult:
     allrows = run.read(out)
     kept = allrows.filter(pl.col(DROP_REASON).is_null())
     rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, DROP_REASON)
@@ -258,6 +259,6 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
     for name, frame in final.items():
         write_parquet(frame, out / name)
     (out / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")
-    m = write_manifest(out, STAGE, resolved, inputs, stats, {"grade_scale": scale.to_dict(), "teacher": model_id})
+    m = write_manifest(out, STAGE, resolved, inputs, stats, {"grade_scale": scale.to_dict(), "teacher": model_id, lineage.KEY: prompt_facts})
     log.info("gen-cot manifest %s", m["fingerprint"][:12])
     return GenCotResult(out, stats)

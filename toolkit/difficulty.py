@@ -31,6 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from toolkit import columns as C
+from toolkit import lineage
 from toolkit.errors import UserError
 from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
@@ -200,7 +201,7 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     with atomic_dir(out) as tmp:
         write_parquet(pairs.drop(C.PROMPT, "_in_window").with_columns(label), tmp / DIFFICULTY_FILE)
         write_parquet(grpo.with_columns(label).select(keep), tmp / GRPO_FILE)
-        write_manifest(tmp, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict()})
+        write_manifest(tmp, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), lineage.KEY: lineage.recorded(cfg.rollouts)})
     result = LabelDifficultyResult(out, counts)
     log.info("%s", result.summary())
     return result

@@ -74,8 +74,8 @@ def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFram
 
 
 def probs_of(df: pl.DataFrame, scale: GradeScale, tolerance: float = PROB_TOLERANCE) -> np.ndarray | None:
-    if C.GRADE_PROBS not in df.columns:
-        return None
+    if C.GRADE_PROBS not in df.columns or df[C.GRADE_PROBS].null_count() == df.height:
+        return None  # none at all (e.g. `toolkit score --mode generate` of a CoT-first model): the parsed grades are evaluated
     dtype = df.schema[C.GRADE_PROBS]
     if not isinstance(dtype, (pl.List, pl.Array)) or not (dtype.inner.is_numeric() or dtype.inner == pl.Null):
         raise UserError(f"column `{C.GRADE_PROBS}` holds {dtype}, not lists of numbers; write it as list[float] in Parquet")
@@ -114,19 +114,18 @@ class EvalConfig(StageConfig):
     decision: str = "auto"  # auto | argmax | parsed
     tier_rule: str | None = None  # tiers.json from `toolkit tier fit`: adds CumPT and expected-score rows
     bins: int = 10  # equal-width confidence bins for ECE / the reliability diagram
-    order: str = "label_first"  # how `text` answers are parsed: label_first | cot_first
+    order: str | None = None  # how `text` answers are parsed: label_first | cot_first; None: the predictions' recorded order
     prob_tolerance: float = PROB_TOLERANCE
     plots: bool = True
     force: bool = False
     extra: dict = field(default_factory=dict)  # recorded in the config (e.g. the scoring model's settings)
 
     def __post_init__(self):
-        from toolkit.parsing import ORDERS
+        from toolkit import lineage
 
         if self.decision not in DECISIONS:
             raise UserError(f"--decision must be one of {', '.join(DECISIONS)}; got {self.decision!r}")
-        if self.order not in ORDERS:
-            raise UserError(f"--order must be one of {', '.join(ORDERS)}; got {self.order!r}")
+        self.order = lineage.resolve_order(self.order, self.predictions)
         if int(self.bins) < 1:
             raise UserError(f"--bins must be a positive number of bins; got {self.bins}")
         if not 0 < float(self.prob_tolerance) < 0.5:

@@ -67,6 +67,9 @@ def _label_first(text: str, labels: list[str]) -> Parsed:
     if tok not in labels:
         # `4/5`, `Grade 4`, `Excellent (4)`... are not label-first answers
         return Parsed(None, INVALID if tok and (tok.isdigit() or len(tok) <= 2) else MISSING, text)
+    if re.match(r"[.)][ \t]+\S", rest) and re.search(r"\n\s*\**\s*2[.)][ \t]", rest):
+        # "1. Query understanding: ...\n2. ...": a numbered list (a CoT-first answer), not a grade
+        return Parsed(None, MISSING, text)
     first_line = rest.split("\n", 1)[0]
     # "3 or 4", "3-4", "3/4": two different grades where one is expected
     alt = re.match(r"^\s*(?:or|/|-|to|,)\s*([^\s*_`\"'\]\).,;:]+)", first_line, re.I)

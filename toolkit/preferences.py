@@ -41,6 +41,7 @@ from typing import Callable
 import polars as pl
 
 from toolkit import columns as C
+from toolkit import lineage
 from toolkit.errors import UserError
 from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, up_to_date_line, write_manifest, write_parquet
 from toolkit.parsing import LABEL_FIRST, OK, parse_answer
@@ -236,19 +237,25 @@ def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, la
     out = []
     for r in rows:
         text = known[(r[C.PAIR_ID], r[C.GRADE])] or ""
-        parsed = parse_answer(text, all_labels, LABEL_FIRST)
+        parsed = parse_answer(text, all_labels, answer_order(cfg.rollouts))
         out.append((r[C.PAIR_ID], r[C.GRADE], text, parsed.status == OK and parsed.label == labels.get(r[C.GRADE])))
     return pl.DataFrame(out, schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean}, orient="row")
 
 
-def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict], list[str] | None] | None = None) -> Teacher:
+def answer_order(rollouts: str) -> str:
+    """The rollouts' answer order (toolkit.lineage): teacher answers must be written the same way."""
+    return (lineage.recorded(rollouts) or {}).get("order") or LABEL_FIRST
+
+
+def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict], list[str] | None] | None = None,
+                         order: str = LABEL_FIRST) -> Teacher:
     """A teacher callable over any generation backend: the teacher prompt for the gold grade, its
-    CoT-first answer re-written label-first; "" when it does not parse (counted as invalid)."""
+    CoT-first answer re-written in the policy's `order`; "" when it does not parse (counted as invalid)."""
     from toolkit.generation.base import SamplingConfig
     from toolkit.parsing import COT_FIRST
     from toolkit.prompts import PromptBuilder
 
-    builder = PromptBuilder(scale)
+    builder = PromptBuilder(scale, order)
     sampling = sampling or SamplingConfig(n=1, temperature=0.0, max_tokens=768)
 
     def teacher(rows: list[dict]) -> list[str]:
@@ -388,7 +395,7 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
         counts["dropped_identical_texts"] = index.height - counts["pairs"]
         if answers.height:
             write_parquet(answers, tmp / TEACHER_FILE)
-        extra = {"grade_scale": scale_of(cfg.rollouts).to_dict(), "teacher_id": cfg.teacher_id}
+        extra = {"grade_scale": scale_of(cfg.rollouts).to_dict(), "teacher_id": cfg.teacher_id, lineage.KEY: lineage.recorded(cfg.rollouts)}
         write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
     _partial_file(cfg).unlink(missing_ok=True)
     result = MakePrefsResult(out, counts)

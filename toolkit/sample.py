@@ -15,11 +15,12 @@ from pathlib import Path
 import polars as pl
 
 from toolkit import columns as C
+from toolkit import lineage
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.io import StageConfig, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
-from toolkit.parsing import LABEL_FIRST, ORDERS
+from toolkit.parsing import LABEL_FIRST
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
 from toolkit.shards import run_shards
@@ -42,7 +43,7 @@ class SampleConfig(StageConfig):
     top_p: float = 1.0
     max_tokens: int = 96
     seed: int = 0
-    order: str = LABEL_FIRST
+    order: str | None = None  # None: the model's recorded order (toolkit.lineage), else label_first
     index: str | None = None
     rules_k: int = 3
     shard_size: int = 64
@@ -52,8 +53,7 @@ class SampleConfig(StageConfig):
     def __post_init__(self):
         if isinstance(self.backend, dict):
             self.backend = BackendConfig(**self.backend)
-        if self.order not in ORDERS:
-            raise UserError(f"--order must be one of {', '.join(ORDERS)}; got {self.order!r}")
+        self.order = lineage.resolve_order(self.order, self.backend.model)
         SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
 
 
@@ -88,6 +88,7 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     scale = scale_of(cfg.pairs)
     builder = PromptBuilder(scale, cfg.order)
     rules = attach_rules(df, cfg.index, cfg.rules_k)
+    lineage.warn_if_rules_missing(cfg.backend.model, rules, STAGE)
     rows = df.to_dicts()
     prompts = [builder.student(r, rl) for r, rl in zip(rows, rules)]
     lazy = LazyBackend(cfg.backend, backend)
@@ -119,5 +120,5 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         "pass_at": {k: report.value(k) for k in range(1, cfg.n + 1) if report.value(k) is not None}, "shards_done": run.done, "shards_skipped": run.skipped,
     }
     model_id = lazy.model_id
-    write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id})
+    write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id, lineage.KEY: lineage.facts(cfg.order, rules)})
     return SampleResult(out, counts, report)

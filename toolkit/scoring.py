@@ -20,11 +20,12 @@ import numpy as np
 import polars as pl
 
 from toolkit import columns as C
+from toolkit import lineage
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.io import StageConfig, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet
-from toolkit.parsing import LABEL_FIRST, ORDERS, parse_answer
+from toolkit.parsing import LABEL_FIRST, parse_answer
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
 from toolkit.shards import run_shards
@@ -45,7 +46,7 @@ class ScoreConfig(StageConfig):
     split: str | None = None  # None: all rows
     backend: BackendConfig = field(default_factory=BackendConfig)
     mode: str = "first-token"
-    order: str = LABEL_FIRST
+    order: str | None = None  # None: the model's recorded order (toolkit.lineage), else label_first
     index: str | None = None
     rules_k: int = 3
     max_tokens: int = 96
@@ -58,10 +59,10 @@ class ScoreConfig(StageConfig):
             self.backend = BackendConfig(**self.backend)
         if self.mode not in MODES:
             raise UserError(f"--mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.order not in ORDERS:
-            raise UserError(f"--order must be one of {', '.join(ORDERS)}; got {self.order!r}")
+        self.order = lineage.resolve_order(self.order, self.backend.model)
         if self.mode == "first-token" and self.order != LABEL_FIRST:
-            raise UserError("first-token scoring needs label-first answers; use --mode generate for --order cot_first")
+            raise UserError(f"first-token scoring needs label-first answers, and the answers here are {self.order} (--order, or the model's "
+                            "manifest); use --mode generate")
 
 
 @dataclass
@@ -113,6 +114,7 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     scale = scale_of(cfg.pairs)
     builder = PromptBuilder(scale, cfg.order)
     rules = attach_rules(df, cfg.index, cfg.rules_k)
+    lineage.warn_if_rules_missing(cfg.backend.model, rules, STAGE)
     rows = df.to_dicts()
     lazy = LazyBackend(cfg.backend, backend)
 
@@ -129,5 +131,5 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     acc = float((preds[C.PRED_GRADE] == preds[C.GRADE]).fill_null(False).mean())
     counts = {"pairs": preds.height, "mode": cfg.mode, "accuracy": acc, "shards_done": run.done, "shards_skipped": run.skipped}
     model_id = lazy.model_id
-    write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id})
+    write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id, lineage.KEY: lineage.facts(cfg.order, rules)})
     return ScoreResult(out, counts)

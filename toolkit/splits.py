@@ -146,7 +146,8 @@ def split(cfg: SplitConfig) -> SplitResult:
     df = read_pairs(cfg.input)
     df = assign_splits(df, cfg.fractions, cfg.seed)
     counts = {"rows": df.height, "queries": df[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique(), "splits": {}}
-    upstream = read_manifest(cfg.input) if Path(cfg.input).is_dir() else None
+    src = Path(cfg.input)
+    upstream = read_manifest(src if src.is_dir() else src.parent)  # a folder, or a file in one (pairs.parquet)
     extra = {"grade_scale": upstream["grade_scale"]} if upstream and "grade_scale" in upstream else {}
     with atomic_dir(out) as tmp:
         for name in cfg.fractions:

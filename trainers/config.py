@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from toolkit.errors import UserError
 from toolkit.io import StageConfig
-from toolkit.parsing import ORDERS, LABEL_FIRST
 
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
 REWARDS = ("grade_match", "format", "distance")
@@ -122,7 +121,7 @@ class GRPOTrainConfig(TrainConfig):
     """`toolkit train grpo`: label-difficulty's grpo.parquet, rewards from trainers.rewards."""
 
     rewards: list[str] = field(default_factory=lambda: ["grade_match"])
-    order: str = LABEL_FIRST  # answer order the rewards parse
+    order: str | None = None  # answer order the rewards parse; None: the data's (or model's) recorded order, else label_first
     use_vllm: bool = False  # generate with vLLM (GPU; colocate mode) instead of transformers
 
     stage = "train-grpo"
@@ -140,8 +139,9 @@ class GRPOTrainConfig(TrainConfig):
         bad = [r for r in self.rewards if r not in REWARDS]
         if bad or not self.rewards:
             raise UserError(f"unknown reward(s) {bad or '(none given)'}; use one or more of {', '.join(REWARDS)}")
-        if self.order not in ORDERS:
-            raise UserError(f"order must be one of {', '.join(ORDERS)}; got {self.order!r}")
+        from toolkit import lineage
+
+        self.order = lineage.resolve_order(self.order, self.data, self.model)
         weights = self.trl.get("reward_weights")
         if weights is not None and len(weights) != len(self.rewards):
             raise UserError(f"trl.reward_weights has {len(weights)} values for {len(self.rewards)} rewards ({', '.join(self.rewards)}); give one per reward")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from toolkit import lineage
 from toolkit.errors import UserError, missing_extra
 from toolkit.grades import GradeScale
 from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest
@@ -115,6 +116,14 @@ def model_inputs(model_id: str) -> list[str]:
     return [str(p)] if p.is_dir() else []
 
 
+def prompt_record(cfg: TrainConfig, data_file: Path) -> dict | None:
+    """What the checkpoint learned to answer (toolkit.lineage): its data's record, else its starting model's."""
+    rec = lineage.recorded(data_file) or lineage.recorded(cfg.model)
+    if rec and getattr(cfg, "label_only", False):
+        rec = {**rec, "order": lineage.LABEL_FIRST}  # the target is the label alone
+    return rec
+
+
 def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale, counts: dict) -> TrainResult:
     """Resolve the model, check the tokenizer, build the trainer with `build(model_id, args, tokenizer, peft)`, train, save."""
     from toolkit.models import resolve_model
@@ -136,7 +145,7 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
         raise UserError(f"TRL rejected the setup: {first_line(e)}") from None
     trainer.train(resume_from_checkpoint=cfg.trl.get("resume_from_checkpoint"))
     counts = {**counts, **log_counts(trainer)}
-    save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale)
+    save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale, prompt_record(cfg, data_file))
     result = TrainResult(cfg.stage, out, counts)
     log.info("%s", result.summary())
     return result
@@ -170,7 +179,8 @@ def log_counts(trainer) -> dict:
     return counts
 
 
-def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: str, inputs: dict, resolved: dict, counts: dict, scale: GradeScale) -> None:
+def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: str, inputs: dict, resolved: dict, counts: dict, scale: GradeScale,
+                    prompt: dict | None = None) -> None:
     """Every process calls trainer.save_model (collective under ZeRO-3); the main process builds `out`."""
     staging = out.parent / f".{out.name}.staging"
     trainer.save_model(str(staging))
@@ -194,7 +204,7 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
         log_rows = step_logs(trainer)
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": log_rows, "counts": counts}, indent=1), encoding="utf-8")
         extra = {
-            "grade_scale": scale.to_dict(), "base_model": model_id, "trainer": type(trainer).__name__,
+            "grade_scale": scale.to_dict(), lineage.KEY: prompt, "base_model": model_id, "trainer": type(trainer).__name__,
             "trl_version": _version("trl"), "lora": bool(cfg.lora),
             "weights": ("lora-merged" if cfg.merge_lora else "lora-adapter") if adapter else "full",
         }

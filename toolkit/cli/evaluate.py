@@ -18,8 +18,8 @@ DECISION_HELP = "Grade to evaluate: argmax of grade_probs, or the parsed/emitted
 @click.option("--decision", type=click.Choice(["auto", "argmax", "parsed"]), default="auto", show_default=True, help=DECISION_HELP)
 @click.option("--tier-rule", type=click.Path(), help="tiers.json (or its folder) from `toolkit tier fit`: adds CumPT and expected-score rows and a tier column.")
 @click.option("--bins", default=10, show_default=True, type=int, help="Equal-width confidence bins for ECE and the reliability diagram.")
-@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True,
-              help="Answer order used to parse a `text` column (for pred_grade and the hallucination measure).")
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]),
+              help="Answer order used to parse a `text` column (for pred_grade and the hallucination measure); default: the order in the predictions' manifest, else label_first.")
 @click.option("--prob-tolerance", default=1e-3, show_default=True, type=float, help="How far a grade_probs row may sum from 1.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")

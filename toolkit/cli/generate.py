@@ -107,7 +107,8 @@ def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_
 @click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus sampling: keep the smallest token set with this much probability.")
 @click.option("--max-tokens", default=96, show_default=True, type=int, help="Token budget per rollout (label first, then the reason).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
-@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True, help="Answer order the model was trained on (where the grade is parsed from).")
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]),
+              help="Answer order the model was trained on (where the grade is parsed from); default: the order in the model's manifest, else label_first.")
 @click.option("--shard-size", default=64, show_default=True, type=int, help="Pairs per shard (the unit of resumption).")
 @click.option("--limit", type=int, help="Only the first N pairs.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
@@ -146,7 +147,8 @@ def sample_cmd(pairs, out, split, index, rules_k, n, temperature, top_p, max_tok
 @click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
 @click.option("--mode", type=click.Choice(["first-token", "generate"]), default="first-token", show_default=True,
               help="first-token: softmax over the grade tokens at the label position (one forward pass); generate: sample and parse.")
-@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True, help="Answer order the model was trained on (where the grade is parsed from).")
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]),
+              help="Answer order the model was trained on (where the grade is parsed from); default: the order in the model's manifest, else label_first.")
 @click.option("--max-tokens", default=96, show_default=True, type=int, help="[generate] token budget.")
 @click.option("--shard-size", default=256, show_default=True, type=int, help="Pairs per shard (the unit of resumption).")
 @click.option("--limit", type=int, help="Only the first N pairs.")

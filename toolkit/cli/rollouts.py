@@ -87,11 +87,12 @@ class _Teacher:
             )
         if self.fn is None:
             from toolkit.generation.base import BackendConfig, SamplingConfig, make_backend
-            from toolkit.preferences import teacher_from_backend
+            from toolkit.preferences import answer_order, teacher_from_backend
             from toolkit.stats import scale_of
 
             self.backend = make_backend(BackendConfig(kind=self.kind, model=self.model, base_url=self.base_url))
-            self.fn = teacher_from_backend(self.backend, scale_of(self.rollouts), SamplingConfig(n=1, max_tokens=self.max_tokens))
+            self.fn = teacher_from_backend(self.backend, scale_of(self.rollouts), SamplingConfig(n=1, max_tokens=self.max_tokens),
+                                           order=answer_order(self.rollouts))
         return self.fn(rows)
 
     def close(self) -> None:

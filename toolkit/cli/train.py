@@ -173,7 +173,8 @@ def dpo(beta, max_length, **kw):
 @lora_options
 @click.option("--reward", "rewards", multiple=True, type=click.Choice(["grade_match", "format", "distance"]),
               help="Reward function(s); repeatable (default: grade_match, the paper's). Weights: --trl reward_weights=[1,0.2].")
-@click.option("--order", type=click.Choice(["label_first", "cot_first"]), default="label_first", show_default=True, help="Answer order the rewards parse.")
+@click.option("--order", type=click.Choice(["label_first", "cot_first"]),
+              help="Answer order the rewards parse; default: the order recorded by the stages that made the data (or the model), else label_first.")
 @click.option("--num-generations", type=int, help="Group size G (TRL num_generations; default 8, the paper's team used 16).")
 @click.option("--temperature", type=float, help="Sampling temperature of the rollouts (default 0.99).")
 @click.option("--beta", type=float, help="KL coefficient (default 0.02).")

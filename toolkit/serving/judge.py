@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import columns as C
+from toolkit import lineage
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale, get_scale
 from toolkit.parsing import LABEL_FIRST, parse_answer
@@ -80,6 +81,12 @@ class Judge:
             resolve_model(cfg.model)  # a missing folder, or one without config.json, fails here in one line
         if cfg.index and not Path(cfg.index).is_dir():
             raise UserError(f"--index {cfg.index}: no such folder; pass a rules index built by `toolkit build-index`")
+        rec = lineage.recorded(cfg.model) or {}
+        if rec.get("order", LABEL_FIRST) != LABEL_FIRST:
+            raise UserError(f"{cfg.model} answers {rec['order']} (its manifest), but the service reads the grade from the first answer token, "
+                            "which needs a label-first model; serve one trained on `toolkit gen-cot --order label_first` data")
+        if rec.get("rules") and not cfg.index:
+            log.warning("%s was trained with retrieved rules in its prompts; without --index, requests that bring no `rules` get none", cfg.model)
         return cls(cfg, rule, scale)
 
     def load(self, backend=None) -> None:

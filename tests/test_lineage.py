@@ -1,0 +1,118 @@
+"""How the student prompt was built travels between stages (toolkit.lineage): the answer order
+and whether rules were in the prompts. A model's recorded order is the default of the stages
+that use it and a contradicting --order is refused; a model trained with rules warns when it
+gets prompts without any; a CoT-first model cannot be served by first-token scoring.
+
+Run: .venv/bin/python -m pytest tests/test_lineage.py -q
+"""
+
+import json
+import shutil
+
+import pytest
+
+from rollouts_data import write_rollouts
+from toolkit import columns as C
+from toolkit import lineage
+from toolkit.errors import UserError
+from toolkit.grades import get_scale
+from toolkit.io import read_manifest
+from toolkit.parsing import COT_FIRST, LABEL_FIRST
+
+
+def _record(folder, **facts):
+    """A stage folder / checkpoint whose manifest records `facts` as its student prompt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    m = read_manifest(folder) or {"stage": "train-sft"}
+    (folder / "manifest.json").write_text(json.dumps({**m, lineage.KEY: facts}))
+    return folder
+
+
+@pytest.fixture
+def cot_first_model(tmp_path, tiny_model_dir):
+    return _record(shutil.copytree(tiny_model_dir, tmp_path / "cot-first-model"), order=COT_FIRST, rules=True)
+
+
+def test_the_recorded_order_is_the_default_and_a_contradiction_is_refused(tmp_path):
+    folder = _record(tmp_path / "m", order=COT_FIRST, rules=False)
+    assert lineage.resolve_order(None, folder) == COT_FIRST
+    assert lineage.resolve_order(COT_FIRST, folder) == COT_FIRST
+    (folder / "sft.parquet").write_bytes(b"")
+    assert lineage.resolve_order(None, folder / "sft.parquet") == COT_FIRST  # a file in a stage folder
+    with pytest.raises(UserError, match=r"made with cot_first answers, but --order label_first.*pass --order cot_first"):
+        lineage.resolve_order(LABEL_FIRST, folder)
+    # nothing recorded (hub ids, `default`, older folders): the given order, else label_first
+    assert lineage.resolve_order(None, "default", "someone/model", tmp_path / "nothing") == LABEL_FIRST
+    assert lineage.resolve_order(COT_FIRST, "default") == COT_FIRST
+    # the first source with a record wins (the data before the starting model)
+    assert lineage.resolve_order(None, tmp_path / "nothing", folder) == COT_FIRST
+
+
+def test_score_and_sample_take_the_models_order(cli, repo, tmp_path, cot_first_model):
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    r = cli("score", tmp_path / "pairs", "--model", cot_first_model, "-o", tmp_path / "scores")
+    assert r.exit_code == 2 and "first-token scoring needs label-first answers, and the answers here are cot_first" in r.stderr
+    r = cli("sample", tmp_path / "pairs", "--model", cot_first_model, "--order", "label_first", "-o", tmp_path / "r")
+    assert r.exit_code == 2 and "made with cot_first answers, but --order label_first" in r.stderr and "\n" not in r.stderr.strip()
+    r = cli("sample", tmp_path / "pairs", "--model", cot_first_model, "--split", "", "--limit", "2", "-n", "1", "--max-tokens", "4",
+            "--dtype", "float32", "-o", tmp_path / "rollouts")
+    assert r.exit_code == 0, r.stderr
+    cfg = (tmp_path / "rollouts/config.yaml").read_text()
+    assert "order: cot_first" in cfg
+    # the rollouts record what they were made with; make-prefs and label-difficulty pass it on
+    assert read_manifest(tmp_path / "rollouts")[lineage.KEY] == {"order": COT_FIRST, "rules": False}
+
+
+def test_a_model_trained_with_rules_warns_when_its_prompts_have_none(cli, repo, tmp_path, cot_first_model):
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    r = cli("score", tmp_path / "pairs", "--model", cot_first_model, "--mode", "generate", "--split", "", "--limit", "2",
+            "--max-tokens", "4", "--dtype", "float32", "-o", tmp_path / "scores")
+    assert r.exit_code == 0, r.stderr
+    assert "was trained with retrieved rules in its prompts, but these prompts have none; pass --index" in r.stderr
+    assert read_manifest(tmp_path / "scores")[lineage.KEY] == {"order": COT_FIRST, "rules": False}
+    # eval parses the predictions' texts in their recorded order
+    r = cli("eval", "--predictions", tmp_path / "scores", "-o", tmp_path / "eval", "--no-plots")
+    assert r.exit_code == 0, r.stderr
+    assert "order: cot_first" in (tmp_path / "eval/config.yaml").read_text()
+
+
+def test_make_prefs_and_label_difficulty_pass_the_record_on(tmp_path):
+    from toolkit.difficulty import LabelDifficultyConfig, label_difficulty
+    from toolkit.preferences import MakePrefsConfig, answer_order, make_preferences
+
+    folder = write_rollouts(tmp_path / "r", {"a": (4, [4, 1, 3]), "b": (2, [1, 3]), "c": (3, [3, 2])})
+    _record(folder, order=COT_FIRST, rules=True)
+    make_preferences(MakePrefsConfig(rollouts=str(folder), out=str(tmp_path / "prefs")))
+    label_difficulty(LabelDifficultyConfig(rollouts=str(folder), out=str(tmp_path / "diff")))
+    for out in ("prefs", "diff"):
+        assert read_manifest(tmp_path / out)[lineage.KEY] == {"order": COT_FIRST, "rules": True}
+    assert answer_order(str(folder)) == COT_FIRST  # teacher answers are written in the rollouts' order
+
+    from trainers.config import GRPOTrainConfig
+
+    assert GRPOTrainConfig(data=str(tmp_path / "diff"), out=str(tmp_path / "g")).order == COT_FIRST
+    with pytest.raises(UserError, match="made with cot_first answers"):
+        GRPOTrainConfig(data=str(tmp_path / "diff"), out=str(tmp_path / "g"), order=LABEL_FIRST)
+
+
+def test_teacher_answers_follow_the_policys_order():
+    from test_preferences import FakeBackend
+
+    from toolkit.preferences import teacher_from_backend
+
+    backend = FakeBackend(["1. Query: shoes.\n5. Decision: Mismatch.\nGrade: 2"])
+    rows = [{C.PAIR_ID: "a", C.GRADE: 2, C.QUERY: "q", C.TITLE: "t"}]
+    out = teacher_from_backend(backend, get_scale("taosr4"), order=COT_FIRST)(rows)
+    assert out[0].startswith("1. Query: shoes.") and out[0].rstrip().endswith("2")
+
+
+def test_serving_refuses_a_cot_first_model_and_warns_without_rules(tmp_path, tiny_model_dir, caplog):
+    from toolkit.serving.config import ServeConfig
+    from toolkit.serving.judge import Judge
+
+    model = _record(shutil.copytree(tiny_model_dir, tmp_path / "m"), order=COT_FIRST, rules=True)
+    with pytest.raises(UserError, match="needs a label-first model"):
+        Judge.open(ServeConfig(model=str(model), dtype="float32"))
+    _record(model, order=LABEL_FIRST, rules=True)
+    Judge.open(ServeConfig(model=str(model), dtype="float32"))
+    assert "trained with retrieved rules" in caplog.text

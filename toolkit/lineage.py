@@ -1,0 +1,70 @@
+"""How the student prompt was built, carried from stage to stage in the manifests.
+
+gen-cot, sample and score record under `student_prompt` the answer order (label_first or
+cot_first) and whether retrieved rules were in the prompts; make-prefs and label-difficulty pass
+their rollouts' record on; the trainers copy their data's record (else their starting model's)
+into the checkpoint. A stage that uses a checkpoint or a stage folder then defaults to the
+recorded order and refuses a contradicting `--order` (a CoT-first answer parsed label-first would
+read the "1" of "1. Query understanding" as a grade), and warns when a model trained with rules
+gets prompts without any.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from toolkit.errors import UserError
+from toolkit.io import read_manifest
+from toolkit.parsing import LABEL_FIRST, ORDERS
+
+__all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "warn_if_rules_missing"]
+
+log = logging.getLogger(__name__)
+
+KEY = "student_prompt"
+
+
+def facts(order: str, rules: list[list[str]]) -> dict:
+    """The record a prompt-building stage writes: its answer order and whether rules were in."""
+    return {"order": order, "rules": any(bool(r) for r in rules)}
+
+
+def recorded(path: "str | Path | None") -> dict | None:
+    """The `student_prompt` record of a stage folder, a file in one, or a checkpoint; None for
+    hub ids, `default` and folders made before the record existed."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.exists():
+        return None
+    m = read_manifest(p if p.is_dir() else p.parent)
+    rec = (m or {}).get(KEY)
+    return rec if isinstance(rec, dict) else None
+
+
+def resolve_order(given: str | None, *sources: "str | Path | None") -> str:
+    """`given`, else the first source's recorded order, else label_first; a given order that
+    contradicts the record is a one-line error."""
+    if given is not None and given not in ORDERS:
+        raise UserError(f"--order must be one of {', '.join(ORDERS)}; got {given!r}")
+    for src in sources:
+        order = (recorded(src) or {}).get("order")
+        if order:
+            if given and given != order:
+                raise UserError(
+                    f"{src} was made with {order} answers, but --order {given} was given; drop --order "
+                    f"(it defaults to the recorded one) or pass --order {order}"
+                )
+            return order
+    return given or LABEL_FIRST
+
+
+def warn_if_rules_missing(model: "str | Path | None", rules: list[list[str]], stage: str) -> None:
+    """A model trained with retrieved rules in its prompts, now prompted without any."""
+    rec = recorded(model)
+    if rec and rec.get("rules") and not any(bool(r) for r in rules):
+        log.warning(
+            "%s: %s was trained with retrieved rules in its prompts, but these prompts have none; "
+            "pass --index (with pairs from `toolkit retrieve`, or rules are retrieved now)", stage, model,
+        )
