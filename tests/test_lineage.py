@@ -116,3 +116,13 @@ def test_serving_refuses_a_cot_first_model_and_warns_without_rules(tmp_path, tin
     _record(model, order=LABEL_FIRST, rules=True)
     Judge.open(ServeConfig(model=str(model), dtype="float32"))
     assert "trained with retrieved rules" in caplog.text
+
+
+def test_a_model_of_another_grade_scale_cannot_score_or_sample_the_pairs(cli, repo, tmp_path, tiny_model_dir):
+    model = shutil.copytree(tiny_model_dir, tmp_path / "three-grade-model")
+    (model / "manifest.json").write_text(json.dumps({"stage": "train-sft", "grade_scale": get_scale("three").to_dict()}))
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")  # taosr4
+    for stage in ("score", "sample"):
+        r = cli(stage, tmp_path / "pairs", "--model", model, "--split", "", "-o", tmp_path / stage)
+        assert r.exit_code == 2 and "was trained on grade scale `three`" in r.stderr and "`taosr4`" in r.stderr, r.stderr
+        assert not (tmp_path / stage).exists()

@@ -95,3 +95,13 @@ def test_max_rows_errors_name_the_fix(cli, repo, tmp_path):
     r = cli("split", tmp_path / "p", "-o", tmp_path / "s", "--max-rows", "train=lots")
     assert r.exit_code != 0 and "train=2000,dev=500" in r.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_a_pairs_file_keeps_its_folders_grade_scale(cli, repo, tmp_path):
+    from toolkit.io import read_manifest
+
+    cli("ingest", repo / "demo/pairs.jsonl", "--scale", "three", "--grade-map", "4=3,3=2,2=1,1=1", "-o", tmp_path / "pairs")
+    r = cli("split", tmp_path / "pairs" / "pairs.parquet", "-o", tmp_path / "splits")
+    assert r.exit_code == 0, r.stderr
+    assert read_manifest(tmp_path / "splits")["grade_scale"]["name"] == "three"
+    assert "Exact" in r.stdout.splitlines()[0] and "Excellent" not in r.stdout

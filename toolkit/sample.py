@@ -24,7 +24,7 @@ from toolkit.parsing import LABEL_FIRST
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
 from toolkit.shards import run_shards
-from toolkit.stats import scale_of
+from toolkit.stats import check_model_scale, scale_of
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     if df.height == 0:
         raise UserError(f"{cfg.pairs}: no pairs to sample")
     scale = scale_of(cfg.pairs)
+    check_model_scale(scale, cfg.backend.model, STAGE)
     builder = PromptBuilder(scale, cfg.order)
     rules = attach_rules(df, cfg.index, cfg.rules_k)
     lineage.warn_if_rules_missing(cfg.backend.model, rules, STAGE)

@@ -29,7 +29,7 @@ from toolkit.parsing import LABEL_FIRST, parse_answer
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
 from toolkit.shards import run_shards
-from toolkit.stats import scale_of
+from toolkit.stats import check_model_scale, scale_of
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     if df.height == 0:
         raise UserError(f"{cfg.pairs}: no pairs to score")
     scale = scale_of(cfg.pairs)
+    check_model_scale(scale, cfg.backend.model, STAGE)
     builder = PromptBuilder(scale, cfg.order)
     rules = attach_rules(df, cfg.index, cfg.rules_k)
     lineage.warn_if_rules_missing(cfg.backend.model, rules, STAGE)
