@@ -126,3 +126,24 @@ def test_a_model_of_another_grade_scale_cannot_score_or_sample_the_pairs(cli, re
         r = cli(stage, tmp_path / "pairs", "--model", model, "--split", "", "-o", tmp_path / stage)
         assert r.exit_code == 2 and "was trained on grade scale `three`" in r.stderr and "`taosr4`" in r.stderr, r.stderr
         assert not (tmp_path / stage).exists()
+
+
+def test_make_prefs_teacher_sees_the_policys_rules_and_answers_in_its_order(cli, tmp_path, monkeypatch):
+    import polars as pl
+
+    import toolkit.generation.base as base
+    from test_preferences import FakeBackend
+
+    teacher = FakeBackend(["1. Query: q.\n5. Decision: Mismatch.\nGrade: 2"] * 4)
+    monkeypatch.setattr(base, "make_backend", lambda cfg: teacher)
+    folder = write_rollouts(tmp_path / "r", {"a": (2, [1, 3]), "b": (4, [4, 1])})
+    prompts = pl.read_parquet(folder / "prompts.parquet")
+    rules = [["R1: a case is not the phone"] if p == "a" else [] for p in prompts[C.PAIR_ID]]
+    prompts.with_columns(pl.Series(C.RULE_TEXTS, rules, dtype=pl.List(pl.String))).write_parquet(folder / "prompts.parquet")
+    _record(folder, order=COT_FIRST, rules=True)
+    r = cli("make-prefs", folder, "-o", tmp_path / "p", "--teacher-backend", "openai", "--teacher-base-url", "http://127.0.0.1:9/v1",
+            "--teacher-model", "judge")
+    assert r.exit_code == 0, r.stderr
+    assert "- R1: a case is not the phone" in teacher.prompts[0][-1]["content"]
+    chosen = pl.read_parquet(tmp_path / "p/preferences.parquet").filter(pl.col(C.CHOSEN_SOURCE) == "teacher")[C.CHOSEN][0][0]["content"]
+    assert chosen.startswith("1. Query: q.") and chosen.rstrip().endswith("2")

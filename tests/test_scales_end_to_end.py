@@ -77,6 +77,8 @@ def test_a_scale_travels_through_every_stage(name, cli, repo, tmp_path, index, t
     assert all(g.name in system for g in scale.grades)
     for row in sft.iter_rows(named=True):
         assert row[C.COMPLETION][0]["content"].startswith(scale.by_value(row[C.GRADE]).label + "\n")
+    kept = pl.read_parquet(tmp_path / "rollouts/prompts.parquet")[C.RULE_TEXTS]  # for make-prefs' teacher
+    assert kept.list.len().min() == 3
     rollouts = pl.read_parquet(tmp_path / "rollouts/rollouts.parquet")
     assert set(rollouts[C.GRADE]) <= set(values)
     # one probability per grade of the scale; metrics, tiers and CumPT grades over exactly its grades

@@ -107,7 +107,8 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     lazy.close()
     rollouts = run.read(out)
     prompt_table = df.select([C.PAIR_ID, C.GRADE] + [c for c in PAIR_TEXT if c in df.columns]).with_columns(
-        pl.Series(C.PROMPT, prompts, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
+        pl.Series(C.PROMPT, prompts, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))),
+        pl.Series(C.RULE_TEXTS, rules, dtype=pl.List(pl.String)),  # the teacher of make-prefs gets the same rules
     )
     write_parquet(rollouts, out / ROLLOUTS_FILE)
     write_parquet(prompt_table, out / PROMPTS_FILE)

@@ -61,6 +61,11 @@ def passk(rollouts, out, plot, scale, force):
     click.echo(f"passk: {report.summary()}; wrote {', '.join(p.name for p in report.files)} to {out}")
 
 
+def rules_of(row: dict) -> list[str] | None:
+    """The rules the policy saw for this pair (`toolkit sample` keeps them beside each prompt)."""
+    return row.get("rule_texts") or None
+
+
 class _Teacher:
     """The teacher for all-wrong groups: a generation backend, built on the first call only."""
 
@@ -92,7 +97,7 @@ class _Teacher:
 
             self.backend = make_backend(BackendConfig(kind=self.kind, model=self.model, base_url=self.base_url))
             self.fn = teacher_from_backend(self.backend, scale_of(self.rollouts), SamplingConfig(n=1, max_tokens=self.max_tokens),
-                                           order=answer_order(self.rollouts))
+                                           rules_of=rules_of, order=answer_order(self.rollouts))
         return self.fn(rows)
 
     def close(self) -> None:
