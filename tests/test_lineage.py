@@ -147,3 +147,46 @@ def test_make_prefs_teacher_sees_the_policys_rules_and_answers_in_its_order(cli,
     assert "- R1: a case is not the phone" in teacher.prompts[0][-1]["content"]
     chosen = pl.read_parquet(tmp_path / "p/preferences.parquet").filter(pl.col(C.CHOSEN_SOURCE) == "teacher")[C.CHOSEN][0][0]["content"]
     assert chosen.startswith("1. Query: q.") and chosen.rstrip().endswith("2")
+
+
+def test_rule_ids_from_another_build_of_the_index_warn(cli, repo, tmp_path, tiny_model_dir, minilm):
+    guide = tmp_path / "guideline.md"
+    guide.write_text((repo / "demo/guideline.md").read_text())
+    assert cli("build-index", guide, "-o", tmp_path / "index").exit_code == 0
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    assert cli("retrieve", tmp_path / "pairs", "-i", tmp_path / "index", "-o", tmp_path / "retrieved").exit_code == 0
+    args = ["score", tmp_path / "retrieved", "--model", tiny_model_dir, "--index", tmp_path / "index", "--split", "", "--limit", "2",
+            "--dtype", "float32"]
+    r = cli(*args, "-o", tmp_path / "s1")
+    assert r.exit_code == 0 and "another build of the index" not in r.stderr
+    guide.write_text(guide.read_text() + "\n- [R99] A bundle that contains the queried product is Related.\n")  # the rules change
+    assert cli("build-index", guide, "-o", tmp_path / "index").exit_code == 0
+    r = cli(*args, "-o", tmp_path / "s2")
+    assert r.exit_code == 0 and "the rule ids were retrieved from another build of the index" in r.stderr, r.stderr
+
+
+def test_serving_warns_when_the_tier_rule_was_fitted_on_another_models_scores(tmp_path, tiny_model_dir, caplog):
+    import polars as pl
+
+    from toolkit.serving.config import ServeConfig
+    from toolkit.serving.judge import Judge
+
+    preds = tmp_path / "scores"
+    preds.mkdir()
+    pl.DataFrame({C.PAIR_ID: list("abcd"), C.GRADE: [4, 3, 2, 1],
+                  C.GRADE_PROBS: [[0.7, 0.1, 0.1, 0.1], [0.2, 0.6, 0.1, 0.1], [0.1, 0.2, 0.6, 0.1], [0.1, 0.1, 0.2, 0.6]]}
+                 ).write_parquet(preds / "predictions.parquet")
+    (preds / "manifest.json").write_text(json.dumps({"stage": "score", "model": str(tmp_path / "other-model"),
+                                                     "grade_scale": get_scale().to_dict()}))
+    from toolkit.tiering import TierFitConfig, fit_tiers
+
+    fit_tiers(TierFitConfig(predictions=str(preds), out=str(tmp_path / "tiers"), plots=False))
+    assert json.loads((tmp_path / "tiers/tiers.json").read_text())["dev"]["model"] == str(tmp_path / "other-model")
+    Judge.open(ServeConfig(model=str(tiny_model_dir), dtype="float32", tiers=str(tmp_path / "tiers")))
+    assert "β was fitted on the probabilities of" in caplog.text
+    # fitted on the served model's own scores: no warning
+    (preds / "manifest.json").write_text(json.dumps({"stage": "score", "model": str(tiny_model_dir), "grade_scale": get_scale().to_dict()}))
+    fit_tiers(TierFitConfig(predictions=str(preds), out=str(tmp_path / "tiers2"), plots=False))
+    caplog.clear()
+    Judge.open(ServeConfig(model=str(tiny_model_dir), dtype="float32", tiers=str(tmp_path / "tiers2")))
+    assert "β was fitted" not in caplog.text

@@ -31,7 +31,7 @@ from toolkit import parsing as P
 from toolkit.cot_filters import STEP_NAMES, FilterConfig, NearDuplicates, check
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import StageConfig, input_hashes, read_pairs, write_manifest, write_parquet
+from toolkit.io import StageConfig, input_hashes, read_manifest, read_pairs, write_manifest, write_parquet
 from toolkit.shards import ShardRun, run_shards
 from toolkit.prompts import PromptBuilder
 from toolkit.stats import scale_of
@@ -108,7 +108,7 @@ def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFram
     return df
 
 
-def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int) -> list[list[str]]:
+def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int, pairs_path: str | None = None) -> list[list[str]]:
     """Rule texts per pair: from the pairs' rule_ids (toolkit retrieve) or retrieved now."""
     if not index_dir:
         if C.RULE_IDS in df.columns and df[C.RULE_IDS].list.len().sum():
@@ -119,6 +119,12 @@ def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int) -> list[list[s
 
     index = RuleIndex.load(index_dir)
     if C.RULE_IDS in df.columns:
+        if pairs_path:
+            src = Path(pairs_path)
+            retrieved_from = (read_manifest(src if src.is_dir() else src.parent) or {}).get("index_fingerprint")
+            if retrieved_from and retrieved_from != index.manifest.get("fingerprint"):
+                log.warning("%s: the rule ids were retrieved from another build of the index than --index %s (rules edited since?); "
+                            "the prompts get the texts of this build; rerun `toolkit retrieve` to match", pairs_path, index_dir)
         return [[index.get(i)[C.SNIPPET_TEXT] for i in list(x or [])[:k]] for x in df[C.RULE_IDS].to_list()]
     from retrieval_index.retrieve import rule_texts
 
@@ -217,7 +223,7 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     if cfg.mode == "guided" and teacher_template == "teacher":
         teacher_template = "teacher_guided"
     builder = PromptBuilder(scale, cfg.order, cfg.student_template, teacher_template)
-    rules = attach_rules(df, cfg.index, cfg.rules_k)
+    rules = attach_rules(df, cfg.index, cfg.rules_k, cfg.pairs)
     resolved = cfg.resolved()
     rows = df.to_dicts()
     items = list(zip(rows, rules))

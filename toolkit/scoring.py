@@ -114,7 +114,7 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     scale = scale_of(cfg.pairs)
     check_model_scale(scale, cfg.backend.model, STAGE)
     builder = PromptBuilder(scale, cfg.order)
-    rules = attach_rules(df, cfg.index, cfg.rules_k)
+    rules = attach_rules(df, cfg.index, cfg.rules_k, cfg.pairs)
     lineage.warn_if_rules_missing(cfg.backend.model, rules, STAGE)
     rows = df.to_dicts()
     lazy = LazyBackend(cfg.backend, backend)

@@ -88,7 +88,9 @@ def fit_tiers(cfg: TierFitConfig) -> TierResult:
     except UserError as e:
         raise UserError(f"{cfg.predictions}: {e}") from None
     rule, curve = fit_rule(probs, gold, scale, cfg.tiers, cfg.objective, cfg.target_good_rate)
-    rule.dev.update({"input": cfg.predictions, "split": cfg.split})
+    src = Path(cfg.predictions)
+    scored_by = (read_manifest(src if src.is_dir() else src.parent) or {}).get("model")  # the model whose probabilities β fits
+    rule.dev.update({"input": cfg.predictions, "split": cfg.split, "model": scored_by})
     grid = np.linspace(0.0, 1.0, int(cfg.grid))
     f1, good = curve.at(grid)
     methods = rule.dev["methods"]

@@ -56,6 +56,11 @@ def resolve_scale(cfg: ServeConfig, rule) -> GradeScale:
     return chosen
 
 
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a), Path(b)
+    return pa.resolve() == pb.resolve() if pa.exists() and pb.exists() else a == b
+
+
 class Judge:
     """Load with `Judge.open(cfg)` (cheap checks) then `.load()` (the model; seconds to minutes)."""
 
@@ -87,6 +92,10 @@ class Judge:
                             "which needs a label-first model; serve one trained on `toolkit gen-cot --order label_first` data")
         if rec.get("rules") and not cfg.index:
             log.warning("%s was trained with retrieved rules in its prompts; without --index, requests that bring no `rules` get none", cfg.model)
+        fitted_on = (rule.dev or {}).get("model") if rule else None
+        if fitted_on and not _same_model(fitted_on, cfg.model):
+            log.warning("the tier rule's β was fitted on the probabilities of %s, not of the served %s; refit it with `toolkit tier fit` "
+                        "on this model's dev predictions", fitted_on, cfg.model)
         return cls(cfg, rule, scale)
 
     def load(self, backend=None) -> None:
