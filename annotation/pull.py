@@ -170,6 +170,9 @@ def pull(cfg: PullConfig) -> PullResult:
              "responses_sha256": sha256_json(responses), "agreement": agree}
     if upstream and upstream.get("stage"):
         extra["upstream_stage"] = upstream["stage"]
+        # what made the reviewed data travels on (the teacher or model, the index, how the prompts were built)
+        extra.update({k: upstream[k] for k in ("teacher", "model", "teacher_id", "index_model_id", "index_fingerprint", "student_prompt")
+                      if upstream.get(k) is not None})
     with atomic_dir(out) as tmp:
         for i, name in enumerate(names):
             write_parquet(result.merged.filter(pl.col(FILE_COL) == i).drop(FILE_COL, ID_COL), tmp / name)

@@ -190,3 +190,25 @@ def test_serving_warns_when_the_tier_rule_was_fitted_on_another_models_scores(tm
     caplog.clear()
     Judge.open(ServeConfig(model=str(tiny_model_dir), dtype="float32", tiers=str(tmp_path / "tiers2")))
     assert "β was fitted" not in caplog.text
+
+
+def test_tier_apply_refuses_predictions_on_another_scale_with_as_many_grades(cli, tmp_path):
+    import polars as pl
+
+    letters = {"name": "letters", "grades": [{"value": v, "name": n, "label": lab} for v, n, lab in
+                                             ((4, "Exact", "A"), (3, "Close", "B"), (2, "Off", "C"), (1, "Wrong", "D"))]}
+
+    def folder(name, scale):
+        f = tmp_path / name
+        f.mkdir()
+        pl.DataFrame({C.PAIR_ID: list("abcd"), C.GRADE: [4, 3, 2, 1],
+                      C.GRADE_PROBS: [[0.7, 0.1, 0.1, 0.1], [0.2, 0.6, 0.1, 0.1], [0.1, 0.2, 0.6, 0.1], [0.1, 0.1, 0.2, 0.6]]}
+                     ).write_parquet(f / "predictions.parquet")
+        (f / "manifest.json").write_text(json.dumps({"stage": "score", "grade_scale": scale}))
+        return f
+
+    assert cli("tier", "fit", "--predictions", folder("letters", letters), "-o", tmp_path / "tiers", "--no-plots").exit_code == 0
+    r = cli("tier", "apply", "--predictions", folder("digits", get_scale().to_dict()), "--rule", tmp_path / "tiers", "-o", tmp_path / "out")
+    assert r.exit_code == 2 and "on grade scale `taosr4`" in r.stderr and "is for `letters`" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+    assert cli("tier", "apply", "--predictions", tmp_path / "letters", "--rule", tmp_path / "tiers", "-o", tmp_path / "out").exit_code == 0

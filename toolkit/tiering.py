@@ -18,6 +18,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
+from toolkit.grades import GradeScale
 from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
 from toolkit.metrics import PROB_TOLERANCE, grade_indices
 
@@ -138,6 +139,13 @@ def apply_tiers(cfg: TierApplyConfig) -> TierResult:
     if not cfg.force and is_up_to_date(out, "tier apply", resolved, inputs):
         return TierResult(out, read_manifest(out)["counts"], skipped=True, stage="tier apply")
     rule = TierRule.load(rule_path)
+    src = Path(cfg.predictions)
+    recorded = (read_manifest(src if src.is_dir() else src.parent) or {}).get("grade_scale")
+    if recorded:
+        theirs = GradeScale.from_dict(recorded, where=str(cfg.predictions))
+        if (theirs.labels, theirs.values) != (rule.scale.labels, rule.scale.values):
+            raise UserError(f"{cfg.predictions}: the predictions are on grade scale `{theirs.name}` ({theirs.describe()}) but the tier rule "
+                            f"{rule_path} is for `{rule.scale.name}` ({rule.scale.describe()}); fit a rule on predictions of this scale")
     df = load_frame(cfg.predictions, [C.GRADE_PROBS], cfg.split)
     try:
         probs = probs_of(df, rule.scale, cfg.prob_tolerance)

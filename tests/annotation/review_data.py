@@ -105,5 +105,6 @@ def write_kind(kind: str, pairs: pl.DataFrame, folder: Path) -> Path:
     make(pairs).write_parquet(folder / name)
     pl.DataFrame({C.PAIR_ID: ["other"]}).write_parquet(folder / "zz_other.parquet")  # must be ignored
     scale = {"name": "taosr4", "grades": [{"value": v, "name": n, "label": str(v)} for v, n in NAMES.items()]}
-    (folder / "manifest.json").write_text(json.dumps({"stage": kind, "grade_scale": scale}), encoding="utf-8")
+    made_by = {"teacher": "teacher-model", "student_prompt": {"order": "label_first", "rules": True}}  # facts a pull passes on
+    (folder / "manifest.json").write_text(json.dumps({"stage": kind, "grade_scale": scale, **made_by}), encoding="utf-8")
     return folder

@@ -175,6 +175,7 @@ def test_cot_round_agreement_matches_hand_computation(cot_round):
     assert a["percent_agreement"] == pytest.approx(13 / 15) and a["fleiss_kappa"] == pytest.approx(0.7)
     manifest = json.loads((cot_round["out"] / "manifest.json").read_text())
     assert manifest["stage"] == "review-pull" and manifest["agreement"] == agree and manifest["grade_scale"]["name"] == "taosr4"
+    assert manifest["teacher"] == "teacher-model" and manifest["student_prompt"] == {"order": "label_first", "rules": True}
 
 
 def test_cot_round_other_policies(argilla_stack, demo, cot_round, tmp_path):
