@@ -63,7 +63,7 @@ FILES = {"sft": ("sft.parquet", ["prompt", "completion", "pair_id", "grade"]),
 def stage_folder(root: Path, kind: str, rows: list[dict], scale=SCALE, drop: tuple = ()) -> Path:
     """A stage output folder as the producing stage writes it: the Parquet file plus a manifest with the scale."""
     file, cols = FILES[kind]
-    folder = root / kind
+    folder = root / f"{kind}-data"  # not the checkpoint folder: -o never replaces a stage's input
     folder.mkdir(parents=True, exist_ok=True)
     pl.DataFrame([{c: r[c] for c in cols if c not in drop} for r in rows]).write_parquet(folder / file)
     write_manifest(folder, "test", {}, {}, {"rows": len(rows)}, {"grade_scale": scale.to_dict()})
@@ -249,7 +249,7 @@ def test_baseline_cross_encoder_learns_and_feeds_toolkit_eval(cli, tmp_path):
     r = cli("train", "baseline", pairs, "-o", out, "--epochs", 5, "--batch-size", 8, "--learning-rate", 1.5e-4, "--max-length", 48,
             "--trl", "lr_scheduler_type=constant")
     assert r.exit_code == 0, r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline", "pairs"]  # no trainer scratch folder left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline", "pairs-data"]  # no trainer scratch folder left beside it
     preds = pl.read_parquet(out / "predictions.parquet")
     assert preds.columns == ["pair_id", "grade", "split", "grade_probs", "pred_grade"] and preds.height == len(rows)
     assert all(abs(sum(p) - 1) < 1e-4 and len(p) == 4 for p in preds["grade_probs"])

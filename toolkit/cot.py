@@ -31,7 +31,8 @@ from toolkit import parsing as P
 from toolkit.cot_filters import STEP_NAMES, FilterConfig, NearDuplicates, check
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import StageConfig, input_hashes, read_manifest, read_pairs, write_manifest, write_parquet
+from toolkit.io import (StageConfig, check_output_folder, input_hashes, mark_incomplete, model_inputs, read_manifest, read_pairs, sha256_json,
+                        write_manifest, write_parquet)
 from toolkit.shards import ShardRun, run_shards
 from toolkit.prompts import PromptBuilder
 from toolkit.stats import scale_of
@@ -228,9 +229,12 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     rows = df.to_dicts()
     items = list(zip(rows, rules))
     lazy = LazyBackend(cfg.backend, backend)
+    check_output_folder(out, STAGE)
+    teacher_hash = sha256_json(sorted(input_hashes(model_inputs(cfg.backend.model)).values()))  # a teacher folder changed in place
 
     def key_of(i: int, part: list) -> dict:
-        return {"config": _output_config(resolved), "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part]}
+        return {"config": _output_config(resolved), "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part],
+                "grades": [int(r[C.GRADE]) for r, _ in part], "teacher": teacher_hash}
 
     def work(i: int, part: list) -> pl.DataFrame:
         result = generate_shard(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg, i)
@@ -260,8 +264,9 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
         "parsed": parsed.height, "shards_done": run.done, "shards_skipped": run.skipped,
         "kept_by_grade": {str(g): n for g, n in sft.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
     }
-    inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []))
+    inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []) + model_inputs(cfg.backend.model))
     final = {SFT_FILE: sft, REJECTS_FILE: rejects}
+    mark_incomplete(out, STAGE)
     for name, frame in final.items():
         write_parquet(frame, out / name)
     (out / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")

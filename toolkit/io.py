@@ -189,10 +189,32 @@ def read_pairs(path: "str | Path", required: list[str] | None = None) -> pl.Data
 # -- output -----------------------------------------------------------------
 
 
+def check_output_folder(out: "str | Path", stage: str | None = None) -> None:
+    """Refuse an output folder whose contents a stage would destroy: a folder the toolkit did not
+    write (no manifest.json; e.g. the input data), or the output of another stage (e.g. the input)."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    entries = [p for p in out.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        return
+    m = read_manifest(out)
+    if m is None:
+        if all(p.name == "shards" for p in entries):
+            return  # the finished shards of an interrupted sharded stage
+        raise UserError(f"{out}: this folder exists and was not written by the toolkit (no manifest.json; it holds "
+                        f"{', '.join(sorted(p.name for p in entries)[:3])}{', ...' if len(entries) > 3 else ''}); pass another -o, or empty it first")
+    if stage and m.get("stage") and m["stage"] != stage:
+        raise UserError(f"{out}: this folder holds the output of `toolkit {m['stage']}`, which `toolkit {stage}` would replace "
+                        "(is it this stage's input?); pass another -o")
+
+
 @contextmanager
 def atomic_dir(final: "str | Path") -> Iterator[Path]:
-    """Write a folder under a temporary name; it replaces `final` only if the block succeeds."""
+    """Write a folder under a temporary name; it replaces `final` only if the block succeeds, and
+    never replaces a folder the toolkit did not write or another stage's output (check_output_folder)."""
     final = Path(final)
+    check_output_folder(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -201,6 +223,11 @@ def atomic_dir(final: "str | Path") -> Iterator[Path]:
     try:
         yield tmp
     except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        check_output_folder(final, (read_manifest(tmp) or {}).get("stage"))
+    except UserError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
@@ -259,6 +286,11 @@ def input_hashes(paths: list["str | Path"]) -> dict[str, str]:
     return out
 
 
+def model_inputs(model: "str | Path | None") -> list[str]:
+    """A local model folder counts as an input (its hash changes when it is retrained); hub ids and `default` do not."""
+    return [str(model)] if model and Path(model).is_dir() else []
+
+
 def fingerprint(stage: str, config: dict, inputs: dict[str, str]) -> str:
     """What a stage's output depends on: stage, resolved config, input contents, toolkit version."""
     return sha256_json({"stage": stage, "config": config, "inputs": sorted(inputs.values()), "version": __version__})
@@ -268,7 +300,8 @@ def write_manifest(out_dir: Path, stage: str, config: dict, inputs: dict[str, st
     """Record the resolved config (config.yaml) and a manifest (manifest.json) in an output folder."""
     import yaml
 
-    outputs = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file() and p.name not in (MANIFEST, CONFIG)}
+    outputs = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir())
+               if p.is_file() and p.name not in (MANIFEST, CONFIG) and not p.name.startswith(".")}
     manifest = {
         "stage": stage,
         "toolkit_version": __version__,
@@ -282,6 +315,14 @@ def write_manifest(out_dir: Path, stage: str, config: dict, inputs: dict[str, st
     (out_dir / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return manifest
+
+
+def mark_incomplete(out_dir: "str | Path", stage: str) -> None:
+    """Before a stage rewrites its final files in place (sharded stages): a manifest that matches no
+    run, so a run killed halfway is redone, by the stage and by `toolkit run`, not taken as done."""
+    out_dir = Path(out_dir)
+    if (out_dir / MANIFEST).exists():
+        atomic_write_text(out_dir / MANIFEST, json.dumps({"stage": stage, "complete": False}) + "\n")
 
 
 def read_manifest(out_dir: "str | Path") -> dict | None:

@@ -130,6 +130,9 @@ def output_id(folder: Path) -> str | None:
 
 
 def _holds_its_output(folder: Path, rec: dict) -> bool:
+    m = read_manifest(folder) or {}
+    if any(not (folder / name).is_file() for name in m.get("outputs", {})):
+        return False  # a file of the output was deleted
     return "output" not in rec or rec["output"] == output_id(folder)  # records from before 2026-11-26 have no "output"
 
 

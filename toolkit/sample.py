@@ -19,7 +19,8 @@ from toolkit import lineage
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import StageConfig, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import (StageConfig, check_output_folder, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, sha256_json,
+                        up_to_date_line, write_manifest, write_parquet)
 from toolkit.parsing import LABEL_FIRST
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
@@ -79,9 +80,12 @@ class SampleResult:
 def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     out = Path(cfg.out)
     resolved = cfg.resolved()
-    inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []))
+    model_files = input_hashes(model_inputs(cfg.backend.model))  # a model retrained in place gets new rollouts
+    inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else [])) | model_files
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return SampleResult(out, read_manifest(out)["counts"], skipped=True)
+    check_output_folder(out, STAGE)
+    model_hash = sha256_json(sorted(model_files.values()))
     df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
     if df.height == 0:
         raise UserError(f"{cfg.pairs}: no pairs to sample")
@@ -95,7 +99,8 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     lazy = LazyBackend(cfg.backend, backend)
 
     def key_of(i: int, part: list) -> dict:
-        return {"config": resolved, "scale": scale.to_dict(), "prompts": [p for _, p in part], "pairs": [r[C.PAIR_ID] for r, _ in part]}
+        return {"config": resolved, "scale": scale.to_dict(), "prompts": [p for _, p in part], "pairs": [r[C.PAIR_ID] for r, _ in part],
+                "grades": [int(r[C.GRADE]) for r, _ in part], "model": model_hash}
 
     def work(i: int, part: list) -> pl.DataFrame:
         sampling = SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
@@ -110,6 +115,7 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         pl.Series(C.PROMPT, prompts, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))),
         pl.Series(C.RULE_TEXTS, rules, dtype=pl.List(pl.String)),  # the teacher of make-prefs gets the same rules
     )
+    mark_incomplete(out, STAGE)
     write_parquet(rollouts, out / ROLLOUTS_FILE)
     write_parquet(prompt_table, out / PROMPTS_FILE)
     from toolkit.passk import passk_report

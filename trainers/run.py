@@ -19,7 +19,7 @@ from typing import Callable
 from toolkit import lineage
 from toolkit.errors import UserError, missing_extra
 from toolkit.grades import GradeScale
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, model_inputs, read_manifest, up_to_date_line, write_manifest
 from trainers.config import TrainConfig, check_fields, config_class
 
 log = logging.getLogger(__name__)
@@ -108,12 +108,6 @@ def load_tokenizer(model_id: str):
         return AutoTokenizer.from_pretrained(model_id)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load the tokenizer of model {model_id!r}: {first_line(e)}") from None
-
-
-def model_inputs(model_id: str) -> list[str]:
-    """A local model folder's files count as inputs (its hash changes when it is retrained)."""
-    p = Path(model_id)
-    return [str(p)] if p.is_dir() else []
 
 
 def prompt_record(cfg: TrainConfig, data_file: Path) -> dict | None:
