@@ -95,6 +95,9 @@ def test_cli_run_prints_summary_table(cli, tmp_path, repo):
         ("out: o\nstages:\n  - {name: a, run: split, args: ['{b}']}\n", "refers to {b}"),
         ("out: o\nstages:\n  - {name: a, run: ingest}\n  - {name: a, run: ingest}\n", "used twice"),
         ("out: o\nstages:\n  - {name: a, run: ingest, optionz: {}}\n", "unknown field(s) optionz"),
+        ("out: o\nstages:\n  - {name: a, run: ingestt}\n", "`toolkit ingestt`, which is not a toolkit command"),
+        ("out: o\nstages:\n  - {name: a, run: train}\n", "name one of its commands: sft, dpo, grpo, baseline"),
+        ("out: o\nstages:\n  - {name: a, run: stats}\n", "writes no output folder (it has no -o); add `out: false`"),
     ],
 )
 def test_bad_pipeline_files(cli, tmp_path, text, msg):

@@ -105,3 +105,11 @@ def test_a_pairs_file_keeps_its_folders_grade_scale(cli, repo, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert read_manifest(tmp_path / "splits")["grade_scale"]["name"] == "three"
     assert "Exact" in r.stdout.splitlines()[0] and "Excellent" not in r.stdout
+
+
+def test_no_rows_is_a_one_line_error_and_writes_nothing(cli, repo, tmp_path):
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    empty = tmp_path / "zero.parquet"
+    pl.read_parquet(tmp_path / "pairs/pairs.parquet").head(0).write_parquet(empty)
+    r = cli("split", empty, "-o", tmp_path / "splits")
+    assert r.exit_code == 2 and "no pairs to split (0 rows)" in r.stderr and not (tmp_path / "splits").exists()

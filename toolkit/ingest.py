@@ -171,7 +171,8 @@ def build_pairs(cfg: IngestConfig) -> tuple[pl.DataFrame, dict, F.Loaded]:
     df = loaded.frame.with_columns([_clean_text(c) for c in F.RAW_COLUMNS if c != C.RAW_LABEL])
     counts: dict = {"rows_read": df.height}
     if df.height == 0:
-        raise UserError(f"{loaded.main}: no rows after reading (filters: locale/version); nothing to ingest")
+        where = " (after the --esci-locale / --esci-version filters)" if cfg.format == "esci" else ""
+        raise UserError(f"{loaded.main}: no data rows{where}; nothing to ingest — check the file")
 
     # Grades: map each distinct source label once.
     labels = df.select(pl.col(C.RAW_LABEL).unique()).to_series().to_list()

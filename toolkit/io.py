@@ -181,7 +181,9 @@ def read_pairs(path: "str | Path", required: list[str] | None = None) -> pl.Data
     if missing:
         raise UserError(
             f"{path}: column(s) {', '.join(missing)} missing; found: {', '.join(df.columns)}; "
-            "pass the output of `toolkit ingest` (canonical pairs)"
+            + ("pass predictions (the output of `toolkit score` or `toolkit train baseline`)" if C.GRADE_PROBS in need
+               else "pass the output of the stage that writes these columns" if required is not None
+               else "pass the output of `toolkit ingest` (canonical pairs)")
         )
     return df
 

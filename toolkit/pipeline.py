@@ -87,6 +87,7 @@ class Pipeline:
             for r in st.refs():
                 if r not in seen:
                     raise UserError(f"{path}: stage {st.name!r} refers to {{{r}}}, which is not an earlier stage")
+            _check_command(path, st)
             seen.add(st.name)
             stages.append(st)
         return cls(Path(data.get("out", "out/pipeline")), stages, path)
@@ -113,6 +114,24 @@ class Pipeline:
         if st.out:
             argv += ["-o", str(self.folder(st.name))]
         return argv
+
+
+def _check_command(path: Path, st: Stage) -> None:
+    """`run:` names a toolkit command; one that writes no folder needs `out: false`."""
+    import click
+
+    from toolkit.cli import cli
+
+    cmd = cli
+    for word in st.run.split():
+        sub = cmd.commands.get(word) if isinstance(cmd, click.Group) else None
+        if sub is None:
+            raise UserError(f"{path}: stage {st.name!r} runs `toolkit {st.run}`, which is not a toolkit command; see `toolkit --help`")
+        cmd = sub
+    if isinstance(cmd, click.Group):
+        raise UserError(f"{path}: stage {st.name!r} runs `toolkit {st.run}`; name one of its commands: {', '.join(cmd.commands)}")
+    if st.out and "out" not in {p.name for p in cmd.params}:
+        raise UserError(f"{path}: stage {st.name!r}: `toolkit {st.run}` writes no output folder (it has no -o); add `out: false` to the stage")
 
 
 def _record(folder: Path) -> dict | None:

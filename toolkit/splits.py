@@ -144,6 +144,8 @@ def split(cfg: SplitConfig) -> SplitResult:
     if not cfg.force and is_up_to_date(out, "split", resolved, inputs):
         return SplitResult(out, read_manifest(out)["counts"], skipped=True)
     df = read_pairs(cfg.input)
+    if df.height == 0:
+        raise UserError(f"{cfg.input}: no pairs to split (0 rows); pass the output of `toolkit ingest`")
     df = assign_splits(df, cfg.fractions, cfg.seed)
     counts = {"rows": df.height, "queries": df[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique(), "splits": {}}
     src = Path(cfg.input)
