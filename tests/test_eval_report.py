@@ -11,6 +11,8 @@ import sys
 import polars as pl
 import pytest
 
+from checks import one_line_error
+
 # Six rows, taosr4 (order 4,3,2,1). argmax grades 4,3,3,2,2,4 against gold 4,4,3,3,2,1:
 # the fixture of test_metrics.py -> macro-F1 5/12 = 0.4167, accuracy 0.5.
 PROBS = [
@@ -45,14 +47,6 @@ def _write(path, **cols):
 @pytest.fixture
 def preds(tmp_path):
     return _write(tmp_path / "preds.parquet")
-
-
-def _one_line_error(r, *needles):
-    assert r.exit_code != 0
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def test_eval_writes_report_metrics_and_plots(cli, preds, tmp_path):
@@ -195,20 +189,20 @@ def test_tier_fit_to_a_target_good_rate_and_custom_tiers(cli, preds, tmp_path):
     ("wrong scale", {}, ["--scale", "three"], ["gold grade 4 is not on scale `three`"]),
     ("probs for another scale", {"grade": [3, 3, 2, 2, 1, 1]}, ["--scale", "three"], ["grade_probs has 4 numbers; need 3"]),
 ])
-def test_bad_input_is_a_one_line_error(cli, tmp_path, case, cols, args, needles):
+def test_bad_input_is_aone_line_error(cli, tmp_path, case, cols, args, needles):
     p = _write(tmp_path / "preds.parquet", **cols)
     out = tmp_path / "eval"
-    _one_line_error(cli("eval", "--predictions", p, "-o", out, *args), *needles)
+    one_line_error(cli("eval", "--predictions", p, "-o", out, *args), *needles)
     assert not out.exists()
 
 
 def test_tier_errors_are_one_line(cli, preds, tmp_path):
-    _one_line_error(cli("tier", "fit", "--predictions", preds, "-o", tmp_path / "t", "--objective", "good-rate"),
+    one_line_error(cli("tier", "fit", "--predictions", preds, "-o", tmp_path / "t", "--objective", "good-rate"),
                     "--objective good-rate needs --target-good-rate")
-    _one_line_error(cli("tier", "apply", "--predictions", preds, "--rule", tmp_path / "none", "-o", tmp_path / "x"),
+    one_line_error(cli("tier", "apply", "--predictions", preds, "--rule", tmp_path / "none", "-o", tmp_path / "x"),
                     "no such file or folder")
-    _one_line_error(cli("tier", "fit", "--predictions", preds, "-o", tmp_path / "t", "--tiers", "Good=4,3;Bad=1"), "missing [2]")
-    _one_line_error(cli("eval", "-o", tmp_path / "e"), "pass --predictions FILE")
+    one_line_error(cli("tier", "fit", "--predictions", preds, "-o", tmp_path / "t", "--tiers", "Good=4,3;Bad=1"), "missing [2]")
+    one_line_error(cli("eval", "-o", tmp_path / "e"), "pass --predictions FILE")
 
 
 def test_evaluate_accepts_an_in_memory_frame(tmp_path):

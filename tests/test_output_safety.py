@@ -12,18 +12,11 @@ Run: .venv/bin/python -m pytest tests/test_output_safety.py -q
 import polars as pl
 import pytest
 
+from checks import one_line_error
 from rollouts_data import write_rollouts
 from toolkit import columns as C
 from toolkit.io import mark_incomplete, read_manifest
 from toolkit.pipeline import Pipeline, run_pipeline
-
-
-def _one_line_error(r, *needles):
-    assert r.exit_code == 2, r.stdout
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def test_o_never_replaces_a_folder_the_toolkit_did_not_write(cli, repo, tmp_path):
@@ -31,8 +24,8 @@ def test_o_never_replaces_a_folder_the_toolkit_did_not_write(cli, repo, tmp_path
     mine.mkdir()
     (mine / "notes.txt").write_text("important")
     (mine / "p.jsonl").write_text((repo / "demo/pairs.jsonl").read_text())
-    _one_line_error(cli("ingest", repo / "demo/pairs.jsonl", "-o", mine), "was not written by the toolkit", "notes.txt")
-    _one_line_error(cli("ingest", mine / "p.jsonl", "-o", mine), "was not written by the toolkit")  # the input's own folder
+    one_line_error(cli("ingest", repo / "demo/pairs.jsonl", "-o", mine), "was not written by the toolkit", "notes.txt")
+    one_line_error(cli("ingest", mine / "p.jsonl", "-o", mine), "was not written by the toolkit")  # the input's own folder
     assert (mine / "notes.txt").read_text() == "important" and (mine / "p.jsonl").exists()
     assert cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "empty").exit_code == 0  # new or empty folders are fine
     assert cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "empty", "--drop-invalid").exit_code == 0  # its own output: replaced
@@ -41,12 +34,12 @@ def test_o_never_replaces_a_folder_the_toolkit_did_not_write(cli, repo, tmp_path
 def test_o_never_replaces_another_stages_output(cli, repo, tmp_path):
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     before = (tmp_path / "pairs/pairs.parquet").read_bytes()
-    _one_line_error(cli("split", tmp_path / "pairs", "-o", tmp_path / "pairs"), "holds the output of `toolkit ingest`", "`toolkit split`")
+    one_line_error(cli("split", tmp_path / "pairs", "-o", tmp_path / "pairs"), "holds the output of `toolkit ingest`", "`toolkit split`")
     assert (tmp_path / "pairs/pairs.parquet").read_bytes() == before and read_manifest(tmp_path / "pairs")["stage"] == "ingest"
-    _one_line_error(cli("score", tmp_path / "pairs", "--model", tmp_path / "nowhere", "-o", tmp_path / "pairs"), "holds the output of `toolkit ingest`")
+    one_line_error(cli("score", tmp_path / "pairs", "--model", tmp_path / "nowhere", "-o", tmp_path / "pairs"), "holds the output of `toolkit ingest`")
     rollouts = write_rollouts(tmp_path / "r", {"a": (4, [4, 1]), "b": (2, [1, 1])})
     files = sorted(p.name for p in rollouts.iterdir())
-    _one_line_error(cli("passk", rollouts, "-o", rollouts), "holds the output of `toolkit sample`")
+    one_line_error(cli("passk", rollouts, "-o", rollouts), "holds the output of `toolkit sample`")
     assert sorted(p.name for p in rollouts.iterdir()) == files
 
 
