@@ -20,7 +20,7 @@ import polars as pl
 from retrieval_index.index import RuleIndex
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, read_parquet, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, read_parquet, up_to_date_line, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
             write_parquet(df.with_columns(part), tmp / (f.stem + ".parquet"))
             start += df.height
         extra = {"index_model_id": index.model_id, "index_fingerprint": index.manifest.get("fingerprint")}
-        upstream = read_manifest(src if src.is_dir() else src.parent)
+        upstream = manifest_of(src)
         if upstream and "grade_scale" in upstream:  # the pairs' scale travels on (3- and 5-grade data)
             extra["grade_scale"] = upstream["grade_scale"]
         write_manifest(tmp, STAGE, resolved, inputs, counts, extra)

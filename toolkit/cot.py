@@ -28,10 +28,10 @@ import polars as pl
 from toolkit import columns as C
 from toolkit import lineage
 from toolkit import parsing as P
-from toolkit.cot_filters import STEP_NAMES, FilterConfig, NearDuplicates, check
+from toolkit.cot_filters import FilterConfig, NearDuplicates, check
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import (StageConfig, check_output_folder, input_hashes, mark_incomplete, model_inputs, read_manifest, read_pairs, sha256_json,
+from toolkit.io import (StageConfig, check_output_folder, input_hashes, manifest_of, mark_incomplete, model_inputs, read_pairs, sha256_json,
                         write_manifest, write_parquet)
 from toolkit.shards import ShardRun, run_shards
 from toolkit.prompts import PromptBuilder
@@ -121,8 +121,7 @@ def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int, pairs_path: st
     index = RuleIndex.load(index_dir)
     if C.RULE_IDS in df.columns:
         if pairs_path:
-            src = Path(pairs_path)
-            retrieved_from = (read_manifest(src if src.is_dir() else src.parent) or {}).get("index_fingerprint")
+            retrieved_from = (manifest_of(pairs_path) or {}).get("index_fingerprint")
             if retrieved_from and retrieved_from != index.manifest.get("fingerprint"):
                 log.warning("%s: the rule ids were retrieved from another build of the index than --index %s (rules edited since?); "
                             "the prompts get the texts of this build; rerun `toolkit retrieve` to match", pairs_path, index_dir)
@@ -230,7 +229,8 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     items = list(zip(rows, rules))
     lazy = LazyBackend(cfg.backend, backend)
     check_output_folder(out, STAGE)
-    teacher_hash = sha256_json(sorted(input_hashes(model_inputs(cfg.backend.model)).values()))  # a teacher folder changed in place
+    teacher_files = input_hashes(model_inputs(cfg.backend.model))  # a teacher folder changed in place gets new shards
+    teacher_hash = sha256_json(sorted(teacher_files.values()))
 
     def key_of(i: int, part: list) -> dict:
         return {"config": _output_config(resolved), "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part],
@@ -242,14 +242,15 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
 
     run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards", fresh=cfg.force)
     lazy.close()
-    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules))
+    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules), teacher_files)
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 _SCHEMA = {C.PRED_GRADE: pl.Int64, C.RATIONALE: pl.String, DROP_REASON: pl.String, C.COMPLETION: _MSG, C.PROMPT: _MSG}
 
 
-def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id: str, prompt_facts: dict) -> GenCotResult:
+def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id: str, prompt_facts: dict,
+            teacher_files: dict[str, str]) -> GenCotResult:
     allrows = run.read(out)
     kept = allrows.filter(pl.col(DROP_REASON).is_null())
     rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, DROP_REASON)
@@ -264,7 +265,7 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
         "parsed": parsed.height, "shards_done": run.done, "shards_skipped": run.skipped,
         "kept_by_grade": {str(g): n for g, n in sft.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
     }
-    inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []) + model_inputs(cfg.backend.model))
+    inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else [])) | teacher_files
     final = {SFT_FILE: sft, REJECTS_FILE: rejects}
     mark_incomplete(out, STAGE)
     for name, frame in final.items():

@@ -75,6 +75,10 @@ class GradeScale:
                 return g
         return None
 
+    def same_grades(self, other: "GradeScale") -> bool:
+        """The same grade values and labels, best first (names may differ): data, models and rules fit together."""
+        return (self.labels, self.values) == (other.labels, other.values)
+
     def describe(self) -> str:
         return ", ".join(f"{g.label} {g.name}" for g in self.grades)
 

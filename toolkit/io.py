@@ -191,6 +191,9 @@ def read_pairs(path: "str | Path", required: list[str] | None = None) -> pl.Data
 # -- output -----------------------------------------------------------------
 
 
+SHARDS = "shards"  # the sharded stages' finished work, inside their output folder (toolkit.shards)
+
+
 def check_output_folder(out: "str | Path", stage: str | None = None) -> None:
     """Refuse an output folder whose contents a stage would destroy: a folder the toolkit did not
     write (no manifest.json; e.g. the input data), or the output of another stage (e.g. the input)."""
@@ -202,7 +205,7 @@ def check_output_folder(out: "str | Path", stage: str | None = None) -> None:
         return
     m = read_manifest(out)
     if m is None:
-        if all(p.name == "shards" for p in entries):
+        if all(p.name == SHARDS for p in entries):
             return  # the finished shards of an interrupted sharded stage
         raise UserError(f"{out}: this folder exists and was not written by the toolkit (no manifest.json; it holds "
                         f"{', '.join(sorted(p.name for p in entries)[:3])}{', ...' if len(entries) > 3 else ''}); pass another -o, or empty it first")
@@ -317,6 +320,12 @@ def write_manifest(out_dir: Path, stage: str, config: dict, inputs: dict[str, st
     (out_dir / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return manifest
+
+
+def manifest_of(path: "str | Path") -> dict | None:
+    """The manifest of a stage folder, or of the folder holding a file of one (e.g. pairs.parquet)."""
+    p = Path(path)
+    return read_manifest(p if p.is_dir() else p.parent)
 
 
 def mark_incomplete(out_dir: "str | Path", stage: str) -> None:

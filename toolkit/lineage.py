@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from toolkit.errors import UserError
-from toolkit.io import read_manifest
+from toolkit.io import manifest_of
 from toolkit.parsing import LABEL_FIRST, ORDERS
 
 __all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "warn_if_rules_missing"]
@@ -35,11 +35,9 @@ def recorded(path: "str | Path | None") -> dict | None:
     hub ids, `default` and folders made before the record existed."""
     if not path:
         return None
-    p = Path(path)
-    if not p.exists():
+    if not Path(path).exists():
         return None
-    m = read_manifest(p if p.is_dir() else p.parent)
-    rec = (m or {}).get(KEY)
+    rec = (manifest_of(path) or {}).get(KEY)
     return rec if isinstance(rec, dict) else None
 
 

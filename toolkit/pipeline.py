@@ -142,17 +142,16 @@ def _record(folder: Path) -> dict | None:
         return None
 
 
-def output_id(folder: Path) -> str | None:
+def output_id(manifest: dict | None) -> str | None:
     """What a stage folder holds, by its manifest (config fingerprint and output file hashes)."""
-    m = read_manifest(folder)
-    return sha256_json({"fingerprint": m.get("fingerprint"), "outputs": m.get("outputs")}) if m else None
+    return sha256_json({"fingerprint": manifest.get("fingerprint"), "outputs": manifest.get("outputs")}) if manifest else None
 
 
 def _holds_its_output(folder: Path, rec: dict) -> bool:
-    m = read_manifest(folder) or {}
-    if any(not (folder / name).is_file() for name in m.get("outputs", {})):
+    m = read_manifest(folder)
+    if m and any(not (folder / name).is_file() for name in m.get("outputs", {})):
         return False  # a file of the output was deleted
-    return "output" not in rec or rec["output"] == output_id(folder)  # records from before 2026-11-26 have no "output"
+    return "output" not in rec or rec["output"] == output_id(m)  # records from before 2026-11-26 have no "output"
 
 
 def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
@@ -201,7 +200,7 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
         if folder:
             if not folder.exists():
                 raise UserError(f"stage {st.name!r} ran but wrote no folder {folder}; does `toolkit {st.run}` take -o?")
-            record = {"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2), "output": output_id(folder)}
+            record = {"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2), "output": output_id(read_manifest(folder))}
             atomic_write_text(folder / RECORD, json.dumps(record))
         outcomes.append(StageOutcome(st.name, "ran", time.time() - t0, folder))
     return outcomes

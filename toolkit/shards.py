@@ -15,10 +15,9 @@ from typing import Callable
 
 import polars as pl
 
-from toolkit.io import sha256_json, write_parquet
+from toolkit.io import SHARDS, sha256_json, write_parquet
 from toolkit.progress import progress
 
-SHARDS = "shards"
 
 
 @dataclass

@@ -17,7 +17,7 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, up_to_date_line, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ def split(cfg: SplitConfig) -> SplitResult:
         raise UserError(f"{cfg.input}: no pairs to split (0 rows); pass the output of `toolkit ingest`")
     df = assign_splits(df, cfg.fractions, cfg.seed)
     counts = {"rows": df.height, "queries": df[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique(), "splits": {}}
-    src = Path(cfg.input)
-    upstream = read_manifest(src if src.is_dir() else src.parent)  # a folder, or a file in one (pairs.parquet)
+    upstream = manifest_of(cfg.input)  # a folder, or a file in one (pairs.parquet)
     extra = {"grade_scale": upstream["grade_scale"]} if upstream and "grade_scale" in upstream else {}
     with atomic_dir(out) as tmp:
         for name in cfg.fractions:

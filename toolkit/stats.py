@@ -9,13 +9,12 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale, get_scale
-from toolkit.io import read_manifest, read_pairs
+from toolkit.io import manifest_of, read_manifest, read_pairs
 
 
 def scale_of(path: "str | Path", default: "str | None" = None) -> GradeScale:
     """The grade scale recorded in a stage's manifest (or the default scale)."""
-    p = Path(path)
-    m = read_manifest(p if p.is_dir() else p.parent)
+    m = manifest_of(path)
     if m and "grade_scale" in m:
         return GradeScale.from_dict(m["grade_scale"])
     return get_scale(default)
@@ -29,7 +28,7 @@ def check_model_scale(scale: GradeScale, model: "str | Path | None", stage: str)
     if not m or "grade_scale" not in m:
         return
     theirs = GradeScale.from_dict(m["grade_scale"], where=str(model))
-    if (theirs.labels, theirs.values) != (scale.labels, scale.values):
+    if not theirs.same_grades(scale):
         raise UserError(f"{stage}: the model {model} was trained on grade scale `{theirs.name}` ({theirs.describe()}) but the pairs are on "
                         f"`{scale.name}` ({scale.describe()}); use a model trained on this scale, or ingest the pairs with --scale {theirs.name}")
 

@@ -19,7 +19,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line, write_manifest, write_parquet
 from toolkit.metrics import PROB_TOLERANCE, grade_indices
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,7 @@ def fit_tiers(cfg: TierFitConfig) -> TierResult:
     except UserError as e:
         raise UserError(f"{cfg.predictions}: {e}") from None
     rule, curve = fit_rule(probs, gold, scale, cfg.tiers, cfg.objective, cfg.target_good_rate)
-    src = Path(cfg.predictions)
-    scored_by = (read_manifest(src if src.is_dir() else src.parent) or {}).get("model")  # the model whose probabilities β fits
+    scored_by = (manifest_of(cfg.predictions) or {}).get("model")  # the model whose probabilities β fits
     rule.dev.update({"input": cfg.predictions, "split": cfg.split, "model": scored_by})
     grid = np.linspace(0.0, 1.0, int(cfg.grid))
     f1, good = curve.at(grid)
@@ -139,11 +138,10 @@ def apply_tiers(cfg: TierApplyConfig) -> TierResult:
     if not cfg.force and is_up_to_date(out, "tier apply", resolved, inputs):
         return TierResult(out, read_manifest(out)["counts"], skipped=True, stage="tier apply")
     rule = TierRule.load(rule_path)
-    src = Path(cfg.predictions)
-    recorded = (read_manifest(src if src.is_dir() else src.parent) or {}).get("grade_scale")
+    recorded = (manifest_of(cfg.predictions) or {}).get("grade_scale")
     if recorded:
         theirs = GradeScale.from_dict(recorded, where=str(cfg.predictions))
-        if (theirs.labels, theirs.values) != (rule.scale.labels, rule.scale.values):
+        if not theirs.same_grades(rule.scale):
             raise UserError(f"{cfg.predictions}: the predictions are on grade scale `{theirs.name}` ({theirs.describe()}) but the tier rule "
                             f"{rule_path} is for `{rule.scale.name}` ({rule.scale.describe()}); fit a rule on predictions of this scale")
     df = load_frame(cfg.predictions, [C.GRADE_PROBS], cfg.split)

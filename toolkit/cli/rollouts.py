@@ -63,7 +63,9 @@ def passk(rollouts, out, plot, scale, force):
 
 def rules_of(row: dict) -> list[str] | None:
     """The rules the policy saw for this pair (`toolkit sample` keeps them beside each prompt)."""
-    return row.get("rule_texts") or None
+    from toolkit import columns as C
+
+    return row.get(C.RULE_TEXTS) or None
 
 
 class _Teacher:

@@ -48,7 +48,7 @@ def resolve_scale(cfg: ServeConfig, rule) -> GradeScale:
             model_scale = GradeScale.from_dict(m["grade_scale"], where=str(cfg.model))
     chosen = get_scale(cfg.scale) if cfg.scale else (rule.scale if rule else (model_scale or get_scale(None)))
     for other, where in ((rule.scale if rule else None, f"tier rule {cfg.tiers}"), (model_scale, f"checkpoint {cfg.model}")):
-        if other is not None and (other.labels, other.values) != (chosen.labels, chosen.values):
+        if other is not None and not other.same_grades(chosen):
             raise UserError(
                 f"grade scale `{chosen.name}` ({chosen.describe()}) does not match the {where} (`{other.name}`: {other.describe()}); "
                 "pass the matching --scale, tier rule and checkpoint"
