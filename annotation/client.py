@@ -3,7 +3,7 @@
 The URL and key come from flags, else from ARGILLA_API_URL / ARGILLA_API_KEY. Before any work
 the server is asked for its version and for the key's user, so a server that is down or a wrong
 key fails at once with one line, before anything is written. Errors of the connection while a
-command runs become one line too (`argilla_errors`).
+command runs become one line too (`argilla_errors`), with the API key masked.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.errors import UserError, missing_extra, redact
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def check_server(conn: Connection) -> str:
                 raise UserError(f"{conn.api_url} does not look like an Argilla 2 server (GET /api/v1/version: HTTP {status.status_code}); check {URL_ENV} / --api-url")
             me = http.get("/api/v1/me", headers={"X-Argilla-Api-Key": conn.api_key})
     except httpx.TransportError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = _reason(e, conn)
         raise UserError(f"cannot reach the Argilla server at {conn.api_url} ({reason}); check {URL_ENV} / --api-url, or {LOCAL_HINT}") from None
     if me.status_code in (401, 403):
         raise UserError(f"the Argilla server at {conn.api_url} rejected the API key (HTTP {me.status_code}); check {KEY_ENV} / --api-key")
@@ -111,4 +111,11 @@ def argilla_errors(conn: Connection, doing: str) -> Iterator[None]:
             raise UserError(
                 f"the Argilla user of this API key may not do this ({doing}: HTTP {code}); use an owner or admin key of the workspace"
             ) from None
-        raise
+        raise UserError(f"the Argilla server at {conn.api_url} refused a request while {doing} (HTTP {code}: {_reason(e, conn)}); check the server's log") from None
+
+
+def _reason(e: Exception, conn: Connection) -> str:
+    """The first line of an exception's text, the API key masked before the cut to 200 characters."""
+    text = redact(str(e), [conn.api_key]).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line[:200] + ("…" if len(line) > 200 else "")

@@ -138,6 +138,27 @@ def test_serve_help_loads_no_web_or_model_stack():
     assert out.strip().splitlines()[-1] == "[]"
 
 
+def test_docs_page_loads_its_js_and_css_from_the_app_not_a_cdn():
+    import re
+    from types import SimpleNamespace
+
+    pytest.importorskip("fastapi_offline")
+    from fastapi.testclient import TestClient
+
+    from toolkit.serving.app import create_app
+    from toolkit.serving.config import ServeConfig
+
+    client = TestClient(create_app(SimpleNamespace(score=None), ServeConfig()))  # no lifespan: no model is loaded
+    for page, kinds in (("/docs", {"js", "css"}), ("/redoc", {"js"})):
+        html = client.get(page).text
+        assert not re.search(r"https?://", html) and "cdn.jsdelivr.net" not in html and "unpkg" not in html, (page, html)
+        assets = re.findall(r"""(?:src|href)=["']([^"']+\.(js|css))["']""", html)
+        assert {kind for _, kind in assets} == kinds, (page, html)
+        for url, _ in assets:
+            r = client.get(url)
+            assert r.status_code == 200 and len(r.content) > 10_000, (url, r.status_code, len(r.content))
+
+
 # -- shared-prefix scoring -------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.errors import UserError, missing_extra, redact
 from toolkit.io import MANIFEST, CONFIG, read_manifest
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,24 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> str:
     except Exception as e:  # network, auth, permissions: one line with the cause
         if isinstance(e, UserError):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = redact(str(e), _tokens(cfg, api)).strip()  # masked before the cut
+        msg = msg.splitlines()[0] if msg else type(e).__name__
         raise UserError(f"upload to {cfg.repo_id} failed: {msg[:200]}; check the token in ${cfg.token_env} and your network") from None
     return str(getattr(info, "commit_url", info))
+
+
+def _tokens(cfg: PushConfig, api) -> list:
+    """Every Hub token this upload may have sent: the environment's, the client's and the local login's."""
+    import os
+
+    tokens = [os.environ.get(cfg.token_env), os.environ.get("HF_TOKEN"), getattr(api, "token", None)]
+    try:
+        from huggingface_hub import get_token
+
+        tokens.append(get_token())
+    except Exception:  # not installed, or no readable login
+        pass
+    return [t for t in tokens if isinstance(t, str)]
 
 
 def push(cfg: PushConfig, api=None) -> tuple[Path, str | None]:

@@ -35,7 +35,7 @@ import os
 import random
 import re
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.errors import UserError, missing_extra, redact
 from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax, merge_generations
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class OpenAIBackend:
                                  limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
 
     def _mask(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        return redact(text, [self._key])
 
     async def _request(self, client, method: str, url: str, body: dict | None = None, retry: bool = True):
         """One request with retries; returns the response JSON or raises a one-line UserError."""
@@ -140,7 +140,7 @@ class OpenAIBackend:
                     except ValueError:
                         why = "HTTP 200 with a body that is not JSON"
                 else:
-                    why = f"HTTP {r.status_code}: {self._mask(_server_message(r))}"
+                    why = f"HTTP {r.status_code}: {_server_message(r, [self._key])}"
                     if not (r.status_code in RETRY_STATUS or r.status_code >= 500):
                         hint = HINTS.get(r.status_code, "")
                         if r.status_code == 400 and (body or {}).get("n", 1) > 1:
@@ -295,13 +295,14 @@ class OpenAIBackend:
         return out
 
 
-def _server_message(r) -> str:
-    """The first line of the server's error message (JSON `error.message` / `message` / `detail`, or the text)."""
+def _server_message(r, secrets=()) -> str:
+    """The server's error message (JSON `error.message` / `message` / `detail`, or the text) on one line,
+    `secrets` masked, then cut to 200 characters (masked first: a cut could leave part of a key)."""
     try:
         data = r.json()
         err = data.get("error", data) if isinstance(data, dict) else data
         msg = err.get("message") or err.get("detail") or str(err) if isinstance(err, dict) else str(err)
     except ValueError:
         msg = r.text
-    msg = " ".join(str(msg).split())
+    msg = " ".join(redact(msg, secrets).split())
     return (msg[:200] + "…") if len(msg) > 200 else (msg or r.reason_phrase or "no detail")

@@ -1,5 +1,7 @@
 """The HTTP service (FastAPI on uvicorn): `POST /v1/score`, `/healthz`, `/readyz`, `/docs`.
 
+`/docs` (Swagger UI) and `/redoc` load their JS and CSS from the app (fastapi-offline), not a CDN.
+
 Life cycle: the server answers `/healthz` at once; the model loads and warms up on the model
 thread in the background, and `/readyz` (and scoring) answer 503 until it is ready. On SIGTERM
 or Ctrl-C uvicorn stops accepting connections and waits (up to `graceful_timeout_s`) for the
@@ -25,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from toolkit import __version__
@@ -85,7 +88,7 @@ def create_app(judge: Judge, cfg: ServeConfig, on_fatal=None) -> FastAPI:
         judge.close()
         log.info("stopped")
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="toolkit serve: TaoSR1 relevance judge",
         version=__version__,
         description=(

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 def _imports():
     try:
         import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401
         import uvicorn
     except ImportError as e:
         raise missing_extra("serve", e.name or "fastapi") from None
