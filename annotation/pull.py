@@ -32,7 +32,7 @@ from annotation.push import DEFAULT_WORKSPACE, check_name, default_dataset
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import get_scale
-from toolkit.io import atomic_dir, input_hashes, read_manifest, sha256_json, write_manifest, write_parquet
+from toolkit.io import atomic_dir, input_hashes, read_manifest, sha256_json, write_manifest, write_parquet, writes_output
 from toolkit.progress import progress
 from toolkit.stats import scale_of
 
@@ -140,6 +140,7 @@ def _remove_stale_tmp(out: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@writes_output("review-pull")
 def pull(cfg: PullConfig) -> PullResult:
     spec = S.get_kind(cfg.kind)
     df, names = read_rows(spec, cfg.input)

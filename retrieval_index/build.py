@@ -20,7 +20,7 @@ from retrieval_index.snippets import Snippet, load_snippets
 from retrieval_index.store import METRIC, IndexSpec, build_faiss, write_faiss
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet, writes_output
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ def cached_vectors(out: Path, model_id: str, dim: int) -> tuple[dict[str, int], 
     return {h: i for i, h in enumerate(hashes)}, vectors
 
 
+@writes_output(STAGE)
 def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
     """Load, embed (only what changed) and index the snippets of `cfg.sources` into `cfg.out`."""
     from retrieval_index.embedder import encode_in_chunks, load_embedder, resolve_model

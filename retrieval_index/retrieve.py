@@ -20,7 +20,9 @@ import polars as pl
 from retrieval_index.index import RuleIndex
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, read_parquet, up_to_date_line, write_manifest, write_parquet
+from toolkit.pairs import validate_pairs
+from toolkit.stats import scale_of
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, read_parquet, up_to_date_line, write_manifest, write_parquet, writes_output
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,7 @@ def _input_files(path: Path) -> list[Path]:
     return [path]
 
 
+@writes_output(STAGE)
 def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
     """Add rule (and knowledge) ids and scores to every pair; keeps the input's file layout (one file per split).
 
@@ -175,12 +178,14 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return RetrieveResult(out, read_manifest(out)["counts"], skipped=True)
     index = RuleIndex.load(cfg.index, cfg.model, embedder=embedder)
+    scale = scale_of(cfg.input)
     frames = []
     for f in files:
         df = read_parquet(f) if f.suffix == ".parquet" else read_pairs(f, [C.QUERY, C.TITLE])
         missing = [c for c in (C.QUERY, C.TITLE) if c not in df.columns]
         if missing:
             raise UserError(f"{f}: column(s) {', '.join(missing)} missing; found: {', '.join(df.columns)}; pass canonical pairs from `toolkit ingest`")
+        df, _ = validate_pairs(df, scale, str(f))
         frames.append(df.drop([c for c in (C.RULE_IDS, C.RULE_SCORES, C.KNOWLEDGE_IDS, C.KNOWLEDGE_SCORES) if c in df.columns]))
     every = pl.concat(frames, how="diagonal_relaxed")
     queries, titles = every[C.QUERY].fill_null("").to_list(), every[C.TITLE].fill_null("").to_list()

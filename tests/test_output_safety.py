@@ -25,7 +25,7 @@ def test_o_never_replaces_a_folder_the_toolkit_did_not_write(cli, repo, tmp_path
     (mine / "notes.txt").write_text("important")
     (mine / "p.jsonl").write_text((repo / "demo/pairs.jsonl").read_text())
     one_line_error(cli("ingest", repo / "demo/pairs.jsonl", "-o", mine), "was not written by the toolkit", "notes.txt")
-    one_line_error(cli("ingest", mine / "p.jsonl", "-o", mine), "was not written by the toolkit")  # the input's own folder
+    one_line_error(cli("ingest", mine / "p.jsonl", "-o", mine), "-o is or holds the input")  # the input's own folder
     assert (mine / "notes.txt").read_text() == "important" and (mine / "p.jsonl").exists()
     assert cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "empty").exit_code == 0  # new or empty folders are fine
     assert cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "empty", "--drop-invalid").exit_code == 0  # its own output: replaced
@@ -33,13 +33,16 @@ def test_o_never_replaces_a_folder_the_toolkit_did_not_write(cli, repo, tmp_path
 
 def test_o_never_replaces_another_stages_output(cli, repo, tmp_path):
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
-    before = (tmp_path / "pairs/pairs.parquet").read_bytes()
-    one_line_error(cli("split", tmp_path / "pairs", "-o", tmp_path / "pairs"), "holds the output of `toolkit ingest`", "`toolkit split`")
-    assert (tmp_path / "pairs/pairs.parquet").read_bytes() == before and read_manifest(tmp_path / "pairs")["stage"] == "ingest"
-    one_line_error(cli("score", tmp_path / "pairs", "--model", tmp_path / "nowhere", "-o", tmp_path / "pairs"), "holds the output of `toolkit ingest`")
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "other")
+    before = (tmp_path / "other/pairs.parquet").read_bytes()
+    one_line_error(cli("split", tmp_path / "pairs", "-o", tmp_path / "other"), "holds the output of `toolkit ingest`", "`toolkit split`")
+    assert (tmp_path / "other/pairs.parquet").read_bytes() == before and read_manifest(tmp_path / "other")["stage"] == "ingest"
+    one_line_error(cli("split", tmp_path / "pairs", "-o", tmp_path / "pairs"), "-o is or holds the input")  # the input itself
+    one_line_error(cli("score", tmp_path / "pairs", "--model", tmp_path / "nowhere", "-o", tmp_path / "other"), "holds the output of `toolkit ingest`")
     rollouts = write_rollouts(tmp_path / "r", {"a": (4, [4, 1]), "b": (2, [1, 1])})
     files = sorted(p.name for p in rollouts.iterdir())
-    one_line_error(cli("passk", rollouts, "-o", rollouts), "holds the output of `toolkit sample`")
+    one_line_error(cli("passk", rollouts, "-o", rollouts), "-o is or holds the input")
+    one_line_error(cli("passk", rollouts, "-o", tmp_path / "other"), "holds the output of `toolkit ingest`")
     assert sorted(p.name for p in rollouts.iterdir()) == files
 
 

@@ -1,11 +1,12 @@
-"""toolkit.shards.run_shards: finished shards are reused on rerun, redone with fresh=True (a stage's --force).
+"""toolkit.shards.run_shards: finished shards are reused on rerun, redone with fresh=True (a stage's --force);
+only shard files the toolkit recorded writing are ever deleted.
 
 Run: .venv/bin/python -m pytest tests/test_shards.py -q
 """
 
 import polars as pl
 
-from toolkit.shards import SHARDS, run_shards
+from toolkit.shards import RECORD, SHARDS, run_shards, written
 
 
 def _run(out, calls, **kw):
@@ -23,7 +24,21 @@ def test_rerun_reuses_shards_and_fresh_redoes_them(tmp_path):
     assert first.read(tmp_path)["x"].to_list() == [0, 1, 2, 3, 4]
     again = _run(tmp_path, calls)
     assert (again.done, again.skipped, len(calls)) == (0, 3, 3)
-    (tmp_path / SHARDS / "shard-99999-stale.parquet").write_bytes(b"")
+    (tmp_path / SHARDS / "shard-99999-mine.parquet").write_bytes(b"user's")  # not written by the toolkit
+    (tmp_path / SHARDS / "notes.txt").write_text("user's")
     fresh = _run(tmp_path, calls, fresh=True)
     assert (fresh.done, fresh.skipped, calls[3:]) == (3, 0, [0, 1, 2])
-    assert sorted(p.name for p in (tmp_path / SHARDS).iterdir()) == sorted(fresh.names)
+    assert sorted(p.name for p in (tmp_path / SHARDS).iterdir()) == sorted(fresh.names + ["shard-99999-mine.parquet", "notes.txt", RECORD])
+    assert (tmp_path / SHARDS / "notes.txt").read_text() == "user's"
+
+
+def test_stale_shards_are_removed_only_when_recorded(tmp_path):
+    calls = []
+    first = _run(tmp_path, calls)
+    old_name = first.names[0]
+    def work(i, part):
+        return pl.DataFrame({"x": [v * 10 for v in part]})
+    again = run_shards(tmp_path, list(range(5)), 2, lambda i, part: {"part": part, "v": 2}, work, "test shards")
+    names = {p.name for p in (tmp_path / SHARDS).iterdir()}
+    assert old_name not in names and set(again.names) <= names
+    assert written(tmp_path / SHARDS) == set(again.names)

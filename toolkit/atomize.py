@@ -23,7 +23,7 @@ from pathlib import Path
 
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import StageConfig, atomic_dir, input_hashes, sha256_file, write_manifest
+from toolkit.io import StageConfig, atomic_dir, input_hashes, sha256_file, write_manifest, writes_output
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ def _key(rule: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", rule.lower()).strip()
 
 
+@writes_output(STAGE)
 def atomize(cfg: AtomizeConfig, backend=None) -> AtomizeResult:
     src = Path(cfg.guideline)
     if not src.is_file():

@@ -31,10 +31,11 @@ from toolkit import parsing as P
 from toolkit.cot_filters import FilterConfig, NearDuplicates, check
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import (StageConfig, check_output_folder, input_hashes, manifest_of, mark_incomplete, model_inputs, read_pairs, sha256_json,
-                        write_manifest, write_parquet)
-from toolkit.shards import ShardRun, run_shards
+from toolkit.io import (StageConfig, atomic_write_text, input_hashes, manifest_of, mark_incomplete, model_inputs, sha256_json,
+                        write_manifest, write_parquet, writes_output)
+from toolkit.pairs import load_pairs
 from toolkit.prompts import PromptBuilder
+from toolkit.shards import ShardRun, run_shards
 from toolkit.stats import scale_of
 
 log = logging.getLogger(__name__)
@@ -93,20 +94,6 @@ class GenCotResult:
             f"({s['pairs_with_kept']} pairs); dropped: {drops}; teacher agreement {s['teacher_agreement']:.1%}; "
             f"shards {s['shards_done']} new, {s['shards_skipped']} reused -> {self.out / SFT_FILE}"
         )
-
-
-def load_pairs(path: str, split: str | None, limit: int | None) -> pl.DataFrame:
-    df = select_split(read_pairs(path), split, path)
-    return df.head(limit) if limit else df
-
-
-def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFrame:
-    """The rows of `split` when the pairs have splits; all rows when they have one split or none."""
-    if split and C.SPLIT in df.columns and (df[C.SPLIT] == split).any():
-        return df.filter(pl.col(C.SPLIT) == split)
-    if split and C.SPLIT in df.columns and df[C.SPLIT].n_unique() > 1:
-        raise UserError(f"{where}: no rows of split {split!r}; splits found: {sorted(set(df[C.SPLIT]))} — pass --split")
-    return df
 
 
 def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int, pairs_path: str | None = None) -> list[list[str]]:
@@ -213,6 +200,7 @@ def _output_config(resolved: dict) -> dict:
     return {**resolved, "backend": backend}
 
 
+@writes_output(STAGE)
 def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     out = Path(cfg.out)
     df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
@@ -228,7 +216,6 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     rows = df.to_dicts()
     items = list(zip(rows, rules))
     lazy = LazyBackend(cfg.backend, backend)
-    check_output_folder(out, STAGE)
     teacher_files = input_hashes(model_inputs(cfg.backend.model))  # a teacher folder changed in place gets new shards
     teacher_hash = sha256_json(sorted(teacher_files.values()))
 
@@ -240,6 +227,8 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
         result = generate_shard(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg, i)
         return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
 
+    lazy.check()
+    mark_incomplete(out, STAGE)  # the folder is ours from its first byte; complete when the manifest is written last
     run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards", fresh=cfg.force)
     lazy.close()
     return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules), teacher_files)
@@ -267,10 +256,9 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
     }
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else [])) | teacher_files
     final = {SFT_FILE: sft, REJECTS_FILE: rejects}
-    mark_incomplete(out, STAGE)
     for name, frame in final.items():
         write_parquet(frame, out / name)
-    (out / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    atomic_write_text(out / STATS_FILE, json.dumps(stats, indent=2))
     m = write_manifest(out, STAGE, resolved, inputs, stats, {"grade_scale": scale.to_dict(), "teacher": model_id, lineage.KEY: prompt_facts})
     log.info("gen-cot manifest %s", m["fingerprint"][:12])
     return GenCotResult(out, stats)

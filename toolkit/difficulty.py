@@ -33,7 +33,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit import lineage
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet, writes_output
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
 from toolkit.stats import scale_of
 
@@ -177,6 +177,7 @@ def _counts(pairs: pl.DataFrame, window: pl.DataFrame, grpo: pl.DataFrame, grade
     }
 
 
+@writes_output(STAGE)
 def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     """Write difficulty.parquet (every pair) and grpo.parquet (the GRPO training set); see the module docstring."""
     out = Path(cfg.out)

@@ -31,7 +31,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale, get_scale
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_pairs, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_pairs, up_to_date_line, write_manifest, write_parquet, writes_output
 from toolkit.metrics import PROB_TOLERANCE, UNPARSED, check_probs, classification_metrics, grade_indices, hallucination, reliability
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class EvalResult:
         return f"eval: {', '.join(parts)} -> {self.out}"
 
 
+@writes_output("eval")
 def evaluate(cfg: EvalConfig, predictions: pl.DataFrame | None = None, provenance: dict | None = None) -> EvalResult:
     """Evaluate a predictions file (cfg.predictions) or an in-memory predictions frame.
 

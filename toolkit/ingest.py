@@ -30,7 +30,8 @@ from toolkit import formats as F
 from toolkit.errors import UserError
 from toolkit.grades import GradeMapper, builtin_mapper, get_scale, parse_grade_map, parse_thresholds
 from toolkit.progress import progress
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest, write_parquet, writes_output
+from toolkit.pairs import MAX_FIELD_CHARS, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class IngestConfig:
     separator: str | None = None
     drop_invalid: bool = False
     on_conflict: str = "drop"  # the same pair given different grades: drop | majority | error
+    max_field_chars: int = MAX_FIELD_CHARS  # longer text fields are cut (counted); see toolkit.pairs
     columns: F.ColumnMap = field(default_factory=F.ColumnMap)
     esci_locale: str | None = "us"
     esci_version: str | None = None  # small | large | None (all)
@@ -62,6 +64,8 @@ class IngestConfig:
             raise UserError("no input given; pass a file (or a folder for --format esci/wands/homedepot)")
         if self.on_conflict not in ("drop", "majority", "error"):
             raise UserError(f"--on-conflict must be drop, majority or error; got {self.on_conflict!r}")
+        if self.max_field_chars < 1:
+            raise UserError(f"--max-field-chars must be at least 1; got {self.max_field_chars}")
         if self.esci_version not in (None, "small", "large"):
             raise UserError(f"--esci-version must be small or large; got {self.esci_version!r}")
         if isinstance(self.columns, dict):
@@ -187,6 +191,8 @@ def build_pairs(cfg: IngestConfig) -> tuple[pl.DataFrame, dict, F.Loaded]:
     df = _row_problem(cfg, loaded, df.with_columns((pl.col(C.QUERY) == "").alias("_bad")), "empty_query", C.QUERY, "fill in the query", counts)
     df = _row_problem(cfg, loaded, df.with_columns((pl.col(C.TITLE) == "").alias("_bad")), "empty_title", C.TITLE, "fill in the item title", counts)
 
+    df, cleaned = clean_text(df, str(loaded.main), cfg.max_field_chars)  # before the ids: a pair's id is the hash of the text kept
+    counts.update(cleaned)
     rows = progress(df.select(C.PAIR_ID_FIELDS).iter_rows(), total=df.height, desc="hashing pairs", unit="pair")
     ids = [pair_id(*r) for r in rows]
     df = df.with_columns(pl.Series(C.PAIR_ID, ids, dtype=pl.String))
@@ -244,6 +250,7 @@ def grade_counts(df: pl.DataFrame) -> dict[str, int]:
     return {str(g): n for g, n in vc.iter_rows()}
 
 
+@writes_output("ingest")
 def ingest(cfg: IngestConfig) -> IngestResult:
     out = Path(cfg.out)
     resolved = cfg.resolved()

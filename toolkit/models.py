@@ -44,12 +44,25 @@ def resolve_model(spec: str | None) -> str:
     if p.exists():
         if not p.is_dir() or not (p / "config.json").exists():
             raise UserError(f"{p}: not a model folder (no config.json); pass a folder saved by save_pretrained or a hub id")
+        check_model_config(p / "config.json")
         return str(p)
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise UserError(f"model {spec!r}: no such folder, and not a hub id (owner/name); check the path")
     if _offline():
         raise UserError(f"model {spec!r} is a hub id but the Hub is offline here (HF_HUB_OFFLINE=1); pass a local folder or `default`")
     return spec
+
+
+def check_model_config(path: Path) -> None:
+    """A model folder's config.json must be a JSON object: a damaged one fails here, before a stage writes anything."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); the model folder is damaged — re-save or re-copy it") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: holds a JSON {type(data).__name__}, not an object; the model folder is damaged — re-save or re-copy it")
 
 
 def _offline() -> bool:

@@ -43,7 +43,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit import lineage
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, up_to_date_line, write_manifest, write_parquet, writes_output
 from toolkit.parsing import LABEL_FIRST, OK, parse_answer
 from toolkit.progress import progress
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
@@ -372,6 +372,7 @@ def _teacher_table(prompts: pl.LazyFrame, kinds: pl.DataFrame, rejected: pl.Data
     return answers
 
 
+@writes_output(STAGE)
 def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> MakePrefsResult:
     """Build DPO preference pairs from a rollouts folder; see the module docstring for the rules."""
     out = Path(cfg.out)

@@ -19,8 +19,8 @@ from toolkit import lineage
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import (StageConfig, check_output_folder, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, sha256_json,
-                        up_to_date_line, write_manifest, write_parquet)
+from toolkit.io import (StageConfig, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, sha256_json,
+                        up_to_date_line, write_manifest, write_parquet, writes_output)
 from toolkit.parsing import LABEL_FIRST
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
@@ -77,6 +77,7 @@ class SampleResult:
         )
 
 
+@writes_output(STAGE)
 def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     out = Path(cfg.out)
     resolved = cfg.resolved()
@@ -84,7 +85,6 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else [])) | model_files
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return SampleResult(out, read_manifest(out)["counts"], skipped=True)
-    check_output_folder(out, STAGE)
     model_hash = sha256_json(sorted(model_files.values()))
     df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
     if df.height == 0:
@@ -108,6 +108,8 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         gens = lazy.get().generate([p for _, p in part], sampling, scale.labels)
         return rollout_rows([r[C.PAIR_ID] for r, _ in part], [int(r[C.GRADE]) for r, _ in part], gens, scale, cfg.order)
 
+    lazy.check()
+    mark_incomplete(out, STAGE)  # the folder is ours from its first byte; complete when the manifest is written last
     run = run_shards(out, list(zip(rows, prompts)), cfg.shard_size, key_of, work, "sample shards", fresh=cfg.force)
     lazy.close()
     rollouts = run.read(out)
@@ -115,7 +117,6 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         pl.Series(C.PROMPT, prompts, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))),
         pl.Series(C.RULE_TEXTS, rules, dtype=pl.List(pl.String)),  # the teacher of make-prefs gets the same rules
     )
-    mark_incomplete(out, STAGE)
     write_parquet(rollouts, out / ROLLOUTS_FILE)
     write_parquet(prompt_table, out / PROMPTS_FILE)
     from toolkit.passk import passk_report

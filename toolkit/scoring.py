@@ -24,7 +24,7 @@ from toolkit import lineage
 from toolkit.cot import attach_rules, load_pairs
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import StageConfig, check_output_folder, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, write_manifest, write_parquet
+from toolkit.io import StageConfig, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, write_manifest, write_parquet, writes_output
 from toolkit.parsing import LABEL_FIRST, parse_answer
 from toolkit.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
@@ -101,13 +101,13 @@ def score_rows(backend, builder: PromptBuilder, rows: list[dict], rules: list[li
     )
 
 
+@writes_output(STAGE)
 def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     out = Path(cfg.out)
     resolved = cfg.resolved()
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []) + model_inputs(cfg.backend.model))
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return ScoreResult(out, read_manifest(out)["counts"], skipped=True)
-    check_output_folder(out, STAGE)
     df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
     if df.height == 0:
         raise UserError(f"{cfg.pairs}: no pairs to score")
@@ -125,10 +125,11 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     def work(i: int, part: list) -> pl.DataFrame:
         return score_rows(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg.mode, cfg.max_tokens)
 
+    lazy.check()
+    mark_incomplete(out, STAGE)  # the folder is ours from its first byte; complete when the manifest is written last
     run = run_shards(out, list(zip(rows, rules)), cfg.shard_size, key_of, work, "scoring shards", fresh=cfg.force)
     lazy.close()
     preds = run.read(out)
-    mark_incomplete(out, STAGE)
     write_parquet(preds, out / PREDICTIONS_FILE)
     acc = float((preds[C.PRED_GRADE] == preds[C.GRADE]).fill_null(False).mean())
     counts = {"pairs": preds.height, "mode": cfg.mode, "accuracy": acc, "shards_done": run.done, "shards_skipped": run.skipped}

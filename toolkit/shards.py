@@ -2,20 +2,19 @@
 a key of the stage's config and the shard's inputs, and skipped when a rerun finds it.
 
 A run killed at any moment leaves only complete shard files (plus, at most, a temporary file
-that is ignored); the rerun redoes the missing shards and ends with exactly the rows an
+that the next run removes); the rerun redoes the missing shards and ends with exactly the rows an
 uninterrupted run gives, provided the work of a shard is deterministic (seeded per shard).
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import polars as pl
 
-from toolkit.io import SHARDS, sha256_json, write_parquet
+from toolkit.io import SHARDS, atomic_write_text, fault_point, sha256_json, write_parquet
 from toolkit.progress import progress
 
 
@@ -30,26 +29,54 @@ class ShardRun:
         return pl.concat([pl.read_parquet(out / SHARDS / n) for n in self.names], how="vertical_relaxed")
 
 
+RECORD = ".written"  # inside shards/: the names of the shard files the toolkit wrote there, one a line
+
+
+def written(folder: Path) -> set[str]:
+    """The shard files the toolkit wrote in `folder` (its record); nothing else there is ever deleted."""
+    rec = folder / RECORD
+    return set(rec.read_text(encoding="utf-8").split()) if rec.exists() else set()
+
+
+def _record(folder: Path, name: str) -> None:
+    with open(folder / RECORD, "a", encoding="utf-8") as f:  # before the shard is written: a kill can leave a name without a file, never a file without its name
+        f.write(name + "\n")
+
+
+def _forget(folder: Path, names: set[str]) -> None:
+    """Delete recorded shard files in `names` and rewrite the record without them."""
+    ours = written(folder)
+    for name in sorted(names & ours):
+        (folder / name).unlink(missing_ok=True)
+    atomic_write_text(folder / RECORD, "".join(f"{n}\n" for n in sorted(ours - names)))
+
+
 def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], dict], work: Callable[[int, list], pl.DataFrame], desc: str,
                fresh: bool = False) -> ShardRun:
     """Run `work(i, items_of_shard_i)` for each shard not already on disk; remove stale shards.
-    `fresh` (a stage's --force) removes the finished shards first, so every shard is redone."""
+    `fresh` (a stage's --force) removes the finished shards first, so every shard is redone.
+    Only shard files the toolkit recorded writing are ever removed; other files in shards/ are left alone."""
     folder = Path(out) / SHARDS
-    if fresh:
-        shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        _forget(folder, written(folder))
     n = (len(items) + size - 1) // size
     names, done, skipped = [], 0, 0
+    recorded = written(folder)
     for i in progress(range(n), total=n, desc=desc, unit="shard"):
         part = items[i * size : (i + 1) * size]
         name = f"shard-{i:05d}-{sha256_json(key_of(i, part))[:16]}.parquet"
         names.append(name)
+        if name not in recorded:  # (a finished shard of a run before the record existed is named by its own key: ours too)
+            _record(folder, name)
+            recorded.add(name)
         if (folder / name).exists():
             skipped += 1
             continue
         write_parquet(work(i, part), folder / name)
+        fault_point("shard.written")
         done += 1
-    for stale in folder.glob("shard-*.parquet"):
-        if stale.name not in names:
-            stale.unlink()
+    stale = written(folder) - set(names)
+    if stale:
+        _forget(folder, stale)
     return ShardRun(names, done, skipped)

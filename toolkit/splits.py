@@ -17,7 +17,8 @@ import polars as pl
 
 from toolkit import columns as C
 from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, up_to_date_line, write_manifest, write_parquet, writes_output
+from toolkit.pairs import load_pairs
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +138,14 @@ class SplitResult:
         return f"split: {self.counts['rows']} pairs, {self.counts['queries']} queries -> {parts} in {self.out}"
 
 
+@writes_output("split")
 def split(cfg: SplitConfig) -> SplitResult:
     out = Path(cfg.out)
     inputs = input_hashes([cfg.input])
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, "split", resolved, inputs):
         return SplitResult(out, read_manifest(out)["counts"], skipped=True)
-    df = read_pairs(cfg.input)
+    df = load_pairs(cfg.input)
     if df.height == 0:
         raise UserError(f"{cfg.input}: no pairs to split (0 rows); pass the output of `toolkit ingest`")
     df = assign_splits(df, cfg.fractions, cfg.seed)

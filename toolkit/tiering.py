@@ -19,7 +19,7 @@ import polars as pl
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import GradeScale
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line, write_manifest, write_parquet
+from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line, write_manifest, write_parquet, writes_output
 from toolkit.metrics import PROB_TOLERANCE, grade_indices
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class TierResult:
         return f"{self.stage}: {text} -> {self.out}"
 
 
+@writes_output("tier fit")
 def fit_tiers(cfg: TierFitConfig) -> TierResult:
     from toolkit.cumpt import RULE_FILE, fit_rule
     from toolkit.evaluation import load_frame, probs_of, resolve_scale
@@ -127,6 +128,7 @@ class TierApplyConfig(StageConfig):
     force: bool = False
 
 
+@writes_output("tier apply")
 def apply_tiers(cfg: TierApplyConfig) -> TierResult:
     from toolkit.cumpt import RULE_FILE, TierRule
     from toolkit.evaluation import PREDICTIONS_FILE, load_frame, probs_of

@@ -20,10 +20,10 @@ from pathlib import Path
 import polars as pl
 
 from toolkit import columns as C
-from toolkit.cot import select_split
 from toolkit.errors import UserError, missing_extra
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet, writes_output
 from toolkit.metrics import grade_indices
+from toolkit.pairs import select_split, validate_pairs
 from toolkit.prompts import item_text
 from toolkit.stats import scale_of
 from trainers.config import BaselineConfig
@@ -63,14 +63,12 @@ def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
     return model
 
 
+@writes_output(lambda cfg: cfg.stage)
 def train_baseline(cfg: BaselineConfig) -> TrainResult:
     """Fine-tune the cross-encoder on the train split of `cfg.data`; predict every pair; write `cfg.out`."""
     out = Path(cfg.out)
-    df = read_pairs(cfg.data)
     scale = scale_of(cfg.data)
-    off = sorted(set(df[C.GRADE].drop_nulls().to_list()) - set(scale.values))
-    if off:
-        raise UserError(f"{cfg.data}: grade(s) {off} are not on scale `{scale.name}` (values: {scale.values})")
+    df, _ = validate_pairs(read_pairs(cfg.data), scale, str(cfg.data))
     model_path = base_model_path(cfg.model)
     inputs = input_hashes([cfg.data, model_path])
     resolved = cfg.resolved()

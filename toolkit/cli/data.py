@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from toolkit.cli.common import config_option
+from toolkit.pairs import MAX_FIELD_CHARS
 
 FORMAT_CHOICES = ["generic", "esci", "wands", "wands-binary", "homedepot", "crowdflower", "multicpr", "qbqtc"]
 
@@ -24,6 +25,8 @@ FORMAT_CHOICES = ["generic", "esci", "wands", "wands-binary", "homedepot", "crow
 @click.option("--source", help="Value of the `source` column (default: the format name, or the file name for generic).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input (e.g. latin-1 for the original Home Depot files).")
 @click.option("--separator", help="Field separator for CSV/TSV (default: sniffed from the header).")
+@click.option("--max-field-chars", type=int, default=MAX_FIELD_CHARS, show_default=True,
+              help="Cut text fields longer than this many characters (counted in the manifest; `attributes` loses whole keys).")
 @click.option("--drop-invalid", is_flag=True, help="Drop rows with an unknown grade, empty query/title or conflicting grades (counted) instead of failing.")
 @click.option("--on-conflict", type=click.Choice(["drop", "majority", "error"]), default="drop", show_default=True,
               help="The same pair given different grades: drop all its rows (counted), keep the majority grade, or fail.")
@@ -41,7 +44,7 @@ FORMAT_CHOICES = ["generic", "esci", "wands", "wands-binary", "homedepot", "crow
 @click.option("--esci-locale", default="us", show_default=True, help="[esci] keep this product_locale (us, es, jp); '' keeps all.")
 @click.option("--esci-version", type=click.Choice(["small", "large"]), help="[esci] keep only the small or large version's rows.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
-def ingest(inputs, out, format, scale, grade_map, thresholds, source, encoding, separator, drop_invalid, on_conflict, esci_locale, esci_version, force, **cols):
+def ingest(inputs, out, format, scale, grade_map, thresholds, source, encoding, separator, max_field_chars, drop_invalid, on_conflict, esci_locale, esci_version, force, **cols):
     """Turn relevance data into canonical pair records (Parquet).
 
     Each pair gets a stable id (a content hash of query and item), its gold grade on
@@ -67,7 +70,7 @@ def ingest(inputs, out, format, scale, grade_map, thresholds, source, encoding, 
     colmap = ColumnMap(**{k.removesuffix("_column"): v for k, v in cols.items()})
     cfg = IngestConfig(
         inputs=list(inputs), out=out, format=format, scale=scale, grade_map=grade_map, thresholds=thresholds,
-        source=source, encoding=encoding, separator=separator, drop_invalid=drop_invalid, on_conflict=on_conflict, columns=colmap,
+        source=source, encoding=encoding, separator=separator, drop_invalid=drop_invalid, on_conflict=on_conflict, columns=colmap, max_field_chars=max_field_chars,
         esci_locale=esci_locale or None, esci_version=esci_version, force=force,
     )
     result = run(cfg)

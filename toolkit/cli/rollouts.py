@@ -36,7 +36,7 @@ def passk(rollouts, out, plot, scale, force):
 
     from toolkit.errors import UserError
     from toolkit.grades import get_scale
-    from toolkit.io import atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest
+    from toolkit.io import atomic_dir, claim_output, input_hashes, is_up_to_date, up_to_date_line, write_manifest
     from toolkit.passk import FILES, passk_report
     from toolkit.rollouts import input_files, scan_rollouts
     from toolkit.stats import scale_of
@@ -50,13 +50,14 @@ def passk(rollouts, out, plot, scale, force):
         click.echo(f"passk: {report.summary()}")
         return
     inputs, config = input_hashes(input_files(rollouts)), {"rollouts": str(rollouts), "plot": plot, "scale": scale.name}
-    if not force and is_up_to_date(out, "passk", config, inputs):
-        click.echo((Path(out) / FILES[0]).read_text(encoding="utf-8").rstrip())
-        click.echo(up_to_date_line("passk", out))
-        return
-    with atomic_dir(out) as tmp:
-        report = passk_report(lf, scale, tmp, with_plot=plot)
-        write_manifest(tmp, "passk", config, inputs, {"pairs": report.pairs}, {"grade_scale": scale.to_dict()})
+    with claim_output(out, "passk", [rollouts]):
+        if not force and is_up_to_date(out, "passk", config, inputs):
+            click.echo((Path(out) / FILES[0]).read_text(encoding="utf-8").rstrip())
+            click.echo(up_to_date_line("passk", out))
+            return
+        with atomic_dir(out) as tmp:
+            report = passk_report(lf, scale, tmp, with_plot=plot)
+            write_manifest(tmp, "passk", config, inputs, {"pairs": report.pairs}, {"grade_scale": scale.to_dict()})
     click.echo(report.markdown)
     click.echo(f"passk: {report.summary()}; wrote {', '.join(p.name for p in report.files)} to {out}")
 

@@ -143,6 +143,14 @@ class LazyBackend:
     def __init__(self, cfg: BackendConfig, backend: GenerationBackend | None = None):
         self.cfg, self.backend, self.owned = cfg, backend, False
 
+    def check(self) -> None:
+        """Fail now, in one line, for a local model that cannot load (missing folder, no or damaged config.json):
+        a stage checks its model before it writes anything."""
+        if self.backend is None and self.cfg.kind in ("transformers", "vllm"):
+            from toolkit.models import resolve_model
+
+            resolve_model(self.cfg.model)
+
     def get(self) -> GenerationBackend:
         if self.backend is None:
             self.backend, self.owned = make_backend(self.cfg), True
