@@ -130,7 +130,11 @@ class RecordingHfApi:
     def upload_folder(self, **kw):
         from pathlib import Path
 
-        self.calls.append(("upload_folder", {**kw, "files": sorted(str(p.relative_to(kw["folder_path"])) for p in Path(kw["folder_path"]).rglob("*") if p.is_file())}))
+        from fnmatch import fnmatch
+
+        files = sorted(str(p.relative_to(kw["folder_path"])) for p in Path(kw["folder_path"]).rglob("*") if p.is_file())
+        files = [f for f in files if not any(fnmatch(f, pat) for pat in kw.get("ignore_patterns") or [])]  # as huggingface_hub filters
+        self.calls.append(("upload_folder", {**kw, "files": files}))
 
         class Info:
             commit_url = "https://huggingface.co/datasets/me/demo/commit/abc"
@@ -158,7 +162,7 @@ def test_push_builds_card_and_shards_and_makes_the_right_calls(cli, tmp_path, re
     # the requests: private dataset repo, then one folder upload
     (name1, kw1), (name2, kw2) = api.calls
     assert name1 == "create_repo" and kw1 == {"repo_id": "me/demo", "repo_type": "dataset", "private": True, "exist_ok": True}
-    assert name2 == "upload_folder" and kw2["repo_id"] == "me/demo" and kw2["repo_type"] == "dataset"
+    assert name2 == "upload_folder" and kw2["repo_id"] == "me/demo" and kw2["repo_type"] == "dataset" and kw2["ignore_patterns"] == [".toolkit-hub-build"]
     assert kw2["files"] == ["README.md", "data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet",
                             "data/validation-00000-of-00001.parquet", "toolkit/config.yaml", "toolkit/manifest.json"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import UserError, missing_extra, redact
-from toolkit.io import MANIFEST, CONFIG, read_manifest
+from toolkit.io import CONFIG, MANIFEST, check_output_path, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,24 @@ def _parquet_files(folder: Path) -> list[Path]:
     return files
 
 
+BUILD_MARK = ".toolkit-hub-build"  # in a folder `toolkit push` built: the next push may replace it
+
+
+def _replace_build_dir(out: Path, src: Path, given: bool) -> None:
+    """Empty the upload folder for a new build: only a folder push built before (its mark) or an empty one is replaced."""
+    if given:
+        check_output_path(out, [src])
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file, not a folder; pass another --build-dir")
+    if out.is_dir() and any(out.iterdir()) and not (out / BUILD_MARK).exists():
+        names = sorted(p.name for p in out.iterdir())
+        raise UserError(f"{out}: this folder exists and was not built by `toolkit push` (it holds {', '.join(names[:4])}"
+                        f"{', ...' if len(names) > 4 else ''}); pass another --build-dir, or empty it first")
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "data").mkdir(parents=True)
+    (out / BUILD_MARK).write_text("built by toolkit push; the next push replaces this folder\n", encoding="utf-8")
+
+
 def build_hub_folder(cfg: PushConfig) -> Path:
     """Assemble the exact files that will be uploaded; returns the folder."""
     import polars as pl
@@ -73,8 +91,7 @@ def build_hub_folder(cfg: PushConfig) -> Path:
     manifest = read_manifest(src) or {}
     stage = manifest.get("stage", "dataset")
     out = Path(cfg.build_dir) if cfg.build_dir else src / ".hub"
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "data").mkdir(parents=True)
+    _replace_build_dir(out, src, given=bool(cfg.build_dir))
     data_files, counts = [], {}
     files = _parquet_files(src)
     for p in files:
@@ -170,7 +187,7 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> str:
         api.create_repo(repo_id=cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
         info = api.upload_folder(
             repo_id=cfg.repo_id, repo_type="dataset", folder_path=str(folder),
-            commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit", delete_patterns=["data/*.parquet"],
+            commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit", delete_patterns=["data/*.parquet"], ignore_patterns=[BUILD_MARK],
         )
     except Exception as e:  # network, auth, permissions: one line with the cause
         if isinstance(e, UserError):

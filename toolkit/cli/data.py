@@ -13,7 +13,7 @@ FORMAT_CHOICES = ["generic", "esci", "wands", "wands-binary", "homedepot", "crow
 @click.command()
 @config_option
 @click.argument("inputs", nargs=-1, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (gets pairs.parquet, config.yaml, manifest.json).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder (gets pairs.parquet, config.yaml, manifest.json).")
 @click.option("-f", "--format", "format", type=click.Choice(FORMAT_CHOICES), default="generic", show_default=True,
               help="Input layout. generic: one CSV/TSV/JSONL/Parquet file with column flags; esci: folder with the "
                    "official examples+products Parquet (or one merged file); wands: folder with query.csv, product.csv, "
@@ -84,7 +84,7 @@ def ingest(inputs, out, format, scale, grade_map, thresholds, source, encoding, 
 @click.command()
 @config_option
 @click.argument("input", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (gets <split>.parquet per split).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder (gets <split>.parquet per split).")
 @click.option("--fractions", default="train=0.8,dev=0.1,test=0.1", show_default=True, help="Row fraction per split; names are yours.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the query-group assignment (and of --max-rows sampling).")
 @click.option("--max-rows", default="", help="Keep a seeded random sample of at most N rows of a split, drawn over all its queries "

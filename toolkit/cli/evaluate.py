@@ -12,7 +12,7 @@ DECISION_HELP = "Grade to evaluate: argmax of grade_probs, or the parsed/emitted
 @click.command("eval")
 @config_option
 @click.option("--predictions", type=click.Path(), help="Predictions Parquet file or folder: pair_id, grade, and grade_probs and/or pred_grade/text.")
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (metrics.json, report.md, PNGs, predictions.parquet).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder (metrics.json, report.md, PNGs, predictions.parquet).")
 @click.option("--scale", help="Grade scale (default: the one in the predictions folder's manifest, else taosr4).")
 @click.option("--split", help="Evaluate only rows of this split (e.g. test).")
 @click.option("--decision", type=click.Choice(["auto", "argmax", "parsed"]), default="auto", show_default=True, help=DECISION_HELP)
@@ -63,7 +63,7 @@ def tier():
 @tier.command("fit")
 @config_option
 @click.option("--predictions", type=click.Path(), help="Dev predictions: Parquet file or folder with grade and grade_probs.")
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (tiers.json, fit.md, beta_curve.png/json).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder (tiers.json, fit.md, beta_curve.png/json).")
 @click.option("--split", help="Fit on rows of this split only (e.g. dev).")
 @click.option("--objective", type=click.Choice(["macro-f1", "good-rate"]), default="macro-f1", show_default=True,
               help="Maximise macro-F1, or hit --target-good-rate (ties: higher macro-F1).")
@@ -96,7 +96,7 @@ def fit(predictions, out, split, objective, target_good_rate, tiers, scale, grid
 @config_option
 @click.option("--predictions", type=click.Path(), help="Predictions Parquet file or folder with grade_probs (gold not needed).")
 @click.option("--rule", type=click.Path(), help="tiers.json from `toolkit tier fit`, or its folder.")
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (predictions.parquet with cumpt_grade and tier).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder (predictions.parquet with cumpt_grade and tier).")
 @click.option("--split", help="Tier only rows of this split.")
 @click.option("--prob-tolerance", default=1e-3, show_default=True, type=float, help="How far a grade_probs row may sum from 1.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")

@@ -45,7 +45,7 @@ def make_backend_config(kw: dict):
 @click.command("gen-cot")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: sft.parquet, rejects.parquet, stats.json, shards/.")
+@click.option("-o", "--out", type=click.Path(), help="Output folder: sft.parquet, rejects.parquet, stats.json, shards/.")
 @click.option("--split", default="train", show_default=True, help="Use the rows of this split when the input has splits ('' for all).")
 @click.option("--index", type=click.Path(), help="Rules index folder (toolkit build-index); rule texts go into the prompts.")
 @click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
@@ -98,7 +98,7 @@ def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_
 @click.command("sample")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output rollouts folder: rollouts.parquet, prompts.parquet, passk.*")
+@click.option("-o", "--out", type=click.Path(), help="Output rollouts folder: rollouts.parquet, prompts.parquet, passk.*")
 @click.option("--split", default="train", show_default=True, help="Use the rows of this split when the input has splits ('' for all).")
 @click.option("--index", type=click.Path(), help="Rules index folder; rule texts go into the student prompts.")
 @click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
@@ -141,7 +141,7 @@ def sample_cmd(pairs, out, split, index, rules_k, n, temperature, top_p, max_tok
 @click.command("score")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: predictions.parquet (+ shards/).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder: predictions.parquet (+ shards/).")
 @click.option("--split", help="Score only rows of this split (default: all rows).")
 @click.option("--index", type=click.Path(), help="Rules index folder; rule texts go into the prompts.")
 @click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
@@ -178,7 +178,7 @@ def score_cmd(pairs, out, split, index, rules_k, mode, order, max_tokens, shard_
 @click.command("atomize")
 @config_option
 @click.argument("guideline", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: rules.md (candidate rules), rules.jsonl (provenance).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder: rules.md (candidate rules), rules.jsonl (provenance).")
 @click.option("--max-passage-chars", default=1200, show_default=True, type=int, help="Guideline text per LLM request.")
 @click.option("--max-tokens", default=384, show_default=True, type=int, help="Token budget of the rules for one passage.")
 @click.option("--temperature", default=0.0, show_default=True, type=float, help="Sampling temperature (0 = greedy: the same rules every run).")

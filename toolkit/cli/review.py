@@ -65,7 +65,7 @@ def push(input, **opts):
 @review.command()
 @config_option
 @click.argument("input", type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder for the merged dataset and the review files.")
+@click.option("-o", "--out", type=click.Path(), help="Output folder for the merged dataset and the review files.")
 @_server_options
 @click.option("--policy", type=click.Choice(["majority", "unanimous", "trust"]), default="majority", show_default=True,
               help="How several reviewers' answers become one decision.")

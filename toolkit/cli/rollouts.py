@@ -16,7 +16,7 @@ BACKEND_CHOICES = ["transformers", "vllm", "openai"]
 @click.command()
 @config_option
 @click.argument("rollouts", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (gets passk.md, passk.json, passk.csv, passk.png). Without it the table is only printed.")
+@click.option("-o", "--out", type=click.Path(), help="Output folder (gets passk.md, passk.json, passk.csv, passk.png). Without it the table is only printed.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Also draw passk.png (needs matplotlib: pip install 'taosr-toolkit[plots]').")
 @click.option("--scale", help="Grade scale naming the grades (default: the one recorded in the folder's manifest).")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
@@ -111,7 +111,7 @@ class _Teacher:
 @click.command("make-prefs")
 @config_option
 @click.argument("rollouts", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (gets preferences.parquet, teacher_answers.parquet).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder (gets preferences.parquet, teacher_answers.parquet).")
 @click.option("-k", "--pairs-per-prompt", default=1, show_default=True, type=int, help="Up to this many preference pairs per query-item pair.")
 @click.option("--reject", type=click.Choice(["farthest", "random"]), default="farthest", show_default=True,
               help="Which wrong sample is rejected: the grade farthest from gold (ties: lowest sample index) or a seeded random one.")
@@ -164,7 +164,7 @@ def make_prefs(rollouts, out, pairs_per_prompt, reject, unparseable, dedupe, see
 @click.command("label-difficulty")
 @config_option
 @click.argument("rollouts", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (gets difficulty.parquet and grpo.parquet).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder (gets difficulty.parquet and grpo.parquet).")
 @click.option("--gamma", default=0.9, show_default=True, type=float, help="GRPO keeps pairs with 0 < n_correct < gamma * G (TaoSR1's team: pass-rate window [0.01, 0.9]).")
 @click.option("--buckets", default="unsolved=0,hard=0.4,medium=0.8,easy=1", show_default=True,
               help="Difficulty buckets: names with inclusive upper bounds of the pass rate.")

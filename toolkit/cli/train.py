@@ -50,7 +50,7 @@ def common_options(f):
     opts = [
         config_option,
         click.argument("data", required=False, type=click.Path()),
-        click.option("-o", "--out", type=click.Path(file_okay=False), help="Checkpoint folder to write."),
+        click.option("-o", "--out", type=click.Path(), help="Checkpoint folder to write."),
         click.option("--model", default="default", show_default=True, help="Starting model: a folder, a hub id, or `default` (the embedded model)."),
         click.option("--max-steps", type=int, help="Stop after this many optimizer steps (TRL max_steps; overrides epochs)."),
         click.option("--epochs", type=float, help="Training epochs (TRL num_train_epochs; default 1)."),
@@ -208,7 +208,7 @@ def grpo(rewards, num_generations, temperature, beta, epsilon, loss_type, max_co
 @train.command("baseline")
 @config_option
 @click.argument("data", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder: the cross-encoder model and predictions.parquet.")
+@click.option("-o", "--out", type=click.Path(), help="Output folder: the cross-encoder model and predictions.parquet.")
 @click.option("--model", default="default", show_default=True, help="Encoder to start from: `default` (all-MiniLM-L6-v2, offline) or a folder.")
 @click.option("--split", default="train", show_default=True, help="Train on the rows of this split (when the data has splits).")
 @click.option("--max-length", default=256, show_default=True, type=int, help="Longest tokenized (query, item) pair.")
