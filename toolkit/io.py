@@ -549,8 +549,17 @@ def mark_incomplete(out_dir: "str | Path", stage: str) -> None:
     in place: a manifest that says whose folder this is and matches no run. A run killed at any instant
     leaves a folder its rerun takes up (and `toolkit run` redoes); readers refuse it (check_complete)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / MANIFEST, json.dumps({"stage": stage, "complete": False}) + "\n")
+    text = json.dumps({"stage": stage, "complete": False}) + "\n"
+    if out_dir.is_dir():
+        atomic_write_text(out_dir / MANIFEST, text)
+    else:  # a new folder appears with its mark in one rename: never as a folder without a manifest
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        (tmp / MANIFEST).write_text(text, encoding="utf-8")
+        fault_point("dir.before_mark")
+        tmp.rename(out_dir)
     fault_point("manifest.incomplete")
 
 
