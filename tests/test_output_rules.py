@@ -254,3 +254,15 @@ def test_an_oversized_query_line_is_ingested_cut(cli, tmp_path):
     assert df[C.QUERY].str.len_chars().max() == 20000
     assert read_manifest(tmp_path / "pairs")["counts"]["truncated_fields"] == {"query": 1}
     assert (tmp_path / "pairs" / MANIFEST).exists()
+
+
+def test_a_split_the_pairs_do_not_have_is_an_error_unless_they_are_not_split(cli, repo, tmp_path):
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    cli("split", tmp_path / "pairs", "-o", tmp_path / "splits")
+    one_line_error(cli("score", tmp_path / "splits", "--model", tmp_path / "nowhere", "--split", "nosuch", "-o", tmp_path / "o"),
+                   "no rows of split 'nosuch'", "dev, test, train")
+    from toolkit.pairs import load_pairs
+
+    assert load_pairs(tmp_path / "pairs", "train").height == 109  # not split yet: every row
+    assert set(load_pairs(tmp_path / "splits", "dev")[C.SPLIT]) == {"dev"}
+    assert not (tmp_path / "o").exists()

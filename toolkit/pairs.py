@@ -114,11 +114,16 @@ def validate_pairs(df: pl.DataFrame, scale: GradeScale, where: str, max_chars: i
 
 
 def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFrame:
-    """The rows of `split` when the pairs have splits; all rows when they have one split or none."""
-    if split and C.SPLIT in df.columns and (df[C.SPLIT] == split).any():
+    """The rows of `split`; all rows when the pairs carry no split at all (not split yet); an error when
+    they carry splits but not this one."""
+    if not split:
+        return df
+    if C.SPLIT in df.columns and (df[C.SPLIT] == split).any():
         return df.filter(pl.col(C.SPLIT) == split)
-    if split and C.SPLIT in df.columns and df[C.SPLIT].n_unique() > 1:
-        raise UserError(f"{where}: no rows of split {split!r}; splits found: {sorted(set(df[C.SPLIT]))} — pass --split")
+    found = sorted(s for s in set(df[C.SPLIT].to_list()) if s) if C.SPLIT in df.columns else []
+    if found:
+        raise UserError(f"{where}: no rows of split {split!r}; splits found: {', '.join(found)} — pass --split with one of them, or --split '' for all rows")
+    log.info("%s: the pairs are not split; using all %d rows (not only %r)", where, df.height, split)
     return df
 
 
