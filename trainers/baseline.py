@@ -53,6 +53,9 @@ def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
         from sentence_transformers import CrossEncoder
     except ImportError as e:
         raise missing_extra("index", e.name or "sentence_transformers") from None
+    from toolkit.progress import quiet_libraries
+
+    quiet_libraries()  # no "Loading weights" bar or load warnings at default verbosity
     model = CrossEncoder(path, num_labels=num_labels, max_length=max_length)
     if model.num_labels != num_labels:
         raise UserError(f"baseline model {path!r} has {model.num_labels} outputs but the grade scale has {num_labels}; start from an encoder or a cross-encoder with {num_labels} outputs")
@@ -105,7 +108,13 @@ def _trainer(cfg: BaselineConfig, model, dataset, out: Path):
     from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from sentence_transformers.cross_encoder.losses import CrossEntropyLoss
 
-    return CrossEncoderTrainer(model=model, args=trl_args(cfg, out), train_dataset=dataset, loss=CrossEntropyLoss(model))
+    from toolkit.progress import quiet_libraries
+    from trainers.run import quiet_trainer
+
+    quiet_libraries()
+    trainer = CrossEncoderTrainer(model=model, args=trl_args(cfg, out), train_dataset=dataset, loss=CrossEntropyLoss(model))
+    quiet_trainer(trainer)
+    return trainer
 
 
 def predict(model, df: pl.DataFrame, batch_size: int = 64) -> list[list[float]]:

@@ -20,6 +20,7 @@ from toolkit import lineage
 from toolkit.errors import UserError, missing_extra
 from toolkit.grades import GradeScale
 from toolkit.io import atomic_dir, claim_output, config_paths, input_hashes, is_up_to_date, model_inputs, read_manifest, up_to_date_line, write_manifest
+from toolkit.progress import bars_enabled, quiet_libraries
 from trainers.config import TrainConfig, check_fields, config_class
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def trl_args(cfg, out: Path):
     cls = config_class(cfg.trl_class)
     fields = cfg.trl_fields(machine_defaults())
     fields.pop("resume_from_checkpoint", None)
+    fields.setdefault("disable_tqdm", not bars_enabled())  # the step bar on a terminal, unless -q
     # intermediate checkpoints (save_strategy steps/epoch) go to OUT.trainer; otherwise a hidden folder, removed after
     hidden = str(fields.get("save_strategy", "no")) in ("no", "SaveStrategy.NO")
     try:
@@ -138,10 +140,12 @@ def _train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale
     tokenizer = load_tokenizer(model_id)
     check_tokenizer(tokenizer, scale, model_id)
     args = trl_args(cfg, out)
+    quiet_libraries()  # TRL, transformers and datasets are imported by now
     try:
         trainer = build(model_id, args, tokenizer, peft_config(cfg))
     except ValueError as e:
         raise UserError(f"TRL rejected the setup: {first_line(e)}") from None
+    quiet_trainer(trainer)
     trainer.train(resume_from_checkpoint=cfg.trl.get("resume_from_checkpoint"))
     counts = {**counts, **log_counts(trainer)}
     save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale, prompt_record(cfg, data_file))
@@ -151,6 +155,30 @@ def _train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale
 
 
 # -- logs and checkpoints --------------------------------------------------------------------
+
+
+def quiet_trainer(trainer) -> None:
+    """The trainer's step bar (when on) without the metric dicts it prints on stdout; each logged step goes to
+    this module's log instead (shown with -v), and to train_log.json as before."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+    class StepBar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    class StepLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and state.is_world_process_zero:
+                shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items() if k != "total_flos")
+                if "train_runtime" in logs:
+                    log.info("trained: %s", shown)
+                else:
+                    log.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(StepBar)
+    trainer.add_callback(StepLog)
 
 
 def step_logs(trainer) -> list[dict]:

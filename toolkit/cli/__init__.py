@@ -13,24 +13,33 @@ from toolkit.cli.common import ToolkitError, setup_logging
 from toolkit.errors import UserError
 
 
+_depth = 0  # toolkit commands running in this process (`toolkit run` invokes each stage in-process)
+
+
 class ToolkitGroup(click.Group):
     def invoke(self, ctx):
+        global _depth
+        _depth += 1
         try:
             return super().invoke(ctx)
         except UserError as e:
             raise ToolkitError(str(e)) from None
+        finally:
+            _depth -= 1
 
 
 @click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="toolkit")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", count=True, help="Less log output (warnings off).")
+@click.option("-v", "--verbose", count=True, help="More log output: the toolkit's info and the libraries' warnings (-vv: debug, library info).")
+@click.option("-q", "--quiet", count=True, help="Less log output: warnings and progress bars off.")
 def cli(verbose: int, quiet: int) -> None:
     """TaoSR1 relevance toolkit: from labelled query-item pairs to a reasoning relevance judge.
 
     Stages read and write Parquet folders (Hugging Face `datasets` compatible), each
     with its resolved config.yaml and a manifest.json of inputs, counts and version.
     """
+    if _depth > 1 and not (verbose or quiet):
+        return  # a stage of `toolkit run`: keeps the run's -v/-q
     setup_logging(verbose, quiet)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import click
@@ -18,6 +16,22 @@ class ToolkitError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def read_config_text(path: Path) -> str:
+    """The text of a --config file; a missing, unreadable or non-file path is a one-line error."""
+    if not path.exists():
+        raise ToolkitError(f"{path}: no such file; check the path given to --config (a YAML file of option values)")
+    if path.is_dir():
+        raise ToolkitError(f"{path}: is a folder; --config takes a YAML file of option values")
+    try:
+        return path.read_text(encoding="utf-8")
+    except PermissionError:
+        raise ToolkitError(f"{path}: cannot read the config file (permission denied); check its permissions") from None
+    except UnicodeDecodeError as e:
+        raise ToolkitError(f"{path}: the config file is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ToolkitError(f"{path}: cannot read the config file ({e.strerror or type(e).__name__})") from None
+
+
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is None:
         return
@@ -25,7 +39,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 
     path = Path(value)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_config_text(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -51,17 +65,22 @@ def config_option(f):
     """`--config FILE.yaml`: option values from a YAML file; flags given on the command line win."""
     return click.option(
         "--config",
-        type=click.Path(exists=True, dir_okay=False),
+        type=click.Path(),  # checked in _load_config: a bad path is a one-line error, not click's usage text
         is_eager=True,
         expose_value=False,
+        metavar="FILE",
         callback=_load_config,
         help="YAML file of option values (keys are the option names, `-` or `_`, e.g. `out: out/x` or `max_steps: 20`); command-line flags override it.",
     )(f)
 
 
 def setup_logging(verbose: int, quiet: int) -> None:
-    level = logging.WARNING - 10 * verbose + 10 * quiet
-    logging.basicConfig(level=max(logging.DEBUG, min(level, logging.CRITICAL)), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    """Log levels from -v/-q: the toolkit's own at WARNING (-v INFO, -vv DEBUG, -q ERROR); other libraries one
+    step quieter (their warnings and Python warnings show with -v), their secondary progress bars only with
+    -v on a terminal. Imports no library: see toolkit.progress."""
+    from toolkit.progress import configure
+
+    configure(verbose, quiet)
 
 
 def run_stage(fn, *args, **kwargs):

