@@ -266,3 +266,15 @@ def test_a_split_the_pairs_do_not_have_is_an_error_unless_they_are_not_split(cli
     assert load_pairs(tmp_path / "pairs", "train").height == 109  # not split yet: every row
     assert set(load_pairs(tmp_path / "splits", "dev")[C.SPLIT]) == {"dev"}
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["score", "p", "--mode", "nonsense"], "Invalid value for '--mode'"),
+    (["nosuchcmd"], "No such command 'nosuchcmd'"),
+    (["split", "p", "--bogus"], "No such option '--bogus'"),
+    (["train", "nosuch"], "No such command 'nosuch'"),
+])
+def test_a_bad_flag_or_value_is_one_line_naming_the_help(cli, args, needle):
+    r = cli(*args)
+    one_line_error(r, needle, "--help`")
+    assert r.exit_code == 2

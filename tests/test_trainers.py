@@ -148,8 +148,11 @@ def test_sft_cli_yaml_config_checkpoint_reloads(cli, tmp_path, tiny_model_dir):
     cfg = tmp_path / "sft.yaml"
     trl = {**FAST, "max_steps": 50, "per_device_train_batch_size": 8, "learning_rate": 3e-3, "max_length": 96}
     cfg.write_text(json.dumps({"data": str(sft), "out": str(out), "model": str(tiny_model_dir), "trl": trl}))
+    (tmp_path / ".sft-out.staging").mkdir()  # what a run killed while saving leaves: must not pass for this run's adapter
+    (tmp_path / ".sft-out.staging/adapter_config.json").write_text("{}")
     r = cli("train", "sft", "--config", cfg, "--max-steps", 6)
     assert r.exit_code == 0, r.stderr
+    assert not (out / "adapter_config.json").exists() and not (tmp_path / ".sft-out.staging").exists()
     assert "train-sft: 8 rows, 6 steps" in r.stdout
     loss = losses(out)
     assert len(loss) == 6 and loss[-1] < loss[0]

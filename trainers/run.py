@@ -210,6 +210,9 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
                     prompt: dict | None = None) -> None:
     """Every process calls trainer.save_model (collective under ZeRO-3); the main process builds `out`."""
     staging = out.parent / f".{out.name}.staging"
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # a killed run's staging (e.g. an adapter_config.json) must not mix into this one
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:

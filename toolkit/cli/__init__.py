@@ -24,6 +24,10 @@ class ToolkitGroup(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             raise ToolkitError(str(e)) from None
+        except click.UsageError as e:  # a bad flag or value: one line like every other mistake, not click's usage block
+            where = e.ctx.command_path if e.ctx is not None else "toolkit"
+            msg = e.format_message().rstrip(".")
+            raise ToolkitError(f"{msg}{' —' if msg.endswith('?') else ';'} see `{where} --help`") from None
         finally:
             _depth -= 1
 
