@@ -123,7 +123,7 @@ def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFram
     found = sorted(s for s in set(df[C.SPLIT].to_list()) if s) if C.SPLIT in df.columns else []
     if found:
         raise UserError(f"{where}: no rows of split {split!r}; splits found: {', '.join(found)} — pass --split with one of them, or --split '' for all rows")
-    log.info("%s: the pairs are not split; using all %d rows (not only %r)", where, df.height, split)
+    log.warning("%s: the pairs are not split (no split %r); using all %d rows — pass --split '' to say so", where, split, df.height)
     return df
 
 
