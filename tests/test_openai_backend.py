@@ -256,7 +256,7 @@ def test_api_key_is_sent_but_never_logged_written_or_shown(proxy, vllm_server, c
     key = vllm_server.api_key
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     proxy.faults = [503]
-    r = cli("-vv", "gen-cot", tmp_path / "pairs", "-o", tmp_path / "cot", "--backend", "openai", "--base-url", proxy.url,
+    r = cli("-vvv", "gen-cot", tmp_path / "pairs", "-o", tmp_path / "cot", "--backend", "openai", "--base-url", proxy.url,
             "--api-key-env", SERVER_KEY_ENV, "--mode", "free", "--max-tokens", "16", "--limit", "2")
     assert r.exit_code == 0, r.stderr
     assert proxy.auth == {f"Bearer {key}"}  # sent on every request

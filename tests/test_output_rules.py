@@ -155,7 +155,7 @@ def test_a_missing_or_damaged_model_leaves_nothing_behind(cli, repo, tmp_path):
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama",')
     for stage in ("score", "sample", "gen-cot"):
-        one_line_error(cli(stage, tmp_path / "pairs", "--model", broken, "-o", tmp_path / "x"), "config.json: not valid JSON", "damaged")
+        one_line_error(cli(stage, tmp_path / "pairs", "--model", broken, "--split", "", "-o", tmp_path / "x"), "config.json: not valid JSON", "damaged")
     (broken / "config.json").write_text("[1, 2]")
     one_line_error(cli("score", tmp_path / "pairs", "--model", broken, "-o", tmp_path / "x"), "not an object")
     assert not (tmp_path / "x").exists()

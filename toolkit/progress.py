@@ -26,7 +26,7 @@ from typing import Iterable, TypeVar
 
 T = TypeVar("T")
 
-OWN_LOGGERS = ("toolkit", "retrieval_index", "annotation", "trainers")
+OWN_LOGGERS = ("toolkit", "retrieval_index", "annotation", "trainers", "uvicorn")  # uvicorn: `toolkit serve`'s own lifecycle lines
 
 MARK = "TOOLKIT_LIBRARY_ENV"  # JSON of the variables below that a toolkit process set: a child toolkit may change them
 
@@ -74,7 +74,7 @@ def _clamp(level: int) -> int:
 def configure(verbose: int, quiet: int) -> None:
     """Set the toolkit's and the libraries' log levels and bars from -v/-q (called by the CLI)."""
     own = _clamp(logging.WARNING - 10 * verbose + 10 * quiet)
-    lib = _clamp(own + 10)
+    lib = _clamp(logging.WARNING - 10 * verbose + 10 * quiet + 10)  # one step quieter than the toolkit, before clamping (-vvv: library debug)
     _state.update(own=own, lib=lib, quiet=quiet > 0, verbose=verbose, configured=True)
     logging.basicConfig(level=own, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     for handler in logging.getLogger().handlers:

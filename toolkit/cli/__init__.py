@@ -34,7 +34,7 @@ class ToolkitGroup(click.Group):
 
 @click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="toolkit")
-@click.option("-v", "--verbose", count=True, help="More log output: the toolkit's info and the libraries' warnings (-vv: debug, library info).")
+@click.option("-v", "--verbose", count=True, help="More log output: the toolkit's info and the libraries' warnings (-vv: debug, library info; -vvv: library debug too).")
 @click.option("-q", "--quiet", count=True, help="Less log output: warnings and progress bars off.")
 def cli(verbose: int, quiet: int) -> None:
     """TaoSR1 relevance toolkit: from labelled query-item pairs to a reasoning relevance judge.
