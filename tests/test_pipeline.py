@@ -172,7 +172,7 @@ def test_push_public_and_errors(cli, tmp_path, repo):
     api = RecordingHfApi()
     push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", private=False), api=api)
     assert api.calls[0][1]["private"] is False
-    meta = card_metadata(tmp_path / "pairs/.hub/README.md")
+    meta = card_metadata(next((tmp_path / "pairs").glob(".hub-*")) / "README.md")
     assert [d["split"] for d in meta["configs"][0]["data_files"]] == ["train"]
     r = cli("push", tmp_path / "pairs", "--repo", "no-owner")
     assert r.exit_code == 2 and "owner/name" in r.stderr

@@ -21,6 +21,10 @@ from toolkit.io import CONFIG, MANIFEST, check_output_path, read_manifest
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = {"train": "train", "dev": "validation", "validation": "validation", "test": "test"}
+# The config a trainer (or the next stage) reads, where a stage writes files of several kinds: the card's default.
+DEFAULT_CONFIG = {"gen-cot": "sft", "sample": "rollouts", "make-prefs": "preferences", "label-difficulty": "grpo"}
+# Hub task categories by stage: TRL-ready training data is text generation, graded pairs are classification.
+TASKS = {"gen-cot": ["text-generation"], "make-prefs": ["text-generation"], "label-difficulty": ["text-generation"], "sample": ["text-generation"]}
 # What produced each stage's data, for the card.
 STAGE_TEXT = {
     "ingest": "canonical query–item pairs with gold relevance grades",
@@ -42,7 +46,7 @@ class PushConfig:
     license: str | None = None  # the source data's license (SPDX id or "other")
     source_license_note: str | None = None
     token_env: str = "HF_TOKEN"
-    build_dir: str | None = None  # where the upload folder is assembled (default: <folder>/.hub)
+    build_dir: str | None = None  # where the upload folder is assembled (default: <folder>/.hub-<stage>-<content id>)
     dry_run: bool = False
 
 
@@ -78,6 +82,41 @@ def _replace_build_dir(out: Path, src: Path, given: bool) -> None:
     (out / BUILD_MARK).write_text("built by toolkit push; the next push replaces this folder\n", encoding="utf-8")
 
 
+def _configs(files: list[Path], stage: str) -> dict[str, dict[str, Path]]:
+    """config name -> split -> file. Files of one schema are the splits of one `default` config (a split
+    folder: train/validation/test); files of different schemas are a config each, named by the file
+    (`sft` / `rejects`; always so for the stages that write several kinds), the one the next stage reads first (the
+    card's default)."""
+    import polars as pl
+
+    schemas = {p: tuple(pl.read_parquet_schema(p)) for p in files}
+    if len(set(schemas.values())) == 1 and stage not in DEFAULT_CONFIG:  # a stage of several kinds names them even when one is there
+        one = len(files) == 1
+        return {"default": {("train" if one else SPLIT_NAMES.get(p.stem, p.stem)).replace("-", "_"): p for p in files}}
+    first = DEFAULT_CONFIG.get(stage)
+    ordered = sorted(files, key=lambda p: (p.stem != first, p.stem))
+    return {p.stem.replace("-", "_"): {"train": p} for p in ordered}
+
+
+def _shown(value: str) -> str:
+    """A model or teacher for the card: a hub id as it is, a local folder by its name only (no paths of the machine that made it)."""
+    p = Path(str(value))
+    return p.name if p.is_absolute() or len(p.parts) > 2 or str(value).startswith(".") else str(value)
+
+
+def default_build_dir(src: Path, manifest: dict) -> Path:
+    """`<stage folder>/.hub-<stage>-<content id>`: a name of its own for each content, since `datasets` caches a local
+    folder by its name and config (two folders both named `.hub` loaded as one); earlier builds in `src` are removed."""
+    import hashlib
+
+    ident = manifest.get("fingerprint") or hashlib.sha256(str(src.resolve()).encode()).hexdigest()
+    out = src / f".hub-{manifest.get('stage', 'dataset').replace(' ', '-')}-{ident[:10]}"
+    for old in src.glob(".hub*"):
+        if old != out and old.is_dir() and ((old / BUILD_MARK).exists() or old.name == ".hub"):
+            shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
 def build_hub_folder(cfg: PushConfig) -> Path:
     """Assemble the exact files that will be uploaded; returns the folder."""
     import polars as pl
@@ -90,28 +129,40 @@ def build_hub_folder(cfg: PushConfig) -> Path:
         raise UserError(f"--repo {cfg.repo_id!r} must be owner/name")
     manifest = read_manifest(src) or {}
     stage = manifest.get("stage", "dataset")
-    out = Path(cfg.build_dir) if cfg.build_dir else src / ".hub"
+    out = Path(cfg.build_dir) if cfg.build_dir else default_build_dir(src, manifest)
     _replace_build_dir(out, src, given=bool(cfg.build_dir))
-    data_files, counts = [], {}
-    files = _parquet_files(src)
-    for p in files:
-        split = SPLIT_NAMES.get(p.stem, "train" if len(files) == 1 else p.stem)
-        split = split.replace("-", "_")
-        target = out / "data" / f"{split}-00000-of-00001.parquet"
-        shutil.copyfile(p, target)
-        counts[split] = pl.scan_parquet(p).select(pl.len()).collect().item()
-        data_files.append({"split": split, "path": f"data/{split}-*.parquet"})
+    configs, counts = [], {}
+    for name, split_files in _configs(_parquet_files(src), stage).items():
+        data_files = []
+        for split, p in split_files.items():
+            rows = counts[split if name == "default" else f"{name} / {split}"] = pl.scan_parquet(p).select(pl.len()).collect().item()
+            if not rows:
+                continue  # `datasets` cannot load an empty split: the card's table shows it with 0 rows
+            rel = f"data/{split}-00000-of-00001.parquet" if name == "default" else f"data/{name}/{split}-00000-of-00001.parquet"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, out / rel)
+            data_files.append({"split": split, "path": rel.replace("-00000-of-00001.parquet", "-*.parquet")})
+        if data_files:
+            configs.append({"config_name": name, "data_files": data_files, **({"default": True} if not configs else {})})
+    if not configs:
+        raise UserError(f"{src}: every Parquet file is empty; nothing to publish")
     for name in (MANIFEST, CONFIG, "stats.json"):
         if (src / name).exists():
             (out / "toolkit").mkdir(exist_ok=True)
             shutil.copyfile(src / name, out / "toolkit" / name)
+    license_ = cfg.license or "other"
     meta = {
-        "configs": [{"config_name": "default", "data_files": data_files}],
-        "license": cfg.license or "other",
+        "pretty_name": f"{cfg.repo_id.split('/')[1]} ({stage})",
+        "configs": configs,
+        "license": license_,
+        **({"license_name": "source-data-terms", "license_link": "LICENSE.md"} if license_ == "other" else {}),
         "tags": ["search-relevance", "e-commerce", "taosr1", f"toolkit-{stage}"],
         "size_categories": [_size_category(sum(counts.values()))],
-        "task_categories": ["text-classification"],
+        "task_categories": TASKS.get(stage, ["text-classification"]),
     }
+    if license_ == "other":
+        (out / "LICENSE.md").write_text("# License\n\n" + (cfg.source_license_note or "The license of the source data was not stated when this "
+                                        "dataset was published; check the source data's terms before reuse.") + "\n", encoding="utf-8")
     card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + _card_body(cfg, stage, manifest, counts, src)
     (out / "README.md").write_text(card, encoding="utf-8")
     return out
@@ -127,7 +178,7 @@ def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: P
         "",
         "## Rows",
         "",
-        "| split | rows |",
+        "| config / split | rows |" if any(" / " in k for k in counts) else "| split | rows |",
         "|---|---:|",
         *[f"| {k} | {v} |" for k, v in counts.items()],
         "",
@@ -148,7 +199,7 @@ def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: P
     ]
     for key in ("model", "teacher"):
         if manifest.get(key):
-            lines.append(f"- {key}: `{manifest[key]}`")
+            lines.append(f"- {key}: `{_shown(manifest[key])}`")
     if scale:
         lines.append("- grade scale: " + ", ".join(f"{g['label']} = {g['name']}" for g in scale["grades"]))
     inputs = manifest.get("inputs") or {}

@@ -46,7 +46,9 @@ def run_cmd(pipeline, redo, list_only):
 @click.option("--license-note", help="One paragraph on the source data and its terms, for the card.")
 @click.option("--token-env", default="HF_TOKEN", show_default=True, help="Environment variable holding the Hub token (else your `hf auth login`).")
 @click.option("--dry-run", is_flag=True, help="Build the upload folder (Parquet + README card) and stop.")
-def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run):
+@click.option("-o", "--out", "build_dir", type=click.Path(),
+              help="Where to build the upload folder (default: FOLDER/.hub-STAGE-ID); replaced only if push built it.")
+def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run, build_dir):
     """Publish a stage's dataset to the Hugging Face Hub with a generated dataset card.
 
     Uploads the stage's Parquet files (one per split) and a README.md card with valid YAML
@@ -63,7 +65,7 @@ def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run
     if not folder or not repo_id:
         raise UserError("pass a stage folder and --repo owner/name: `toolkit push out/demo/cot --repo me/demo-cot`")
     cfg = PushConfig(folder=folder, repo_id=repo_id, private=not public, license=license_, source_license_note=license_note,
-                     token_env=token_env, dry_run=dry_run)
+                     token_env=token_env, dry_run=dry_run, build_dir=build_dir)
     built, url = push(cfg)
     if url is None:
         click.echo(f"push: dry run, upload folder ready at {built} ({'private' if cfg.private else 'public'} {repo_id})")
