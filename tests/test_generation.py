@@ -17,6 +17,7 @@ import pytest
 from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.grades import get_scale
+from toolkit.io import SHARDS
 from toolkit.prompts import PromptBuilder, load_template
 
 ROW = {C.PAIR_ID: "p1", C.QUERY: "red mug", C.TITLE: "Red ceramic mug", C.BRAND: "Aurelo", C.ATTRIBUTES: '{"color": "red"}', C.GRADE: 4}
@@ -139,7 +140,7 @@ def test_gen_cot_tiny_model_accounts_for_every_sample(cli, repo, tmp_path, tiny_
     sft = pl.read_parquet(tmp_path / "cot/sft.parquet")
     assert stats["generated"] == 12 == sft.height + rejects.height
     assert sum(stats["dropped"].values()) == rejects.height and rejects["drop_reason"].null_count() == 0
-    assert len(list((tmp_path / "cot/shards").glob("*.parquet"))) == 2
+    assert len(list((tmp_path / "cot" / SHARDS).glob("*.parquet"))) == 2
     assert "gen-cot: 6 pairs x 2 samples" in r.stdout
     # rerun: every shard reused
     r = cli("gen-cot", pairs, "-o", tmp_path / "cot", "--model", tiny_model_dir, "--limit", "6", "--samples", "2",
@@ -212,7 +213,7 @@ def test_gen_cot_resumes_after_sigkill_with_identical_rows(cli, repo, tmp_path, 
     subprocess.run(exe + args + ["-o", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
     # a run killed once its first shard is on disk
     proc = subprocess.Popen(exe + args + ["-o", str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    shards = tmp_path / "run" / "shards"
+    shards = tmp_path / "run" / SHARDS
     deadline = time.time() + 300
     while time.time() < deadline and len(list(shards.glob("shard-*.parquet"))) < 1 and proc.poll() is None:
         time.sleep(0.05)

@@ -28,6 +28,7 @@ from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.generation.base import BackendConfig, SamplingConfig
 from toolkit.grades import get_scale
+from toolkit.io import SHARDS
 from toolkit.prompts import PromptBuilder
 
 pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.usefixtures("stop_vllm_after_module")]
@@ -285,7 +286,7 @@ def test_server_killed_mid_run_fails_the_shard_then_the_rerun_resumes(vllm_serve
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "toolkit", "gen-cot", *args, "-o", str(tmp_path / "run")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    shards = tmp_path / "run" / "shards"
+    shards = tmp_path / "run" / SHARDS
     deadline = time.time() + 120
     while time.time() < deadline and not list(shards.glob("shard-*.parquet")) and proc.poll() is None:
         time.sleep(0.02)

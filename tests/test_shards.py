@@ -42,3 +42,25 @@ def test_stale_shards_are_removed_only_when_recorded(tmp_path):
     names = {p.name for p in (tmp_path / SHARDS).iterdir()}
     assert old_name not in names and set(again.names) <= names
     assert written(tmp_path / SHARDS) == set(again.names)
+
+
+def test_an_older_toolkits_visible_shards_folder_is_adopted_only_when_all_ours(tmp_path):
+    calls = []
+    first = _run(tmp_path / "a", calls)
+    (tmp_path / "a" / SHARDS).rename(tmp_path / "a" / "shards")  # the layout of toolkit 0.1.0
+    again = _run(tmp_path / "a", calls)
+    assert (again.done, again.skipped) == (0, 3) and not (tmp_path / "a" / "shards").exists()
+    _run(tmp_path / "b", calls)
+    (tmp_path / "b" / SHARDS).rename(tmp_path / "b" / "shards")
+    (tmp_path / "b" / "shards" / "notes.txt").write_text("mine")
+    redo = _run(tmp_path / "b", calls)
+    assert redo.done == 3 and (tmp_path / "b" / "shards" / "notes.txt").read_text() == "mine"
+
+
+def test_datasets_reads_a_sharded_stage_folder_once(tmp_path):
+    """`load_dataset(<stage folder>)` sees the stage's file, not its rows again from the shards."""
+    datasets = __import__("pytest").importorskip("datasets")
+    run = _run(tmp_path / "stage", [])
+    run.read(tmp_path / "stage").write_parquet(tmp_path / "stage" / "predictions.parquet")
+    ds = datasets.load_dataset(str(tmp_path / "stage"), cache_dir=str(tmp_path / "cache"))
+    assert ds["train"].num_rows == 5

@@ -5,7 +5,7 @@ pair -> parse -> filter (format, grade agreement, length, repetition, near-dupli
 SFT rows in TRL's conversational prompt/completion format, label first.
 
 Work is split into shards of pairs; each finished shard is written atomically under
-`shards/` with a name keyed by the config and its pair ids, and skipped on rerun. A run
+`.shards/` with a name keyed by the config and its pair ids, and skipped on rerun. A run
 killed at any point and restarted ends with exactly the rows of an uninterrupted run.
 
 Teacher modes: `free` (one generation per sample, a pair's k samples in one request with n = k;

@@ -202,7 +202,9 @@ def read_pairs(path: "str | Path", required: list[str] | None = None) -> pl.Data
 # as theirs (an incomplete manifest) before the first byte and write the complete manifest last.
 
 
-SHARDS = "shards"  # the sharded stages' finished work, inside their output folder (toolkit.shards)
+SHARDS = ".shards"  # the sharded stages' finished work, inside their output folder (toolkit.shards); hidden, so that
+# `datasets.load_dataset(<stage folder>)` reads the stage's data, not each row a second time from its shards
+LEGACY_SHARDS = "shards"  # where toolkit versions before 0.1.1 kept them (moved on the next run)
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")  # what a killed run of ours leaves beside or inside a folder
 
 
@@ -361,7 +363,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_leftovers(out: "str | Path") -> list[Path]:
     """Remove what killed runs of the toolkit left: `.NAME.tmp-PID` / `.NAME.old-PID` beside `out` and
-    `.FILE.tmp-PID` files inside it and its shards/ (only those of processes no longer alive)."""
+    `.FILE.tmp-PID` files inside it and its .shards/ (only those of processes no longer alive)."""
     out = Path(out)
     found = []
     if out.parent.is_dir():

@@ -8,15 +8,18 @@ uninterrupted run gives, provided the work of a shard is deterministic (seeded p
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import polars as pl
 
-from toolkit.io import SHARDS, atomic_write_text, fault_point, sha256_json, write_parquet
+from toolkit.io import LEGACY_SHARDS, SHARDS, atomic_write_text, fault_point, sha256_json, write_parquet
 from toolkit.progress import progress
 
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,7 +32,7 @@ class ShardRun:
         return pl.concat([pl.read_parquet(out / SHARDS / n) for n in self.names], how="vertical_relaxed")
 
 
-RECORD = ".written"  # inside shards/: the names of the shard files the toolkit wrote there, one a line
+RECORD = ".written"  # inside .shards/: the names of the shard files the toolkit wrote there, one a line
 
 
 def written(folder: Path) -> set[str]:
@@ -51,12 +54,28 @@ def _forget(folder: Path, names: set[str]) -> None:
     atomic_write_text(folder / RECORD, "".join(f"{n}\n" for n in sorted(ours - names)))
 
 
+SHARD_NAME = re.compile(r"^shard-\d{5}-[0-9a-f]{16}\.parquet$")
+
+
+def _adopt_legacy(out: Path) -> None:
+    """Move the shards an older toolkit kept in a visible `shards/` folder to `.shards/`, when every entry there is one of ours."""
+    legacy = out / LEGACY_SHARDS
+    if not legacy.is_dir() or (out / SHARDS).exists():
+        return
+    names = [p.name for p in legacy.iterdir()]
+    if all(SHARD_NAME.match(n) or n == RECORD or n.startswith(".shard-") for n in names):
+        legacy.rename(out / SHARDS)
+    else:
+        log.warning("%s: holds files the toolkit did not write; left alone (the shards now live in %s)", legacy, SHARDS)
+
+
 def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], dict], work: Callable[[int, list], pl.DataFrame], desc: str,
                fresh: bool = False) -> ShardRun:
     """Run `work(i, items_of_shard_i)` for each shard not already on disk; remove stale shards.
     `fresh` (a stage's --force) removes the finished shards first, so every shard is redone.
-    Only shard files the toolkit recorded writing are ever removed; other files in shards/ are left alone."""
+    Only shard files the toolkit recorded writing are ever removed; other files in .shards/ are left alone."""
     folder = Path(out) / SHARDS
+    _adopt_legacy(Path(out))
     folder.mkdir(parents=True, exist_ok=True)
     if fresh:
         _forget(folder, written(folder))

@@ -45,7 +45,7 @@ def make_backend_config(kw: dict):
 @click.command("gen-cot")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(), help="Output folder: sft.parquet, rejects.parquet, stats.json, shards/.")
+@click.option("-o", "--out", type=click.Path(), help="Output folder: sft.parquet, rejects.parquet, stats.json, .shards/.")
 @click.option("--split", default="train", show_default=True, help="Use the rows of this split when the input has splits ('' for all).")
 @click.option("--index", type=click.Path(), help="Rules index folder (toolkit build-index); rule texts go into the prompts.")
 @click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
@@ -141,7 +141,7 @@ def sample_cmd(pairs, out, split, index, rules_k, n, temperature, top_p, max_tok
 @click.command("score")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(), help="Output folder: predictions.parquet (+ shards/).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder: predictions.parquet (+ .shards/).")
 @click.option("--split", help="Score only rows of this split (default: all rows).")
 @click.option("--index", type=click.Path(), help="Rules index folder; rule texts go into the prompts.")
 @click.option("--rules-k", default=3, show_default=True, type=int, help="Rules per prompt.")
