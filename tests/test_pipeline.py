@@ -11,6 +11,7 @@ import shutil
 import polars as pl
 import pytest
 
+from toolkit.errors import UserError
 from toolkit.hub import PushConfig, card_metadata, push
 from toolkit.pipeline import Pipeline, run_pipeline
 
@@ -123,6 +124,7 @@ class RecordingHfApi:
 
     def __init__(self):
         self.calls = []
+        self.tags = set()
 
     def create_repo(self, **kw):
         self.calls.append(("create_repo", kw))
@@ -138,8 +140,18 @@ class RecordingHfApi:
 
         class Info:
             commit_url = "https://huggingface.co/datasets/me/demo/commit/abc"
+            oid = "abc123"
 
         return Info()
+
+    def create_branch(self, **kw):
+        self.calls.append(("create_branch", kw))
+
+    def create_tag(self, **kw):
+        self.calls.append(("create_tag", kw))
+        if kw["tag"] in self.tags:
+            raise RuntimeError(f"409 Client Error: Conflict for url: .../tag/{kw['tag']} (Tag already exists)")
+        self.tags.add(kw["tag"])
 
 
 def test_push_builds_card_and_shards_and_makes_the_right_calls(cli, tmp_path, repo):
@@ -187,3 +199,27 @@ def test_push_public_and_errors(cli, tmp_path, repo):
 
     with pytest.raises(UserError, match="upload to me/pairs failed: 401"):
         push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs"), api=Failing())
+
+
+def test_push_to_a_branch_with_a_tag_makes_exactly_these_requests(cli, tmp_path, repo):
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    api = RecordingHfApi()
+    folder, url = push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", revision="review", tag="round-3"), api=api)
+    names = [n for n, _ in api.calls]
+    assert names == ["create_repo", "create_branch", "upload_folder", "create_tag"]
+    assert api.calls[1][1] == {"repo_id": "me/pairs", "branch": "review", "repo_type": "dataset", "exist_ok": True}
+    assert api.calls[2][1]["revision"] == "review" and api.calls[2][1]["create_pr"] is None
+    assert api.calls[3][1] == {"repo_id": "me/pairs", "tag": "round-3", "revision": "abc123", "repo_type": "dataset",
+                               "tag_message": "pairs published with taosr-toolkit"}  # the tag names the new commit, not the branch head
+    assert 'load_dataset("me/pairs", revision="round-3")' in (folder / "README.md").read_text()
+    with pytest.raises(UserError, match="tag 'round-3' already exists .*pick a new one"):
+        push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", revision="review", tag="round-3"), api=api)
+
+
+def test_push_as_a_pull_request(cli, tmp_path, repo):
+    cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
+    api = RecordingHfApi()
+    push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", create_pr=True), api=api)
+    assert [n for n, _ in api.calls] == ["create_repo", "upload_folder"] and api.calls[1][1]["create_pr"] is True
+    r = cli("push", tmp_path / "pairs", "--repo", "me/pairs", "--tag", "v1", "--create-pr")
+    assert r.exit_code == 2 and "--tag and --create-pr do not go together" in r.stderr

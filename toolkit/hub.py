@@ -11,6 +11,7 @@ the token comes from the environment (HF_TOKEN) or the local Hugging Face login.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from toolkit.io import CONFIG, MANIFEST, check_output_path, read_manifest
 
 log = logging.getLogger(__name__)
 
+REF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
 SPLIT_NAMES = {"train": "train", "dev": "validation", "validation": "validation", "test": "test"}
 # The config a trainer (or the next stage) reads, where a stage writes files of several kinds: the card's default.
 DEFAULT_CONFIG = {"gen-cot": "sft", "sample": "rollouts", "make-prefs": "preferences", "label-difficulty": "grpo"}
@@ -48,6 +50,16 @@ class PushConfig:
     token_env: str = "HF_TOKEN"
     build_dir: str | None = None  # where the upload folder is assembled (default: <folder>/.hub-<stage>-<content id>)
     dry_run: bool = False
+    revision: str | None = None  # the branch to commit to (created from main when missing); None: main
+    tag: str | None = None  # a tag on the new commit (e.g. round-3, v1): consumers pin load_dataset(repo, revision=tag)
+    create_pr: bool = False  # open a pull request with the commit instead of committing to the branch
+
+    def __post_init__(self):
+        for flag, value in (("--revision", self.revision), ("--tag", self.tag)):
+            if value is not None and not REF_NAME.match(value):
+                raise UserError(f"{flag} {value!r}: use letters, digits and . _ - / only (e.g. round-3, v1)")
+        if self.tag and self.create_pr:
+            raise UserError("--tag and --create-pr do not go together: tag the commit once the pull request is merged")
 
 
 def _size_category(n: int) -> str:
@@ -163,12 +175,18 @@ def build_hub_folder(cfg: PushConfig) -> Path:
     if license_ == "other":
         (out / "LICENSE.md").write_text("# License\n\n" + (cfg.source_license_note or "The license of the source data was not stated when this "
                                         "dataset was published; check the source data's terms before reuse.") + "\n", encoding="utf-8")
-    card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + _card_body(cfg, stage, manifest, counts, src)
+    card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + _card_body(cfg, stage, manifest, counts, src, configs)
     (out / "README.md").write_text(card, encoding="utf-8")
     return out
 
 
-def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: Path) -> str:
+def _config_arg(configs: list[dict]) -> str:
+    """The load_dataset argument naming the default config, when it is not called `default`."""
+    name = next((c["config_name"] for c in configs if c.get("default")), "default")
+    return "" if name == "default" else f', "{name}"'
+
+
+def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: Path, configs: list[dict]) -> str:
     c = manifest.get("counts", {})
     lines = [
         f"# {cfg.repo_id.split('/')[1]}",
@@ -197,6 +215,8 @@ def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: P
         "",
         f"- stage: `{stage}`, toolkit version {manifest.get('toolkit_version', '?')}, created {manifest.get('created', '?')}",
     ]
+    if manifest.get("review_round") is not None:
+        lines.append(f"- review round: {manifest['review_round']}")
     for key in ("model", "teacher"):
         if manifest.get(key):
             lines.append(f"- {key}: `{_shown(manifest[key])}`")
@@ -207,6 +227,13 @@ def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: P
         lines.append("- inputs (sha256): " + ", ".join(f"`{Path(k).name}` {v[:12]}" for k, v in inputs.items()))
     lines += [
         "- the resolved stage config is in `toolkit/config.yaml`, the full manifest in `toolkit/manifest.json`",
+        "",
+        "## Loading a version",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'ds = load_dataset("{cfg.repo_id}"{_config_arg(configs)}, revision="{cfg.tag or cfg.revision or "main"}")  # a tag pins one version',
+        "```",
         "",
         "## Source data and license",
         "",
@@ -234,18 +261,30 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> str:
         except ImportError:
             raise missing_extra("hub", "huggingface_hub") from None
         api = HfApi(token=os.environ.get(cfg.token_env) or None)
+    step = "upload"
     try:
         api.create_repo(repo_id=cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
+        if cfg.revision and not cfg.create_pr:
+            api.create_branch(repo_id=cfg.repo_id, branch=cfg.revision, repo_type="dataset", exist_ok=True)
         info = api.upload_folder(
-            repo_id=cfg.repo_id, repo_type="dataset", folder_path=str(folder),
+            repo_id=cfg.repo_id, repo_type="dataset", folder_path=str(folder), revision=cfg.revision, create_pr=cfg.create_pr or None,
             commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit", delete_patterns=["data/*.parquet"], ignore_patterns=[BUILD_MARK],
         )
-    except Exception as e:  # network, auth, permissions: one line with the cause
+        if cfg.tag:
+            step = "tag"
+            api.create_tag(repo_id=cfg.repo_id, tag=cfg.tag, revision=getattr(info, "oid", None) or cfg.revision, repo_type="dataset",
+                           tag_message=f"{Path(cfg.folder).name} published with taosr-toolkit")
+    except Exception as e:  # network, auth, permissions, an existing tag: one line with the cause
         if isinstance(e, UserError):
             raise
         msg = redact(str(e), _tokens(cfg, api)).strip()  # masked before the cut
         msg = msg.splitlines()[0] if msg else type(e).__name__
-        raise UserError(f"upload to {cfg.repo_id} failed: {msg[:200]}; check the token in ${cfg.token_env} and your network") from None
+        if step == "tag":
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status == 409 or "already exists" in msg:
+                raise UserError(f"{cfg.repo_id}: tag {cfg.tag!r} already exists (the data was uploaded: {getattr(info, 'commit_url', info)}); "
+                                "a tag pins one version — pick a new one, e.g. round-4") from None
+        raise UserError(f"{step} to {cfg.repo_id} failed: {msg[:200]}; check the token in ${cfg.token_env} and your network") from None
     return str(getattr(info, "commit_url", info))
 
 

@@ -48,7 +48,10 @@ def run_cmd(pipeline, redo, list_only):
 @click.option("--dry-run", is_flag=True, help="Build the upload folder (Parquet + README card) and stop.")
 @click.option("-o", "--out", "build_dir", type=click.Path(),
               help="Where to build the upload folder (default: FOLDER/.hub-STAGE-ID); replaced only if push built it.")
-def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run, build_dir):
+@click.option("--revision", help="Branch to commit to (created from main when missing); default: main.")
+@click.option("--tag", help="Tag the new commit (e.g. round-3 after a review round, v1): consumers pin load_dataset(repo, revision=TAG).")
+@click.option("--create-pr", is_flag=True, help="Open a pull request with the commit instead of committing (for teams that review data changes).")
+def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run, build_dir, revision, tag, create_pr):
     """Publish a stage's dataset to the Hugging Face Hub with a generated dataset card.
 
     Uploads the stage's Parquet files (one per split) and a README.md card with valid YAML
@@ -65,7 +68,7 @@ def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run
     if not folder or not repo_id:
         raise UserError("pass a stage folder and --repo owner/name: `toolkit push out/demo/cot --repo me/demo-cot`")
     cfg = PushConfig(folder=folder, repo_id=repo_id, private=not public, license=license_, source_license_note=license_note,
-                     token_env=token_env, dry_run=dry_run, build_dir=build_dir)
+                     token_env=token_env, dry_run=dry_run, build_dir=build_dir, revision=revision, tag=tag, create_pr=create_pr)
     built, url = push(cfg)
     if url is None:
         click.echo(f"push: dry run, upload folder ready at {built} ({'private' if cfg.private else 'public'} {repo_id})")
