@@ -144,6 +144,10 @@ class RecordingHfApi:
 
         return Info()
 
+    def repo_info(self, **kw):
+        self.calls.append(("repo_info", kw))
+        return type("Info", (), {"sha": "0" * 40})()
+
     def create_branch(self, **kw):
         self.calls.append(("create_branch", kw))
 
@@ -158,8 +162,8 @@ def test_push_builds_card_and_shards_and_makes_the_right_calls(cli, tmp_path, re
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     cli("split", tmp_path / "pairs", "-o", tmp_path / "splits")
     api = RecordingHfApi()
-    folder, url = push(PushConfig(folder=str(tmp_path / "splits"), repo_id="me/demo", license="cc-by-4.0"), api=api)
-    assert url.endswith("/commit/abc")
+    folder, up = push(PushConfig(folder=str(tmp_path / "splits"), repo_id="me/demo", license="cc-by-4.0"), api=api)
+    assert up.url.endswith("/commit/abc") and up.changed
     meta = card_metadata(folder / "README.md")
     assert meta["license"] == "cc-by-4.0" and "search-relevance" in meta["tags"]
     splits = {d["split"]: d["path"] for d in meta["configs"][0]["data_files"]}
@@ -172,7 +176,8 @@ def test_push_builds_card_and_shards_and_makes_the_right_calls(cli, tmp_path, re
     ds = datasets.load_dataset(str(folder))
     assert set(ds) == {"train", "validation", "test"} and sum(d.num_rows for d in ds.values()) == 109
     # the requests: private dataset repo, then one folder upload
-    (name1, kw1), (name2, kw2) = api.calls
+    (name1, kw1), (name0, kw0), (name2, kw2) = api.calls
+    assert name0 == "repo_info" and kw0 == {"repo_id": "me/demo", "repo_type": "dataset", "revision": None}  # the head before: was a commit made?
     assert name1 == "create_repo" and kw1 == {"repo_id": "me/demo", "repo_type": "dataset", "private": True, "exist_ok": True}
     assert name2 == "upload_folder" and kw2["repo_id"] == "me/demo" and kw2["repo_type"] == "dataset" and kw2["ignore_patterns"] == [".toolkit-hub-build"]
     assert kw2["files"] == ["README.md", "data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet",
@@ -204,12 +209,13 @@ def test_push_public_and_errors(cli, tmp_path, repo):
 def test_push_to_a_branch_with_a_tag_makes_exactly_these_requests(cli, tmp_path, repo):
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     api = RecordingHfApi()
-    folder, url = push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", revision="review", tag="round-3"), api=api)
+    folder, up = push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", revision="review", tag="round-3"), api=api)
     names = [n for n, _ in api.calls]
-    assert names == ["create_repo", "create_branch", "upload_folder", "create_tag"]
+    assert names == ["create_repo", "create_branch", "repo_info", "upload_folder", "create_tag"]
     assert api.calls[1][1] == {"repo_id": "me/pairs", "branch": "review", "repo_type": "dataset", "exist_ok": True}
-    assert api.calls[2][1]["revision"] == "review" and api.calls[2][1]["create_pr"] is None
-    assert api.calls[3][1] == {"repo_id": "me/pairs", "tag": "round-3", "revision": "abc123", "repo_type": "dataset",
+    assert api.calls[2][1]["revision"] == "review"
+    assert api.calls[3][1]["revision"] == "review" and api.calls[3][1]["create_pr"] is None
+    assert api.calls[4][1] == {"repo_id": "me/pairs", "tag": "round-3", "revision": "abc123", "repo_type": "dataset",
                                "tag_message": "pairs published with taosr-toolkit"}  # the tag names the new commit, not the branch head
     assert 'load_dataset("me/pairs", revision="round-3")' in (folder / "README.md").read_text()
     with pytest.raises(UserError, match="tag 'round-3' already exists .*pick a new one"):

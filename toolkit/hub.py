@@ -251,21 +251,36 @@ def _grades_from_splits(c: dict) -> dict:
     return out
 
 
-def upload(folder: Path, cfg: PushConfig, api=None) -> str:
-    """Create the repo (private by default) and upload `folder` in one commit; returns the commit URL."""
+@dataclass
+class Uploaded:
+    url: str  # the commit (or pull request) URL
+    changed: bool  # False: the branch already held these exact files, and no commit was made
+
+
+def upload(folder: Path, cfg: PushConfig, api=None) -> Uploaded:
+    """Create the repo (private by default) and upload `folder` in one commit (none when nothing changed;
+    huggingface_hub skips unchanged files and empty commits); tag it if asked."""
     import os
 
     if api is None:
         try:
-            from huggingface_hub import HfApi
+            from huggingface_hub import HfApi, get_token
         except ImportError:
             raise missing_extra("hub", "huggingface_hub") from None
-        api = HfApi(token=os.environ.get(cfg.token_env) or None)
+        from toolkit.progress import quiet_libraries
+
+        quiet_libraries()
+        token = os.environ.get(cfg.token_env) or get_token()
+        if not token:
+            raise UserError(f"no Hugging Face token: set ${cfg.token_env} (or name another variable with --token-env), or log in with "
+                            "`hf auth login`; nothing was uploaded")
+        api = HfApi(token=token)
     step = "upload"
     try:
         api.create_repo(repo_id=cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
         if cfg.revision and not cfg.create_pr:
             api.create_branch(repo_id=cfg.repo_id, branch=cfg.revision, repo_type="dataset", exist_ok=True)
+        head = None if cfg.create_pr else getattr(api.repo_info(repo_id=cfg.repo_id, repo_type="dataset", revision=cfg.revision), "sha", None)
         info = api.upload_folder(
             repo_id=cfg.repo_id, repo_type="dataset", folder_path=str(folder), revision=cfg.revision, create_pr=cfg.create_pr or None,
             commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit", delete_patterns=["data/*.parquet"], ignore_patterns=[BUILD_MARK],
@@ -285,7 +300,8 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> str:
                 raise UserError(f"{cfg.repo_id}: tag {cfg.tag!r} already exists (the data was uploaded: {getattr(info, 'commit_url', info)}); "
                                 "a tag pins one version — pick a new one, e.g. round-4") from None
         raise UserError(f"{step} to {cfg.repo_id} failed: {msg[:200]}; check the token in ${cfg.token_env} and your network") from None
-    return str(getattr(info, "commit_url", info))
+    url = str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
+    return Uploaded(url, changed=head is None or getattr(info, "oid", None) != head)
 
 
 def _tokens(cfg: PushConfig, api) -> list:
@@ -302,7 +318,7 @@ def _tokens(cfg: PushConfig, api) -> list:
     return [t for t in tokens if isinstance(t, str)]
 
 
-def push(cfg: PushConfig, api=None) -> tuple[Path, str | None]:
+def push(cfg: PushConfig, api=None) -> tuple[Path, Uploaded | None]:
     folder = build_hub_folder(cfg)
     if cfg.dry_run:
         return folder, None
@@ -319,4 +335,4 @@ def card_metadata(readme: "str | Path") -> dict:
     return yaml.safe_load(text[4 : text.index("\n---", 4)])
 
 
-__all__ = ["PushConfig", "build_hub_folder", "upload", "push", "card_metadata"]
+__all__ = ["PushConfig", "Uploaded", "build_hub_folder", "upload", "push", "card_metadata"]

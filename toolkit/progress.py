@@ -138,6 +138,11 @@ def quiet_libraries() -> None:
         from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
         _switch(bars, constants.HF_HUB_DISABLE_PROGRESS_BARS, enable_progress_bars, disable_progress_bars)
+        hub_log = logging.getLogger("huggingface_hub")  # it adds a stream handler of its own: its records go through ours instead
+        for h in [h for h in hub_log.handlers if type(h) is logging.StreamHandler]:
+            hub_log.removeHandler(h)
+        hub_log.setLevel(lib)
+        hub_log.propagate = True
     if "transformers" in mods:
         from huggingface_hub import constants
         from transformers.utils import logging as tlog

@@ -69,11 +69,14 @@ def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run
         raise UserError("pass a stage folder and --repo owner/name: `toolkit push out/demo/cot --repo me/demo-cot`")
     cfg = PushConfig(folder=folder, repo_id=repo_id, private=not public, license=license_, source_license_note=license_note,
                      token_env=token_env, dry_run=dry_run, build_dir=build_dir, revision=revision, tag=tag, create_pr=create_pr)
-    built, url = push(cfg)
-    if url is None:
+    built, up = push(cfg)
+    where = f"{repo_id}{'@' + revision if revision else ''} ({'private' if cfg.private else 'public'})"
+    if up is None:
         click.echo(f"push: dry run, upload folder ready at {built} ({'private' if cfg.private else 'public'} {repo_id})")
+    elif not up.changed:
+        click.echo(f"push: {where} already holds exactly these files; no new commit{f', tagged {tag}' if tag else ''}: {up.url}")
     else:
-        click.echo(f"push: uploaded {built} to {repo_id} ({'private' if cfg.private else 'public'}): {url}")
+        click.echo(f"push: uploaded {built} to {where}{f', tagged {tag}' if tag else ''}: {up.url}")
 
 
 COMMANDS = [run_cmd, push_cmd]

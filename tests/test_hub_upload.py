@@ -1,0 +1,97 @@
+"""`toolkit push` against a loopback stand-in for the Hub's HTTP API (tests/hub_fake.py), with the real
+huggingface_hub client: the exact requests, the files committed, the tag, a no-op re-push, and one-line errors.
+
+Run: .venv/bin/python -m pytest tests/test_hub_upload.py -q
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hub_fake import FakeHub
+
+pytest.importorskip("huggingface_hub")
+TOKEN = "hf_loopbackTestToken0123456789abcdefXYZ"
+
+
+@pytest.fixture
+def hub():
+    h = FakeHub().start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def cot(tmp_path_factory, repo):
+    """A stage folder of two kinds (sft / rejects), written as gen-cot writes it (no model needed)."""
+    import polars as pl
+
+    from toolkit.io import write_manifest
+
+    out = tmp_path_factory.mktemp("cot") / "cot"
+    out.mkdir()
+    msgs = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+    pl.DataFrame({"prompt": [[{"role": "user", "content": "q"}]] * 3, "completion": [[{"role": "assistant", "content": "4\nReason: x"}]] * 3,
+                  "pair_id": ["a", "b", "c"]}, schema_overrides={"prompt": msgs, "completion": msgs}).write_parquet(out / "sft.parquet")
+    pl.DataFrame({"pair_id": ["d"], "text": ["?"], "drop_reason": ["too_short"]}).write_parquet(out / "rejects.parquet")
+    write_manifest(out, "gen-cot", {"k": 1}, {}, {"kept": 3}, {"teacher": "/home/someone/models/teacher-7b"})
+    return out
+
+
+def push(hub, *args, token=TOKEN, tmp_path=None):
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HF_TOKEN", None)
+    if token:
+        env["HF_TOKEN"] = token
+    if tmp_path is not None:
+        env["HF_HOME"] = str(tmp_path / "hf-home")  # no login of this machine's user
+    return subprocess.run([sys.executable, "-m", "toolkit", "push", *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+
+
+def calls(hub) -> list[str]:
+    return [f"{r.method} {r.path}" for r in hub.requests if not r.path.startswith("/api/agent-harnesses")]
+
+
+def test_push_creates_a_private_repo_commits_the_folder_and_tags_the_commit(hub, cot, tmp_path):
+    r = push(hub, cot, "--repo", "me/cot", "--revision", "review", "--tag", "round-1", "--license", "mit", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert calls(hub) == [
+        "POST /api/repos/create", "POST /api/datasets/me/cot/branch/review", "GET /api/datasets/me/cot/revision/review",
+        "GET /api/datasets/me/cot/tree/review", "POST /api/validate-yaml", "POST /api/validate-yaml",
+        "POST /api/datasets/me/cot/preupload/review", "POST /api/datasets/me/cot/commit/review",
+        f"POST /api/datasets/me/cot/tag/{hub.repos['me/cot']['commits'][0]}",
+    ]
+    create = next(q.json() for q in hub.requests if q.path == "/api/repos/create")
+    assert create == {"name": "cot", "organization": "me", "visibility": "private", "type": "dataset"}
+    assert all(q.headers.get("authorization") == f"Bearer {TOKEN}" for q in hub.requests if q.path != "/api/agent-harnesses")
+    files = hub.repos["me/cot"]["revisions"]["review"]
+    assert sorted(files) == ["README.md", "data/rejects/train-00000-of-00001.parquet", "data/sft/train-00000-of-00001.parquet",
+                             "toolkit/config.yaml", "toolkit/manifest.json"]
+    assert files["data/sft/train-00000-of-00001.parquet"] == (cot / "sft.parquet").read_bytes()
+    card = files["README.md"].decode()
+    assert "/home/someone" not in card and "`teacher-7b`" in card and 'revision="round-1"' in card
+    assert hub.repos["me/cot"]["tags"] == {"round-1": hub.repos["me/cot"]["commits"][0]}
+    assert "tagged round-1" in r.stdout
+
+
+def test_the_same_push_again_makes_no_commit_and_an_existing_tag_is_one_line(hub, cot, tmp_path):
+    assert push(hub, cot, "--repo", "me/cot", tmp_path=tmp_path).returncode == 0
+    again = push(hub, cot, "--repo", "me/cot", tmp_path=tmp_path)
+    assert again.returncode == 0 and "already holds exactly these files; no new commit" in again.stdout, again.stdout + again.stderr
+    assert len(hub.repos["me/cot"]["commits"]) == 1 and sum(c.endswith("/commit/main") for c in calls(hub)) == 1
+    assert push(hub, cot, "--repo", "me/cot", "--tag", "v1", tmp_path=tmp_path).returncode == 0  # the card now names v1: one commit
+    r = push(hub, cot, "--repo", "me/cot", "--tag", "v1", tmp_path=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "tag 'v1' already exists" in lines[0] and "pick a new one" in lines[0], r.stderr
+    assert len(hub.repos["me/cot"]["commits"]) == 2 and list(hub.repos["me/cot"]["tags"]) == ["v1"]
+
+
+def test_no_token_is_one_line_and_sends_nothing(hub, cot, tmp_path):
+    r = push(hub, cot, "--repo", "me/cot", token=None, tmp_path=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "no Hugging Face token" in lines[0] and "$HF_TOKEN" in lines[0], r.stderr
+    assert calls(hub) == []
