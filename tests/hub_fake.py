@@ -15,6 +15,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 
@@ -54,15 +55,19 @@ class FakeHub:
                 url = urlparse(self.path)
                 req = Request(self.command, unquote(url.path), url.query, dict(self.headers), body)
                 hub.requests.append(req)
-                status, payload = hub.answer(req)
-                data = json.dumps(payload).encode()
+                status, payload, *extra = hub.answer(req)
+                headers = extra[0] if extra else {}
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", "application/octet-stream" if isinstance(payload, bytes) else "application/json")
                 self.send_header("content-length", str(len(data)))
-                if status >= 400:
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                if status >= 400 and isinstance(payload, dict):
                     self.send_header("x-error-message", payload.get("error", ""))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
@@ -77,14 +82,30 @@ class FakeHub:
 
     # -- the API ---------------------------------------------------------------------------------
 
-    def answer(self, r: Request) -> tuple[int, dict]:
+    def files_at(self, repo: dict, rev: str) -> tuple[str, dict] | None:
+        """(commit, files) at a branch, a tag or a commit."""
+        if rev in repo["revisions"]:
+            return repo["heads"].get(rev, "0" * 40), repo["revisions"][rev]
+        commit = repo["tags"].get(rev, rev)
+        return (commit, repo["snapshots"][commit]) if commit in repo["snapshots"] else None
+
+    def answer(self, r: Request) -> tuple:
         parts = r.path.strip("/").split("/")
+        if len(parts) >= 6 and parts[0] == "datasets" and parts[3] == "resolve":  # a file download (HEAD for its metadata, then GET)
+            repo = self.repos.get(f"{parts[1]}/{parts[2]}")
+            at = self.files_at(repo, unquote(parts[4])) if repo else None
+            path = "/".join(parts[5:])
+            if at is None or path not in at[1]:
+                return 404, {"error": "Entry not found"}, {"x-error-code": "EntryNotFound"}
+            data = at[1][path]
+            return 200, data, {"x-repo-commit": at[0], "etag": f'"{git_hash(data)}"'}
         if r.method == "POST" and r.path == "/api/repos/create":
             body = r.json()
             repo_id = f"{body.get('organization') or 'me'}/{body['name']}" if "/" not in body["name"] else body["name"]
             if repo_id in self.repos:
                 return 409, {"error": "You already created this dataset repo", "url": f"{self.url}/datasets/{repo_id}"}
-            self.repos[repo_id] = {"private": body.get("visibility", "private") == "private", "revisions": {"main": {}}, "tags": {}, "commits": []}
+            self.repos[repo_id] = {"private": body.get("visibility", "private") == "private", "revisions": {"main": {}}, "tags": {}, "commits": [],
+                                   "snapshots": {}, "heads": {}}
             return 200, {"url": f"{self.url}/datasets/{repo_id}"}
         if r.method == "POST" and r.path == "/api/validate-yaml":  # the Hub's check of a card's YAML header, in part
             errors = _card_errors(r.json()["content"])
@@ -104,9 +125,18 @@ class FakeHub:
                 return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
                                         **({"oid": git_hash(have[f["path"]])} if f["path"] in have else {})} for f in r.json()["files"]]}
             if action in ("tree", "paths-info"):
-                rev = rest.split("/")[0] or "main"
-                files = repo["revisions"].get(rev, {})
-                return 200, [{"type": "file", "path": p, "size": len(b), "oid": git_hash(b)} for p, b in sorted(files.items())]
+                rev, _, under = (rest or "main").partition("/")
+                at = self.files_at(repo, unquote(rev))
+                if at is None:
+                    return 404, {"error": "Revision not found"}
+                files = {p: b for p, b in at[1].items() if not under or p.startswith(under.rstrip("/") + "/")}
+                dirs = sorted({str(Path(p).parent) for p in files} - {".", under.rstrip("/")})
+                if "recursive=true" not in r.query:  # one level: the files and folders directly under `under`
+                    depth = len(Path(under).parts) + 1 if under else 1
+                    dirs = sorted({"/".join(Path(p).parts[:depth]) for p in files if len(Path(p).parts) > depth})
+                    files = {p: b for p, b in files.items() if len(Path(p).parts) == depth}
+                return 200, ([{"type": "directory", "path": d, "oid": "0" * 40, "size": 0} for d in dirs]
+                             + [{"type": "file", "path": p, "size": len(b), "oid": git_hash(b)} for p, b in sorted(files.items())])
             if action == "commit" and r.method == "POST":
                 rev = rest or "main"
                 files = dict(repo["revisions"].setdefault(rev, {}))
@@ -119,6 +149,8 @@ class FakeHub:
                 oid = hashlib.sha1(f"{repo_id}{self.commits}".encode()).hexdigest()
                 repo["revisions"][rev] = files
                 repo["commits"].append(oid)
+                repo["snapshots"][oid] = dict(files)
+                repo["heads"][rev] = oid
                 return 200, {"commitUrl": f"{self.url}/datasets/{repo_id}/commit/{oid}", "commitOid": oid, "success": True}
             if action == "tag" and r.method == "POST":
                 tag = r.json()["tag"]
@@ -127,7 +159,10 @@ class FakeHub:
                 repo["tags"][tag] = rest
                 return 200, {}
             if action == "revision":
-                return 200, {"id": repo_id, "sha": (repo["commits"] or ["0" * 40])[-1], "siblings": [], "private": repo["private"]}
+                at = self.files_at(repo, unquote(rest) or "main")
+                if at is None:
+                    return 404, {"error": "Revision not found"}, {"x-error-code": "RevisionNotFound"}
+                return 200, {"id": repo_id, "sha": at[0], "private": repo["private"], "siblings": [{"rfilename": p} for p in sorted(at[1])]}
         return 404, {"error": f"the fake Hub has no {r.method} {r.path}"}
 
 

@@ -94,3 +94,28 @@ def test_dry_run_builds_where_o_says(cli, stages, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert str(tmp_path / "upload") in r.stdout and (tmp_path / "upload/README.md").exists()
     assert not list((stages / "splits").glob(".hub*"))
+
+
+def test_ingest_reads_a_dataset_in_the_hub_layout_back(cli, stages, tmp_path):
+    """What `push` publishes comes back through `toolkit ingest` (a local folder in the Hub layout, read with `datasets`)."""
+    assert cli("push", stages / "splits", "--repo", "me/s", "--dry-run", "-o", tmp_path / "upload").exit_code == 0
+    r = cli("ingest", tmp_path / "upload", "-o", tmp_path / "back")
+    assert r.exit_code == 0, r.stderr
+    back = pl.read_parquet(tmp_path / "back/pairs.parquet")
+    orig = pl.concat([pl.read_parquet(p) for p in (stages / "splits").glob("*.parquet")])
+    assert back.height == orig.height == 109
+    assert set(zip(back["pair_id"], back["grade"], back["split"])) == set(zip(orig["pair_id"], orig["grade"], orig["split"]))
+    assert read_manifest_source(tmp_path / "back") == "upload"
+
+
+def read_manifest_source(folder):
+    return pl.read_parquet(folder / "pairs.parquet")["source"].unique().to_list()[0]
+
+
+@pytest.mark.parametrize("uri,needle", [("hf://datasets/noslash", "write a Hub dataset as hf://datasets/OWNER/NAME"),
+                                        ("hf://datasets/me/none@round-1", "cannot load it with `datasets`")])
+def test_a_hub_dataset_that_cannot_be_read_is_one_line(cli, tmp_path, uri, needle):
+    from checks import one_line_error
+
+    one_line_error(cli("ingest", uri, "-o", tmp_path / "p"), uri, needle)
+    assert not (tmp_path / "p").exists()

@@ -95,3 +95,23 @@ def test_no_token_is_one_line_and_sends_nothing(hub, cot, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "no Hugging Face token" in lines[0] and "$HF_TOKEN" in lines[0], r.stderr
     assert calls(hub) == []
+
+
+def test_a_tagged_round_comes_back_through_ingest_pinned(hub, cli, repo, tmp_path):
+    """push --tag round-1, push again (main moves on), then `toolkit ingest hf://datasets/me/data@round-1` reads round 1."""
+    assert cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs").exit_code == 0
+    assert cli("split", tmp_path / "pairs", "-o", tmp_path / "splits").exit_code == 0
+    assert push(hub, tmp_path / "splits", "--repo", "me/data", "--tag", "round-1", tmp_path=tmp_path).returncode == 0
+    assert push(hub, tmp_path / "pairs", "--repo", "me/data", tmp_path=tmp_path).returncode == 0  # main: unsplit pairs now
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_TOKEN": TOKEN,
+           "HF_HOME": str(tmp_path / "hf-home"), "TOOLKIT_CACHE": str(tmp_path / "cache")}
+    for ref, splits in (("@round-1", {"train", "dev", "test"}), ("", {"train"})):
+        r = subprocess.run([sys.executable, "-m", "toolkit", "ingest", f"hf://datasets/me/data{ref}", "-o", tmp_path / f"back{ref}"],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        import polars as pl
+
+        back = pl.read_parquet(tmp_path / f"back{ref}" / "pairs.parquet")
+        assert back.height == 109 and set(back["split"]) == splits and set(back["source"]) == {"me/data"}, ref
+    round1 = hub.repos["me/data"]["tags"]["round-1"]
+    assert any(q.path.startswith(f"/datasets/me/data/resolve/{round1}/data/") for q in hub.requests)  # the tagged commit's files

@@ -10,6 +10,7 @@ the token comes from the environment (HF_TOKEN) or the local Hugging Face login.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
@@ -335,4 +336,64 @@ def card_metadata(readme: "str | Path") -> dict:
     return yaml.safe_load(text[4 : text.index("\n---", 4)])
 
 
-__all__ = ["PushConfig", "Uploaded", "build_hub_folder", "upload", "push", "card_metadata"]
+# -- back in from the Hub ----------------------------------------------------------------------
+
+HUB_URI = re.compile(r"^hf://datasets/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+?))?(?::(?P<config>[\w.-]+))?$")
+SPLIT_BACK = {"validation": "dev"}  # the Hub's split names back to the toolkit's
+
+
+def is_hub_dataset(spec: str) -> bool:
+    """A Hub dataset (`hf://datasets/owner/name[@revision][:config]`) or a local folder in the Hub layout (a README.md card with configs)."""
+    if str(spec).startswith("hf://"):
+        return True
+    p = Path(spec)
+    return p.is_dir() and (p / "README.md").exists() and not (p / MANIFEST).exists() and _has_configs(p / "README.md")
+
+
+def _has_configs(readme: Path) -> bool:
+    try:
+        return bool(card_metadata(readme).get("configs"))
+    except (UserError, ValueError, Exception):  # noqa: BLE001 - not a card: not the Hub layout
+        return False
+
+
+def fetch_dataset(spec: str) -> Path:
+    """Load a Hub dataset (or a local folder in its layout) with `datasets`, every split of one config, into one
+    Parquet file with a `split` column (the Hub's `validation` back to `dev`) under the toolkit cache; returns its path."""
+    from toolkit.io import write_parquet
+    from toolkit.models import cache_dir
+
+    spec = str(spec)
+    if spec.startswith("hf://"):
+        m = HUB_URI.match(spec)
+        if not m:
+            raise UserError(f"{spec}: write a Hub dataset as hf://datasets/OWNER/NAME, with @REVISION (a tag such as round-3, a branch or "
+                            "a commit) and :CONFIG when needed")
+        source, rev, config = m["repo"], m["rev"], m["config"]
+        key = f"{source.replace('/', '__')}@{rev or 'main'}"
+    else:
+        source, rev, config = str(Path(spec).resolve()), None, None
+        key = "local__" + hashlib.sha256(source.encode()).hexdigest()[:12]
+    try:
+        import datasets
+    except ImportError:
+        raise missing_extra("hub", "datasets") from None
+    try:
+        loaded = datasets.load_dataset(source, config, revision=rev)
+    except Exception as e:  # noqa: BLE001 - not found, private without a token, offline, a bad config: one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{spec}: cannot load it with `datasets` ({first[:200]}); check the name, the revision and config, "
+                        "your token ($HF_TOKEN) and network") from None
+    import polars as pl
+
+    frames = [pl.from_arrow(ds.data.table).with_columns(pl.lit(SPLIT_BACK.get(name, name)).alias("split"))
+              for name, ds in loaded.items() if ds.num_rows]
+    if not frames:
+        raise UserError(f"{spec}: the dataset has no rows")
+    out = cache_dir() / "hub" / key / f"{config or 'default'}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(pl.concat(frames, how="diagonal_relaxed"), out)
+    return out
+
+
+__all__ = ["PushConfig", "Uploaded", "fetch_dataset", "is_hub_dataset", "build_hub_folder", "upload", "push", "card_metadata"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -118,6 +118,20 @@ class IngestResult:
         drops = {k: v for k, v in self.counts.items() if k.startswith("dropped_") and v}
         dropped = ", ".join(f"{k}={v}" for k, v in drops.items()) or "none dropped"
         return f"ingest: read {self.counts['rows_read']} rows, kept {self.counts['kept']} pairs ({dropped}) -> {self.out / PAIRS_FILE}"
+
+
+def _from_hub(cfg: IngestConfig) -> IngestConfig:
+    """Hub datasets (`hf://datasets/owner/name@revision`) and local folders in the Hub layout, loaded with `datasets`
+    into one Parquet file each (its content is what the manifest hashes); other inputs as they are."""
+    from toolkit.hub import fetch_dataset, is_hub_dataset
+
+    if not any(is_hub_dataset(p) for p in cfg.inputs):
+        return cfg
+    if cfg.format != "generic":
+        raise UserError(f"a Hub dataset is read with --format generic (its columns by name); got --format {cfg.format}")
+    first = cfg.inputs[0]
+    source = cfg.source or (first.split("/", 3)[-1].split("@")[0].split(":")[0] if first.startswith("hf://") else Path(first).name)
+    return replace(cfg, inputs=[str(fetch_dataset(p)) if is_hub_dataset(p) else p for p in cfg.inputs], source=source)
 
 
 def _load(cfg: IngestConfig) -> F.Loaded:
@@ -254,6 +268,7 @@ def grade_counts(df: pl.DataFrame) -> dict[str, int]:
 def ingest(cfg: IngestConfig) -> IngestResult:
     out = Path(cfg.out)
     resolved = cfg.resolved()
+    cfg = _from_hub(cfg)
     inputs = input_hashes(cfg.inputs)
     if not cfg.force and is_up_to_date(out, "ingest", resolved, inputs):
         from toolkit.io import read_manifest

@@ -138,11 +138,7 @@ def quiet_libraries() -> None:
         from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
         _switch(bars, constants.HF_HUB_DISABLE_PROGRESS_BARS, enable_progress_bars, disable_progress_bars)
-        hub_log = logging.getLogger("huggingface_hub")  # it adds a stream handler of its own: its records go through ours instead
-        for h in [h for h in hub_log.handlers if type(h) is logging.StreamHandler]:
-            hub_log.removeHandler(h)
-        hub_log.setLevel(lib)
-        hub_log.propagate = True
+        _through_ours("huggingface_hub", lib)
     if "transformers" in mods:
         from huggingface_hub import constants
         from transformers.utils import logging as tlog
@@ -158,7 +154,17 @@ def quiet_libraries() -> None:
 
         if "DATASETS_VERBOSITY" in _ours:
             dlog.set_verbosity(lib)
+            _through_ours("datasets", lib)
         _switch(bars, dconfig.HF_DATASETS_DISABLE_PROGRESS_BARS, enable_progress_bars, disable_progress_bars)
+
+
+def _through_ours(name: str, level: int) -> None:
+    """A library logger with a stream handler of its own (huggingface_hub, datasets): its records go through the toolkit's handler instead."""
+    logger = logging.getLogger(name)
+    for h in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+        logger.removeHandler(h)
+    logger.setLevel(level)
+    logger.propagate = True
 
 
 def _switch(on: bool, disabled_by_env: bool | None, enable, disable) -> None:
