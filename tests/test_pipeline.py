@@ -162,7 +162,7 @@ def test_push_builds_card_and_shards_and_makes_the_right_calls(cli, tmp_path, re
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     cli("split", tmp_path / "pairs", "-o", tmp_path / "splits")
     api = RecordingHfApi()
-    folder, up = push(PushConfig(folder=str(tmp_path / "splits"), repo_id="me/demo", license="cc-by-4.0"), api=api)
+    folder, up = push(PushConfig(folder=str(tmp_path / "splits"), repo_id="me/demo", license="cc-by-4.0", build_dir=str(tmp_path / "up")), api=api)
     assert up.url.endswith("/commit/abc") and up.changed
     meta = card_metadata(folder / "README.md")
     assert meta["license"] == "cc-by-4.0" and "search-relevance" in meta["tags"]
@@ -189,7 +189,8 @@ def test_push_public_and_errors(cli, tmp_path, repo):
     api = RecordingHfApi()
     push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", private=False), api=api)
     assert api.calls[0][1]["private"] is False
-    meta = card_metadata(next((tmp_path / "pairs").glob(".hub-*")) / "README.md")
+    assert not list((tmp_path / "pairs").glob(".hub*"))  # the upload folder inside the stage folder goes after the upload
+    meta = card_metadata(push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", dry_run=True))[0] / "README.md")
     assert [d["split"] for d in meta["configs"][0]["data_files"]] == ["train"]
     r = cli("push", tmp_path / "pairs", "--repo", "no-owner")
     assert r.exit_code == 2 and "owner/name" in r.stderr
@@ -204,12 +205,13 @@ def test_push_public_and_errors(cli, tmp_path, repo):
 
     with pytest.raises(UserError, match="upload to me/pairs failed: 401"):
         push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs"), api=Failing())
+    assert not list((tmp_path / "pairs").glob(".hub*"))  # a refused push leaves nothing behind
 
 
 def test_push_to_a_branch_with_a_tag_makes_exactly_these_requests(cli, tmp_path, repo):
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     api = RecordingHfApi()
-    folder, up = push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", revision="review", tag="round-3"), api=api)
+    folder, up = push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs", revision="review", tag="round-3", build_dir=str(tmp_path / "up")), api=api)
     names = [n for n, _ in api.calls]
     assert names == ["create_repo", "create_branch", "repo_info", "upload_folder", "create_tag"]
     assert api.calls[1][1] == {"repo_id": "me/pairs", "branch": "review", "repo_type": "dataset", "exist_ok": True}

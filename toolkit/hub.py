@@ -320,10 +320,16 @@ def _tokens(cfg: PushConfig, api) -> list:
 
 
 def push(cfg: PushConfig, api=None) -> tuple[Path, Uploaded | None]:
+    """Build the upload folder and upload it. The folder stays after a dry run or at -o; built inside the stage
+    folder for an upload, it goes once the upload is done or refused (nothing is left behind)."""
     folder = build_hub_folder(cfg)
     if cfg.dry_run:
         return folder, None
-    return folder, upload(folder, cfg, api)
+    try:
+        return folder, upload(folder, cfg, api)
+    finally:
+        if not cfg.build_dir:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def card_metadata(readme: "str | Path") -> dict:

@@ -76,7 +76,7 @@ def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run
     elif not up.changed:
         click.echo(f"push: {where} already holds exactly these files; no new commit{f', tagged {tag}' if tag else ''}: {up.url}")
     else:
-        click.echo(f"push: uploaded {built} to {where}{f', tagged {tag}' if tag else ''}: {up.url}")
+        click.echo(f"push: uploaded {folder} to {where}{f', tagged {tag}' if tag else ''}: {up.url}")
 
 
 COMMANDS = [run_cmd, push_cmd]
