@@ -39,6 +39,7 @@ class FakeHub:
     requests: list[Request] = field(default_factory=list)
     repos: dict = field(default_factory=dict)  # repo id -> {"private": bool, "revisions": {name: {path: bytes}}, "tags": {tag: commit}, "commits": [...]}
     commits: int = 0
+    types: dict = field(default_factory=dict)  # repo id -> "dataset" | "model"
 
     def start(self):
         hub = self
@@ -91,7 +92,9 @@ class FakeHub:
 
     def answer(self, r: Request) -> tuple:
         parts = r.path.strip("/").split("/")
-        if len(parts) >= 6 and parts[0] == "datasets" and parts[3] == "resolve":  # a file download (HEAD for its metadata, then GET)
+        if parts and parts[0] not in ("api", "datasets"):  # a model's file: /{owner}/{name}/resolve/... has no type prefix
+            parts = ["models", *parts]
+        if len(parts) >= 6 and parts[0] in ("datasets", "models") and parts[3] == "resolve":  # a file download (HEAD for its metadata, then GET)
             repo = self.repos.get(f"{parts[1]}/{parts[2]}")
             at = self.files_at(repo, unquote(parts[4])) if repo else None
             path = "/".join(parts[5:])
@@ -102,6 +105,7 @@ class FakeHub:
         if r.method == "POST" and r.path == "/api/repos/create":
             body = r.json()
             repo_id = f"{body.get('organization') or 'me'}/{body['name']}" if "/" not in body["name"] else body["name"]
+            self.types[repo_id] = body.get("type", "model")
             if repo_id in self.repos:
                 return 409, {"error": "You already created this dataset repo", "url": f"{self.url}/datasets/{repo_id}"}
             self.repos[repo_id] = {"private": body.get("visibility", "private") == "private", "revisions": {"main": {}}, "tags": {}, "commits": [],
@@ -110,9 +114,9 @@ class FakeHub:
         if r.method == "POST" and r.path == "/api/validate-yaml":  # the Hub's check of a card's YAML header, in part
             errors = _card_errors(r.json()["content"])
             return (400, {"errors": [{"message": e} for e in errors]}) if errors else (200, {"warnings": []})
-        if len(parts) == 4 and parts[:2] == ["api", "datasets"] and r.method == "GET":  # repo info at main
+        if len(parts) == 4 and parts[0] == "api" and parts[1] in ("datasets", "models") and r.method == "GET":  # repo info at main
             parts = [*parts, "revision", "main"]
-        if len(parts) >= 5 and parts[:2] == ["api", "datasets"]:
+        if len(parts) >= 5 and parts[0] == "api" and parts[1] in ("datasets", "models"):
             repo_id, action, rest = f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:])
             repo = self.repos.get(repo_id)
             if repo is None:

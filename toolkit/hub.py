@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import UserError, missing_extra, redact
@@ -54,6 +54,9 @@ class PushConfig:
     revision: str | None = None  # the branch to commit to (created from main when missing); None: main
     tag: str | None = None  # a tag on the new commit (e.g. round-3, v1): consumers pin load_dataset(repo, revision=tag)
     create_pr: bool = False  # open a pull request with the commit instead of committing to the branch
+    eval_dir: str | None = None  # a model push: a `toolkit eval` folder whose metrics go into the model card
+    tiers_dir: str | None = None  # a model push: a `toolkit tier fit` folder whose β goes into the model card
+    data_repos: list[str] = field(default_factory=list)  # a model push: the Hub datasets it was trained on, owner/name[@revision]
 
     def __post_init__(self):
         for flag, value in (("--revision", self.revision), ("--tag", self.tag)):
@@ -143,6 +146,15 @@ def build_hub_folder(cfg: PushConfig) -> Path:
     manifest = read_manifest(src) or {}
     stage = manifest.get("stage", "dataset")
     out = Path(cfg.build_dir) if cfg.build_dir else default_build_dir(src, manifest)
+    from toolkit.model_card import build_model_folder, is_checkpoint
+
+    if is_checkpoint(src, manifest):
+        _replace_build_dir(out, src, given=bool(cfg.build_dir))
+        build_model_folder(src, out, cfg, manifest)
+        (out / "data").rmdir()  # a model has no data/ folder
+        return out
+    if cfg.eval_dir or cfg.tiers_dir or cfg.data_repos:
+        raise UserError(f"{src}: --eval, --tiers and --data-repo describe a model; this folder holds the output of `toolkit {stage}`, not a checkpoint")
     _replace_build_dir(out, src, given=bool(cfg.build_dir))
     configs, counts = [], {}
     for name, split_files in _configs(_parquet_files(src), stage).items():
@@ -258,6 +270,11 @@ class Uploaded:
     changed: bool  # False: the branch already held these exact files, and no commit was made
 
 
+def repo_type(folder: Path) -> str:
+    """A built upload folder holds a model (its config.json) or a dataset."""
+    return "model" if (Path(folder) / "config.json").exists() else "dataset"
+
+
 def upload(folder: Path, cfg: PushConfig, api=None) -> Uploaded:
     """Create the repo (private by default) and upload `folder` in one commit (none when nothing changed;
     huggingface_hub skips unchanged files and empty commits); tag it if asked."""
@@ -277,18 +294,20 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> Uploaded:
                             "`hf auth login`; nothing was uploaded")
         api = HfApi(token=token)
     step = "upload"
+    kind = repo_type(folder)
     try:
-        api.create_repo(repo_id=cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
+        api.create_repo(repo_id=cfg.repo_id, repo_type=kind, private=cfg.private, exist_ok=True)
         if cfg.revision and not cfg.create_pr:
-            api.create_branch(repo_id=cfg.repo_id, branch=cfg.revision, repo_type="dataset", exist_ok=True)
-        head = None if cfg.create_pr else getattr(api.repo_info(repo_id=cfg.repo_id, repo_type="dataset", revision=cfg.revision), "sha", None)
+            api.create_branch(repo_id=cfg.repo_id, branch=cfg.revision, repo_type=kind, exist_ok=True)
+        head = None if cfg.create_pr else getattr(api.repo_info(repo_id=cfg.repo_id, repo_type=kind, revision=cfg.revision), "sha", None)
         info = api.upload_folder(
-            repo_id=cfg.repo_id, repo_type="dataset", folder_path=str(folder), revision=cfg.revision, create_pr=cfg.create_pr or None,
-            commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit", delete_patterns=["data/*.parquet"], ignore_patterns=[BUILD_MARK],
+            repo_id=cfg.repo_id, repo_type=kind, folder_path=str(folder), revision=cfg.revision, create_pr=cfg.create_pr or None,
+            commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit", ignore_patterns=[BUILD_MARK],
+            delete_patterns=["data/*.parquet"] if kind == "dataset" else ["*.safetensors", "*.bin"],
         )
         if cfg.tag:
             step = "tag"
-            api.create_tag(repo_id=cfg.repo_id, tag=cfg.tag, revision=getattr(info, "oid", None) or cfg.revision, repo_type="dataset",
+            api.create_tag(repo_id=cfg.repo_id, tag=cfg.tag, revision=getattr(info, "oid", None) or cfg.revision, repo_type=kind,
                            tag_message=f"{Path(cfg.folder).name} published with taosr-toolkit")
     except Exception as e:  # network, auth, permissions, an existing tag: one line with the cause
         if isinstance(e, UserError):

@@ -51,7 +51,10 @@ def run_cmd(pipeline, redo, list_only):
 @click.option("--revision", help="Branch to commit to (created from main when missing); default: main.")
 @click.option("--tag", help="Tag the new commit (e.g. round-3 after a review round, v1): consumers pin load_dataset(repo, revision=TAG).")
 @click.option("--create-pr", is_flag=True, help="Open a pull request with the commit instead of committing (for teams that review data changes).")
-def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run, build_dir, revision, tag, create_pr):
+@click.option("--eval", "eval_dir", type=click.Path(), help="[model] A `toolkit eval` folder: its metrics go into the model card.")
+@click.option("--tiers", "tiers_dir", type=click.Path(), help="[model] A `toolkit tier fit` folder: its CumPT β goes into the model card.")
+@click.option("--data-repo", "data_repos", multiple=True, help="[model] A Hub dataset it was trained on, owner/name[@revision] (repeatable).")
+def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run, build_dir, revision, tag, create_pr, eval_dir, tiers_dir, data_repos):
     """Publish a stage's dataset to the Hugging Face Hub with a generated dataset card.
 
     Uploads the stage's Parquet files (one per split) and a README.md card with valid YAML
@@ -68,7 +71,8 @@ def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run
     if not folder or not repo_id:
         raise UserError("pass a stage folder and --repo owner/name: `toolkit push out/demo/cot --repo me/demo-cot`")
     cfg = PushConfig(folder=folder, repo_id=repo_id, private=not public, license=license_, source_license_note=license_note,
-                     token_env=token_env, dry_run=dry_run, build_dir=build_dir, revision=revision, tag=tag, create_pr=create_pr)
+                     token_env=token_env, dry_run=dry_run, build_dir=build_dir, revision=revision, tag=tag, create_pr=create_pr,
+                     eval_dir=eval_dir, tiers_dir=tiers_dir, data_repos=list(data_repos))
     built, up = push(cfg)
     where = f"{repo_id}{'@' + revision if revision else ''} ({'private' if cfg.private else 'public'})"
     if up is None:
