@@ -38,6 +38,16 @@ def stages(cli, repo, tmp_path):
     rollouts = write_rollouts(tmp_path / "rollouts", {f"p{i}": (4 - i % 4, [4 - i % 4, 1, 2, 4]) for i in range(12)})
     assert cli("make-prefs", rollouts, "-o", tmp_path / "prefs", "--no-teacher").exit_code == 0
     assert cli("label-difficulty", rollouts, "-o", tmp_path / "difficulty").exit_code == 0
+    from toolkit.io import write_manifest
+
+    for stage, extra in (("score", {}), ("eval", {"pred_grade": [4, 1]}), ("retrieve", {"rule_ids": [["R1", "R2"], ["R3"]]})):
+        folder = tmp_path / stage
+        folder.mkdir()
+        files = {"score": ["predictions"], "eval": ["predictions"], "retrieve": ["train", "dev"]}[stage]
+        for name in files:
+            pl.DataFrame({"pair_id": ["a", "b"], "grade": [4, 2], "split": [name] * 2, "grade_probs": [[0.7, 0.1, 0.1, 0.1], [0.1, 0.2, 0.6, 0.1]],
+                          **extra}).write_parquet(folder / f"{name}.parquet")
+        write_manifest(folder, stage, {}, {}, {"pairs": 2})
     return tmp_path
 
 
@@ -54,12 +64,16 @@ def test_every_stage_folder_loads_config_by_config(stages, tmp_path):
         "rollouts": ({"rollouts": {"train": 48}, "prompts": {"train": 12}}, "rollouts"),
         "prefs": ({name: {"train": _rows(p)} for name, p in ((p.stem, p) for p in (stages / "prefs").glob("*.parquet"))}, "preferences"),
         "difficulty": ({"grpo": {"train": _rows(stages / "difficulty/grpo.parquet")}, "difficulty": {"train": 12}}, "grpo"),
+        "score": ({"default": {"train": 2}}, "default"),
+        "eval": ({"default": {"train": 2}}, "default"),
+        "retrieve": ({"default": {"train": 2, "validation": 2}}, "default"),
     }
     for stage, (configs, default) in expect.items():
         folder = build_hub_folder(PushConfig(folder=str(stages / stage), repo_id=f"me/{stage}"))
         loaded, defaults, meta = _load_every_config(folder, cache)
         assert loaded == configs and defaults == [default], stage
-    assert meta["task_categories"] == ["text-generation"] and "pretty_name" in meta
+        assert meta["task_categories"] == (["text-generation"] if stage in ("rollouts", "prefs", "difficulty") else ["text-classification"]), stage
+        assert "pretty_name" in meta
 
 
 def test_gen_cot_folder_has_sft_as_default_and_no_local_path_in_its_card(cli, repo, tmp_path, tiny_model_dir):

@@ -115,3 +115,26 @@ def test_a_tagged_round_comes_back_through_ingest_pinned(hub, cli, repo, tmp_pat
         assert back.height == 109 and set(back["split"]) == splits and set(back["source"]) == {"me/data"}, ref
     round1 = hub.repos["me/data"]["tags"]["round-1"]
     assert any(q.path.startswith(f"/datasets/me/data/resolve/{round1}/data/") for q in hub.requests)  # the tagged commit's files
+
+
+def test_a_stage_reads_its_input_folder_from_the_hub(hub, cli, tmp_path):
+    """make-prefs and label-difficulty on hf://datasets/me/rollouts@round-1 give what they give on the local folder."""
+    import polars as pl
+
+    from rollouts_data import write_rollouts
+
+    rollouts = write_rollouts(tmp_path / "rollouts", {f"p{i}": (4 - i % 4, [4 - i % 4, 1, 2, 4][: 2 + i % 3]) for i in range(12)})
+    assert push(hub, rollouts, "--repo", "me/rollouts", "--tag", "round-1", tmp_path=tmp_path).returncode == 0
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_TOKEN": TOKEN,
+           "HF_HOME": str(tmp_path / "hf-home"), "TOOLKIT_CACHE": str(tmp_path / "cache")}
+    for stage, out_file, extra in (("make-prefs", "preferences.parquet", ["--no-teacher"]), ("label-difficulty", "difficulty.parquet", [])):
+        r = subprocess.run([sys.executable, "-m", "toolkit", stage, "hf://datasets/me/rollouts@round-1", *extra, "-o", str(tmp_path / f"hub-{stage}")],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert cli(stage, rollouts, *extra, "-o", tmp_path / f"local-{stage}").exit_code == 0
+        hub_df, local_df = (pl.read_parquet(tmp_path / f"{w}-{stage}" / out_file) for w in ("hub", "local"))
+        assert hub_df.height and hub_df.sort(hub_df.columns[0]).equals(local_df.sort(local_df.columns[0])), stage
+    r = subprocess.run([sys.executable, "-m", "toolkit", "make-prefs", "hf://datasets/me/none@round-1", "--no-teacher", "-o", str(tmp_path / "x")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "cannot read it as a stage folder published by `toolkit push`" in lines[0], r.stderr

@@ -421,4 +421,59 @@ def fetch_dataset(spec: str) -> Path:
     return out
 
 
-__all__ = ["PushConfig", "Uploaded", "fetch_dataset", "is_hub_dataset", "build_hub_folder", "upload", "push", "card_metadata"]
+def fetch_stage_folder(uri: str) -> Path:
+    """A stage folder rebuilt from a dataset `toolkit push` published (`hf://datasets/owner/name@revision`), for any stage
+    that reads a folder: each config back to its file (`sft.parquet`, `rollouts.parquet`, the split files of `default`),
+    and the published `toolkit/manifest.json` as its manifest (grade scale, prompt lineage). Under the toolkit cache."""
+    import json
+
+    from toolkit.io import atomic_dir, write_parquet
+    from toolkit.models import cache_dir
+
+    m = HUB_URI.match(uri)
+    if not m:
+        raise UserError(f"{uri}: write a Hub dataset as hf://datasets/OWNER/NAME, with @REVISION (a tag such as round-3, a branch or a commit)")
+    repo, rev, only = m["repo"], m["rev"], m["config"]
+    try:
+        import datasets
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise missing_extra("hub", e.name or "datasets") from None
+    try:
+        names = [only] if only else datasets.get_dataset_config_names(repo, revision=rev)
+        manifest = json.loads(Path(hf_hub_download(repo, "toolkit/manifest.json", repo_type="dataset", revision=rev)).read_text(encoding="utf-8"))
+        loaded = {name: datasets.load_dataset(repo, name, revision=rev) for name in names}
+    except Exception as e:  # noqa: BLE001 - not found, not published by the toolkit, private, offline: one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{uri}: cannot read it as a stage folder published by `toolkit push` ({first[:200]}); check the name, revision, "
+                        "your token ($HF_TOKEN) and network") from None
+    import polars as pl
+
+    stage_files = [n for n in (manifest.get("outputs") or {}) if n.endswith(".parquet")]
+    out = cache_dir() / "hub" / f"{repo.replace('/', '__')}@{rev or 'main'}" / "folder"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp:
+        for name, dd in loaded.items():
+            frames = {split: pl.from_arrow(ds.data.table) for split, ds in dd.items()}
+            if name != "default":
+                write_parquet(pl.concat(list(frames.values()), how="diagonal_relaxed"), tmp / f"{name}.parquet")
+            elif len(frames) == 1 and len(stage_files) == 1:
+                write_parquet(next(iter(frames.values())), tmp / stage_files[0])
+            else:
+                for split, df in frames.items():
+                    write_parquet(df, tmp / f"{SPLIT_BACK.get(split, split)}.parquet")
+        (tmp / MANIFEST).write_text(json.dumps({**manifest, "outputs": {}, "fetched_from": uri}, indent=2), encoding="utf-8")
+    return out
+
+
+def hub_inputs(cfg) -> None:
+    """Replace each `hf://datasets/...` folder a stage config names by the stage folder fetched from the Hub (fetch_stage_folder)."""
+    from dataclasses import fields
+
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, str) and value.startswith("hf://datasets/"):
+            setattr(cfg, f.name, str(fetch_stage_folder(value)))
+
+
+__all__ = ["PushConfig", "Uploaded", "fetch_dataset", "fetch_stage_folder", "hub_inputs", "is_hub_dataset", "build_hub_folder", "upload", "push", "card_metadata"]

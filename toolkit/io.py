@@ -341,6 +341,10 @@ def writes_output(stage, out_field: str = "out"):
         @functools.wraps(fn)
         def wrapper(cfg, *args, **kwargs):
             name = stage(cfg) if callable(stage) else stage
+            if any(isinstance(v, str) and v.startswith("hf://datasets/") for v in vars(cfg).values()):
+                from toolkit.hub import hub_inputs
+
+                hub_inputs(cfg)  # a stage folder published with `toolkit push`, fetched into the toolkit cache
             with claim_output(getattr(cfg, out_field), name, config_paths(cfg, out_field)):
                 return fn(cfg, *args, **kwargs)
 

@@ -9,12 +9,14 @@ chosen answer's likelihood falling during DPO.
 
 from __future__ import annotations
 
+from toolkit.io import writes_output
 from toolkit.stats import scale_of
 from trainers.config import DPOTrainConfig
 from trainers.data import data_file, dpo_rows, load_rows, to_dataset
 from trainers.run import TrainResult, train
 
 
+@writes_output(lambda cfg: cfg.stage)  # the claim, and a data folder given as hf://datasets/...
 def train_dpo(cfg: DPOTrainConfig) -> TrainResult:
     """Preference-tune `cfg.model` (the SFT checkpoint) on `cfg.data`; write the checkpoint folder `cfg.out`."""
     from trl import DPOTrainer

@@ -10,6 +10,7 @@ dropped offline by `toolkit label-difficulty`.
 
 from __future__ import annotations
 
+from toolkit.io import writes_output
 from toolkit.stats import scale_of
 from trainers.config import GRPOTrainConfig
 from trainers.data import data_file, grpo_rows, load_rows, to_dataset
@@ -17,6 +18,7 @@ from trainers.rewards import make_rewards
 from trainers.run import TrainResult, train
 
 
+@writes_output(lambda cfg: cfg.stage)  # the claim, and a data folder given as hf://datasets/...
 def train_grpo(cfg: GRPOTrainConfig) -> TrainResult:
     """Reinforce `cfg.model` (the DPO or SFT checkpoint) on `cfg.data`; write the checkpoint folder `cfg.out`."""
     from trl import GRPOTrainer

@@ -8,12 +8,14 @@ grade label alone (the paper's "SFT label-only" ablation).
 
 from __future__ import annotations
 
+from toolkit.io import writes_output
 from toolkit.stats import scale_of
 from trainers.config import SFTTrainConfig
 from trainers.data import data_file, load_rows, sft_rows, to_dataset
 from trainers.run import TrainResult, train
 
 
+@writes_output(lambda cfg: cfg.stage)  # the claim, and a data folder given as hf://datasets/...
 def train_sft(cfg: SFTTrainConfig) -> TrainResult:
     """Fine-tune `cfg.model` on the SFT rows of `cfg.data`; write the checkpoint folder `cfg.out`."""
     from trl import SFTTrainer
