@@ -62,6 +62,39 @@ def push(input, **opts):
     click.echo(run(PushConfig(input=input, **opts)).summary())
 
 
+@review.command("select")
+@config_option
+@click.argument("input", type=click.Path())
+@click.option("-o", "--out", type=click.Path(), help="Output folder for the selection (the source's file name and columns, plus select_score and select_rank).")
+@click.option("--policy", type=click.Choice(["entropy", "margin", "disagreement", "hard", "random"]), default="entropy", show_default=True,
+              help="What comes first: uncertain (entropy, margin), likely label noise (disagreement), hard cases (hard), or a seeded random control.")
+@click.option("--budget", default="10%", show_default=True, help="Rows to select: N, or P% of the candidate rows.")
+@click.option("--stratify", type=click.Choice(["grade", "none"]), default="grade", show_default=True,
+              help="Share the budget among the gold grades in proportion to their rows.")
+@click.option("--max-per-query", type=int, help="At most this many rows of one query.")
+@click.option("--split", help="Select from this split only (e.g. dev, train).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random policy and of tie-breaking.")
+@click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
+def select_cmd(input, out, **opts):
+    """Pick the records worth a reviewer's time, under a budget, from a scored or difficulty folder.
+
+    Scores every row by the policy, takes the highest (ties broken by the seed), shared
+    among the gold grades; writes them with the score that chose each one, for `review push`.
+
+    \b
+    Examples:
+      toolkit review select out/demo/scores -o out/demo/review-uncertain --policy entropy --budget 20
+      toolkit review select out/demo/difficulty -o out/demo/review-hard --policy hard --budget 10%
+      toolkit review push out/demo/review-uncertain --kind errors --pairs out/demo/pairs
+    """
+    from annotation.select import SelectConfig, select
+    from toolkit.errors import UserError
+
+    if not input or not out:
+        raise UserError("pass a scored or difficulty folder and -o: `toolkit review select out/demo/scores -o out/demo/review-uncertain`")
+    click.echo(select(SelectConfig(input=input, out=out, **opts)).summary())
+
+
 @review.command()
 @config_option
 @click.argument("input", type=click.Path())

@@ -1,0 +1,193 @@
+"""`toolkit review select`: the records worth a person's time, under a budget.
+
+From a scored folder (`toolkit score`, the baseline, `toolkit eval`: rows with `grade_probs`) or a
+difficulty folder (`toolkit label-difficulty`: rows with `pass_rate`), one policy scores every row and
+the budget takes the highest:
+
+- `entropy`: the first-token grade distribution's entropy, over log(number of grades) (1 = no idea);
+- `margin`: 1 - (p of the most likely grade - p of the second): close calls first;
+- `disagreement`: 1 - p(gold grade): where the model is sure the gold grade is wrong (likely label noise);
+- `hard`: 1 - pass rate over the sampled answers (TaoSR1's hard cases);
+- `random`: a seeded random control, to measure the others against.
+
+Ties break by a seeded random key. `--stratify grade` shares the budget among the gold grades in
+proportion to their rows (largest remainder), so a rare grade is not crowded out; `--max-per-query`
+caps the rows of one query. The selection keeps the source's file name and columns (so `toolkit
+review push` reads it as the source's kind) plus `select_score` and `select_rank`; the manifest
+records the policy, the budget and the source.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from toolkit import columns as C
+from toolkit.errors import UserError
+from toolkit.io import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, up_to_date_line,
+                        write_manifest, write_parquet, writes_output)
+from toolkit.pairs import select_split
+from toolkit.stats import scale_of
+
+log = logging.getLogger(__name__)
+
+STAGE = "review-select"
+POLICIES = ("entropy", "margin", "disagreement", "hard", "random")
+SOURCE_FILES = ("predictions.parquet", "difficulty.parquet")  # what a scored / difficulty folder holds
+SCORE, RANK = "select_score", "select_rank"
+
+
+@dataclass
+class SelectConfig(StageConfig):
+    input: str
+    out: str
+    policy: str = "entropy"
+    budget: str = "10%"  # rows: N, or P% of the candidate rows
+    stratify: str = "grade"  # grade | none
+    max_per_query: int | None = None
+    split: str | None = None
+    seed: int = 0
+    force: bool = False
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise UserError(f"--policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
+        if self.stratify not in ("grade", "none"):
+            raise UserError(f"--stratify must be grade or none; got {self.stratify!r}")
+        if self.max_per_query is not None and self.max_per_query < 1:
+            raise UserError(f"--max-per-query must be at least 1; got {self.max_per_query}")
+        budget_rows(self.budget, None)  # a malformed budget fails before anything is read
+
+
+@dataclass
+class SelectResult:
+    out: Path
+    counts: dict
+    skipped: bool = False
+
+    def summary(self) -> str:
+        c = self.counts
+        if self.skipped:
+            return up_to_date_line("review select", self.out, f"{c['selected']} rows")
+        by = ", ".join(f"{g}: {n}" for g, n in c["selected_by_grade"].items())
+        return (f"review select: {c['selected']} of {c['candidates']} rows by {c['policy']} (score {c['score_min']:.3f}-{c['score_max']:.3f}; "
+                f"by grade {by}) -> {self.out}")
+
+
+def budget_rows(budget: str, n: int | None) -> int:
+    """`--budget` as a number of rows out of `n` candidates (None: only check it)."""
+    text = str(budget).strip()
+    try:
+        share = float(text[:-1]) if text.endswith("%") else None
+        rows = None if share is not None else int(text)
+    except ValueError:
+        raise UserError(f"--budget {budget!r}: give a number of rows (200) or a share of the rows (10%)") from None
+    if (share is not None and not 0 < share <= 100) or (rows is not None and rows < 1):
+        raise UserError(f"--budget {budget!r}: give at least 1 row, or a share in (0%, 100%]")
+    if n is None:
+        return 0
+    k = math.floor(n * share / 100 + 1e-9) if share is not None else rows
+    if k < 1:
+        raise UserError(f"--budget {budget!r} is less than one of the {n} candidate rows; give at least 1 row")
+    return min(k, n)
+
+
+def _source_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    for name in SOURCE_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise UserError(f"{path}: no {' or '.join(SOURCE_FILES)} here; pass the output of `toolkit score`, `toolkit eval` or `toolkit label-difficulty`")
+
+
+def scores(df: pl.DataFrame, policy: str, scale, where: str, seed: int) -> np.ndarray:
+    """One number per row; higher = review first."""
+    n = df.height
+    if policy == "random":
+        return np.random.default_rng(seed).random(n)
+    if policy == "hard":
+        if C.PASS_RATE not in df.columns:
+            raise UserError(f"{where}: --policy hard needs a `{C.PASS_RATE}` column (the output of `toolkit label-difficulty`); found: {', '.join(df.columns)}")
+        return 1.0 - df[C.PASS_RATE].cast(pl.Float64).fill_null(0.0).to_numpy()
+    if C.GRADE_PROBS not in df.columns or df[C.GRADE_PROBS].null_count() == n:
+        raise UserError(f"{where}: --policy {policy} needs first-token `{C.GRADE_PROBS}` (the output of `toolkit score`); "
+                        "use --policy hard or random, or score with --mode first-token")
+    from toolkit.evaluation import probs_of
+
+    p = probs_of(df, scale)
+    if p is None or np.isnan(p).any():
+        raise UserError(f"{where}: some rows have no `{C.GRADE_PROBS}`; score every row with --mode first-token")
+    if policy == "entropy":
+        return -(p * np.log(np.clip(p, 1e-12, 1))).sum(axis=1) / math.log(p.shape[1])
+    if policy == "margin":
+        top = np.sort(p, axis=1)
+        return 1.0 - (top[:, -1] - top[:, -2])
+    gold = df[C.GRADE].to_list()  # disagreement
+    index = {g.value: i for i, g in enumerate(scale.grades)}
+    return 1.0 - np.array([p[r, index[g]] for r, g in enumerate(gold)])
+
+
+def choose(df: pl.DataFrame, score: np.ndarray, k: int, stratify: str, max_per_query: int | None, seed: int) -> pl.DataFrame:
+    """The k rows to review: highest score first (ties by a seeded random key), shared among the gold grades if asked."""
+    tie = np.random.default_rng(seed + 1).random(df.height)
+    ranked = df.with_columns(pl.Series(SCORE, score), pl.Series("__tie", tie), pl.int_range(df.height).alias("__row")).sort(
+        [SCORE, "__tie"], descending=[True, False])
+    if max_per_query:
+        if C.QUERY not in ranked.columns:
+            raise UserError(f"--max-per-query needs a `{C.QUERY}` column, which this input lacks (score output has none; label-difficulty's "
+                            "has); drop the option")
+        ranked = ranked.filter(pl.int_range(pl.len()).over(pl.col(C.QUERY).str.to_lowercase().str.strip_chars()) < max_per_query)
+    if stratify == "grade":
+        sizes = ranked.group_by(C.GRADE).len().sort(C.GRADE, descending=True)
+        total = sizes["len"].sum()
+        quota = {g: k * n / total for g, n in sizes.iter_rows()}
+        take = {g: int(q) for g, q in quota.items()}
+        for g in sorted(quota, key=lambda g: quota[g] - take[g], reverse=True)[: k - sum(take.values())]:
+            take[g] += 1  # largest remainder
+        parts = [ranked.filter(pl.col(C.GRADE) == g).head(min(n, dict(sizes.iter_rows())[g])) for g, n in take.items()]
+        picked = pl.concat(parts).sort([SCORE, "__tie"], descending=[True, False])
+        if picked.height < k:  # a grade had fewer rows than its share (after the per-query cap): fill from the rest
+            rest = ranked.join(picked.select("__row"), on="__row", how="anti").head(k - picked.height)
+            picked = pl.concat([picked, rest]).sort([SCORE, "__tie"], descending=[True, False])
+    else:
+        picked = ranked.head(k)
+    return picked.with_columns(pl.int_range(1, picked.height + 1).alias(RANK)).drop("__tie", "__row")
+
+
+@writes_output(STAGE)
+def select(cfg: SelectConfig) -> SelectResult:
+    src_path = Path(cfg.input)
+    if not src_path.exists():
+        raise UserError(f"{src_path}: no such file or folder; check the path")
+    src = _source_file(src_path)
+    out = Path(cfg.out)
+    inputs = input_hashes([src])
+    resolved = cfg.resolved()
+    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
+        return SelectResult(out, read_manifest(out)["counts"], skipped=True)
+    df = select_split(read_pairs(src, required=[C.PAIR_ID, C.GRADE]), cfg.split, str(src))
+    if df.height == 0:
+        raise UserError(f"{src}: no rows to select from")
+    scale = scale_of(src)
+    k = budget_rows(cfg.budget, df.height)
+    picked = choose(df, scores(df, cfg.policy, scale, str(src), cfg.seed), k, cfg.stratify, cfg.max_per_query, cfg.seed)
+    counts = {
+        "candidates": df.height, "selected": picked.height, "policy": cfg.policy, "budget": cfg.budget,
+        "score_min": float(picked[SCORE].min()), "score_max": float(picked[SCORE].max()),
+        "selected_by_grade": {str(g): n for g, n in picked.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
+        "candidates_by_grade": {str(g): n for g, n in df.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
+    }
+    upstream = manifest_of(src) or {}
+    extra = {"grade_scale": scale.to_dict(), "source": str(src), "source_stage": upstream.get("stage"),
+             "policy": {"name": cfg.policy, "budget": cfg.budget, "stratify": cfg.stratify, "max_per_query": cfg.max_per_query, "seed": cfg.seed},
+             **{k_: upstream[k_] for k_ in ("model", "student_prompt") if k_ in upstream}}
+    with atomic_dir(out) as tmp:
+        write_parquet(picked, tmp / src.name)
+        write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
+    return SelectResult(out, counts)
