@@ -118,7 +118,9 @@ def get_kind(name: str) -> KindSpec:
 
 
 def grade_labels(scale: GradeScale) -> dict[str, str]:
-    return {str(g.value): f"{g.value} {g.name}" for g in scale.grades}
+    """The grade question's options, lowest grade first: Argilla's keyboard shortcut k picks the k-th option, so the
+    key a reviewer types is the grade (best first, key 1 chose "4 Excellent" and key 4 "1 Irrelevant")."""
+    return {str(g.value): f"{g.value} {g.name}" for g in sorted(scale.grades, key=lambda g: g.value)}
 
 
 GUIDELINES_MAX = 10_000  # Argilla's limit on a dataset's guidelines

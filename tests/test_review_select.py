@@ -95,3 +95,13 @@ def test_hard_cases_from_a_difficulty_folder_with_a_cap_per_query(cli, tmp_path)
 def test_bad_options_are_one_line_and_write_nothing(cli, scores, tmp_path, args, needle):
     one_line_error(cli("review", "select", scores, "-o", tmp_path / "sel", *args), needle)
     assert not (tmp_path / "sel").exists()
+
+
+@pytest.mark.parametrize("scale", ["taosr4", "three", "five", "esci", "binary"])
+def test_the_grade_options_run_lowest_first_so_the_key_typed_is_the_grade(scale):
+    from annotation.settings import grade_labels
+
+    s = get_scale(scale)
+    keys = list(grade_labels(s))
+    assert keys == [str(v) for v in sorted(g.value for g in s.grades)]
+    assert all(text.startswith(f"{k} ") for k, text in grade_labels(s).items())

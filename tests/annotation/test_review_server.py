@@ -57,6 +57,8 @@ def test_push_each_kind_then_again_updates_without_duplicates(argilla_stack, dem
         ds = argilla_stack.client.datasets(name, workspace="review")
     assert ds.settings.distribution.min_submitted == 2
     assert [q.name for q in ds.settings.questions][:2] == ["grade", "accept"]
+    grade_q = next(q for q in ds.settings.questions if q.name == "grade")
+    assert list(grade_q.labels) == ["1", "2", "3", "4"]  # keyboard shortcut k picks option k: the key a reviewer types is the grade
     assert "Grade scale" in ds.settings.guidelines and "Relevance guideline" in ds.settings.guidelines
     rec = recs[sorted(recs)[0]]
     assert rec.fields["query"] and rec.fields["model_output"]
