@@ -32,6 +32,7 @@ from toolkit.errors import UserError
 from toolkit.io import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, up_to_date_line,
                         write_manifest, write_parquet, writes_output)
 from toolkit.pairs import select_split
+from toolkit.splits import query_key
 from toolkit.stats import scale_of
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,8 @@ def choose(df: pl.DataFrame, score: np.ndarray, k: int, stratify: str, max_per_q
         if C.QUERY not in ranked.columns:
             raise UserError(f"--max-per-query needs a `{C.QUERY}` column, which this input lacks (score output has none; label-difficulty's "
                             "has); drop the option")
-        ranked = ranked.filter(pl.int_range(pl.len()).over(pl.col(C.QUERY).str.to_lowercase().str.strip_chars()) < max_per_query)
+        key = pl.col(C.QUERY).map_elements(query_key, return_dtype=pl.String)  # split's rule: case and spacing ignored
+        ranked = ranked.filter(pl.int_range(pl.len()).over(key) < max_per_query)
     if stratify == "grade":
         sizes = ranked.group_by(C.GRADE).len().sort(C.GRADE, descending=True)
         total = sizes["len"].sum()
@@ -150,7 +152,7 @@ def choose(df: pl.DataFrame, score: np.ndarray, k: int, stratify: str, max_per_q
         take = {g: int(q) for g, q in quota.items()}
         for g in sorted(quota, key=lambda g: quota[g] - take[g], reverse=True)[: k - sum(take.values())]:
             take[g] += 1  # largest remainder
-        parts = [ranked.filter(pl.col(C.GRADE) == g).head(min(n, dict(sizes.iter_rows())[g])) for g, n in take.items()]
+        parts = [ranked.filter(pl.col(C.GRADE) == g).head(n) for g, n in take.items()]
         picked = pl.concat(parts).sort([SCORE, "__tie"], descending=[True, False])
         if picked.height < k:  # a grade had fewer rows than its share (after the per-query cap): fill from the rest
             rest = ranked.join(picked.select("__row"), on="__row", how="anti").head(k - picked.height)

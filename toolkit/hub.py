@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import UserError, missing_extra, redact
-from toolkit.io import CONFIG, MANIFEST, check_output_path, read_manifest
+from toolkit.io import CONFIG, MANIFEST, check_output_path, listing, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,8 @@ def _replace_build_dir(out: Path, src: Path, given: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file, not a folder; pass another --build-dir")
     if out.is_dir() and any(out.iterdir()) and not (out / BUILD_MARK).exists():
-        names = sorted(p.name for p in out.iterdir())
-        raise UserError(f"{out}: this folder exists and was not built by `toolkit push` (it holds {', '.join(names[:4])}"
-                        f"{', ...' if len(names) > 4 else ''}); pass another --build-dir, or empty it first")
+        raise UserError(f"{out}: this folder exists and was not built by `toolkit push` (it holds {listing([p.name for p in out.iterdir()])}); "
+                        "pass another --build-dir, or empty it first")
     shutil.rmtree(out, ignore_errors=True)
     (out / "data").mkdir(parents=True)
     (out / BUILD_MARK).write_text("built by toolkit push; the next push replaces this folder\n", encoding="utf-8")
@@ -114,17 +113,25 @@ def _configs(files: list[Path], stage: str) -> dict[str, dict[str, Path]]:
     return {p.stem.replace("-", "_"): {"train": p} for p in ordered}
 
 
-def _shown(value: str) -> str:
-    """A model or teacher for the card: a hub id as it is, a local folder by its name only (no paths of the machine that made it)."""
+def shown_name(value) -> str:
+    """A model or teacher for a card: a hub id as it is, a local folder by its name only (no paths of the machine that made it)."""
     p = Path(str(value))
-    return p.name if p.is_absolute() or len(p.parts) > 2 or str(value).startswith(".") else str(value)
+    return p.name if p.is_absolute() or len(p.parts) > 2 or str(value).startswith(".") or p.exists() else str(value)
+
+
+def card_license(cfg: "PushConfig", out: Path, what: str) -> dict:
+    """The card's license fields; with `other`, a LICENSE.md the card links to (the --license-note, else a caution)."""
+    license_ = cfg.license or "other"
+    if license_ != "other":
+        return {"license": license_}
+    (out / "LICENSE.md").write_text("# License\n\n" + (cfg.source_license_note or f"The license of the {what} was not stated when this "
+                                    f"was published; check the {what}'s terms before reuse.") + "\n", encoding="utf-8")
+    return {"license": license_, "license_name": "source-data-terms", "license_link": "LICENSE.md"}
 
 
 def default_build_dir(src: Path, manifest: dict) -> Path:
     """`<stage folder>/.hub-<stage>-<content id>`: a name of its own for each content, since `datasets` caches a local
     folder by its name and config (two folders both named `.hub` loaded as one); earlier builds in `src` are removed."""
-    import hashlib
-
     ident = manifest.get("fingerprint") or hashlib.sha256(str(src.resolve()).encode()).hexdigest()
     out = src / f".hub-{manifest.get('stage', 'dataset').replace(' ', '-')}-{ident[:10]}"
     for old in src.glob(".hub*"):
@@ -175,19 +182,14 @@ def build_hub_folder(cfg: PushConfig) -> Path:
         if (src / name).exists():
             (out / "toolkit").mkdir(exist_ok=True)
             shutil.copyfile(src / name, out / "toolkit" / name)
-    license_ = cfg.license or "other"
     meta = {
         "pretty_name": f"{cfg.repo_id.split('/')[1]} ({stage})",
         "configs": configs,
-        "license": license_,
-        **({"license_name": "source-data-terms", "license_link": "LICENSE.md"} if license_ == "other" else {}),
+        **card_license(cfg, out, "source data"),
         "tags": ["search-relevance", "e-commerce", "taosr1", f"toolkit-{stage}"],
         "size_categories": [_size_category(sum(counts.values()))],
         "task_categories": TASKS.get(stage, ["text-classification"]),
     }
-    if license_ == "other":
-        (out / "LICENSE.md").write_text("# License\n\n" + (cfg.source_license_note or "The license of the source data was not stated when this "
-                                        "dataset was published; check the source data's terms before reuse.") + "\n", encoding="utf-8")
     card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + _card_body(cfg, stage, manifest, counts, src, configs)
     (out / "README.md").write_text(card, encoding="utf-8")
     return out
@@ -232,7 +234,7 @@ def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: P
         lines.append(f"- review round: {manifest['review_round']}")
     for key in ("model", "teacher"):
         if manifest.get(key):
-            lines.append(f"- {key}: `{_shown(manifest[key])}`")
+            lines.append(f"- {key}: `{shown_name(manifest[key])}`")
     if scale:
         lines.append("- grade scale: " + ", ".join(f"{g['label']} = {g['name']}" for g in scale["grades"]))
     inputs = manifest.get("inputs") or {}
@@ -378,8 +380,41 @@ def is_hub_dataset(spec: str) -> bool:
 def _has_configs(readme: Path) -> bool:
     try:
         return bool(card_metadata(readme).get("configs"))
-    except (UserError, ValueError, Exception):  # noqa: BLE001 - not a card: not the Hub layout
+    except Exception:  # noqa: BLE001 - not a card: not the Hub layout
         return False
+
+
+def _hub_ref(uri: str) -> tuple[str, str | None, str | None]:
+    """(repo, revision, config) of `hf://datasets/OWNER/NAME[@REVISION][:CONFIG]`."""
+    m = HUB_URI.match(uri)
+    if not m:
+        raise UserError(f"{uri}: write a Hub dataset as hf://datasets/OWNER/NAME, with @REVISION (a tag such as round-3, a branch or "
+                        "a commit) and :CONFIG when needed")
+    return m["repo"], m["rev"], m["config"]
+
+
+def _cache_key(repo: str, rev: str | None) -> str:
+    return f"{repo.replace('/', '__')}@{rev or 'main'}"
+
+
+def _load(spec: str, what: str, load):
+    """`load(datasets)` with the `datasets` package, a failure (not found, private without a token, offline) as one line."""
+    try:
+        import datasets
+    except ImportError:
+        raise missing_extra("hub", "datasets") from None
+    try:
+        return load(datasets)
+    except Exception as e:  # noqa: BLE001 - whatever the Hub or the loader says: one line with its first line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{spec}: cannot {what} ({first[:200]}); check the name, the revision and config, your token ($HF_TOKEN) "
+                        "and network") from None
+
+
+def _frame(ds):
+    import polars as pl
+
+    return pl.from_arrow(ds.data.table)
 
 
 def fetch_dataset(spec: str) -> Path:
@@ -388,31 +423,17 @@ def fetch_dataset(spec: str) -> Path:
     from toolkit.io import write_parquet
     from toolkit.models import cache_dir
 
+    import polars as pl
+
     spec = str(spec)
     if spec.startswith("hf://"):
-        m = HUB_URI.match(spec)
-        if not m:
-            raise UserError(f"{spec}: write a Hub dataset as hf://datasets/OWNER/NAME, with @REVISION (a tag such as round-3, a branch or "
-                            "a commit) and :CONFIG when needed")
-        source, rev, config = m["repo"], m["rev"], m["config"]
-        key = f"{source.replace('/', '__')}@{rev or 'main'}"
+        source, rev, config = _hub_ref(spec)
+        key = _cache_key(source, rev)
     else:
         source, rev, config = str(Path(spec).resolve()), None, None
         key = "local__" + hashlib.sha256(source.encode()).hexdigest()[:12]
-    try:
-        import datasets
-    except ImportError:
-        raise missing_extra("hub", "datasets") from None
-    try:
-        loaded = datasets.load_dataset(source, config, revision=rev)
-    except Exception as e:  # noqa: BLE001 - not found, private without a token, offline, a bad config: one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{spec}: cannot load it with `datasets` ({first[:200]}); check the name, the revision and config, "
-                        "your token ($HF_TOKEN) and network") from None
-    import polars as pl
-
-    frames = [pl.from_arrow(ds.data.table).with_columns(pl.lit(SPLIT_BACK.get(name, name)).alias("split"))
-              for name, ds in loaded.items() if ds.num_rows]
+    loaded = _load(spec, "load it with `datasets`", lambda datasets: datasets.load_dataset(source, config, revision=rev))
+    frames = [_frame(ds).with_columns(pl.lit(SPLIT_BACK.get(name, name)).alias("split")) for name, ds in loaded.items() if ds.num_rows]
     if not frames:
         raise UserError(f"{spec}: the dataset has no rows")
     out = cache_dir() / "hub" / key / f"{config or 'default'}.parquet"
@@ -430,31 +451,24 @@ def fetch_stage_folder(uri: str) -> Path:
     from toolkit.io import atomic_dir, write_parquet
     from toolkit.models import cache_dir
 
-    m = HUB_URI.match(uri)
-    if not m:
-        raise UserError(f"{uri}: write a Hub dataset as hf://datasets/OWNER/NAME, with @REVISION (a tag such as round-3, a branch or a commit)")
-    repo, rev, only = m["repo"], m["rev"], m["config"]
-    try:
-        import datasets
+    repo, rev, only = _hub_ref(uri)
+
+    def load(datasets):
         from huggingface_hub import hf_hub_download
-    except ImportError as e:
-        raise missing_extra("hub", e.name or "datasets") from None
-    try:
+
         names = [only] if only else datasets.get_dataset_config_names(repo, revision=rev)
         manifest = json.loads(Path(hf_hub_download(repo, "toolkit/manifest.json", repo_type="dataset", revision=rev)).read_text(encoding="utf-8"))
-        loaded = {name: datasets.load_dataset(repo, name, revision=rev) for name in names}
-    except Exception as e:  # noqa: BLE001 - not found, not published by the toolkit, private, offline: one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{uri}: cannot read it as a stage folder published by `toolkit push` ({first[:200]}); check the name, revision, "
-                        "your token ($HF_TOKEN) and network") from None
+        return manifest, {name: datasets.load_dataset(repo, name, revision=rev) for name in names}
+
+    manifest, loaded = _load(uri, "read it as a stage folder published by `toolkit push`", load)
     import polars as pl
 
     stage_files = [n for n in (manifest.get("outputs") or {}) if n.endswith(".parquet")]
-    out = cache_dir() / "hub" / f"{repo.replace('/', '__')}@{rev or 'main'}" / "folder"
+    out = cache_dir() / "hub" / _cache_key(repo, rev) / "folder"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out) as tmp:
         for name, dd in loaded.items():
-            frames = {split: pl.from_arrow(ds.data.table) for split, ds in dd.items()}
+            frames = {split: _frame(ds) for split, ds in dd.items()}
             if name != "default":
                 write_parquet(pl.concat(list(frames.values()), how="diagonal_relaxed"), tmp / f"{name}.parquet")
             elif len(frames) == 1 and len(stage_files) == 1:

@@ -208,7 +208,7 @@ LEGACY_SHARDS = "shards"  # where toolkit versions before 0.1.1 kept them (moved
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")  # what a killed run of ours leaves beside or inside a folder
 
 
-def _listing(names: list[str]) -> str:
+def listing(names: list[str]) -> str:
     names = sorted(names)
     return ", ".join(names[:4]) + (f", ... ({len(names)} entries)" if len(names) > 4 else "")
 
@@ -228,7 +228,7 @@ def check_output_folder(out: "str | Path", stage: str | None = None) -> None:
     m = read_manifest(out)
     if m is None:
         raise UserError(f"{out}: this folder exists and was not written by the toolkit (no manifest.json; it holds "
-                        f"{_listing(entries)}); pass another -o, or empty it first")
+                        f"{listing(entries)}); pass another -o, or empty it first")
     if stage and m.get("stage") != stage:
         other = f"the output of `toolkit {m['stage']}`" if m.get("stage") else "a manifest.json of no stage"
         raise UserError(f"{out}: this folder holds {other}, which `toolkit {stage}` would replace "
@@ -559,13 +559,8 @@ def mark_incomplete(out_dir: "str | Path", stage: str) -> None:
     if out_dir.is_dir():
         atomic_write_text(out_dir / MANIFEST, text)
     else:  # a new folder appears with its mark in one rename: never as a folder without a manifest
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
-        fault_point("dir.before_mark")
-        tmp.rename(out_dir)
+        with atomic_dir(out_dir) as tmp:
+            (tmp / MANIFEST).write_text(text, encoding="utf-8")
     fault_point("manifest.incomplete")
 
 

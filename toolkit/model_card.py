@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from toolkit.errors import UserError
+from toolkit.hub import card_license, shown_name
 from toolkit.io import CONFIG, MANIFEST, read_manifest
 
 TRAIN_LOG = "train_log.json"
@@ -22,11 +23,6 @@ TRAIN_LOG = "train_log.json"
 
 def is_checkpoint(src: Path, manifest: dict) -> bool:
     return (src / "config.json").exists() and str(manifest.get("stage", "")).startswith("train-")
-
-
-def _shown(value) -> str:
-    p = Path(str(value))
-    return p.name if p.is_absolute() or len(p.parts) > 2 or str(value).startswith(".") or p.exists() else str(value)
 
 
 def _hub_id(value) -> str | None:
@@ -47,19 +43,14 @@ def build_model_folder(src: Path, out: Path, cfg, manifest: dict) -> None:
         shutil.copyfile(p, target)
     stage = manifest["stage"]
     baseline = stage == "train-baseline"
-    license_ = cfg.license or "other"
     meta = {
         "library_name": "transformers",
         "pipeline_tag": "text-classification" if baseline else "text-generation",
-        "license": license_,
-        **({"license_name": "source-data-terms", "license_link": "LICENSE.md"} if license_ == "other" else {}),
+        **card_license(cfg, out, "training data"),
         **({"base_model": _hub_id(manifest.get("base_model"))} if _hub_id(manifest.get("base_model")) else {}),
         **({"datasets": sorted({d.split("@")[0] for d in cfg.data_repos})} if cfg.data_repos else {}),
         "tags": ["search-relevance", "e-commerce", "taosr1", f"toolkit-{stage}"],
     }
-    if license_ == "other":
-        (out / "LICENSE.md").write_text("# License\n\n" + (cfg.source_license_note or "The license of the training data was not stated when "
-                                        "this model was published; check its terms before reuse.") + "\n", encoding="utf-8")
     body = _body(cfg, manifest, stage, baseline)
     (out / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body, encoding="utf-8")
 
@@ -78,7 +69,7 @@ def _body(cfg, m: dict, stage: str, baseline: bool) -> str:
         "",
         "## Training",
         "",
-        f"- base model: `{_shown(m.get('base_model', '?'))}`; trainer {m.get('trainer', '?')} (TRL {m.get('trl_version', '?')}), "
+        f"- base model: `{shown_name(m.get('base_model', '?'))}`; trainer {m.get('trainer', '?')} (TRL {m.get('trl_version', '?')}), "
         f"weights: {m.get('weights', 'full')}",
         f"- steps: {c.get('steps', '?')}, rows: {c.get('rows', '?')}" + (f", loss {c['first_loss']:.4g} -> {c['last_loss']:.4g}"
                                                                           if isinstance(c.get("first_loss"), (int, float)) and isinstance(c.get("last_loss"), (int, float)) else ""),

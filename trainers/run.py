@@ -19,7 +19,7 @@ from typing import Callable
 from toolkit import lineage
 from toolkit.errors import UserError, missing_extra
 from toolkit.grades import GradeScale
-from toolkit.io import atomic_dir, claim_output, config_paths, input_hashes, is_up_to_date, model_inputs, read_manifest, up_to_date_line, write_manifest
+from toolkit.io import atomic_dir, input_hashes, is_up_to_date, model_inputs, read_manifest, up_to_date_line, write_manifest
 from toolkit.progress import bars_enabled, quiet_libraries
 from trainers.config import TrainConfig, check_fields, config_class
 
@@ -121,12 +121,8 @@ def prompt_record(cfg: TrainConfig, data_file: Path) -> dict | None:
 
 
 def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale, counts: dict) -> TrainResult:
-    """Resolve the model, check the tokenizer, build the trainer with `build(model_id, args, tokenizer, peft)`, train, save."""
-    with claim_output(cfg.out, cfg.stage, [data_file, *config_paths(cfg)]):
-        return _train(cfg, build, data_file, scale, counts)
-
-
-def _train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale, counts: dict) -> TrainResult:
+    """Resolve the model, check the tokenizer, build the trainer with `build(model_id, args, tokenizer, peft)`, train, save.
+    The callers (train_sft/dpo/grpo) hold the output folder's claim (toolkit.io.writes_output)."""
     from toolkit.models import resolve_model
     from trainers.data import check_tokenizer
 
