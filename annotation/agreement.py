@@ -82,3 +82,47 @@ def agreement(labels: Iterable[tuple[Hashable, str, Hashable]]) -> dict:
         out["fleiss_kappa"] = fleiss_kappa(items)
         out["pairwise_cohen_kappa"] = pairwise
     return out
+
+
+def ordinal_agreement(labels: Iterable[tuple[Hashable, str, int]], values: list[int]) -> dict:
+    """Agreement that counts how far apart two grades are (the grades are ordinal: 3 vs 4 is a smaller miss than 1 vs 4).
+
+    - quadratic-weighted Cohen's kappa (scikit-learn's `cohen_kappa_score(weights="quadratic")`) per rater pair, and
+      their mean weighted by shared items (`quadratic_kappa`);
+    - Krippendorff's alpha for ordinal data over all raters (the `krippendorff` package), which takes items with any
+      number of raters. Both are None when undefined (fewer than two ratings per item, or one grade throughout).
+    """
+    import math
+
+    items = _by_item(labels)
+    raters = sorted({r for ratings in items.values() for r in ratings})
+    out: dict = {"quadratic_kappa": None, "pairwise_quadratic_kappa": {}, "krippendorff_alpha_ordinal": None}
+    if not items:
+        return out
+    import warnings
+
+    import numpy as np
+    from sklearn.metrics import cohen_kappa_score
+
+    total, weight = 0.0, 0
+    for i, a in enumerate(raters):
+        for b in raters[i + 1:]:
+            both = [(r[a], r[b]) for r in items.values() if a in r and b in r]
+            if not both:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                k = cohen_kappa_score([x for x, _ in both], [y for _, y in both], labels=sorted(values), weights="quadratic")
+            k = None if k is None or not math.isfinite(k) else float(k)
+            out["pairwise_quadratic_kappa"][f"{a}|{b}"] = {"n_items": len(both), "quadratic_kappa": k}
+            if k is not None:
+                total, weight = total + k * len(both), weight + len(both)
+    out["quadratic_kappa"] = total / weight if weight else None
+    import krippendorff
+
+    keys = sorted(items, key=str)
+    data = np.array([[float(items[k].get(r, np.nan)) for k in keys] for r in raters])
+    if len({v for ratings in items.values() for v in ratings.values()}) > 1:
+        alpha = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=sorted(values))
+        out["krippendorff_alpha_ordinal"] = float(alpha) if math.isfinite(alpha) else None
+    return out

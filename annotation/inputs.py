@@ -48,6 +48,7 @@ def join_pairs(df: pl.DataFrame, pairs: "str | Path") -> pl.DataFrame:
     """Add the pair text columns that `df` lacks from canonical pairs (by pair_id)."""
     src = read_pairs(pairs, required=[C.PAIR_ID])
     cols = [c for c in PAIR_TEXT + [C.GRADE] if c in src.columns and c not in df.columns]
+    cols += [c for c in (C.RULE_TEXTS, C.RULE_IDS) if c in src.columns and c not in df.columns]  # `toolkit retrieve`'s rules, for reviewers
     if not cols:
         return df
     src = src.select([pl.col(C.PAIR_ID).cast(pl.String)] + cols).unique(C.PAIR_ID, keep="first", maintain_order=True)

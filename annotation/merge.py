@@ -124,6 +124,12 @@ def _message(like: Any, text: str) -> Any:
 
 
 def _strip_label(text: str, scale: GradeScale) -> str:
+    """The rationale of a corrected answer, as gen-cot stores it: without the leading grade and the `Reason:` prefix."""
+    from toolkit.parsing import LABEL_FIRST, parse_answer
+
+    parsed = parse_answer(text, scale.labels, LABEL_FIRST)
+    if parsed.ok and parsed.rationale is not None:
+        return parsed.rationale.strip()
     if leading_grade(text, scale) is None:
         return text
     parts = text.strip().split(maxsplit=1)

@@ -24,7 +24,8 @@ from pathlib import Path
 import polars as pl
 
 from annotation import settings as S
-from annotation.agreement import agreement
+from annotation.agreement import agreement, ordinal_agreement
+from annotation.quality import honeypot_grades, honeypot_table, model_grade, model_vs_human, report_markdown, reviewer_report
 from annotation.client import Connection, argilla_errors, connect
 from annotation.inputs import FILE_COL, ID_COL, read_rows
 from annotation.merge import Policy, merge, resolve
@@ -55,9 +56,15 @@ class PullConfig:
     api_url: str | None = None
     api_key: str | None = None
     timeout: float = 30.0
+    min_honeypot_accuracy: float | None = None  # reviewers below this accuracy on honeypots are left out of the merge
+    min_honeypots: int = 3  # ... when they answered at least this many honeypots
 
     def __post_init__(self):
         S.get_kind(self.kind)
+        if self.min_honeypot_accuracy is not None and not 0 <= float(self.min_honeypot_accuracy) <= 1:
+            raise UserError(f"--min-honeypot-accuracy must be in [0, 1]; got {self.min_honeypot_accuracy}")
+        if int(self.min_honeypots) < 1:
+            raise UserError(f"--min-honeypots must be at least 1; got {self.min_honeypots}")
         self.dataset = self.dataset or default_dataset(self.kind)
         check_name("dataset", self.dataset)
         check_name("workspace", self.workspace)
@@ -87,13 +94,18 @@ class PullResult:
         g = self.agreement.get(S.Q_GRADE, {})
         if g.get("percent_agreement") is not None:
             kappa = g.get("cohen_kappa", g.get("fleiss_kappa"))
-            agree = f"; grade agreement {100 * g['percent_agreement']:.0f}%" + (f" (kappa {kappa:.2f})" if kappa is not None else "")
-        return f"review pull: {c['rows']} rows ({status}) -> kept {c['kept']}, dropped {dropped}, {c['changes']} changes{agree}; in {self.out}"
+            agree = f"; grade agreement {100 * g['percent_agreement']:.0f}%" + (f" (kappa {kappa:.2f}" if kappa is not None else "")
+            alpha = g.get("krippendorff_alpha_ordinal")
+            agree += (f", ordinal alpha {alpha:.2f})" if alpha is not None else ")") if kappa is not None else ""
+        hp = f"; {c['honeypots']} honeypots" if c.get("honeypots") else ""
+        ex = f", reviewers left out: {', '.join(c['reviewers_excluded'])}" if c.get("reviewers_excluded") else ""
+        return (f"review pull: {c['rows']} rows ({status}) -> kept {c['kept']}, dropped {dropped}, {c['changes']} changes{agree}{hp}{ex}; "
+                f"in {self.out} (report: review/report.md)")
 
 
 def iter_records(ds):
-    """Records of a dataset with their responses (one page at a time)."""
-    yield from ds.records(with_suggestions=False, with_responses=True)
+    """Records of a dataset with their responses and suggestions (one page at a time)."""
+    yield from ds.records(with_suggestions=True, with_responses=True)
 
 
 def usernames(client, workspace) -> dict[str, str]:
@@ -109,25 +121,48 @@ def usernames(client, workspace) -> dict[str, str]:
     return names
 
 
-def fetch_responses(client, ds, pair_ids: dict[str, str]) -> tuple[list[dict], set[str]]:
-    """Every answer of every record (sorted), and the ids of all records in the dataset."""
+def _user_responses(rec) -> list[tuple[str, str, dict]]:
+    """(user id, status, values) of each reviewer's response; a discard with no answers has empty values."""
+    models = getattr(getattr(rec, "_model", None), "responses", None)
+    if models is not None:
+        return [(str(m.user_id), getattr(m.status, "value", m.status), {q: (v or {}).get("value") for q, v in (m.values or {}).items()})
+                for m in models]
+    by: dict = {}
+    for r in rec.responses:  # the SDK's flat view: one entry per answered question
+        by.setdefault(str(r.user_id), (getattr(r.status, "value", r.status), {}))[1][r.question_name] = r.value
+    return [(u, st, vals) for u, (st, vals) in by.items()]
+
+
+def fetch_responses(client, ds, pair_ids: dict[str, str]) -> tuple[list[dict], set[str], dict[str, int]]:
+    """Every answer of every record (sorted; a response with no answer, such as a bare discard, as one row with no
+    question), the ids of all records in the dataset, and the grade suggested to reviewers per record."""
     users = usernames(client, ds.workspace)
-    rows, ids = [], set()
+    rows, ids, shown = [], set(), {}
     for rec in progress(iter_records(ds), desc="pull", unit="record"):
-        ids.add(str(rec.id))
-        for r in rec.responses:
-            status = getattr(r.status, "value", r.status)
-            value = r.value if isinstance(r.value, str) or r.value is None else json.dumps(r.value)
-            rows.append({C.RECORD_ID: str(rec.id), C.PAIR_ID: pair_ids.get(str(rec.id)), C.REVIEWER: users.get(str(r.user_id), str(r.user_id)), C.QUESTION: r.question_name, C.VALUE: value, C.RESPONSE_STATUS: status})
-    rows.sort(key=lambda r: (r[C.RECORD_ID], r[C.REVIEWER], r[C.QUESTION]))
-    return rows, ids
+        rid = str(rec.id)
+        ids.add(rid)
+        try:
+            sugg = rec.suggestions[S.Q_GRADE]
+        except (KeyError, TypeError):  # a record pushed --blind has none
+            sugg = None
+        if sugg is not None and sugg.value is not None:
+            shown[rid] = int(sugg.value)
+        for user_id, status, values in _user_responses(rec):
+            who = users.get(user_id, user_id)
+            if not values:
+                rows.append({C.RECORD_ID: rid, C.PAIR_ID: pair_ids.get(rid), C.REVIEWER: who, C.QUESTION: None, C.VALUE: None, C.RESPONSE_STATUS: status})
+            for q, v in values.items():
+                value = v if isinstance(v, str) or v is None else json.dumps(v)
+                rows.append({C.RECORD_ID: rid, C.PAIR_ID: pair_ids.get(rid), C.REVIEWER: who, C.QUESTION: q, C.VALUE: value, C.RESPONSE_STATUS: status})
+    rows.sort(key=lambda r: (r[C.RECORD_ID], r[C.REVIEWER], r[C.QUESTION] or ""))
+    return rows, ids, shown
 
 
 def submitted_answers(responses: list[dict]) -> dict[str, dict[str, dict[str, str]]]:
     """record id -> reviewer -> question -> value, submitted answers only."""
     out: dict = {}
     for r in responses:
-        if r[C.RESPONSE_STATUS] == "submitted":
+        if r[C.RESPONSE_STATUS] == "submitted" and r[C.QUESTION] is not None:
             out.setdefault(r[C.RECORD_ID], {}).setdefault(r[C.REVIEWER], {})[r[C.QUESTION]] = r[C.VALUE]
     return out
 
@@ -156,19 +191,36 @@ def pull(cfg: PullConfig) -> PullResult:
             raise UserError(f"dataset {cfg.workspace}/{cfg.dataset} does not have the questions of kind {cfg.kind} on scale {scale.name}; pass the --kind and --scale you pushed with")
         min_submitted = int(cfg.min_submitted or getattr(ds.settings.distribution, "min_submitted", 1) or 1)
         pair_ids = dict(zip(df[ID_COL].to_list(), df[C.PAIR_ID].cast(pl.String).to_list()))
-        responses, record_ids = fetch_responses(client, ds, pair_ids)
+        responses, record_ids, shown = fetch_responses(client, ds, pair_ids)
+    argilla = {"url": conn.api_url, "workspace": cfg.workspace, "dataset": cfg.dataset}
+    return finish_pull(cfg, df, names, scale, responses, record_ids, shown, min_submitted, argilla)
+
+
+def finish_pull(cfg: PullConfig, df: pl.DataFrame, names: list[str], scale, responses: list[dict], record_ids: set[str],
+                shown: dict[str, int], min_submitted: int, argilla: dict) -> PullResult:
+    """Everything after the answers are fetched: reviewer checks, resolution, merge, the output folder."""
+    pair_ids = dict(zip(df[ID_COL].to_list(), df[C.PAIR_ID].cast(pl.String).to_list()))
     policy = Policy(cfg.policy, cfg.trusted_reviewer, min_submitted)
     answers = submitted_answers(responses)
-    decisions = {pid: resolve(answers.get(pid, {}), policy) for pid in sorted(record_ids)}
-    result = merge(cfg.kind, df, decisions, scale)
-    agree = {q: agreement((pid, who, a[q]) for pid, by in answers.items() for who, a in by.items() if a.get(q) is not None) for q in S.LABEL_QUESTIONS}
+    honeypots = honeypot_grades(df)
+    model = {r[ID_COL]: g for r in df.iter_rows(named=True) if (g := model_grade(cfg.kind, r, scale)) is not None}
+    reviewers = reviewer_report(answers, honeypots, model, shown, cfg.min_honeypot_accuracy, cfg.min_honeypots)
+    excluded = sorted(n for n, r in reviewers.items() if r["excluded"])
+    kept = {rid: {who: a for who, a in by.items() if who not in excluded} for rid, by in answers.items() if rid not in honeypots}
+    decisions = {rid: resolve(kept.get(rid, {}), policy) for rid in sorted(record_ids - set(honeypots))}
+    data = df.filter(~pl.col(ID_COL).is_in(list(honeypots))) if honeypots else df
+    result = merge(cfg.kind, data, decisions, scale)
+    labelled = [(rid, who, a) for rid, by in kept.items() for who, a in by.items()]
+    agree = {q: agreement((rid, who, a[q]) for rid, who, a in labelled if a.get(q) is not None) for q in S.LABEL_QUESTIONS}
+    agree[S.Q_GRADE].update(ordinal_agreement(((rid, who, int(a[S.Q_GRADE])) for rid, who, a in labelled if a.get(S.Q_GRADE) is not None), scale.values))
+    agree["model_vs_human"] = model_vs_human(kept, model, shown, scale.values)
     counts = {**result.counts, "changes": result.changes.height, "records": len(record_ids), "responses": len(responses),
-              "unknown_records": len(record_ids - set(pair_ids)), "min_submitted": min_submitted}
+              "unknown_records": len(record_ids - set(pair_ids)), "min_submitted": min_submitted, "honeypots": len(honeypots),
+              "reviewers": len(reviewers), "reviewers_excluded": excluded}
     out = Path(cfg.out)
     _remove_stale_tmp(out)
     upstream = read_manifest(cfg.input) if Path(cfg.input).is_dir() else None
-    extra = {"grade_scale": scale.to_dict(), "argilla": {"url": conn.api_url, "workspace": cfg.workspace, "dataset": cfg.dataset},
-             "responses_sha256": sha256_json(responses), "agreement": agree}
+    extra = {"kind": cfg.kind, "grade_scale": scale.to_dict(), "argilla": argilla, "responses_sha256": sha256_json(responses), "agreement": agree}
     if upstream and upstream.get("stage"):
         extra["upstream_stage"] = upstream["stage"]
         # what made the reviewed data travels on (the teacher or model, the index, how the prompts were built)
@@ -181,7 +233,11 @@ def pull(cfg: PullConfig) -> PullResult:
         write_parquet(pl.DataFrame(responses, schema=RESPONSE_SCHEMA), tmp / "review" / "responses.parquet")
         write_parquet(result.changes, tmp / "review" / "changes.parquet")
         write_parquet(result.dropped.drop(FILE_COL, ID_COL), tmp / "review" / "dropped.parquet")
+        if honeypots:
+            write_parquet(honeypot_table(df, answers), tmp / "review" / "honeypots.parquet")
         (tmp / "review" / "agreement.json").write_text(json.dumps(agree, indent=2), encoding="utf-8")
+        (tmp / "review" / "reviewers.json").write_text(json.dumps(reviewers, indent=2), encoding="utf-8")
+        (tmp / "review" / "report.md").write_text(report_markdown(cfg, counts, agree, reviewers), encoding="utf-8")
         write_manifest(tmp, "review-pull", cfg.resolved(), input_hashes([cfg.input]), counts, extra)
     res = PullResult(out, counts, agree)
     log.info(res.summary())

@@ -55,6 +55,7 @@ class PushConfig:
     limit: int | None = None  # push only the first N rows (after the kind's filter)
     max_pass_rate: float | None = None  # prefs/hard: push only rows with pass_rate <= this
     pairs: str | None = None  # canonical pairs to take query/item text from when the input lacks it
+    blind: bool = False  # no model suggestion, no model prediction in the record: reviewers judge unprompted
     api_url: str | None = None
     api_key: str | None = None
     timeout: float = 30.0
@@ -84,12 +85,14 @@ class PushResult:
     updated: int
     created: list[str]
     skipped: dict
+    blind: bool = False
 
     def summary(self) -> str:
         made = f"; created {' and '.join(self.created)}" if self.created else ""
         skip = "".join(f", {n} {why}" for why, n in self.skipped.items() if n)
+        blind = " blind (no model suggestion)" if self.blind else ""
         return (
-            f"review push: {self.pushed} records to {self.workspace}/{self.dataset} at {self.url} "
+            f"review push: {self.pushed}{blind} records to {self.workspace}/{self.dataset} at {self.url} "
             f"({self.new} new, {self.updated} updated{skip}){made}"
         )
 
@@ -102,7 +105,8 @@ def load_rows(cfg: PushConfig) -> tuple[pl.DataFrame, GradeScale, dict]:
     skipped: dict[str, int] = {}
     if cfg.kind == "errors":
         n = df.height
-        df = df.filter(pl.col(C.PRED_GRADE).is_null() | (pl.col(C.PRED_GRADE) != pl.col(C.GRADE)))
+        keep = pl.col(C.PRED_GRADE).is_null() | (pl.col(C.PRED_GRADE) != pl.col(C.GRADE))
+        df = df.filter(keep | pl.col(C.HONEYPOT)) if C.HONEYPOT in df.columns else df.filter(keep)  # honeypots always go
         skipped["correct_predictions_skipped"] = n - df.height
     if cfg.max_pass_rate is not None:
         if C.PASS_RATE not in df.columns:
@@ -175,9 +179,9 @@ def push(cfg: PushConfig) -> PushResult:
         ids = [r[ID_COL] for r in rows]
         with quiet_sdk_progress():
             for start in progress(range(0, len(rows), BATCH), total=-(-len(rows) // BATCH), desc="push", unit="batch"):
-                batch = [R.to_record(cfg.kind, spec, r, scale) for r in rows[start : start + BATCH]]
+                batch = [R.to_record(cfg.kind, spec, r, scale, cfg.blind) for r in rows[start : start + BATCH]]
                 ds.records.log(batch, batch_size=len(batch))
     new = sum(1 for i in ids if i not in existing)
-    result = PushResult(conn.api_url, cfg.workspace, cfg.dataset, len(rows), new, len(rows) - new, created, skipped)
+    result = PushResult(conn.api_url, cfg.workspace, cfg.dataset, len(rows), new, len(rows) - new, created, skipped, cfg.blind)
     log.info(result.summary())
     return result

@@ -116,7 +116,7 @@ def grade_probs_of(row: dict, scale: GradeScale) -> dict[int, float]:
     return {g.value: float(p) for g, p in zip(scale.grades, probs) if p is not None and math.isfinite(float(p))}
 
 
-def output_markdown(kind: str, row: dict, scale: GradeScale) -> str:
+def output_markdown(kind: str, row: dict, scale: GradeScale, blind: bool = False) -> str:
     if kind == "cot":
         model = f" · {model_of(row)}" if model_of(row) else ""
         head = f"**Model grade: {grade_name(cot_grade(row, scale), scale)}**{model}"
@@ -131,6 +131,8 @@ def output_markdown(kind: str, row: dict, scale: GradeScale) -> str:
         if row.get(C.DIFFICULTY) is not None:
             text += f" · difficulty: {row[C.DIFFICULTY]}"
         return f"{text}\n\nGold grade: **{grade_name(row.get(C.GRADE), scale)}**"
+    if blind:  # judged without the model's answer
+        return f"Gold grade: **{grade_name(row.get(C.GRADE), scale)}** (the model's prediction is hidden in this round)"
     probs = grade_probs_of(row, scale)
     pred = row.get(C.PRED_GRADE)
     p = f" (p={probs[pred]:.2f})" if pred in probs else ""
@@ -182,7 +184,7 @@ def suggestion(kind: str, row: dict, scale: GradeScale) -> tuple[int, float | No
     return int(value), grade_probs_of(row, scale).get(int(value)), agent
 
 
-def metadata(kind: str, spec: S.KindSpec, row: dict, scale: GradeScale) -> dict:
+def metadata(kind: str, spec: S.KindSpec, row: dict, scale: GradeScale, blind: bool = False) -> dict:
     values = {
         S.M_GOLD: row.get(C.GRADE),
         S.M_CATEGORY: str(row.get(C.CATEGORY) or "").split(">")[0].strip() or None,
@@ -192,6 +194,8 @@ def metadata(kind: str, spec: S.KindSpec, row: dict, scale: GradeScale) -> dict:
     }
     out = {}
     for name, kind_ in S.COMMON_METADATA + spec.metadata:
+        if blind and name in (S.M_PRED, S.M_PRED_PROB):
+            continue
         v = values[name] if name in values else row.get(name)
         if v is None or (isinstance(v, float) and not math.isfinite(v)) or v == "":
             continue
@@ -199,7 +203,7 @@ def metadata(kind: str, spec: S.KindSpec, row: dict, scale: GradeScale) -> dict:
     return out
 
 
-def fields(kind: str, row: dict, scale: GradeScale) -> dict:
+def fields(kind: str, row: dict, scale: GradeScale, blind: bool = False) -> dict:
     query = row.get(C.QUERY)
     out = {S.F_QUERY: str(query) if query else (user_text(row.get(C.PROMPT)) or "(no query)")}
     if row.get(C.TITLE):
@@ -207,20 +211,20 @@ def fields(kind: str, row: dict, scale: GradeScale) -> dict:
     rules = rules_markdown(row)
     if rules:
         out[S.F_RULES] = rules
-    out[S.F_OUTPUT] = output_markdown(kind, row, scale)
+    out[S.F_OUTPUT] = output_markdown(kind, row, scale, blind)
     return out
 
 
-def to_record(kind: str, spec: S.KindSpec, row: dict, scale: GradeScale):
+def to_record(kind: str, spec: S.KindSpec, row: dict, scale: GradeScale, blind: bool = False):
     import argilla as rg
 
-    sugg = suggestion(kind, row, scale)
+    sugg = None if blind else suggestion(kind, row, scale)
     agent = (re.sub(r"[^A-Za-z0-9_:./\s-]", "_", sugg[2])[:200] or "model") if sugg else None
     suggestions = [rg.Suggestion(S.Q_GRADE, str(sugg[0]), score=sugg[1], agent=agent)] if sugg else []
     return rg.Record(
         id=str(row[ID_COL]),
-        fields=fields(kind, row, scale),
-        metadata=metadata(kind, spec, row, scale),
+        fields=fields(kind, row, scale, blind),
+        metadata=metadata(kind, spec, row, scale, blind),
         suggestions=suggestions,
     )
 

@@ -41,6 +41,7 @@ STAGE = "review-select"
 POLICIES = ("entropy", "margin", "disagreement", "hard", "random")
 SOURCE_FILES = ("predictions.parquet", "difficulty.parquet")  # what a scored / difficulty folder holds
 SCORE, RANK = "select_score", "select_rank"
+HONEYPOT, HONEYPOT_GRADE = C.HONEYPOT, C.HONEYPOT_GRADE
 
 
 @dataclass
@@ -53,9 +54,15 @@ class SelectConfig(StageConfig):
     max_per_query: int | None = None
     split: str | None = None
     seed: int = 0
+    honeypots: str | None = None  # pairs with trusted grades (an expert-labelled set): gold records mixed into the round
+    honeypot_rate: float = 0.1  # the share of the round's records that are honeypots
     force: bool = False
 
     def __post_init__(self):
+        if not 0 < float(self.honeypot_rate) < 1:
+            raise UserError(f"--honeypot-rate must be in (0, 1), the share of the round's records; got {self.honeypot_rate}")
+        if self.honeypots and not Path(self.honeypots).exists():
+            raise UserError(f"--honeypots {self.honeypots}: no such file or folder; pass pairs with trusted grades (pair_id, grade)")
         if self.policy not in POLICIES:
             raise UserError(f"--policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
         if self.stratify not in ("grade", "none"):
@@ -76,8 +83,9 @@ class SelectResult:
         if self.skipped:
             return up_to_date_line("review select", self.out, f"{c['selected']} rows")
         by = ", ".join(f"{g}: {n}" for g, n in c["selected_by_grade"].items())
+        hp = f" + {c['honeypots']} honeypots" if c.get("honeypots") else ""
         return (f"review select: {c['selected']} of {c['candidates']} rows by {c['policy']} (score {c['score_min']:.3f}-{c['score_max']:.3f}; "
-                f"by grade {by}) -> {self.out}")
+                f"by grade {by}){hp} -> {self.out}")
 
 
 def budget_rows(budget: str, n: int | None) -> int:
@@ -162,6 +170,45 @@ def choose(df: pl.DataFrame, score: np.ndarray, k: int, stratify: str, max_per_q
     return picked.with_columns(pl.int_range(1, picked.height + 1).alias(RANK)).drop("__tie", "__row")
 
 
+def planted_grade(true: int, scale, rng: np.random.Generator) -> int:
+    """A grade next to the true one, shown as the record's gold: a reviewer who copies what is shown fails the honeypot."""
+    values = sorted(scale.values)
+    i = values.index(true)
+    near = [values[j] for j in (i - 1, i + 1) if 0 <= j < len(values)]
+    return int(near[int(rng.integers(len(near)))])
+
+
+def mix_honeypots(df: pl.DataFrame, picked: pl.DataFrame, cfg: SelectConfig, scale) -> tuple[pl.DataFrame, int]:
+    """Gold records mixed into the selection at `honeypot_rate`, in seeded random positions.
+
+    A honeypot is a row of the source not selected whose pair has a trusted grade in `cfg.honeypots`;
+    it looks like every other record, but the grade shown as gold is planted next to the trusted one
+    (`honeypot_grade`), so only a reviewer who judges the pair answers it right. Pull scores reviewers on
+    them and never merges them."""
+    from toolkit.gold import _GOLD, read_gold
+
+    gold = read_gold(cfg.honeypots)
+    want = max(1, math.ceil(picked.height * cfg.honeypot_rate / (1 - cfg.honeypot_rate) - 1e-9))  # rate = honeypots / all records
+    pool = (df.with_columns(pl.col(C.PAIR_ID).cast(pl.String).alias("__pid"))
+            .join(picked.select(pl.col(C.PAIR_ID).cast(pl.String).alias("__pid")), on="__pid", how="anti")
+            .join(gold.rename({C.PAIR_ID: "__pid"}), on="__pid", how="inner").unique("__pid", keep="first", maintain_order=True))
+    if pool.height == 0:
+        raise UserError(f"--honeypots {cfg.honeypots}: none of its pairs are among the unselected rows of {cfg.input}; "
+                        "pass trusted grades for pairs of this source")
+    if pool.height < want:
+        log.warning("only %d honeypot candidates for the %d asked (--honeypot-rate %g)", pool.height, want, cfg.honeypot_rate)
+    rng = np.random.default_rng(cfg.seed + 2)
+    hp = pool.sample(min(want, pool.height), seed=cfg.seed + 2)
+    planted = [planted_grade(int(g), scale, rng) for g in hp[_GOLD].to_list()]
+    hp = hp.with_columns(pl.col(_GOLD).cast(pl.Int64).alias(HONEYPOT_GRADE), pl.Series(C.GRADE, planted).cast(df[C.GRADE].dtype),
+                         pl.lit(True).alias(HONEYPOT), pl.lit(None, dtype=pl.Float64).alias(SCORE),
+                         pl.lit(None, dtype=pl.Int64).alias(RANK)).drop("__pid", _GOLD)
+    base = picked.with_columns(pl.lit(False).alias(HONEYPOT), pl.lit(None, dtype=pl.Int64).alias(HONEYPOT_GRADE))
+    mixed = pl.concat([base, hp.select(base.columns)], how="vertical_relaxed")
+    order = rng.permutation(mixed.height)
+    return mixed[order.tolist()], hp.height
+
+
 @writes_output(STAGE)
 def select(cfg: SelectConfig) -> SelectResult:
     src_path = Path(cfg.input)
@@ -169,7 +216,7 @@ def select(cfg: SelectConfig) -> SelectResult:
         raise UserError(f"{src_path}: no such file or folder; check the path")
     src = _source_file(src_path)
     out = Path(cfg.out)
-    inputs = input_hashes([src])
+    inputs = input_hashes([src] + ([cfg.honeypots] if cfg.honeypots else []))
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return SelectResult(out, read_manifest(out)["counts"], skipped=True)
@@ -185,6 +232,8 @@ def select(cfg: SelectConfig) -> SelectResult:
         "selected_by_grade": {str(g): n for g, n in picked.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
         "candidates_by_grade": {str(g): n for g, n in df.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
     }
+    if cfg.honeypots:
+        picked, counts["honeypots"] = mix_honeypots(df, picked, cfg, scale)
     upstream = manifest_of(src) or {}
     extra = {"grade_scale": scale.to_dict(), "source": str(src), "source_stage": upstream.get("stage"),
              "policy": {"name": cfg.policy, "budget": cfg.budget, "stratify": cfg.stratify, "max_per_query": cfg.max_per_query, "seed": cfg.seed},

@@ -108,6 +108,8 @@ DROP_REASON = "drop_reason"
 # review/responses.parquet: one row per (record, reviewer, question).
 RECORD_ID = "record_id"  # the Argilla record id: pair_id, plus -s<sample_idx> (cot) or -c<i>-r<j> (prefs)
 REVIEWER = "reviewer"
+HONEYPOT = "honeypot"  # review select: a gold record mixed into a round to check reviewers (never merged)
+HONEYPOT_GRADE = "honeypot_grade"  # its trusted grade (the grade shown is planted next to it)
 QUESTION = "question"
 VALUE = "value"
 RESPONSE_STATUS = "response_status"  # submitted | draft | discarded

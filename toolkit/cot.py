@@ -231,7 +231,7 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     mark_incomplete(out, STAGE)  # the folder is ours from its first byte; complete when the manifest is written last
     run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards", fresh=cfg.force)
     lazy.close()
-    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules), teacher_files)
+    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules), teacher_files, rules)
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
@@ -239,11 +239,14 @@ _SCHEMA = {C.PRED_GRADE: pl.Int64, C.RATIONALE: pl.String, DROP_REASON: pl.Strin
 
 
 def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id: str, prompt_facts: dict,
-            teacher_files: dict[str, str]) -> GenCotResult:
+            teacher_files: dict[str, str], rules: list[list[str]]) -> GenCotResult:
     allrows = run.read(out)
     kept = allrows.filter(pl.col(DROP_REASON).is_null())
     rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, DROP_REASON)
     sft = kept.select(C.PROMPT, C.COMPLETION, C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.RATIONALE).with_columns(pl.lit(model_id).alias(TEACHER))
+    # the rules each rationale was written from, for reviewers to check it against (`toolkit review push --kind cot`)
+    texts = pl.DataFrame({C.PAIR_ID: df[C.PAIR_ID], C.RULE_TEXTS: rules}, schema={C.PAIR_ID: df[C.PAIR_ID].dtype, C.RULE_TEXTS: pl.List(pl.String)})
+    sft = sft.join(texts.unique(C.PAIR_ID, keep="first"), on=C.PAIR_ID, how="left", maintain_order="left")
     parsed = allrows.filter(pl.col(C.PARSE_STATUS) == P.OK)
     agree = parsed.filter(pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).height / parsed.height if parsed.height else 0.0
     reasons = ["grade_mismatch", "too_short", "too_long", "missing_steps", "repetitive", "copies_prompt", "near_duplicate", *[s for s in P.STATUSES if s != P.OK]]

@@ -34,7 +34,7 @@ from toolkit import columns as C
 from toolkit import lineage
 from toolkit.errors import UserError
 from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet, writes_output
-from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
+from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
 from toolkit.stats import scale_of
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class LabelDifficultyConfig(StageConfig):
     buckets: "str | dict" = DEFAULT_BUCKETS
     balance: bool = True
     seed: int = 0
+    gold: str | None = None  # corrected pairs (`toolkit review apply`): pass rates counted against their grades
     force: bool = False
 
     def __post_init__(self):
@@ -181,12 +182,12 @@ def _counts(pairs: pl.DataFrame, window: pl.DataFrame, grpo: pl.DataFrame, grade
 def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     """Write difficulty.parquet (every pair) and grpo.parquet (the GRPO training set); see the module docstring."""
     out = Path(cfg.out)
-    inputs = input_hashes(input_files(cfg.rollouts))
+    inputs = input_hashes(input_files(cfg.rollouts) + ([cfg.gold] if cfg.gold else []))
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return LabelDifficultyResult(out, read_manifest(out)["counts"], skipped=True)
     scale = scale_of(cfg.rollouts)
-    rollouts, prompts = scan_rollouts(cfg.rollouts), scan_prompts(cfg.rollouts)
+    rollouts, prompts, regraded = scan_regraded(cfg.rollouts, cfg.gold)
     pairs, n_groups = label_pairs(rollouts, prompts, cfg)
     off = sorted(set(pairs[C.GRADE].drop_nulls().unique().to_list()) - set(scale.values))
     if off:
@@ -196,7 +197,7 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     grpo, absent = balance(window, grades, cfg.seed) if cfg.balance else (window, [])
     if absent and cfg.balance:
         log.warning("grade(s) %s have no pair in the GRPO window (0 < n_correct < %g*G); balanced over the others", absent, cfg.gamma)
-    counts = _counts(pairs, window, grpo, grades, n_groups) | {"grades_absent": absent}
+    counts = _counts(pairs, window, grpo, grades, n_groups) | {"grades_absent": absent} | regraded
     label = pl.col(C.GRADE).replace_strict({g.value: g.label for g in scale.grades}, return_dtype=pl.String).alias(C.GOLD_LABEL)
     keep = [C.PROMPT, C.PAIR_ID, C.GRADE, C.GOLD_LABEL, C.PASS_RATE, C.N_SAMPLES, C.N_CORRECT, C.DIFFICULTY]
     with atomic_dir(out) as tmp:

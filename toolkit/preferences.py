@@ -46,7 +46,7 @@ from toolkit.errors import UserError
 from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, up_to_date_line, write_manifest, write_parquet, writes_output
 from toolkit.parsing import LABEL_FIRST, OK, parse_answer
 from toolkit.progress import progress
-from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_prompts, scan_rollouts
+from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
 from toolkit.stats import scale_of
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class MakePrefsConfig(StageConfig):
     seed: int = 0
     teacher_id: str | None = None  # names the teacher in the manifest; cached answers are reused only for the same id
     teacher_batch_size: int = 64
+    gold: str | None = None  # corrected pairs (`toolkit review apply`): rollouts re-marked against their grades
     force: bool = False
 
     def __post_init__(self):
@@ -376,11 +377,11 @@ def _teacher_table(prompts: pl.LazyFrame, kinds: pl.DataFrame, rejected: pl.Data
 def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> MakePrefsResult:
     """Build DPO preference pairs from a rollouts folder; see the module docstring for the rules."""
     out = Path(cfg.out)
-    inputs = input_hashes(input_files(cfg.rollouts))
+    inputs = input_hashes(input_files(cfg.rollouts) + ([cfg.gold] if cfg.gold else []))
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return MakePrefsResult(out, read_manifest(out)["counts"], skipped=True)
-    rollouts, prompts = scan_rollouts(cfg.rollouts), scan_prompts(cfg.rollouts)
+    rollouts, prompts, regraded = scan_regraded(cfg.rollouts, cfg.gold)
     kinds = group_kinds(rollouts, prompts.select(C.PAIR_ID))
     n_prompts = check_pairs(prompts, kinds, cfg.rollouts)
     chosen, rejected, dups = pick(rollouts, kinds, cfg)
@@ -388,6 +389,7 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
     answers = _teacher_table(prompts, kinds, rejected, teacher, cfg, counts)
     index = _pair_index(chosen, rejected, answers, kinds)
     counts["duplicate_samples"] = dups
+    counts.update(regraded)
     with atomic_dir(out) as tmp:
         assemble(index, rollouts, prompts).sink_parquet(tmp / PREFS_FILE, compression="zstd", statistics=True)
         source = pl.scan_parquet(tmp / PREFS_FILE).group_by(C.CHOSEN_SOURCE).len().collect()

@@ -102,6 +102,21 @@ def scan_prompts(folder: "str | Path") -> pl.LazyFrame:
     return _scan(folder, PROMPTS_FILE, REQUIRED_PROMPT_COLUMNS, "toolkit sample")
 
 
+def scan_regraded(folder: "str | Path", gold: "str | None" = None) -> tuple[pl.LazyFrame, pl.LazyFrame, dict]:
+    """Rollouts and prompts of a folder; with `gold` (corrected pairs, `toolkit review apply`), re-marked against
+    its grades: `grade` replaced, `correct` recomputed, pairs the gold lacks left out. Returns the counts too."""
+    rollouts, prompts = scan_rollouts(folder), scan_prompts(folder)
+    if not gold:
+        return rollouts, prompts, {}
+    from toolkit.gold import gold_counts, read_gold, regrade
+
+    g = read_gold(gold)
+    counts = gold_counts(prompts.select(C.PAIR_ID, C.GRADE).collect(), g)
+    if counts["gold_excluded_pairs"] == prompts.select(pl.len()).collect().item():
+        raise UserError(f"--gold {gold}: none of its pair ids are in {folder}; pass the corrected version of the pairs these rollouts were sampled from")
+    return regrade(rollouts, g, correct=True), regrade(prompts, g), counts
+
+
 def input_files(folder: "str | Path") -> list[Path]:
     """The files of a rollouts folder a stage depends on (for the manifest's input hashes)."""
     folder = Path(folder)

@@ -86,6 +86,7 @@ class SFTTrainConfig(TrainConfig):
     """`toolkit train sft`: gen-cot's sft.parquet, loss on the assistant turn only."""
 
     label_only: bool = False  # the paper's "SFT label-only" ablation: the target is the grade label alone
+    gold: str | None = None  # corrected pairs (`toolkit review apply`): rows re-marked against their grades
 
     stage = "train-sft"
     trl_class = "trl:SFTConfig"

@@ -129,7 +129,8 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     out = Path(cfg.out)
     check_fields(cfg.trl, cfg.trl_class)  # a typo fails before any model loads
     model_id = resolve_model(cfg.model)
-    inputs = input_hashes([data_file, *model_inputs(model_id)])
+    gold = [cfg.gold] if getattr(cfg, "gold", None) else []  # corrected pairs the rows were re-marked against
+    inputs = input_hashes([data_file, *gold, *model_inputs(model_id)])
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, cfg.stage, resolved, inputs):
         return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)

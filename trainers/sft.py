@@ -22,7 +22,13 @@ def train_sft(cfg: SFTTrainConfig) -> TrainResult:
 
     path = data_file(cfg.data, "sft")
     scale = scale_of(cfg.data)
-    rows, counts = sft_rows(load_rows(path, "sft", cfg.limit), scale, cfg.label_only, str(path))
+    df, regraded = load_rows(path, "sft", cfg.limit), {}
+    if cfg.gold:  # a review round corrected grades: rationales for an old grade leave, excluded pairs leave
+        from toolkit.gold import regrade_cot
+
+        df, regraded = regrade_cot(df, cfg.gold, cfg.label_only)
+    rows, counts = sft_rows(df, scale, cfg.label_only, str(path))
+    counts.update(regraded)
     dataset = to_dataset(rows)
 
     def build(model_id, args, tokenizer, peft):

@@ -44,7 +44,7 @@ def cot_frame(pairs: pl.DataFrame) -> pl.DataFrame:
         for s in ([0, 1] if i == 0 else [0]):
             why = f"step {s}: the item is {NAMES[p[C.GRADE]].lower()} for '{p[C.QUERY]}'."
             rows.append({C.PROMPT: _user(p), C.COMPLETION: [{"role": "assistant", "content": _answer(p[C.GRADE], why)}],
-                         C.PAIR_ID: p[C.PAIR_ID], C.SAMPLE_IDX: s, C.GRADE: p[C.GRADE], C.RATIONALE: f"Reason: {why}", "teacher": "demo-teacher"})
+                         C.PAIR_ID: p[C.PAIR_ID], C.SAMPLE_IDX: s, C.GRADE: p[C.GRADE], C.RATIONALE: why, "teacher": "demo-teacher"})
     schema = {C.PROMPT: MSG, C.COMPLETION: MSG, C.PAIR_ID: pl.String, C.SAMPLE_IDX: pl.Int64, C.GRADE: pl.Int64, C.RATIONALE: pl.String, "teacher": pl.String}
     return pl.DataFrame(rows, schema=schema)
 

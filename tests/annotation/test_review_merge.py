@@ -87,7 +87,7 @@ def test_cot_rules(demo):
     fixed = by_id[ids[2]]
     assert fixed[C.REVIEW_STATUS] == "corrected"
     assert fixed[C.COMPLETION] == [{"role": "assistant", "content": f"{g[2]}\nReason: a better argument."}]
-    assert fixed[C.RATIONALE] == "Reason: a better argument."
+    assert fixed[C.RATIONALE] == "a better argument."  # as gen-cot stores a rationale: no grade, no `Reason:`
     regraded = by_id[ids[4]]
     assert regraded[C.GRADE] == other and regraded[C.COMPLETION][0]["content"].startswith(str(other))
     assert by_id[ids[5]][C.REVIEW_STATUS] == "pending" and by_id[ids[5]][C.COMPLETION] == df.row(5, named=True)[C.COMPLETION]

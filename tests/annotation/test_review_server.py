@@ -145,7 +145,7 @@ def test_cot_round_merges_row_by_row(cot_round):
     assert [rows[i][C.REVIEW_STATUS] for i in key] == ["accepted", "corrected", "pending", "conflict", "pending"]
     assert rows[ids[0]][C.REVIEWERS] == ["alice", "bob", "carol"]
     assert rows[ids[2]][C.COMPLETION] == [{"role": "assistant", "content": "4\nReason: alice's fix."}]
-    assert rows[ids[2]][C.RATIONALE] == "Reason: alice's fix."
+    assert rows[ids[2]][C.RATIONALE] == "alice's fix."  # stored as gen-cot stores a rationale
     assert rows[ids[4]][C.REVIEWERS] == ["alice"] and rows[ids[4]][C.GRADE] == 1
     assert rows[ids[6]][C.REVIEWERS] == []
     dropped = pl.read_parquet(out / "review" / "dropped.parquet")
@@ -156,7 +156,7 @@ def test_cot_round_merges_row_by_row(cot_round):
     assert log[(ids[3], C.GRADE)] == (2, 3, "grade_corrected")
     assert log[(ids[3], "(row)")] == ("kept", "dropped", "grade_changed")
     assert log[(ids[1], "(row)")] == ("kept", "dropped", "rationale_rejected")
-    assert log[(ids[2], C.RATIONALE)][1] == "Reason: alice's fix."
+    assert log[(ids[2], C.RATIONALE)][1] == "alice's fix."
     responses = pl.read_parquet(out / "review" / "responses.parquet")
     assert set(responses[C.RESPONSE_STATUS]) == {"submitted", "draft", "discarded"}
     # submitted values: r0 3x2, r1 3x2 + alice's comment, r2 2x3 (with corrections), r3 2x2, r4 2, r5 2x2

@@ -42,6 +42,7 @@ def review():
 @click.option("--guidelines", type=click.Path(), help="Markdown file shown to reviewers with the grade scale, e.g. demo/guideline.md.")
 @click.option("--limit", type=int, help="Push only the first N rows (after the kind's filter).")
 @click.option("--max-pass-rate", type=float, help="prefs/hard: push only rows with pass_rate <= this value.")
+@click.option("--blind", is_flag=True, help="Push without the model's suggestion (and, for errors, without its prediction): reviewers judge unprompted.")
 def push(input, **opts):
     """Send a dataset to Argilla for review, one record per pair.
 
@@ -74,6 +75,8 @@ def push(input, **opts):
 @click.option("--max-per-query", type=int, help="At most this many rows of one query.")
 @click.option("--split", help="Select from this split only (e.g. dev, train).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random policy and of tie-breaking.")
+@click.option("--honeypots", type=click.Path(), help="Pairs with trusted grades (pair_id, grade): gold records mixed into the round to check reviewers.")
+@click.option("--honeypot-rate", default=0.1, show_default=True, type=float, help="With --honeypots: the share of the round's records that are honeypots.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
 def select_cmd(input, out, **opts):
     """Pick the records worth a reviewer's time, under a budget, from a scored or difficulty folder.
@@ -104,6 +107,8 @@ def select_cmd(input, out, **opts):
               help="How several reviewers' answers become one decision.")
 @click.option("--trusted-reviewer", help="With --policy trust: this username's answers win when they answered.")
 @click.option("--min-submitted", type=int, help="Answers a record needs to be decided (default: the dataset's setting); fewer -> pending.")
+@click.option("--min-honeypot-accuracy", type=float, help="Leave out of the merge every reviewer whose accuracy on honeypots is below this (0-1).")
+@click.option("--min-honeypots", default=3, show_default=True, type=int, help="With --min-honeypot-accuracy: judge only reviewers who answered this many honeypots.")
 def pull(input, out, **opts):
     """Fetch reviewers' answers, measure agreement and merge them into the dataset.
 
@@ -121,6 +126,38 @@ def pull(input, out, **opts):
     from annotation.pull import PullConfig, pull as run
 
     click.echo(run(PullConfig(input=input, out=out, **opts)).summary())
+
+
+@review.command("apply")
+@config_option
+@click.argument("pairs", required=False, type=click.Path())
+@click.option("-o", "--out", type=click.Path(), help="Output folder: the corrected pairs (the input's files) and review/ with the change log.")
+@click.option("-r", "--review", "reviews", multiple=True, type=click.Path(),
+              help="A `toolkit review pull` output folder; repeat for several (applied in order).")
+@click.option("--allow-missing", is_flag=True, help="Skip review folders that do not exist yet (a pipeline run before the round); with none, the pairs pass unchanged.")
+@click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
+def apply_cmd(pairs, out, **opts):
+    """Write the next version of the pairs with reviewers' corrections (a review round).
+
+    PAIRS is what the reviewed data was made from (ingest, split or retrieve output, or an
+    earlier `review apply`: rounds accumulate). Corrected grades replace `grade` (the original
+    stays in `grade_before_review`; `review_round` says which round changed a row); pairs
+    reviewers found unjudgeable (kinds hard and errors, accept = no) are left out. Pass the
+    output as --gold to make-prefs, label-difficulty and `train sft` to rebuild what the old
+    grades made, or as the pairs of the next stages.
+
+    \b
+    Examples:
+      toolkit review apply out/demo/retrieved -r out/review/hard-reviewed -o out/demo/pairs-r1
+      toolkit label-difficulty out/demo/rollouts --gold out/demo/pairs-r1 -o out/demo/difficulty-r1
+      toolkit review apply out/demo/pairs-r1 -r out/review/round2 -o out/demo/pairs-r2
+    """
+    from annotation.apply import ApplyConfig, apply
+    from toolkit.errors import UserError
+
+    if not pairs or not out:
+        raise UserError("pass the pairs and -o: `toolkit review apply out/demo/retrieved -r out/review/hard-reviewed -o out/demo/pairs-r1`")
+    click.echo(apply(ApplyConfig(pairs=pairs, out=out, **opts)).summary())
 
 
 COMMANDS = [review]

@@ -125,9 +125,10 @@ class _Teacher:
 @click.option("--teacher-base-url", help="[openai] base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
 @click.option("--teacher-max-tokens", default=768, show_default=True, type=int, help="Token limit of a teacher answer.")
 @click.option("--teacher-batch-size", default=64, show_default=True, type=int, help="Rows per teacher call.")
+@click.option("--gold", type=click.Path(), help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against their grades and pairs they exclude are left out.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
 def make_prefs(rollouts, out, pairs_per_prompt, reject, unparseable, dedupe, seed, no_teacher, teacher_backend, teacher_model,
-               teacher_base_url, teacher_max_tokens, teacher_batch_size, force):
+               teacher_base_url, teacher_max_tokens, teacher_batch_size, gold, force):
     """Build DPO preference pairs from pass@N rollouts, as TaoSR1 does.
 
     Mixed groups: chosen = an own correct sample, rejected = an own wrong one. All-wrong
@@ -152,7 +153,7 @@ def make_prefs(rollouts, out, pairs_per_prompt, reject, unparseable, dedupe, see
     teacher = _Teacher(teacher_backend, teacher_model, teacher_base_url, teacher_max_tokens, rollouts)
     cfg = MakePrefsConfig(
         rollouts=rollouts, out=out, pairs_per_prompt=pairs_per_prompt, reject=reject, unparseable=unparseable, dedupe=dedupe,
-        seed=seed, teacher_id=None if no_teacher else teacher.id, teacher_batch_size=teacher_batch_size, force=force,
+        seed=seed, teacher_id=None if no_teacher else teacher.id, teacher_batch_size=teacher_batch_size, gold=gold, force=force,
     )
     try:
         result = make_preferences(cfg, teacher=None if no_teacher else teacher)
@@ -170,8 +171,9 @@ def make_prefs(rollouts, out, pairs_per_prompt, reject, unparseable, dedupe, see
               help="Difficulty buckets: names with inclusive upper bounds of the pass rate.")
 @click.option("--balance/--no-balance", default=True, show_default=True, help="Downsample the GRPO set to equal counts per gold grade.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the class-balanced downsampling.")
+@click.option("--gold", type=click.Path(), help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against their grades and pairs they exclude are left out.")
 @click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
-def label_difficulty(rollouts, out, gamma, buckets, balance, seed, force):
+def label_difficulty(rollouts, out, gamma, buckets, balance, seed, gold, force):
     """Difficulty labels from pass rates, and the GRPO training set.
 
     Every pair gets n_samples, n_correct, pass_rate and a difficulty bucket
@@ -190,7 +192,7 @@ def label_difficulty(rollouts, out, gamma, buckets, balance, seed, force):
 
     if not rollouts or not out:
         raise UserError("pass a rollouts folder and an output folder: `toolkit label-difficulty out/rollouts -o out/difficulty`")
-    result = run(LabelDifficultyConfig(rollouts=rollouts, out=out, gamma=gamma, buckets=buckets, balance=balance, seed=seed, force=force))
+    result = run(LabelDifficultyConfig(rollouts=rollouts, out=out, gamma=gamma, buckets=buckets, balance=balance, seed=seed, gold=gold, force=force))
     click.echo(result.summary())
 
 

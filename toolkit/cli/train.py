@@ -124,6 +124,7 @@ def train():
 @common_options
 @lora_options
 @click.option("--label-only", is_flag=True, help="Train on the grade label alone (the paper's `SFT label-only` ablation).")
+@click.option("--gold", type=click.Path(), help="Corrected pairs from `toolkit review apply`: rationales written for a corrected grade and excluded pairs leave the SFT set (with --label-only the label takes the new grade).")
 @click.option("--max-length", type=int, help="Longest tokenized example (TRL max_length; default 1024).")
 def sft(max_length, **kw):
     """Supervised fine-tuning on `toolkit gen-cot` output (TaoSR1 stage 1).
