@@ -231,3 +231,23 @@ def test_push_as_a_pull_request(cli, tmp_path, repo):
     assert [n for n, _ in api.calls] == ["create_repo", "upload_folder"] and api.calls[1][1]["create_pr"] is True
     r = cli("push", tmp_path / "pairs", "--repo", "me/pairs", "--tag", "v1", "--create-pr")
     assert r.exit_code == 2 and "--tag and --create-pr do not go together" in r.stderr
+
+
+def test_a_folder_named_in_a_list_option_reruns_the_stage_when_it_appears(tmp_path):
+    """A review round's stage names its pulled folders in a list (`review: [...]`); the folder appearing (or changing)
+    after the first run must rerun the stage, as a folder named by a plain option does."""
+    from toolkit.pipeline import fingerprint
+
+    spec = tmp_path / "p.yaml"
+    later = tmp_path / "round-1"
+    spec.write_text(f"out: {tmp_path / 'out'}\nstages:\n  - name: reviewed\n    run: review apply\n    args: [{tmp_path}]\n"
+                    f"    options: {{review: [{later}], allow-missing: true}}\n")
+    pipe = Pipeline.load(spec)
+    st = pipe.stages[0]
+    assert "--review" in pipe.argv(st) and str(later) in pipe.argv(st)
+    before = fingerprint(pipe, st, {})
+    later.mkdir()
+    (later / "a.parquet").write_bytes(b"x")
+    after = fingerprint(pipe, st, {})
+    (later / "a.parquet").write_bytes(b"y")
+    assert before != after != fingerprint(pipe, st, {})

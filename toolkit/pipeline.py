@@ -156,7 +156,8 @@ def _holds_its_output(folder: Path, rec: dict) -> bool:
 
 def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
     files = []
-    for a in st.args + [str(v) for v in st.options.values()]:
+    values = [x for v in st.options.values() for x in (v if isinstance(v, list) else [v])]  # a list option names several files
+    for a in st.args + [str(v) for v in values]:
         if REF.search(a):
             continue
         p = Path(a)
