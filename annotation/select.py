@@ -7,6 +7,8 @@ the budget takes the highest:
 - `entropy`: the first-token grade distribution's entropy, over log(number of grades) (1 = no idea);
 - `margin`: 1 - (p of the most likely grade - p of the second): close calls first;
 - `disagreement`: 1 - p(gold grade): where the model is sure the gold grade is wrong (likely label noise);
+- `boundary`: 1 - the distance of the cumulative grade probabilities to the CumPT β (`--tiers` folder of
+  `toolkit tier fit`, or `--beta`): rows whose served grade flips with a small change of the model;
 - `hard`: 1 - pass rate over the sampled answers (TaoSR1's hard cases);
 - `random`: a seeded random control, to measure the others against.
 
@@ -38,7 +40,7 @@ from toolkit.stats import scale_of
 log = logging.getLogger(__name__)
 
 STAGE = "review-select"
-POLICIES = ("entropy", "margin", "disagreement", "hard", "random")
+POLICIES = ("entropy", "margin", "disagreement", "boundary", "hard", "random")
 SOURCE_FILES = ("predictions.parquet", "difficulty.parquet")  # what a scored / difficulty folder holds
 SCORE, RANK = "select_score", "select_rank"
 HONEYPOT, HONEYPOT_GRADE = C.HONEYPOT, C.HONEYPOT_GRADE
@@ -54,6 +56,8 @@ class SelectConfig(StageConfig):
     max_per_query: int | None = None
     split: str | None = None
     seed: int = 0
+    beta: float | None = None  # policy boundary: the CumPT β (or take it from `tiers`)
+    tiers: str | None = None  # policy boundary: a `toolkit tier fit` folder (or its tiers.json) with the fitted β
     honeypots: str | None = None  # pairs with trusted grades (an expert-labelled set): gold records mixed into the round
     honeypot_rate: float = 0.1  # the share of the round's records that are honeypots
     force: bool = False
@@ -65,6 +69,10 @@ class SelectConfig(StageConfig):
             raise UserError(f"--honeypots {self.honeypots}: no such file or folder; pass pairs with trusted grades (pair_id, grade)")
         if self.policy not in POLICIES:
             raise UserError(f"--policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
+        if self.policy == "boundary" and (self.beta is None) == (self.tiers is None):
+            raise UserError("--policy boundary needs the CumPT β: pass --tiers out/demo/tiers (a `toolkit tier fit` folder) or --beta 0.5, not both")
+        if self.beta is not None and not 0 < float(self.beta) < 1:
+            raise UserError(f"--beta must be in (0, 1); got {self.beta}")
         if self.stratify not in ("grade", "none"):
             raise UserError(f"--stratify must be grade or none; got {self.stratify!r}")
         if self.max_per_query is not None and self.max_per_query < 1:
@@ -115,7 +123,18 @@ def _source_file(path: Path) -> Path:
     raise UserError(f"{path}: no {' or '.join(SOURCE_FILES)} here; pass the output of `toolkit score`, `toolkit eval` or `toolkit label-difficulty`")
 
 
-def scores(df: pl.DataFrame, policy: str, scale, where: str, seed: int) -> np.ndarray:
+def beta_of(cfg: "SelectConfig") -> float | None:
+    if cfg.beta is not None or not cfg.tiers:
+        return cfg.beta
+    from toolkit.cumpt import RULE_FILE, TierRule
+
+    path = Path(cfg.tiers) / RULE_FILE if Path(cfg.tiers).is_dir() else Path(cfg.tiers)
+    if not path.is_file():
+        raise UserError(f"--tiers {cfg.tiers}: no {RULE_FILE}; pass the output folder of `toolkit tier fit`")
+    return float(TierRule.load(path).beta)
+
+
+def scores(df: pl.DataFrame, policy: str, scale, where: str, seed: int, beta: float | None = None) -> np.ndarray:
     """One number per row; higher = review first."""
     n = df.height
     if policy == "random":
@@ -137,6 +156,9 @@ def scores(df: pl.DataFrame, policy: str, scale, where: str, seed: int) -> np.nd
     if policy == "margin":
         top = np.sort(p, axis=1)
         return 1.0 - (top[:, -1] - top[:, -2])
+    if policy == "boundary":  # CumPT serves the best grade k with P(top)+...+P(k) >= beta: near beta, the grade flips
+        cum = np.cumsum(p, axis=1)[:, :-1]
+        return 1.0 - np.abs(cum - float(beta)).min(axis=1)
     gold = df[C.GRADE].to_list()  # disagreement
     index = {g.value: i for i, g in enumerate(scale.grades)}
     return 1.0 - np.array([p[r, index[g]] for r, g in enumerate(gold)])
@@ -216,7 +238,7 @@ def select(cfg: SelectConfig) -> SelectResult:
         raise UserError(f"{src_path}: no such file or folder; check the path")
     src = _source_file(src_path)
     out = Path(cfg.out)
-    inputs = input_hashes([src] + ([cfg.honeypots] if cfg.honeypots else []))
+    inputs = input_hashes([src] + [x for x in (cfg.honeypots, cfg.tiers) if x])
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
         return SelectResult(out, read_manifest(out)["counts"], skipped=True)
@@ -225,7 +247,7 @@ def select(cfg: SelectConfig) -> SelectResult:
         raise UserError(f"{src}: no rows to select from")
     scale = scale_of(src)
     k = budget_rows(cfg.budget, df.height)
-    picked = choose(df, scores(df, cfg.policy, scale, str(src), cfg.seed), k, cfg.stratify, cfg.max_per_query, cfg.seed)
+    picked = choose(df, scores(df, cfg.policy, scale, str(src), cfg.seed, beta_of(cfg)), k, cfg.stratify, cfg.max_per_query, cfg.seed)
     counts = {
         "candidates": df.height, "selected": picked.height, "policy": cfg.policy, "budget": cfg.budget,
         "score_min": float(picked[SCORE].min()), "score_max": float(picked[SCORE].max()),
@@ -236,7 +258,7 @@ def select(cfg: SelectConfig) -> SelectResult:
         picked, counts["honeypots"] = mix_honeypots(df, picked, cfg, scale)
     upstream = manifest_of(src) or {}
     extra = {"grade_scale": scale.to_dict(), "source": str(src), "source_stage": upstream.get("stage"),
-             "policy": {"name": cfg.policy, "budget": cfg.budget, "stratify": cfg.stratify, "max_per_query": cfg.max_per_query, "seed": cfg.seed},
+             "policy": {"name": cfg.policy, "beta": beta_of(cfg) if cfg.policy == "boundary" else None, "budget": cfg.budget, "stratify": cfg.stratify, "max_per_query": cfg.max_per_query, "seed": cfg.seed},
              **{k_: upstream[k_] for k_ in ("model", "student_prompt") if k_ in upstream}}
     with atomic_dir(out) as tmp:
         write_parquet(picked, tmp / src.name)

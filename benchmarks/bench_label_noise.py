@@ -44,15 +44,36 @@ def embed(texts: list[str]) -> np.ndarray:
     return encode_in_chunks(load_embedder(None), texts)
 
 
-def features(q: np.ndarray, t: np.ndarray) -> np.ndarray:
+def lexical(queries: list[str], titles: list[str]) -> np.ndarray:
+    """Share of the query's words in the title (exact and as a prefix), and the title's length."""
+    rows = []
+    for q, t in zip(queries, titles):
+        qw, tw = q.lower().split(), t.lower().split()
+        tset = set(tw)
+        exact = sum(w in tset for w in qw) / max(1, len(qw))
+        prefix = sum(any(x.startswith(w[:4]) for x in tw) for w in qw) / max(1, len(qw))
+        rows.append([exact, prefix, len(tw), len(qw)])
+    return np.array(rows, dtype=float)
+
+
+def features(q: np.ndarray, t: np.ndarray, lex: np.ndarray | None = None) -> np.ndarray:
     cos = (q * t).sum(1, keepdims=True)
-    return np.hstack([q * t, np.abs(q - t), cos])
+    parts = [q * t, np.abs(q - t), cos] + ([lex] if lex is not None else [])
+    return np.hstack(parts)
+
+
+MODEL = "logreg"
 
 
 def fit_predict(x_train, y_train, x_test):
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(max_iter=2000, class_weight="balanced", C=1.0)
+    if MODEL == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        clf = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, class_weight="balanced", random_state=0)
+    else:
+        clf = LogisticRegression(max_iter=2000, class_weight="balanced", C=1.0)
     clf.fit(x_train, y_train)
     proba = clf.predict_proba(x_test)
     full = np.zeros((len(x_test), 4))
@@ -74,7 +95,11 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "benchmarks/out/label-noise"))
+    ap.add_argument("--model", choices=["logreg", "hgb"], default="logreg",
+                    help="the scorer: logistic regression on embeddings, or gradient boosting on embeddings + word-overlap features")
     args = ap.parse_args()
+    global MODEL
+    MODEL = args.model
     t0 = time.time()
     from sklearn.model_selection import GroupKFold
 
@@ -118,7 +143,9 @@ def main() -> None:
     t = time.time()
     qv, tv = embed(train[C.QUERY].to_list()), embed(train[C.TITLE].to_list())
     qt, tt = embed(test[C.QUERY].to_list()), embed(test[C.TITLE].to_list())
-    x_train, x_test = features(qv, tv), features(qt, tt)
+    lex = args.model == "hgb"
+    x_train = features(qv, tv, lexical(train[C.QUERY].to_list(), train[C.TITLE].to_list()) if lex else None)
+    x_test = features(qt, tt, lexical(test[C.QUERY].to_list(), test[C.TITLE].to_list()) if lex else None)
     print(f"embedded {train.height + test.height} pairs in {time.time() - t:.0f} s", flush=True)
     groups = train[C.QUERY].str.to_lowercase().to_numpy()
     oof = np.zeros((train.height, 4))
@@ -130,7 +157,7 @@ def main() -> None:
     write_parquet(train.select(C.PAIR_ID, C.QUERY, C.TITLE, C.SPLIT).with_columns(
         pl.Series(C.GRADE, noisy), pl.Series(C.GRADE_PROBS, oof.tolist(), dtype=pl.List(pl.Float64)), pl.Series(C.PRED_GRADE, pred)),
         scored / "predictions.parquet")
-    write_manifest(scored, "score", {"model": "minilm-logreg-oof"}, {}, {}, {"grade_scale": scale.to_dict()})
+    write_manifest(scored, "score", {"model": f"minilm-{args.model}-oof"}, {}, {}, {"grade_scale": scale.to_dict()})
     print(f"out-of-fold macro-F1 vs noisy labels {100 * macro_f1(noisy, pred):.1f}, vs clean {100 * macro_f1(clean, pred):.1f}", flush=True)
 
     flipped = set(np.asarray(train[C.PAIR_ID].to_list())[flip])

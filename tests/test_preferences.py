@@ -215,7 +215,7 @@ def test_random_reject_with_always_can_pick_unparseable(tmp_path):
 
 @pytest.mark.parametrize("field,value,needle", [
     ("pairs_per_prompt", 0, "pairs_per_prompt must be >= 1"),
-    ("reject", "nearest", "reject must be one of farthest, random"),
+    ("reject", "closest", "reject must be one of farthest, nearest, random"),
     ("unparseable", "sometimes", "unparseable must be one of fallback, never, always"),
     ("teacher_batch_size", 0, "teacher_batch_size must be >= 1"),
 ])
@@ -327,3 +327,29 @@ def test_cli_teacher_backend_is_built_lazily_and_used(cli, tmp_path, monkeypatch
     folder2 = write_rollouts(tmp_path / "r2", {"b": (4, [4, 1])})
     assert cli("make-prefs", folder2, "-o", tmp_path / "p2", *args).exit_code == 0
     assert built == []  # no all-wrong group: no model is loaded
+
+
+def test_nearest_rejects_the_wrong_grade_closest_to_gold(tmp_path):
+    folder = write_rollouts(tmp_path / "r", {"a": (4, [1, 4, 3, 2]), "b": (2, [4, 2, 3, 1])})
+    res = make_preferences(MakePrefsConfig(rollouts=folder, out=tmp_path / "near", reject="nearest"))
+    df = pl.read_parquet(tmp_path / "near" / "preferences.parquet")
+    assert dict(zip(df[C.PAIR_ID], df[C.REJECTED_GRADE])) == {"a": 3, "b": 3}  # |3-4| = 1; for b: 3 and 1 tie at 1 -> lower index
+    far = make_preferences(MakePrefsConfig(rollouts=folder, out=tmp_path / "far"))
+    assert dict(zip(*pl.read_parquet(tmp_path / "far" / "preferences.parquet")[[C.PAIR_ID, C.REJECTED_GRADE]])) == {"a": 1, "b": 4}
+    assert res.counts["pairs"] == far.counts["pairs"] == 2
+
+
+def test_a_correct_answer_cut_at_the_token_limit_is_never_chosen(tmp_path):
+    folder = write_rollouts(tmp_path / "r", {"a": (4, [4, 4, 1]), "b": (3, [3, 2]), "c": (2, [(2, "2\nReason: a long and complete answer."), 1])})
+    ro = pl.read_parquet(folder / "rollouts.parquet")
+    cut = ((pl.col(C.PAIR_ID) == "a") & (pl.col(C.SAMPLE_IDX) == 0)) | ((pl.col(C.PAIR_ID) == "b") & (pl.col(C.SAMPLE_IDX) == 0))
+    ro.with_columns(pl.when(cut).then(pl.lit("length")).otherwise(pl.col(C.FINISH_REASON)).alias(C.FINISH_REASON)).write_parquet(folder / "rollouts.parquet")
+    res = make_preferences(MakePrefsConfig(rollouts=folder, out=tmp_path / "p"))
+    df = pl.read_parquet(tmp_path / "p" / "preferences.parquet")
+    assert dict(zip(df[C.PAIR_ID], df[C.CHOSEN_SAMPLE_IDX])) == {"a": 1, "c": 0}  # a: sample 0 was cut, 1 is whole; b: its only right answer was cut
+    assert res.counts["dropped_chosen_truncated"] == 1 and res.counts["groups_self"] == 2
+    lengths = res.counts["length_chars"]
+    chosen = [len(m[0]["content"]) for m in df[C.CHOSEN].to_list()]
+    rejected = [len(m[0]["content"]) for m in df[C.REJECTED].to_list()]
+    assert lengths["chosen_mean"] == pytest.approx(sum(chosen) / 2, abs=0.05) and lengths["gap_mean"] == pytest.approx((sum(chosen) - sum(rejected)) / 2, abs=0.1)
+    assert lengths["by_source"]["self"]["pairs"] == 2 and "chosen - rejected length" in res.summary()

@@ -105,3 +105,25 @@ def test_the_grade_options_run_lowest_first_so_the_key_typed_is_the_grade(scale)
     keys = list(grade_labels(s))
     assert keys == [str(v) for v in sorted(g.value for g in s.grades)]
     assert all(text.startswith(f"{k} ") for k, text in grade_labels(s).items())
+
+
+def test_boundary_puts_rows_near_the_cumpt_cut_first(cli, scores, tmp_path):
+    # cumulative best-first probabilities against beta 0.5: a hits 0.5 exactly, d is 0.05 off, f 0.10, h 0.12
+    r = cli("review", "select", scores, "-o", tmp_path / "sel", "--policy", "boundary", "--beta", "0.5", "--budget", "3", "--stratify", "none")
+    assert r.exit_code == 0, r.stderr
+    assert _picked(tmp_path / "sel") == ["a", "d", "f"]
+    # the fitted beta of `toolkit tier fit` is the cut when --tiers names its folder
+    assert cli("tier", "fit", "--predictions", scores, "--split", "dev", "-o", tmp_path / "tiers").exit_code == 0
+    import json
+
+    import numpy as np
+
+    beta = json.loads((tmp_path / "tiers" / "tiers.json").read_text())["beta"]
+    r = cli("review", "select", scores, "-o", tmp_path / "sel2", "--policy", "boundary", "--tiers", tmp_path / "tiers", "--budget", "100%", "--stratify", "none")
+    assert r.exit_code == 0, r.stderr
+    df = pl.read_parquet(tmp_path / "sel2" / "predictions.parquet")
+    want = {k: 1 - np.abs(np.cumsum(p)[:-1] - beta).min() for k, (_, p) in ROWS.items()}
+    assert dict(zip(df["pair_id"], df["select_score"])) == pytest.approx(want)
+    for args, needle in ((["--policy", "boundary"], "needs the CumPT"), (["--policy", "boundary", "--beta", "1.5"], "--beta must be in (0, 1)")):
+        one_line_error(cli("review", "select", scores, "-o", tmp_path / "bad", *args), needle)
+        assert not (tmp_path / "bad").exists()

@@ -174,6 +174,8 @@ def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: lis
         gold = builder.scale.by_value(int(row[C.GRADE])).label
         parsed = P.parse_answer(text, labels, P.COT_FIRST, finish)
         reason = check(parsed, gold, cfg.filters, "\n".join(m["content"] for m in prompt))
+        if reason is None and cfg.mode == "guided" and finish == "length":
+            reason = "truncated_step"  # a step was cut at --step-tokens: the rationale reads cut off mid-sentence
         if reason is None and dedupe.seen(row[C.PAIR_ID], parsed.rationale):
             reason = "near_duplicate"
         result.append({
@@ -249,7 +251,7 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
     sft = sft.join(texts.unique(C.PAIR_ID, keep="first"), on=C.PAIR_ID, how="left", maintain_order="left")
     parsed = allrows.filter(pl.col(C.PARSE_STATUS) == P.OK)
     agree = parsed.filter(pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).height / parsed.height if parsed.height else 0.0
-    reasons = ["grade_mismatch", "too_short", "too_long", "missing_steps", "repetitive", "copies_prompt", "near_duplicate", *[s for s in P.STATUSES if s != P.OK]]
+    reasons = ["grade_mismatch", "too_short", "too_long", "missing_steps", "repetitive", "copies_prompt", "truncated_step", "near_duplicate", *[s for s in P.STATUSES if s != P.OK]]
     dropped = {r: rejects.filter(pl.col(DROP_REASON) == r).height for r in reasons}
     stats = {
         "pairs": df.height, "samples": cfg.samples, "generated": allrows.height, "kept": sft.height,

@@ -11,7 +11,12 @@ Choices (MakePrefsConfig):
   (i mod #rejected)-th rejected candidate, for i < min(k, max(#chosen, #rejected)): every wrong sample
   is used at most once while there are enough; a lone correct sample (or the teacher answer) is reused.
 * `reject`: `farthest` ranks wrong samples by |predicted - gold| grade, largest first, ties by lowest
-  sample index (deterministic); `random` ranks them by a seeded hash of (pair id, sample index).
+  sample index (deterministic); `nearest` smallest first (the wrong grade closest to gold: the 3-vs-4
+  confusions TaoSR1 targets); `random` ranks them by a seeded hash of (pair id, sample index).
+* A correct sample cut at the token limit (`finish_reason` length) is never chosen: it would teach the
+  model to stop mid-sentence (`dropped_chosen_truncated` counts mixed groups left without a chosen
+  sample). The manifest reports the mean length in characters of chosen and rejected answers, overall and
+  per chosen source (`length_chars`): teacher answers much longer than own rollouts are a length confound.
   Chosen samples go in sample order (`farthest`) or by the same seeded hash (`random`).
 * `unparseable`: unparseable samples are always wrong. `fallback` (default) ranks them after every
   parseable wrong sample, so they are rejected only when a group has fewer than k parseable wrong
@@ -52,7 +57,7 @@ from toolkit.stats import scale_of
 log = logging.getLogger(__name__)
 
 Teacher = Callable[[list[dict]], list[str]]
-REJECT_MODES = ("farthest", "random")
+REJECT_MODES = ("farthest", "nearest", "random")
 UNPARSEABLE_MODES = ("fallback", "never", "always")
 SELF, TEACHER = "self", "teacher"
 PREFS_FILE = "preferences.parquet"
@@ -101,9 +106,11 @@ class MakePrefsResult:
         if self.skipped:
             return up_to_date_line("make-prefs", self.out, f"{c.get('pairs', 0)} pairs")
         drops = ", ".join(f"{k.removeprefix('dropped_')}={v}" for k, v in c.items() if k.startswith("dropped_") and v)
+        gap = (c.get("length_chars") or {}).get("gap_mean")
+        gap = f"; chosen - rejected length {gap:+.0f} chars" if gap is not None else ""
         return (
             f"make-prefs: {c['prompts']} prompts -> {c['pairs']} preference pairs "
-            f"({c['pairs_self']} self, {c['pairs_teacher']} teacher) in {self.out}; dropped: {drops or 'none'}"
+            f"({c['pairs_self']} self, {c['pairs_teacher']} teacher) in {self.out}; dropped: {drops or 'none'}{gap}"
         )
 
 
@@ -147,8 +154,10 @@ def _candidates(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfi
     """Samples of groups that can give pairs, with a ranking key `_key` (smaller = first); duplicates
     removed when dedupe is on. Correct samples only occur in mixed groups of these."""
     parsed = ((pl.col(C.PARSE_STATUS) == OK) & pl.col(C.PRED_GRADE).is_not_null()).fill_null(False)
+    has_finish = C.FINISH_REASON in rollouts.collect_schema().names()
+    cut = (pl.col(C.FINISH_REASON) == "length").fill_null(False) if has_finish else pl.lit(False)
     lf = rollouts.select(
-        _gid(), pl.col(C.SAMPLE_IDX).cast(pl.Int64), C.CORRECT, C.PRED_GRADE, C.GRADE, parsed.alias("_parsed"),
+        _gid(), pl.col(C.SAMPLE_IDX).cast(pl.Int64), C.CORRECT, C.PRED_GRADE, C.GRADE, parsed.alias("_parsed"), cut.alias("_cut"),
         pl.col(C.TEXT).fill_null("").hash(seed=0).alias("_text_hash"),
     ).filter(pl.col(_GID).is_in(_useful(kinds)[_GID].implode()))
     if cfg.dedupe:
@@ -159,6 +168,9 @@ def _candidates(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfi
         dist = pl.when(pl.col("_parsed")).then(dist).otherwise(_DIST_CAP)
     if cfg.reject == "farthest":  # prio, then distance (largest first), then sample index
         key = (_DIST_CAP - dist).cast(pl.UInt64) * (1 << 48) + pl.col(C.SAMPLE_IDX).cast(pl.UInt64)
+        chosen_key = pl.col(C.SAMPLE_IDX).cast(pl.UInt64)
+    elif cfg.reject == "nearest":  # prio, then distance (smallest first), then sample index
+        key = dist.cast(pl.UInt64) * (1 << 48) + pl.col(C.SAMPLE_IDX).cast(pl.UInt64)
         chosen_key = pl.col(C.SAMPLE_IDX).cast(pl.UInt64)
     else:  # prio, then a seeded hash of (pair, sample)
         key = chosen_key = pl.struct(_GID, C.SAMPLE_IDX).hash(seed=cfg.seed) // 32
@@ -179,7 +191,7 @@ def pick(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfig) -> t
     wrong = cand.filter(~pl.col(C.CORRECT))
     if cfg.unparseable == "never":
         wrong = wrong.filter(pl.col("_parsed"))
-    chosen = _ranked(cand.filter(pl.col(C.CORRECT)), k, "chosen")
+    chosen = _ranked(cand.filter(pl.col(C.CORRECT) & ~pl.col("_cut")), k, "chosen")  # never a correct answer cut mid-sentence
     rejected = _ranked(wrong, k, "rejected")
     chosen_df, rejected_df, kept = pl.collect_all([chosen, rejected, cand.select(pl.len())])
     return chosen_df, rejected_df, int(_useful(kinds)[C.N_SAMPLES].sum() - kept.item())
@@ -342,6 +354,20 @@ def assemble(index: pl.DataFrame, rollouts: pl.LazyFrame, prompts: pl.LazyFrame)
 # -- the stage -------------------------------------------------------------------------------
 
 
+def length_report(path: Path) -> dict:
+    """Mean length in characters of chosen and rejected answers, overall and per chosen source."""
+    content = lambda col: pl.col(col).list.first().struct.field("content").str.len_chars()  # noqa: E731
+    lf = pl.scan_parquet(path).select(C.CHOSEN_SOURCE, content(C.CHOSEN).alias("c"), content(C.REJECTED).alias("r"))
+
+    def row(df: pl.DataFrame) -> dict:
+        c, r = df["c"].mean(), df["r"].mean()
+        return {"pairs": df.height, "chosen_mean": None if c is None else round(c, 1), "rejected_mean": None if r is None else round(r, 1),
+                "gap_mean": None if c is None else round(c - r, 1)}
+
+    df = lf.collect()
+    return {**row(df), "by_source": {src: row(df.filter(pl.col(C.CHOSEN_SOURCE) == src)) for src in sorted(set(df[C.CHOSEN_SOURCE]))}}
+
+
 def _group_counts(kinds: pl.DataFrame, n_prompts: int, rejected: pl.DataFrame) -> dict:
     has = kinds.filter("_has_prompt").with_columns(pl.col(_GID).is_in(rejected[_GID].implode()).alias("_rej"))
     n = lambda expr: int(has.filter(expr).height)  # noqa: E731
@@ -390,12 +416,17 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
     index = _pair_index(chosen, rejected, answers, kinds)
     counts["duplicate_samples"] = dups
     counts.update(regraded)
+    cutoff = kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) == MIXED) & pl.col(_GID).is_in(rejected[_GID].implode())
+                          & ~pl.col(_GID).is_in(chosen[_GID].implode())).height
+    counts["dropped_chosen_truncated"] = cutoff
+    counts["groups_self"] -= cutoff
     with atomic_dir(out) as tmp:
         assemble(index, rollouts, prompts).sink_parquet(tmp / PREFS_FILE, compression="zstd", statistics=True)
         source = pl.scan_parquet(tmp / PREFS_FILE).group_by(C.CHOSEN_SOURCE).len().collect()
         by = dict(source.iter_rows())
         counts.update(pairs=sum(by.values()), pairs_self=by.get(SELF, 0), pairs_teacher=by.get(TEACHER, 0))
         counts["dropped_identical_texts"] = index.height - counts["pairs"]
+        counts["length_chars"] = length_report(tmp / PREFS_FILE)
         if answers.height:
             write_parquet(answers, tmp / TEACHER_FILE)
         extra = {"grade_scale": scale_of(cfg.rollouts).to_dict(), "teacher_id": cfg.teacher_id, lineage.KEY: lineage.recorded(cfg.rollouts)}

@@ -67,8 +67,11 @@ def push(input, **opts):
 @config_option
 @click.argument("input", type=click.Path())
 @click.option("-o", "--out", type=click.Path(), help="Output folder for the selection (the source's file name and columns, plus select_score and select_rank).")
-@click.option("--policy", type=click.Choice(["entropy", "margin", "disagreement", "hard", "random"]), default="entropy", show_default=True,
-              help="What comes first: uncertain (entropy, margin), likely label noise (disagreement), hard cases (hard), or a seeded random control.")
+@click.option("--policy", type=click.Choice(["entropy", "margin", "disagreement", "boundary", "hard", "random"]), default="entropy", show_default=True,
+              help="What comes first: uncertain (entropy, margin), likely label noise (disagreement), near the CumPT cut (boundary), "
+                   "hard cases (hard), or a seeded random control.")
+@click.option("--tiers", type=click.Path(), help="--policy boundary: a `toolkit tier fit` folder whose fitted β is the cut.")
+@click.option("--beta", type=float, help="--policy boundary: the CumPT β, instead of --tiers.")
 @click.option("--budget", default="10%", show_default=True, help="Rows to select: N, or P% of the candidate rows.")
 @click.option("--stratify", type=click.Choice(["grade", "none"]), default="grade", show_default=True,
               help="Share the budget among the gold grades in proportion to their rows.")

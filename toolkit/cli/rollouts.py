@@ -113,8 +113,9 @@ class _Teacher:
 @click.argument("rollouts", required=False, type=click.Path())
 @click.option("-o", "--out", type=click.Path(), help="Output folder (gets preferences.parquet, teacher_answers.parquet).")
 @click.option("-k", "--pairs-per-prompt", default=1, show_default=True, type=int, help="Up to this many preference pairs per query-item pair.")
-@click.option("--reject", type=click.Choice(["farthest", "random"]), default="farthest", show_default=True,
-              help="Which wrong sample is rejected: the grade farthest from gold (ties: lowest sample index) or a seeded random one.")
+@click.option("--reject", type=click.Choice(["farthest", "nearest", "random"]), default="farthest", show_default=True,
+              help="Which wrong sample is rejected: the grade farthest from gold, the nearest (3-vs-4 confusions; ties: lowest sample index) "
+                   "or a seeded random one.")
 @click.option("--unparseable", type=click.Choice(["fallback", "never", "always"]), default="fallback", show_default=True,
               help="Unparseable samples (always wrong) as rejected: after all parseable wrong ones, never, or first.")
 @click.option("--dedupe/--no-dedupe", default=True, show_default=True, help="Identical texts within a group count once.")
