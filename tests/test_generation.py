@@ -186,11 +186,16 @@ def test_pairs_with_retrieved_rule_ids_but_no_index_warn_that_prompts_get_no_rul
 @pytest.mark.slow
 def test_gen_cot_default_model_keeps_agreeing_label_first_rationales(cli, repo, tmp_path, default_model_dir):
     pairs = _pairs(cli, repo, tmp_path)
-    r = cli("gen-cot", pairs, "-o", tmp_path / "cot", "--limit", "4", "--samples", "1", "--step-tokens", "24")
+    r = cli("gen-cot", pairs, "-o", tmp_path / "cot", "--limit", "4", "--samples", "1", "--step-tokens", "48")
     assert r.exit_code == 0, r.stderr
     sft = pl.read_parquet(tmp_path / "cot/sft.parquet")
     stats = json.loads((tmp_path / "cot/stats.json").read_text())
     assert stats["kept"] == sft.height >= 1
+    # a guided step cut at --step-tokens drops the rationale (it reads cut off mid-sentence), counted
+    rejects = pl.read_parquet(tmp_path / "cot/rejects.parquet")
+    cut = rejects.filter(pl.col("drop_reason") == "truncated_step")
+    assert (cut[C.FINISH_REASON] == "length").all() and stats["dropped"]["truncated_step"] == cut.height
+    assert sft.height + rejects.height == 4 and C.RULE_TEXTS in sft.columns  # the rules each rationale was written from
     scale = get_scale()
     for row in sft.iter_rows(named=True):
         answer = row[C.COMPLETION][0]

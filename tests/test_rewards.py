@@ -105,3 +105,18 @@ def test_example_configs_are_valid(repo):
     for name in ("accelerate_multi_gpu", "deepspeed_zero2", "deepspeed_zero3"):
         data = yaml.safe_load((repo / "trainers" / "configs" / f"{name}.yaml").read_text())
         assert data["distributed_type"] in ("MULTI_GPU", "DEEPSPEED")
+
+
+def test_consistency_rewards_a_decision_that_names_the_emitted_grade():
+    (fn,) = make_rewards(["consistency"], SCALE)
+    answers = [
+        "3\nReason: 1. Query understanding: shoes.\n5. Decision: the item is Related but not an exact match.",  # names 3: consistent
+        "3\nReason: 1. Query understanding: shoes.\n5. Decision: an Excellent match.",  # reasons for 4, emits 3
+        "2\nReason: the brand differs; grade: 2 fits.",  # no Decision step: the last line, `grade: 2`
+        "4\nReason: 5. Decision: fits the query well.",  # names no grade: neutral
+        "nothing parseable",
+        "1\nReason: 5. Decision: Irrelevant, though some would say Mismatch.",  # names two grades
+    ]
+    assert fn(completions=answers, gold_label=["3"] * 6) == [1.0, 0.0, 1.0, 0.5, 0.0, 0.0]
+    # conversational completions, and the reward ignores the gold grade (grade_match covers it)
+    assert fn(completions=[[{"role": "assistant", "content": answers[0]}]], gold_label=["1"]) == [1.0]

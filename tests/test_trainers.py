@@ -381,3 +381,39 @@ def test_summary_warns_when_grpo_had_no_learning_signal():
     assert "all rollouts got the same reward" in flat.splitlines()[1]
     assert len(TrainResult("train-grpo", Path("out/grpo"), {**base, "frac_reward_zero_std": 0.75}).summary().splitlines()) == 1
     assert len(TrainResult("train-sft", Path("out/sft"), base).summary().splitlines()) == 1
+
+
+def test_class_weighted_loss_weighs_the_label_token_and_nothing_else(tiny_model_dir):
+    """The label token (the first completion token) of a rare grade weighs more; other tokens weigh 1; the mean is per token."""
+    import polars as pl
+    import torch
+    from transformers import AutoTokenizer
+
+    from trainers.sft import class_weights, label_weighted_loss
+
+    df = pl.DataFrame({"grade": [4, 4, 4, 1]})
+    w = class_weights(df, SCALE, "inverse", "x")
+    assert w == pytest.approx({1: 2.0, 4: 2 / 3})  # N / (K * n): 4 / (2 * 1), 4 / (2 * 3)
+    assert class_weights(df, SCALE, "none", "x") == {}
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lab = {g: tok.convert_tokens_to_ids(str(g)) for g in (1, 4)}
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, len(tok))
+    # row 0: prompt, prompt, label 1, eos, pad; row 1: prompt, label 4, token, eos, pad  (labels are unshifted, as the collator gives them)
+    labels = torch.tensor([[-100, -100, lab[1], 2, -100], [-100, lab[4], 17, 2, -100]])
+    got = label_weighted_loss(tok, SCALE, w)(type("Out", (), {"logits": logits})(), labels)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp_min(0), reduction="none")
+    weights = torch.tensor([[0, 2.0, 1, 0], [2 / 3, 1, 1, 0]])
+    assert got.item() == pytest.approx((ce * weights).sum().item() / 5, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sft_with_class_weights_trains_and_records_them(cli, tmp_path, tiny_model_dir):
+    rows = toy_rows(WORDS[:4]) + [r for r in toy_rows(WORDS[4:8]) if r["grade"] == 4]  # 8 of grade 4, 4 of grade 1
+    sft = stage_folder(tmp_path, "sft", rows)
+    r = cli("train", "sft", sft, "-o", tmp_path / "o", "--model", tiny_model_dir, "--max-steps", 3, "--batch-size", 4, "--no-bf16",
+            "--label-only", "--class-weights", "inverse")
+    assert r.exit_code == 0, r.stderr
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["counts"]["class_weights"] == {"1": 1.5, "4": 0.75} and len(losses(tmp_path / "o")) == 3
+    one_line_error(cli("train", "sft", sft, "-o", tmp_path / "p", "--class-weights", "sqrt"), "Invalid value for '--class-weights'")

@@ -41,10 +41,14 @@ class StageConfig:
         d = asdict(self)  # type: ignore[call-overload]
         for key in self.NOT_HASHED:
             d.pop(key, None)
+        for added, default in (("template_options", {}), ("class_weights", "none"), ("gold", None)):  # added later: at their
+            if added in d and d[added] == default:  # defaults, outputs made before stay up to date
+                d.pop(added)
         if isinstance(d.get("backend"), dict):
             d["backend"].pop("api_key_env", None)
-            if not d["backend"].get("n_per_request"):  # added later: at its default, outputs made before it stay up to date
-                d["backend"].pop("n_per_request", None)
+            for added in ("n_per_request", "template_options"):  # added later: at their defaults, outputs made before stay up to date
+                if not d["backend"].get(added):
+                    d["backend"].pop(added, None)
         return d
 
 

@@ -18,7 +18,7 @@ from toolkit.errors import UserError
 from toolkit.io import StageConfig
 
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
-REWARDS = ("grade_match", "format", "distance")
+REWARDS = ("grade_match", "format", "distance", "consistency")
 
 # Defaults for every trainer, chosen for short CPU runs; each can be overridden under `trl:`.
 # use_cpu/bf16 are filled in at run time from the machine (see trainers.run.machine_defaults).
@@ -68,11 +68,15 @@ class TrainConfig(PassThroughConfig):
     save_dtype: str = "auto"  # auto = as trained (fp32 master weights), or float32 / bfloat16
     force: bool = False  # retrain even when `out` is up to date
     trl: dict = field(default_factory=dict)  # the trainer's own config fields, passed through
+    template_options: dict = field(default_factory=dict)  # chat-template options, e.g. enable_thinking=false (toolkit.chat_template)
 
     stage = "train"  # overridden per trainer
 
     def __post_init__(self):
+        from toolkit.chat_template import parse_options
+
         self.check_common()
+        self.template_options = parse_options(self.template_options)
         if self.save_dtype not in SAVE_DTYPES:
             raise UserError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
         if self.lora_r < 1 or self.lora_alpha < 1:
@@ -87,10 +91,16 @@ class SFTTrainConfig(TrainConfig):
 
     label_only: bool = False  # the paper's "SFT label-only" ablation: the target is the grade label alone
     gold: str | None = None  # corrected pairs (`toolkit review apply`): rows re-marked against their grades
+    class_weights: str = "none"  # none | inverse: the grade label token's loss weighted by N / (K * n_grade)
 
     stage = "train-sft"
     trl_class = "trl:SFTConfig"
     trl_defaults = {"max_length": 1024, "learning_rate": 2e-5, "num_train_epochs": 1}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.class_weights not in ("none", "inverse"):
+            raise UserError(f"class_weights must be none or inverse; got {self.class_weights!r}")
 
 
 @dataclass

@@ -144,6 +144,13 @@ def grpo_rows(df: pl.DataFrame, scale: GradeScale, where: str) -> tuple[list[dic
     return rows, {"rows": len(rows), "system_added": added}
 
 
+def with_template(dataset, options: dict | None):
+    """The chat-template options on every example: TRL's SFT and DPO trainers read the `chat_template_kwargs` column."""
+    if not options:
+        return dataset
+    return dataset.map(lambda _: {"chat_template_kwargs": dict(options)})
+
+
 def to_dataset(rows: list[dict]):
     try:
         from datasets import Dataset

@@ -12,7 +12,7 @@ from __future__ import annotations
 from toolkit.io import writes_output
 from toolkit.stats import scale_of
 from trainers.config import DPOTrainConfig
-from trainers.data import data_file, dpo_rows, load_rows, to_dataset
+from trainers.data import with_template, data_file, dpo_rows, load_rows, to_dataset
 from trainers.run import TrainResult, train
 
 
@@ -26,7 +26,7 @@ def train_dpo(cfg: DPOTrainConfig) -> TrainResult:
     rows, counts = dpo_rows(load_rows(path, "dpo", cfg.limit), scale, str(path))
     dataset = to_dataset(rows)
 
-    def build(model_id, args, tokenizer, peft):
-        return DPOTrainer(model=model_id, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft)
+    def build(model_id, args, tokenizer, peft, template=None):
+        return DPOTrainer(model=model_id, ref_model=None, args=args, train_dataset=with_template(dataset, template), processing_class=tokenizer, peft_config=peft)
 
     return train(cfg, build, path, scale, counts)

@@ -29,7 +29,7 @@ def train_grpo(cfg: GRPOTrainConfig) -> TrainResult:
     dataset = to_dataset(rows)
     rewards = make_rewards(cfg.rewards, scale, cfg.order)
 
-    def build(model_id, args, tokenizer, peft):
+    def build(model_id, args, tokenizer, peft, template=None):
         return GRPOTrainer(model=model_id, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft)
 
     return train(cfg, build, path, scale, counts)

@@ -4,6 +4,15 @@
 * `format`: 1 when the answer parses (a label on the scale, in the expected order), else 0.
 * `distance`: 1 - |predicted - gold| / (K - 1) over the scale's positions (partial credit for a
   near miss; K = number of grades), 0 when the answer does not parse.
+* `consistency`: does the rationale's decision agree with the grade the answer emits? The decision is
+  the `Decision:` step (else the rationale's last line); it names grades by name ("Related") or as
+  "grade 3". 1 when it names only the emitted grade, 0 when it names another (the discriminative
+  hallucination `toolkit eval` measures: reasoning for one grade, emitting another) or the answer does
+  not parse, 0.5 when it names none. Use it beside grade_match with a small weight
+  (`--reward grade_match --reward consistency --trl reward_weights=[1,0.2]`): alone it would reward a
+  consistent wrong answer.
+
+Weights go to TRL's `reward_weights` (one per reward, in the order given); the default is grade_match alone.
 
 TRL calls a reward function as `f(prompts=..., completions=..., completion_ids=..., **columns)`,
 where `columns` holds the dataset's other columns, one value per completion; ours read
@@ -12,6 +21,7 @@ where `columns` holds the dataset's other columns, one value per completion; our
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from toolkit import columns as C
@@ -67,7 +77,43 @@ def distance(scale: GradeScale, order: str = LABEL_FIRST) -> RewardFn:
     return distance
 
 
-BUILDERS = {"grade_match": grade_match, "format": format_reward, "distance": distance}
+def decision_text(rationale: str | None) -> str:
+    """The decision step of a rationale (`5. Decision: ...` / `Decision: ...`), else its last non-empty line."""
+    lines = [ln.strip() for ln in (rationale or "").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if re.match(r"^(\d+\.\s*)?decision\s*:", ln, flags=re.IGNORECASE):
+            return ln
+    return lines[-1] if lines else ""
+
+
+def grades_named(text: str, scale: GradeScale) -> set[str]:
+    """Labels of the grades a text names: by grade name (whole word) or as `grade N` / `grade: N`."""
+    out = set()
+    for g in scale.grades:
+        if re.search(rf"\b{re.escape(g.name)}\b", text, flags=re.IGNORECASE) or \
+                re.search(rf"\bgrade\s*[:=]?\s*{re.escape(g.label)}\b", text, flags=re.IGNORECASE):
+            out.add(g.label)
+    return out
+
+
+def consistency(scale: GradeScale, order: str = LABEL_FIRST) -> RewardFn:
+    labels = scale.labels
+
+    def consistency(completions, **kwargs) -> list[float]:
+        out = []
+        for c in completions:
+            p = parse_answer(completion_text(c), labels, order)
+            if not p.ok:
+                out.append(0.0)
+                continue
+            named = grades_named(decision_text(p.rationale), scale)
+            out.append(0.5 if not named else float(named == {p.label}))
+        return out
+
+    return consistency
+
+
+BUILDERS = {"grade_match": grade_match, "format": format_reward, "distance": distance, "consistency": consistency}
 
 
 def make_rewards(names: list[str], scale: GradeScale, order: str = LABEL_FIRST) -> list[RewardFn]:

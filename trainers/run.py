@@ -136,10 +136,13 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
         return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)
     tokenizer = load_tokenizer(model_id)
     check_tokenizer(tokenizer, scale, model_id)
+    template = chat_template_options(tokenizer, cfg, model_id)
     args = trl_args(cfg, out)
+    if template and hasattr(args, "chat_template_kwargs"):  # GRPO renders its prompts with these
+        args.chat_template_kwargs = template
     quiet_libraries()  # TRL, transformers and datasets are imported by now
     try:
-        trainer = build(model_id, args, tokenizer, peft_config(cfg))
+        trainer = build(model_id, args, tokenizer, peft_config(cfg), template)
     except ValueError as e:
         raise UserError(f"TRL rejected the setup: {first_line(e)}") from None
     quiet_trainer(trainer)
@@ -149,6 +152,17 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     result = TrainResult(cfg.stage, out, counts)
     log.info("%s", result.summary())
     return result
+
+
+def chat_template_options(tokenizer, cfg: TrainConfig, model_id: str) -> dict:
+    """The template options to train with (enable_thinking=false for templates that have it), checked: a generation
+    prompt must not leave a <think> block open, or the label-first targets would follow the thinking tag."""
+    from toolkit.chat_template import check_generation_prompt, template_options
+
+    opts = template_options(getattr(tokenizer, "chat_template", None), getattr(cfg, "template_options", None))
+    probe = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False, add_generation_prompt=True, **opts)
+    check_generation_prompt(probe, model_id, opts)
+    return opts
 
 
 # -- logs and checkpoints --------------------------------------------------------------------

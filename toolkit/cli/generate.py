@@ -25,6 +25,8 @@ def backend_options(f):
         click.option("--max-retries", default=5, show_default=True, type=int, help="[openai] retries (exponential backoff) on 429/5xx, timeouts, dropped connections."),
         click.option("--enforce-eager", is_flag=True, help="[vllm] skip torch.compile (faster start, slower steps)."),
         click.option("--max-model-len", default=4096, show_default=True, type=int, help="[vllm] context length of the engine (prompt + answer)."),
+        click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE",
+                     help="A chat-template option, e.g. enable_thinking=false (set by default for templates that have it); repeatable."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -38,7 +40,7 @@ def make_backend_config(kw: dict):
         kind=kw.pop("backend"), model=kw.pop("model"), batch_size=kw.pop("batch_size"), dtype=kw.pop("dtype"),
         base_url=kw.pop("base_url"), api_key_env=kw.pop("api_key_env"), concurrency=kw.pop("concurrency"),
         timeout_s=kw.pop("timeout_s"), enforce_eager=kw.pop("enforce_eager"), max_retries=kw.pop("max_retries"),
-        max_model_len=kw.pop("max_model_len"), n_per_request=kw.pop("n_per_request"),
+        max_model_len=kw.pop("max_model_len"), n_per_request=kw.pop("n_per_request"), template_options=list(kw.pop("template_options", ()) or ()),
     )
 
 

@@ -68,6 +68,11 @@ def common_options(f):
     return f
 
 
+def template_option(f):
+    return click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE",
+                        help="A chat-template option, e.g. enable_thinking=false (set by default for templates that have it); repeatable.")(f)
+
+
 def lora_options(f):
     opts = [
         click.option("--lora/--no-lora", default=False, show_default=True, help="Train a LoRA adapter (peft) instead of all weights."),
@@ -122,8 +127,11 @@ def train():
 
 @train.command("sft")
 @common_options
+@template_option
 @lora_options
 @click.option("--label-only", is_flag=True, help="Train on the grade label alone (the paper's `SFT label-only` ablation).")
+@click.option("--class-weights", type=click.Choice(["none", "inverse"]), default="none", show_default=True,
+              help="Weight the grade label token's loss by N / (K * n_grade) of the train rows, against collapse to the majority grade.")
 @click.option("--gold", type=click.Path(), help="Corrected pairs from `toolkit review apply`: rationales written for a corrected grade and excluded pairs leave the SFT set (with --label-only the label takes the new grade).")
 @click.option("--max-length", type=int, help="Longest tokenized example (TRL max_length; default 1024).")
 def sft(max_length, **kw):
@@ -147,6 +155,7 @@ def sft(max_length, **kw):
 
 @train.command("dpo")
 @common_options
+@template_option
 @lora_options
 @click.option("--beta", type=float, help="DPO temperature β (TRL beta; default 0.1).")
 @click.option("--nll-weight", default=0.0, show_default=True, type=float, help="Weight of an added NLL (SFT) loss on the chosen answer; 0 = plain DPO.")
@@ -171,8 +180,9 @@ def dpo(beta, max_length, **kw):
 
 @train.command("grpo")
 @common_options
+@template_option
 @lora_options
-@click.option("--reward", "rewards", multiple=True, type=click.Choice(["grade_match", "format", "distance"]),
+@click.option("--reward", "rewards", multiple=True, type=click.Choice(["grade_match", "format", "distance", "consistency"]),
               help="Reward function(s); repeatable (default: grade_match, the paper's). Weights: --trl reward_weights=[1,0.2].")
 @click.option("--order", type=click.Choice(["label_first", "cot_first"]),
               help="Answer order the rewards parse; default: the order recorded by the stages that made the data (or the model), else label_first.")

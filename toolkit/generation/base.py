@@ -109,12 +109,17 @@ class BackendConfig:
     max_model_len: int = 4096
     enforce_eager: bool = False
     extra: dict = field(default_factory=dict)
+    # chat-template keyword arguments (--template-option KEY=VALUE), e.g. enable_thinking=false; toolkit.chat_template
+    template_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.kind not in BACKENDS:
             raise UserError(f"unknown backend {self.kind!r}; use one of {', '.join(BACKENDS)}")
         if self.kind == "openai" and not self.base_url:
             raise UserError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        from toolkit.chat_template import parse_options
+
+        self.template_options = parse_options(self.template_options)
         if self.n_per_request < 0:
             raise UserError(f"--n-per-request must be >= 0 (0 = all samples in one request); got {self.n_per_request}")
 

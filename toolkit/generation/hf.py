@@ -83,15 +83,23 @@ class TransformersBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if not getattr(self.tokenizer, "chat_template", None):
             raise UserError(f"model {self.model_id!r} has no chat template; use an instruct/chat model")
+        from toolkit.chat_template import template_options
+
+        self.template_options = template_options(self.tokenizer.chat_template, cfg.template_options)
 
     @property
     def device(self):
         return next(self.model.parameters()).device
 
     def render(self, messages: Messages) -> str:
+        from toolkit.chat_template import check_generation_prompt
+
+        opts = self.template_options
         if is_prefill(messages):  # continue that assistant message
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True, **opts)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **opts)
+        check_generation_prompt(text, self.model_id, opts)
+        return text
 
     def _encode(self, prompts: list[Messages]):
         texts = [self.render(m) for m in prompts]

@@ -218,7 +218,9 @@ class OpenAIBackend:
             body["stop"] = list(sampling.stop)
         if is_prefill(messages):
             body.update(continue_final_message=True, add_generation_prompt=False)  # vLLM's assistant prefill
-        body.update(self.cfg.extra or {})  # server-specific fields, e.g. {"chat_template_kwargs": {...}}
+        if self.cfg.template_options:  # the server renders the template (vLLM's and SGLang's field)
+            body["chat_template_kwargs"] = dict(self.cfg.template_options)
+        body.update(self.cfg.extra or {})  # server-specific fields
         if logprobs:
             body["logprobs"] = True
             if ids:

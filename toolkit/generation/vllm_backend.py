@@ -148,16 +148,30 @@ class VLLMBackend:
             kw["logprob_token_ids"] = list(logprob_ids)
         return self.vllm.SamplingParams(**kw)
 
+    @property
+    def template_options(self) -> dict:
+        from toolkit.chat_template import template_options
+
+        if getattr(self, "_template_options", None) is None:
+            self._template_options = template_options(getattr(self.tokenizer, "chat_template", None), self.cfg.template_options)
+        return self._template_options
+
     def _chat(self, prompts: list[Messages], params: list) -> list:
         """`llm.chat` in two groups: new assistant turns, and continued (prefilled) ones."""
+        from toolkit.chat_template import check_generation_prompt
+
         outs: list = [None] * len(prompts)
+        opts = self.template_options
         for prefill in (False, True):
             idx = [i for i, m in enumerate(prompts) if is_prefill(m) == prefill]
             if not idx:
                 continue
+            if not prefill:  # the first rendered prompt tells whether the template leaves a <think> block open
+                check_generation_prompt(self.tokenizer.apply_chat_template(prompts[idx[0]], tokenize=False, add_generation_prompt=True, **opts),
+                                        self.model_id, opts)
             res = self.llm.chat(
                 [prompts[i] for i in idx], [params[i] for i in idx], use_tqdm=False,
-                add_generation_prompt=not prefill, continue_final_message=prefill,
+                add_generation_prompt=not prefill, continue_final_message=prefill, chat_template_kwargs=opts or None,
             )
             for i, r in zip(idx, res):
                 outs[i] = r
