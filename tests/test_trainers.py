@@ -195,12 +195,15 @@ def test_dpo_and_grpo_run_and_save_on_the_tiny_model(cli, tmp_path, tiny_model_d
     assert "nll_weight: 0.5" in cfg
     grpo = stage_folder(tmp_path, "grpo", rows)
     r = cli("train", "grpo", grpo, "-o", tmp_path / "grpo-out", "--model", tmp_path / "dpo-out", "--max-steps", 2, "--batch-size", 4,
-            "--num-generations", 4, "--max-completion-length", 4, "--no-bf16", "--reward", "grade_match", "--reward", "distance")
+            "--num-generations", 4, "--max-completion-length", 4, "--no-bf16", "--reward", "grade_match", "--reward", "distance",
+            "--max-refills", 1)
     assert r.exit_code == 0, r.stderr
     log = json.loads((tmp_path / "grpo-out" / "train_log.json").read_text())
-    assert {"rewards/grade_match/mean", "rewards/distance/mean"} <= set(log["steps"][0])
+    assert {"rewards/grade_match/mean", "rewards/distance/mean", "dynamic/effective_batch_fraction"} <= set(log["steps"][0])
     manifest = json.loads((tmp_path / "grpo-out" / "manifest.json").read_text())
-    assert manifest["trainer"] == "GRPOTrainer" and manifest["base_model"] == str(tmp_path / "dpo-out")
+    assert manifest["trainer"] == "DynamicSamplingGRPOTrainer" and manifest["base_model"] == str(tmp_path / "dpo-out")
+    ds = manifest["counts"]["dynamic_sampling"]
+    assert ds["groups_generated"] == ds["groups_kept"] + ds.get("dropped_all_wrong", 0) + ds.get("dropped_all_right", 0) + ds.get("dropped_no_spread", 0)
 
 
 def test_a_set_smaller_than_one_batch_says_no_step_ran(cli, tmp_path, tiny_model_dir):
@@ -417,3 +420,81 @@ def test_sft_with_class_weights_trains_and_records_them(cli, tmp_path, tiny_mode
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["counts"]["class_weights"] == {"1": 1.5, "4": 0.75} and len(losses(tmp_path / "o")) == 3
     one_line_error(cli("train", "sft", sft, "-o", tmp_path / "p", "--class-weights", "sqrt"), "Invalid value for '--class-weights'")
+
+
+@pytest.mark.slow
+def test_dev_evaluation_while_training_keeps_the_best_step(cli, tmp_path, tiny_model_dir):
+    """SFT on the tiny model with a dev evaluation every 2 steps: the curve is saved, and the checkpoint written
+    holds the weights of the step with the best dev macro-F1 (scored again here, it gives that step's number)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.dev_eval import evaluate, load_dev
+
+    sft = stage_folder(tmp_path, "sft", toy_rows(WORDS[:8]))
+    dev_rows = [{**r, "split": "dev"} for r in toy_rows(WORDS[8:14], seed=1)]
+    pairs = stage_folder(tmp_path, "pairs", dev_rows)
+    out = tmp_path / "o"
+    r = cli("train", "sft", sft, "-o", out, "--model", tiny_model_dir, "--max-steps", 8, "--batch-size", 4, "--no-bf16",
+            "--label-only", "--learning-rate", 0.02, "--eval-pairs", pairs, "--eval-every", 2, "--select-best", "macro_f1")
+    # (the tiny model's macro-F1 may tie across steps; the first best step is kept, and its gold probability tells it apart)
+    assert r.exit_code == 0, r.stderr
+    curve = json.loads((out / "eval_curve.json").read_text())
+    steps = [p["step"] for p in curve["points"]]
+    assert steps == [2, 4, 6, 8] and (out / "eval_curve.png").exists()
+    best = max(curve["points"], key=lambda p: (p["macro_f1"], -p["step"]))
+    assert curve["kept_step"] == curve["best_step"] == best["step"]
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["dev_best_step"] == best["step"] and counts["dev_evals"] == 4
+    assert all(abs(sum(p["pred_share"].values()) - 1) < 1e-9 for p in curve["points"])
+    dev = load_dev(str(pairs), "dev", None, 3, None, SCALE, "label_first")
+    again = evaluate(AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out), dev)
+    assert again["macro_f1"] == pytest.approx(best["macro_f1"]) and again["pred_share"] == pytest.approx(best["pred_share"])
+    assert again["gold_prob"] == pytest.approx(best["gold_prob"], abs=1e-6)  # the kept step's weights, not the last step's
+    if best["step"] != 8:
+        assert again["gold_prob"] != pytest.approx(curve["points"][-1]["gold_prob"], abs=1e-6)
+    one_line_error(cli("train", "sft", sft, "-o", tmp_path / "p", "--select-best", "macro_f1"), "pass --eval-pairs")
+
+
+def _dynamic_run(tmp_path, tiny_model_dir, reward, max_steps=3, patience=3):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig
+
+    from trainers.dynamic import make_trainer_class
+
+    rows = [{"prompt": r["prompt"], "gold_label": r["gold_label"], "pair_id": r["pair_id"]} for r in toy_rows(WORDS[:4])]  # 8 prompts
+    args = GRPOConfig(output_dir=str(tmp_path / "t"), per_device_train_batch_size=8, num_generations=4, max_completion_length=4, max_steps=max_steps,
+                      logging_steps=1, report_to=[], **FAST)
+    trainer = make_trainer_class()(model=str(tiny_model_dir), reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
+                                   processing_class=AutoTokenizer.from_pretrained(tiny_model_dir), max_refills=3, patience=patience)
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    trainer.train()
+    trainer.weights_moved = max((v.detach() - before[k]).abs().max().item() for k, v in trainer.model.named_parameters())
+    return trainer
+
+
+def test_dynamic_sampling_drops_groups_without_spread_and_trains_on_the_rest(tmp_path, tiny_model_dir):
+    """Half the prompts (grade 4) get a reward that varies within the group, the other half (grade 1) a constant 0: every
+    step still trains on a full batch of groups with a spread, refilled from the pool; the counters say so."""
+    def grade_match(completions, pair_id, **kwargs):  # named like the real reward: the window counts its 1s
+        return [float(p.endswith("-4") and j % 2 == 0) for j, p in enumerate(pair_id)]
+
+    trainer = _dynamic_run(tmp_path, tiny_model_dir, grade_match)
+    c = trainer.dynamic_counts
+    assert trainer.state.global_step == 3 and trainer.ds_stop_reason is None
+    assert c["groups_kept"] >= 6 and c["effective_groups"] == 6 and c["generation_batches"] == 3  # 2 groups per step, all with spread
+    assert c["dropped_all_wrong"] >= 1 and c["groups_generated"] == c["groups_kept"] + c["dropped_all_wrong"]
+    assert c["refill_prompts"] >= 1  # dropped groups were refilled from the pool
+    fractions = [s["dynamic/effective_batch_fraction"] for s in trainer.state.log_history if "dynamic/effective_batch_fraction" in s]
+    assert fractions == [1.0, 1.0, 1.0]
+    assert trainer.weights_moved > 0  # the kept groups' advantages gave a gradient (dropped ones alone would give none)
+
+
+def test_dynamic_sampling_stops_with_a_message_when_the_pool_runs_dry(tmp_path, tiny_model_dir):
+    def grade_match(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    trainer = _dynamic_run(tmp_path, tiny_model_dir, grade_match, max_steps=10, patience=2)
+    assert trainer.state.global_step == 2 and "the pool has run dry" in trainer.ds_stop_reason
+    assert trainer.weights_moved == 0  # no group with a spread: no gradient, which is why it stops
+    assert trainer.dynamic_counts["groups_kept"] == 0 and trainer.dynamic_counts["dropped_all_wrong"] == trainer.dynamic_counts["groups_generated"]

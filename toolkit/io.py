@@ -30,6 +30,11 @@ CONFIG = "config.yaml"
 # -- input ------------------------------------------------------------------
 
 
+# Config fields added after outputs were made with the version before: at these defaults they are left out of the hash.
+ADDED_LATER = {"template_options": {}, "class_weights": "none", "gold": None, "eval_pairs": None, "eval_split": "dev", "eval_index": None,
+               "eval_rules_k": 3, "eval_every": 0, "eval_limit": 500, "select_best": "none", "early_stop": None}
+
+
 class StageConfig:
     """Base of the stages' config dataclasses: `resolved()` is the config as hashed into the
     manifest (what decides whether a rerun is needed), without the fields in NOT_HASHED and
@@ -41,8 +46,8 @@ class StageConfig:
         d = asdict(self)  # type: ignore[call-overload]
         for key in self.NOT_HASHED:
             d.pop(key, None)
-        for added, default in (("template_options", {}), ("class_weights", "none"), ("gold", None)):  # added later: at their
-            if added in d and d[added] == default:  # defaults, outputs made before stay up to date
+        for added, default in ADDED_LATER.items():  # at their defaults, outputs made before these fields stay up to date
+            if added in d and d[added] == default:
                 d.pop(added)
         if isinstance(d.get("backend"), dict):
             d["backend"].pop("api_key_env", None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from toolkit.errors import UserError
 from toolkit.io import StageConfig
@@ -69,6 +70,15 @@ class TrainConfig(PassThroughConfig):
     force: bool = False  # retrain even when `out` is up to date
     trl: dict = field(default_factory=dict)  # the trainer's own config fields, passed through
     template_options: dict = field(default_factory=dict)  # chat-template options, e.g. enable_thinking=false (toolkit.chat_template)
+    # evaluation while training (trainers.dev_eval): first-token macro-F1 on a dev split
+    eval_pairs: str | None = None  # pairs with a dev split (split / retrieve output)
+    eval_split: str = "dev"
+    eval_index: str | None = None  # the rules index the training prompts used (their rules go into the dev prompts)
+    eval_rules_k: int = 3
+    eval_every: int = 0  # steps between evaluations; 0: only after the last step
+    eval_limit: int | None = 500  # at most this many dev pairs (a fixed seeded sample)
+    select_best: str = "none"  # none | macro_f1: save the best evaluated step's weights
+    early_stop: int | None = None  # stop after this many evaluations without a better macro-F1
 
     stage = "train"  # overridden per trainer
 
@@ -77,6 +87,14 @@ class TrainConfig(PassThroughConfig):
 
         self.check_common()
         self.template_options = parse_options(self.template_options)
+        if self.select_best not in ("none", "macro_f1"):
+            raise UserError(f"select_best must be none or macro_f1; got {self.select_best!r}")
+        if (self.select_best != "none" or self.early_stop or self.eval_every) and not self.eval_pairs:
+            raise UserError("--select-best, --early-stop and --eval-every evaluate on a dev split: pass --eval-pairs (e.g. out/demo/retrieved)")
+        if self.eval_every < 0 or (self.early_stop is not None and self.early_stop < 1) or (self.eval_limit is not None and self.eval_limit < 1):
+            raise UserError("--eval-every must be >= 0, --early-stop and --eval-limit >= 1")
+        if self.eval_pairs and not Path(self.eval_pairs).exists() and not str(self.eval_pairs).startswith("hf://"):
+            raise UserError(f"--eval-pairs {self.eval_pairs}: no such folder; pass pairs with a dev split (`toolkit split` or `retrieve` output)")
         if self.save_dtype not in SAVE_DTYPES:
             raise UserError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
         if self.lora_r < 1 or self.lora_alpha < 1:
@@ -134,6 +152,10 @@ class GRPOTrainConfig(TrainConfig):
     rewards: list[str] = field(default_factory=lambda: ["grade_match"])
     order: str | None = None  # answer order the rewards parse; None: the data's (or model's) recorded order, else label_first
     use_vllm: bool = False  # generate with vLLM (GPU; colocate mode) instead of transformers
+    dynamic_sampling: bool = True  # keep only groups with a reward spread, refill from the pool (trainers.dynamic)
+    dynamic_gamma: float = 1.0  # keep groups with 0 < n_correct < gamma * G
+    max_refills: int = 4  # extra generation rounds per batch to refill dropped groups
+    dynamic_patience: int = 3  # stop after this many batches in a row without one kept group
 
     stage = "train-grpo"
     trl_class = "trl:GRPOConfig"
@@ -153,6 +175,8 @@ class GRPOTrainConfig(TrainConfig):
         from toolkit import lineage
 
         self.order = lineage.resolve_order(self.order, self.data, self.model)
+        if not 0 < float(self.dynamic_gamma) <= 1 or self.max_refills < 0 or self.dynamic_patience < 1:
+            raise UserError("dynamic_gamma must be in (0, 1], max_refills >= 0 and dynamic_patience >= 1")
         weights = self.trl.get("reward_weights")
         if weights is not None and len(weights) != len(self.rewards):
             raise UserError(f"trl.reward_weights has {len(weights)} values for {len(self.rewards)} rewards ({', '.join(self.rewards)}); give one per reward")

@@ -130,7 +130,8 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     check_fields(cfg.trl, cfg.trl_class)  # a typo fails before any model loads
     model_id = resolve_model(cfg.model)
     gold = [cfg.gold] if getattr(cfg, "gold", None) else []  # corrected pairs the rows were re-marked against
-    inputs = input_hashes([data_file, *gold, *model_inputs(model_id)])
+    dev = [p for p in (cfg.eval_pairs, cfg.eval_index) if p]  # what the kept step was chosen on
+    inputs = input_hashes([data_file, *gold, *dev, *model_inputs(model_id)])
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, cfg.stage, resolved, inputs):
         return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)
@@ -141,14 +142,36 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     if template and hasattr(args, "chat_template_kwargs"):  # GRPO renders its prompts with these
         args.chat_template_kwargs = template
     quiet_libraries()  # TRL, transformers and datasets are imported by now
+    callback = curve = None
+    if cfg.eval_pairs:  # evaluation while training (trainers.dev_eval)
+        from toolkit.parsing import LABEL_FIRST
+        from trainers.dev_eval import load_dev, make_callback
+
+        order = (prompt_record(cfg, data_file) or {}).get("order") or LABEL_FIRST
+        dev = load_dev(cfg.eval_pairs, cfg.eval_split, cfg.eval_index, cfg.eval_rules_k, cfg.eval_limit, scale, order, cfg.seed)
+        callback, curve = make_callback(dev, tokenizer, cfg.eval_every, cfg.select_best == "macro_f1", cfg.early_stop, template)
     try:
         trainer = build(model_id, args, tokenizer, peft_config(cfg), template)
     except ValueError as e:
         raise UserError(f"TRL rejected the setup: {first_line(e)}") from None
     quiet_trainer(trainer)
+    if callback is not None:
+        trainer.add_callback(callback)
     trainer.train(resume_from_checkpoint=cfg.trl.get("resume_from_checkpoint"))
     counts = {**counts, **log_counts(trainer)}
-    save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale, prompt_record(cfg, data_file))
+    write_extra = None
+    if curve is not None:
+        from trainers.dev_eval import restore_best, write_curve
+
+        kept = curve.points[-1]["step"] if curve.points else None
+        if cfg.select_best == "macro_f1" and curve.best is not None:
+            restore_best(trainer.model, curve)
+            kept = curve.best["step"]
+        counts.update(curve.summary(), dev_kept_step=kept)
+
+        def write_extra(folder: Path) -> None:
+            write_curve(folder, curve, kept)
+    save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale, prompt_record(cfg, data_file), write_extra)
     result = TrainResult(cfg.stage, out, counts)
     log.info("%s", result.summary())
     return result
@@ -206,6 +229,10 @@ def log_counts(trainer) -> dict:
     steps = step_logs(trainer)
     summary = next((e for e in trainer.state.log_history if "train_runtime" in e), {})
     counts = {"steps": int(trainer.state.global_step), "runtime_s": round(float(summary.get("train_runtime", 0.0)), 2)}
+    if getattr(trainer, "dynamic_counts", None) is not None and getattr(trainer, "ds_active", False):  # trainers.dynamic
+        counts["dynamic_sampling"] = dict(trainer.dynamic_counts)
+        if trainer.ds_stop_reason:
+            counts["dynamic_stop"] = trainer.ds_stop_reason
     counts["steps_per_s"] = round(counts["steps"] / counts["runtime_s"], 4) if counts["runtime_s"] else None
     for key in ("loss", "reward"):
         vals = [s[key] for s in steps if key in s]
@@ -218,7 +245,7 @@ def log_counts(trainer) -> dict:
 
 
 def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: str, inputs: dict, resolved: dict, counts: dict, scale: GradeScale,
-                    prompt: dict | None = None) -> None:
+                    prompt: dict | None = None, write_extra: Callable[[Path], None] | None = None) -> None:
     """Every process calls trainer.save_model (collective under ZeRO-3); the main process builds `out`."""
     staging = out.parent / f".{out.name}.staging"
     if trainer.accelerator.is_main_process:
@@ -244,6 +271,8 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
         fix_generation_config(tmp, tokenizer)
         log_rows = step_logs(trainer)
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": log_rows, "counts": counts}, indent=1), encoding="utf-8")
+        if write_extra is not None:
+            write_extra(tmp)
         extra = {
             "grade_scale": scale.to_dict(), lineage.KEY: prompt, "base_model": model_id, "trainer": type(trainer).__name__,
             "trl_version": _version("trl"), "lora": bool(cfg.lora),

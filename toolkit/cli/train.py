@@ -68,6 +68,23 @@ def common_options(f):
     return f
 
 
+def eval_options(f):
+    """Evaluation while training (trainers.dev_eval)."""
+    opts = [
+        click.option("--eval-pairs", type=click.Path(), help="Pairs with a dev split (split or retrieve output): first-token macro-F1 while training."),
+        click.option("--eval-split", default="dev", show_default=True, help="The split of --eval-pairs to evaluate on."),
+        click.option("--eval-index", type=click.Path(), help="The rules index the training prompts used (rules go into the dev prompts too)."),
+        click.option("--eval-every", default=0, show_default=True, type=int, help="Steps between dev evaluations (0: only after the last step)."),
+        click.option("--eval-limit", default=500, show_default=True, type=int, help="At most this many dev pairs (a fixed seeded sample)."),
+        click.option("--select-best", type=click.Choice(["none", "macro_f1"]), default="none", show_default=True,
+                     help="macro_f1: save the weights of the evaluated step with the best dev macro-F1, not the last step's."),
+        click.option("--early-stop", type=int, help="Stop after this many dev evaluations without a better macro-F1."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def template_option(f):
     return click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE",
                         help="A chat-template option, e.g. enable_thinking=false (set by default for templates that have it); repeatable.")(f)
@@ -128,6 +145,7 @@ def train():
 @train.command("sft")
 @common_options
 @template_option
+@eval_options
 @lora_options
 @click.option("--label-only", is_flag=True, help="Train on the grade label alone (the paper's `SFT label-only` ablation).")
 @click.option("--class-weights", type=click.Choice(["none", "inverse"]), default="none", show_default=True,
@@ -156,6 +174,7 @@ def sft(max_length, **kw):
 @train.command("dpo")
 @common_options
 @template_option
+@eval_options
 @lora_options
 @click.option("--beta", type=float, help="DPO temperature β (TRL beta; default 0.1).")
 @click.option("--nll-weight", default=0.0, show_default=True, type=float, help="Weight of an added NLL (SFT) loss on the chosen answer; 0 = plain DPO.")
@@ -181,11 +200,17 @@ def dpo(beta, max_length, **kw):
 @train.command("grpo")
 @common_options
 @template_option
+@eval_options
 @lora_options
 @click.option("--reward", "rewards", multiple=True, type=click.Choice(["grade_match", "format", "distance", "consistency"]),
               help="Reward function(s); repeatable (default: grade_match, the paper's). Weights: --trl reward_weights=[1,0.2].")
 @click.option("--order", type=click.Choice(["label_first", "cot_first"]),
               help="Answer order the rewards parse; default: the order recorded by the stages that made the data (or the model), else label_first.")
+@click.option("--dynamic-sampling/--no-dynamic-sampling", default=True, show_default=True,
+              help="Online difficulty filtering (DAPO): groups whose rewards have no spread are dropped and refilled from the pool.")
+@click.option("--dynamic-gamma", default=1.0, show_default=True, type=float, help="Keep groups with 0 < n_correct < gamma * G.")
+@click.option("--max-refills", default=4, show_default=True, type=int, help="Extra generation rounds per batch to refill dropped groups.")
+@click.option("--dynamic-patience", default=3, show_default=True, type=int, help="Stop after this many batches in a row without one kept group.")
 @click.option("--num-generations", type=int, help="Group size G (TRL num_generations; default 8, the paper's team used 16).")
 @click.option("--temperature", type=float, help="Sampling temperature of the rollouts (default 0.99).")
 @click.option("--beta", type=float, help="KL coefficient (default 0.02).")

@@ -1,0 +1,159 @@
+"""Evaluation while training: first-token macro-F1 on a dev split every N steps, and the best step kept.
+
+`toolkit train sft|dpo|grpo ... --eval-pairs out/demo/retrieved --eval-index out/demo/index --eval-every 20
+--select-best macro_f1` scores the dev split (`--eval-split`, default dev; at most `--eval-limit` pairs,
+a fixed seeded sample) with the model being trained, through the same code as `toolkit score`
+(`toolkit.scoring.score_rows`, first-token grade probabilities on the student prompt, rules from the
+index). Each evaluation records macro-F1, accuracy, the mean probability of the gold grade and the predicted-grade
+distribution; a warning names
+a collapse (one grade predicted for more than 90% of the pairs). With `--select-best macro_f1` the
+checkpoint written is the best evaluated step's weights (kept in memory, on the CPU), not the last
+step's; `--early-stop K` ends training after K evaluations without a better macro-F1. The curve is saved
+beside the checkpoint as eval_curve.json and eval_curve.png, and the manifest's counts say which step was
+kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+COLLAPSE = 0.9  # one predicted grade for more than this share of the dev pairs: a collapse
+CURVE_JSON, CURVE_PNG = "eval_curve.json", "eval_curve.png"
+
+
+@dataclass
+class DevSet:
+    rows: list[dict]
+    rules: list[list[str]]
+    builder: object  # toolkit.prompts.PromptBuilder
+    scale: object  # toolkit.grades.GradeScale
+
+
+def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, limit: int | None, scale, order: str, seed: int = 0) -> DevSet:
+    import polars as pl
+
+    from toolkit.cot import attach_rules
+    from toolkit.pairs import load_pairs
+    from toolkit.prompts import PromptBuilder
+
+    df = load_pairs(pairs, split or None, None)
+    if df.height == 0:
+        raise UserError(f"--eval-pairs {pairs}: no pairs in split {split!r}; pass a folder with a dev split (`toolkit split` or `retrieve` output)")
+    if limit and df.height > limit:
+        df = df.sample(limit, seed=seed).sort(pl.col("pair_id"))  # a fixed sample: every evaluation scores the same pairs
+    off = sorted(set(df["grade"].to_list()) - set(scale.values))
+    if off:
+        raise UserError(f"--eval-pairs {pairs}: grade(s) {off} are not on the training data's scale `{scale.name}`")
+    return DevSet(df.to_dicts(), attach_rules(df, index, rules_k, pairs), PromptBuilder(scale, order), scale)
+
+
+def evaluate(model, tokenizer, dev: DevSet, template_options: dict | None = None) -> dict:
+    """Macro-F1, accuracy and predicted-grade shares of `model` on the dev set, by first-token scoring."""
+    from toolkit.generation.base import BackendConfig
+    from toolkit.generation.hf import TransformersBackend
+    from toolkit.metrics import classification_metrics, grade_indices
+    from toolkit.scoring import score_rows
+
+    was_training, side = model.training, tokenizer.padding_side
+    try:
+        backend = TransformersBackend(BackendConfig(template_options=template_options or {}), model=model, tokenizer=tokenizer)
+        preds = score_rows(backend, dev.builder, dev.rows, dev.rules, "first-token")
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+    scale = dev.scale
+    m = classification_metrics(grade_indices(preds["grade"].to_list(), scale), grade_indices(preds["pred_grade"].to_list(), scale), scale)
+    shares = {str(g): float(np.mean(np.asarray(preds["pred_grade"].to_list()) == g)) for g in scale.values}
+    pos = {g: i for i, g in enumerate(scale.values)}
+    gold_prob = float(np.mean([p[pos[g]] for p, g in zip(preds["grade_probs"].to_list(), preds["grade"].to_list())]))
+    return {"macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"]), "gold_prob": gold_prob, "pred_share": shares, "n": len(dev.rows)}
+
+
+@dataclass
+class Curve:
+    points: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    best_state: dict | None = None
+
+    def summary(self) -> dict:
+        if not self.points:
+            return {}
+        last = self.points[-1]
+        return {"dev_evals": len(self.points), "dev_macro_f1_last": round(last["macro_f1"], 4),
+                "dev_macro_f1_best": round(self.best["macro_f1"], 4), "dev_best_step": self.best["step"]}
+
+
+def make_callback(dev: DevSet, tokenizer, every: int, select_best: bool, early_stop: int | None, template_options: dict | None):
+    from transformers import TrainerCallback
+
+    curve = Curve()
+
+    class DevEvalCallback(TrainerCallback):
+        def _run(self, state, model, control=None):
+            if curve.points and curve.points[-1]["step"] == state.global_step:
+                return
+            point = {"step": int(state.global_step), **evaluate(model, tokenizer, dev, template_options)}
+            curve.points.append(point)
+            top_grade, top_share = max(point["pred_share"].items(), key=lambda kv: kv[1])
+            log.info("dev eval at step %d: macro-F1 %.4f, accuracy %.4f", point["step"], point["macro_f1"], point["accuracy"])
+            if top_share > COLLAPSE:
+                log.warning("dev eval at step %d: %.0f%% of the dev pairs are predicted grade %s: the model is collapsing to one grade "
+                            "(try --class-weights inverse, a lower learning rate, or fewer steps)", point["step"], 100 * top_share, top_grade)
+            if curve.best is None or point["macro_f1"] > curve.best["macro_f1"]:
+                curve.best = point
+                if select_best:
+                    curve.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            elif early_stop and control is not None:
+                since = sum(1 for p in curve.points if p["step"] > curve.best["step"])
+                if since >= early_stop:
+                    log.warning("early stop at step %d: %d dev evaluations without a better macro-F1 than step %d", point["step"], since, curve.best["step"])
+                    control.should_training_stop = True
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if every and state.global_step % every == 0:
+                self._run(state, model, control)
+            return control
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            self._run(state, model)  # the last step is always evaluated
+            return control
+
+    return DevEvalCallback(), curve
+
+
+def restore_best(model, curve: Curve) -> None:
+    """Load the best evaluated step's weights into the model about to be saved."""
+    if curve.best_state is not None and curve.best["step"] != curve.points[-1]["step"]:
+        model.load_state_dict(curve.best_state)
+        log.info("keeping the weights of step %d (dev macro-F1 %.4f) over the last step's (%.4f)",
+                 curve.best["step"], curve.best["macro_f1"], curve.points[-1]["macro_f1"])
+
+
+def write_curve(folder: Path, curve: Curve, kept_step: int | None) -> None:
+    (folder / CURVE_JSON).write_text(json.dumps({"points": curve.points, "best_step": curve.best and curve.best["step"],
+                                                 "kept_step": kept_step}, indent=1), encoding="utf-8")
+    from toolkit import plots
+
+    if not curve.points or not plots.available():
+        return
+    fig = plots._figure(5.5, 3.2)
+    ax = fig.add_subplot()
+    steps = [p["step"] for p in curve.points]
+    ax.plot(steps, [p["macro_f1"] for p in curve.points], marker="o", label="dev macro-F1")
+    ax.plot(steps, [p["accuracy"] for p in curve.points], marker=".", linestyle="--", label="dev accuracy")
+    if kept_step is not None:
+        ax.axvline(kept_step, color="grey", linestyle=":", label=f"kept: step {kept_step}")
+    ax.set_xlabel("step")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Evaluation while training", fontsize=10)
+    fig.savefig(folder / CURVE_PNG)
