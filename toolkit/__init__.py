@@ -4,7 +4,7 @@ Importing this package is cheap: torch, vllm, faiss and argilla load only when a
 stage that needs them runs.
 """
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"
 
 from toolkit.errors import UserError  # noqa: E402
 from toolkit.grades import GradeScale, get_scale  # noqa: E402

@@ -243,6 +243,9 @@ _SCHEMA = {C.PRED_GRADE: pl.Int64, C.RATIONALE: pl.String, DROP_REASON: pl.Strin
 def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: dict, model_id: str, prompt_facts: dict,
             teacher_files: dict[str, str], rules: list[list[str]]) -> GenCotResult:
     allrows = run.read(out)
+    if cfg.mode == "guided":  # here as well as per shard: shards written before this rule are reused, and get it too
+        cut = pl.col(DROP_REASON).is_null() & (pl.col(C.FINISH_REASON) == "length")
+        allrows = allrows.with_columns(pl.when(cut).then(pl.lit("truncated_step")).otherwise(pl.col(DROP_REASON)).alias(DROP_REASON))
     kept = allrows.filter(pl.col(DROP_REASON).is_null())
     rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, DROP_REASON)
     sft = kept.select(C.PROMPT, C.COMPLETION, C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.RATIONALE).with_columns(pl.lit(model_id).alias(TEACHER))

@@ -163,7 +163,10 @@ def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
         p = Path(a)
         if p.exists() and len(a) < 400:
             files.append(a)
-    return sha256_json({"argv": pipe.argv(st), "files": input_hashes(files) if files else {}, "upstream": {r: stamps.get(r) for r in st.refs()}})
+    from toolkit import __version__  # a new toolkit version redoes every stage, as each stage's own fingerprint does
+
+    return sha256_json({"argv": pipe.argv(st), "files": input_hashes(files) if files else {}, "upstream": {r: stamps.get(r) for r in st.refs()},
+                        "version": __version__})
 
 
 @dataclass
