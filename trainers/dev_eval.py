@@ -60,7 +60,6 @@ def evaluate(model, tokenizer, dev: DevSet, template_options: dict | None = None
     """Macro-F1, accuracy and predicted-grade shares of `model` on the dev set, by first-token scoring."""
     from toolkit.generation.base import BackendConfig
     from toolkit.generation.hf import TransformersBackend
-    from toolkit.metrics import classification_metrics, grade_indices
     from toolkit.scoring import score_rows
 
     was_training, side = model.training, tokenizer.padding_side
@@ -70,12 +69,7 @@ def evaluate(model, tokenizer, dev: DevSet, template_options: dict | None = None
     finally:
         model.train(was_training)
         tokenizer.padding_side = side
-    scale = dev.scale
-    m = classification_metrics(grade_indices(preds["grade"].to_list(), scale), grade_indices(preds["pred_grade"].to_list(), scale), scale)
-    shares = {str(g): float(np.mean(np.asarray(preds["pred_grade"].to_list()) == g)) for g in scale.values}
-    pos = {g: i for i, g in enumerate(scale.values)}
-    gold_prob = float(np.mean([p[pos[g]] for p, g in zip(preds["grade_probs"].to_list(), preds["grade"].to_list())]))
-    return {"macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"]), "gold_prob": gold_prob, "pred_share": shares, "n": len(dev.rows)}
+    return metrics_of(preds["grade"].to_list(), preds["grade_probs"].to_list(), dev.scale)
 
 
 @dataclass
@@ -92,16 +86,33 @@ class Curve:
                 "dev_macro_f1_best": round(self.best["macro_f1"], 4), "dev_best_step": self.best["step"]}
 
 
-def make_callback(dev: DevSet, tokenizer, every: int, select_best: bool, early_stop: int | None, template_options: dict | None):
+def metrics_of(gold: list[int], probs: list[list[float]], scale) -> dict:
+    """The numbers each evaluation records, from gold grades and grade probabilities (best grade first)."""
+    from toolkit.metrics import classification_metrics, grade_indices
+
+    p = np.asarray(probs, dtype=float)
+    pred = [scale.grades[int(i)].value for i in p.argmax(axis=1)]
+    m = classification_metrics(grade_indices(gold, scale), grade_indices(pred, scale), scale)
+    pos = {g: i for i, g in enumerate(scale.values)}
+    return {"macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"]),
+            "gold_prob": float(np.mean([p[r, pos[g]] for r, g in enumerate(gold)])),
+            "pred_share": {str(g): float(np.mean(np.asarray(pred) == g)) for g in scale.values}, "n": len(gold)}
+
+
+def make_callback(dev: DevSet | None, tokenizer, every: int, select_best: bool, early_stop: int | None, template_options: dict | None,
+                  evaluate_fn=None):
+    """A TrainerCallback evaluating every `every` steps and after the last; `evaluate_fn(model) -> dict` replaces the
+    LLM's first-token evaluation (the cross-encoder baseline passes its own)."""
     from transformers import TrainerCallback
 
     curve = Curve()
+    score = evaluate_fn or (lambda model: evaluate(model, tokenizer, dev, template_options))
 
     class DevEvalCallback(TrainerCallback):
         def _run(self, state, model, control=None):
             if curve.points and curve.points[-1]["step"] == state.global_step:
                 return
-            point = {"step": int(state.global_step), **evaluate(model, tokenizer, dev, template_options)}
+            point = {"step": int(state.global_step), **score(model)}
             curve.points.append(point)
             top_grade, top_share = max(point["pred_share"].items(), key=lambda kv: kv[1])
             log.info("dev eval at step %d: macro-F1 %.4f, accuracy %.4f", point["step"], point["macro_f1"], point["accuracy"])

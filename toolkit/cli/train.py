@@ -254,6 +254,12 @@ def grpo(rewards, num_generations, temperature, beta, epsilon, loss_type, max_co
 @click.option("--batch-size", type=int, help="Pairs per step (default 16).")
 @click.option("--limit", type=int, help="Train on the first N rows only.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of data order and initialisation of the classifier head.")
+@click.option("--eval-split", help="Evaluate macro-F1 on this split of the data while training (e.g. dev).")
+@click.option("--eval-every", default=0, show_default=True, type=int, help="Steps between dev evaluations (0: only after the last step).")
+@click.option("--eval-limit", default=500, show_default=True, type=int, help="At most this many dev pairs (a fixed seeded sample).")
+@click.option("--select-best", type=click.Choice(["none", "macro_f1"]), default="none", show_default=True,
+              help="macro_f1: keep the weights of the evaluated step with the best dev macro-F1.")
+@click.option("--early-stop", type=int, help="Stop after this many dev evaluations without a better macro-F1.")
 @click.option("--trl", multiple=True, type=TrlField(), help=TRL_HELP)
 @click.option("--force", is_flag=True, help="Retrain even when the output is up to date.")
 def baseline(**kw):
