@@ -202,6 +202,7 @@ def test_dpo_and_grpo_run_and_save_on_the_tiny_model(cli, tmp_path, tiny_model_d
     assert {"rewards/grade_match/mean", "rewards/distance/mean", "dynamic/effective_batch_fraction"} <= set(log["steps"][0])
     manifest = json.loads((tmp_path / "grpo-out" / "manifest.json").read_text())
     assert manifest["trainer"] == "DynamicSamplingGRPOTrainer" and manifest["base_model"] == str(tmp_path / "dpo-out")
+    assert "dynamic sampling kept" in r.stdout and "effective batch" in r.stdout
     ds = manifest["counts"]["dynamic_sampling"]
     assert ds["groups_generated"] == ds["groups_kept"] + ds.get("dropped_all_wrong", 0) + ds.get("dropped_all_right", 0) + ds.get("dropped_no_spread", 0)
 
@@ -462,6 +463,7 @@ def test_dev_evaluation_while_training_keeps_the_best_step(cli, tmp_path, tiny_m
             "--label-only", "--learning-rate", 0.02, "--eval-pairs", pairs, "--eval-every", 2, "--select-best", "macro_f1")
     # (the tiny model's macro-F1 may tie across steps; the first best step is kept, and its gold probability tells it apart)
     assert r.exit_code == 0, r.stderr
+    assert "dev macro-F1" in r.stdout and "kept step 2" in r.stdout
     curve = json.loads((out / "eval_curve.json").read_text())
     steps = [p["step"] for p in curve["points"]]
     assert steps == [2, 4, 6, 8] and (out / "eval_curve.png").exists()

@@ -78,7 +78,7 @@ def make_trainer_class():
             self.ds_gamma, self.ds_max_refills, self.ds_patience = float(gamma), int(max_refills), int(patience)
             self.dynamic_counts = defaultdict(int, {k: 0 for k in ("generation_batches", "groups_generated", "groups_kept", "dropped_all_right",
                                                                    "dropped_all_wrong", "dropped_no_spread", "refill_rounds", "refill_prompts",
-                                                                   "effective_groups")})
+                                                                   "effective_groups", "batch_groups")})
             self.ds_stop_reason = None
             self._ds_rng = random.Random(seed)
             self._ds_dry = 0
@@ -157,6 +157,7 @@ def make_trainer_class():
             c["refill_rounds"] += refills
             effective = min(len(kept), want)
             c["effective_groups"] += effective
+            c["batch_groups"] += want
             c["generation_batches"] += 1
             chosen = (kept + spare)[:want]
             merged = _merge(chosen, self.processing_class.pad_token_id or 0)

@@ -44,7 +44,17 @@ class TrainResult:
         for key in ("loss", "reward"):
             if c.get(f"first_{key}") is not None:
                 parts.append(f"{key} {c[f'first_{key}']:.4g} -> {c[f'last_{key}']:.4g}")
+        ds = c.get("dynamic_sampling")
+        if ds and ds.get("groups_generated"):
+            full = f", effective batch {100 * ds['effective_groups'] / ds['batch_groups']:.0f}%" if ds.get("batch_groups") else ""
+            parts.append(f"dynamic sampling kept {ds['groups_kept']} of {ds['groups_generated']} groups "
+                         f"(dropped all-right {ds['dropped_all_right']}, all-wrong {ds['dropped_all_wrong']}, no spread {ds['dropped_no_spread']}){full}")
+        if c.get("dev_evals"):
+            parts.append(f"dev macro-F1 {c['dev_macro_f1_last']:.4f} last, best {c['dev_macro_f1_best']:.4f} at step {c['dev_best_step']} "
+                         f"(kept step {c['dev_kept_step']})")
         text = f"{self.stage}: {', '.join(parts)} -> {self.out}"
+        if c.get("dynamic_stop"):
+            text += f"\nwarning: {c['dynamic_stop']}; training stopped at step {c.get('steps')}"
         if c.get("steps") == 0:
             text += f"\n{NO_STEPS}"
         elif c.get("frac_reward_zero_std") == 1:
