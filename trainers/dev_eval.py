@@ -118,7 +118,7 @@ def make_callback(dev: DevSet | None, tokenizer, every: int, select_best: bool, 
             log.info("dev eval at step %d: macro-F1 %.4f, accuracy %.4f", point["step"], point["macro_f1"], point["accuracy"])
             if top_share > COLLAPSE:
                 log.warning("dev eval at step %d: %.0f%% of the dev pairs are predicted grade %s: the model is collapsing to one grade "
-                            "(try --class-weights inverse, a lower learning rate, or fewer steps)", point["step"], 100 * top_share, top_grade)
+                            "(in SFT try --class-weights inverse; else a lower learning rate or fewer steps)", point["step"], 100 * top_share, top_grade)
             if curve.best is None or point["macro_f1"] > curve.best["macro_f1"]:
                 curve.best = point
                 if select_best:
