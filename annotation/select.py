@@ -207,7 +207,7 @@ def mix_honeypots(df: pl.DataFrame, picked: pl.DataFrame, cfg: SelectConfig, sca
     it looks like every other record, but the grade shown as gold is planted next to the trusted one
     (`honeypot_grade`), so only a reviewer who judges the pair answers it right. Pull scores reviewers on
     them and never merges them."""
-    from toolkit.gold import _GOLD, read_gold
+    from toolkit.gold import GOLD_GRADE, read_gold
 
     gold = read_gold(cfg.honeypots)
     want = max(1, math.ceil(picked.height * cfg.honeypot_rate / (1 - cfg.honeypot_rate) - 1e-9))  # rate = honeypots / all records
@@ -221,10 +221,10 @@ def mix_honeypots(df: pl.DataFrame, picked: pl.DataFrame, cfg: SelectConfig, sca
         log.warning("only %d honeypot candidates for the %d asked (--honeypot-rate %g)", pool.height, want, cfg.honeypot_rate)
     rng = np.random.default_rng(cfg.seed + 2)
     hp = pool.sample(min(want, pool.height), seed=cfg.seed + 2)
-    planted = [planted_grade(int(g), scale, rng) for g in hp[_GOLD].to_list()]
-    hp = hp.with_columns(pl.col(_GOLD).cast(pl.Int64).alias(HONEYPOT_GRADE), pl.Series(C.GRADE, planted).cast(df[C.GRADE].dtype),
+    planted = [planted_grade(int(g), scale, rng) for g in hp[GOLD_GRADE].to_list()]
+    hp = hp.with_columns(pl.col(GOLD_GRADE).cast(pl.Int64).alias(HONEYPOT_GRADE), pl.Series(C.GRADE, planted).cast(df[C.GRADE].dtype),
                          pl.lit(True).alias(HONEYPOT), pl.lit(None, dtype=pl.Float64).alias(SCORE),
-                         pl.lit(None, dtype=pl.Int64).alias(RANK)).drop("__pid", _GOLD)
+                         pl.lit(None, dtype=pl.Int64).alias(RANK)).drop("__pid", GOLD_GRADE)
     base = picked.with_columns(pl.lit(False).alias(HONEYPOT), pl.lit(None, dtype=pl.Int64).alias(HONEYPOT_GRADE))
     mixed = pl.concat([base, hp.select(base.columns)], how="vertical_relaxed")
     order = rng.permutation(mixed.height)

@@ -16,7 +16,7 @@ from toolkit import columns as C
 from toolkit.errors import UserError
 from toolkit.io import read_pairs
 
-_GOLD = "__gold_grade"
+GOLD_GRADE = "__gold_grade"  # the column of read_gold's grades (beside the rows' own `grade` when joined)
 
 
 def read_gold(path: str) -> pl.DataFrame:
@@ -26,7 +26,7 @@ def read_gold(path: str) -> pl.DataFrame:
     dup = df.filter(pl.col(C.PAIR_ID).is_duplicated())
     if dup.height:
         raise UserError(f"--gold {path}: pair {dup[C.PAIR_ID][0]!r} has {dup.height} different grades; pass one version of the pairs")
-    return df.rename({C.GRADE: _GOLD})
+    return df.rename({C.GRADE: GOLD_GRADE})
 
 
 def regrade(lf: pl.LazyFrame, gold: pl.DataFrame, correct: bool = False) -> pl.LazyFrame:
@@ -34,7 +34,7 @@ def regrade(lf: pl.LazyFrame, gold: pl.DataFrame, correct: bool = False) -> pl.L
     cols = lf.collect_schema().names()
     key_type = lf.collect_schema()[C.PAIR_ID]
     g = gold.lazy().with_columns(pl.col(C.PAIR_ID).cast(key_type))
-    out = lf.join(g, on=C.PAIR_ID, how="inner", maintain_order="left").with_columns(pl.col(_GOLD).alias(C.GRADE)).drop(_GOLD)
+    out = lf.join(g, on=C.PAIR_ID, how="inner", maintain_order="left").with_columns(pl.col(GOLD_GRADE).alias(C.GRADE)).drop(GOLD_GRADE)
     if correct and C.CORRECT in cols:
         out = out.with_columns((pl.col(C.PRED_GRADE).is_not_null() & (pl.col(C.PRED_GRADE) == pl.col(C.GRADE))).alias(C.CORRECT))
     return out.select(cols)
@@ -45,8 +45,8 @@ def gold_counts(before: pl.DataFrame, gold: pl.DataFrame) -> dict:
     b = before.select(pl.col(C.PAIR_ID).cast(pl.String), pl.col(C.GRADE).cast(pl.Int64)).unique(C.PAIR_ID)
     j = b.join(gold, on=C.PAIR_ID, how="left")
     return {
-        "gold_regraded_pairs": int((j[_GOLD].is_not_null() & (j[_GOLD] != j[C.GRADE])).sum()),
-        "gold_excluded_pairs": int(j[_GOLD].is_null().sum()),
+        "gold_regraded_pairs": int((j[GOLD_GRADE].is_not_null() & (j[GOLD_GRADE] != j[C.GRADE])).sum()),
+        "gold_excluded_pairs": int(j[GOLD_GRADE].is_null().sum()),
     }
 
 
@@ -58,14 +58,14 @@ def regrade_cot(df: pl.DataFrame, gold_path: str, label_only: bool) -> tuple[pl.
     gold = read_gold(gold_path)
     j = df.with_columns(pl.col(C.PAIR_ID).cast(pl.String).alias("__pid")).join(
         gold.rename({C.PAIR_ID: "__pid"}), on="__pid", how="left", maintain_order="left")
-    excluded = j[_GOLD].is_null()
-    changed = ~excluded & (j[_GOLD] != j[C.GRADE].cast(pl.Int64))
+    excluded = j[GOLD_GRADE].is_null()
+    changed = ~excluded & (j[GOLD_GRADE] != j[C.GRADE].cast(pl.Int64))
     if bool(excluded.all()):
         raise UserError(f"--gold {gold_path}: none of its pair ids are in the SFT rows; pass the corrected version of the pairs gen-cot ran on")
     counts = {"gold_excluded_rows": int(excluded.sum()), "gold_regraded_rows": int(changed.sum())}
     if label_only:
-        out = j.filter(~excluded).with_columns(pl.col(_GOLD).cast(df[C.GRADE].dtype).alias(C.GRADE))
+        out = j.filter(~excluded).with_columns(pl.col(GOLD_GRADE).cast(df[C.GRADE].dtype).alias(C.GRADE))
     else:
         out = j.filter(~excluded & ~changed)
         counts["dropped_grade_corrected"] = counts["gold_regraded_rows"]
-    return out.drop("__pid", _GOLD), counts
+    return out.drop("__pid", GOLD_GRADE), counts

@@ -90,13 +90,9 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     trainer.train()
     counts_dev: dict = {}
     if curve is not None:
-        from trainers.dev_eval import restore_best
+        from trainers.dev_eval import finish
 
-        kept = curve.points[-1]["step"] if curve.points else None
-        if cfg.select_best == "macro_f1" and curve.best is not None:
-            restore_best(model, curve)
-            kept = curve.best["step"]
-        counts_dev = {**curve.summary(), "dev_kept_step": kept}
+        counts_dev = finish(curve, model, cfg.select_best == "macro_f1")
     probs = predict(model, df)
     preds = df.select([c for c in (C.PAIR_ID, C.GRADE, C.SPLIT) if c in df.columns]).with_columns(
         pl.Series(C.GRADE_PROBS, probs, dtype=pl.List(pl.Float64)),
@@ -138,7 +134,7 @@ def _dev_callback(cfg: BaselineConfig, trainer, model, df: pl.DataFrame, scale):
         finally:
             model.train(was)
 
-    callback, curve = make_callback(None, None, cfg.eval_every, cfg.select_best == "macro_f1", cfg.early_stop, None, evaluate_fn=evaluate)
+    callback, curve = make_callback(evaluate, cfg.eval_every, cfg.select_best == "macro_f1", cfg.early_stop)
     trainer.add_callback(callback)
     return curve
 

@@ -99,14 +99,12 @@ def metrics_of(gold: list[int], probs: list[list[float]], scale) -> dict:
             "pred_share": {str(g): float(np.mean(np.asarray(pred) == g)) for g in scale.values}, "n": len(gold)}
 
 
-def make_callback(dev: DevSet | None, tokenizer, every: int, select_best: bool, early_stop: int | None, template_options: dict | None,
-                  evaluate_fn=None):
-    """A TrainerCallback evaluating every `every` steps and after the last; `evaluate_fn(model) -> dict` replaces the
-    LLM's first-token evaluation (the cross-encoder baseline passes its own)."""
+def make_callback(score, every: int, select_best: bool, early_stop: int | None):
+    """A TrainerCallback calling `score(model) -> dict` (`evaluate` for the LLMs, the cross-encoder's own for the
+    baseline) every `every` steps and after the last, and the Curve it fills."""
     from transformers import TrainerCallback
 
     curve = Curve()
-    score = evaluate_fn or (lambda model: evaluate(model, tokenizer, dev, template_options))
 
     class DevEvalCallback(TrainerCallback):
         def _run(self, state, model, control=None):
@@ -141,12 +139,17 @@ def make_callback(dev: DevSet | None, tokenizer, every: int, select_best: bool, 
     return DevEvalCallback(), curve
 
 
-def restore_best(model, curve: Curve) -> None:
-    """Load the best evaluated step's weights into the model about to be saved."""
-    if curve.best_state is not None and curve.best["step"] != curve.points[-1]["step"]:
-        model.load_state_dict(curve.best_state)
-        log.info("keeping the weights of step %d (dev macro-F1 %.4f) over the last step's (%.4f)",
-                 curve.best["step"], curve.best["macro_f1"], curve.points[-1]["macro_f1"])
+def finish(curve: Curve, model, select_best: bool) -> dict:
+    """After training: load the best evaluated step's weights into the model about to be saved (with select_best),
+    and the counts for the manifest (which step is kept)."""
+    kept = curve.points[-1]["step"] if curve.points else None
+    if select_best and curve.best is not None:
+        if curve.best_state is not None and curve.best["step"] != kept:
+            model.load_state_dict(curve.best_state)
+            log.info("keeping the weights of step %d (dev macro-F1 %.4f) over the last step's (%.4f)",
+                     curve.best["step"], curve.best["macro_f1"], curve.points[-1]["macro_f1"])
+        kept = curve.best["step"]
+    return {**curve.summary(), "dev_kept_step": kept}
 
 
 def write_curve(folder: Path, curve: Curve, kept_step: int | None) -> None:

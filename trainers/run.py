@@ -155,11 +155,12 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     callback = curve = None
     if cfg.eval_pairs:  # evaluation while training (trainers.dev_eval)
         from toolkit.parsing import LABEL_FIRST
-        from trainers.dev_eval import load_dev, make_callback
+        from trainers.dev_eval import evaluate, load_dev, make_callback
 
         order = (prompt_record(cfg, data_file) or {}).get("order") or LABEL_FIRST
         dev = load_dev(cfg.eval_pairs, cfg.eval_split, cfg.eval_index, cfg.eval_rules_k, cfg.eval_limit, scale, order, cfg.seed)
-        callback, curve = make_callback(dev, tokenizer, cfg.eval_every, cfg.select_best == "macro_f1", cfg.early_stop, template)
+        callback, curve = make_callback(lambda model: evaluate(model, tokenizer, dev, template), cfg.eval_every,
+                                        cfg.select_best == "macro_f1", cfg.early_stop)
     try:
         trainer = build(model_id, args, tokenizer, peft_config(cfg), template)
     except ValueError as e:
@@ -171,16 +172,12 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     counts = {**counts, **log_counts(trainer)}
     write_extra = None
     if curve is not None:
-        from trainers.dev_eval import restore_best, write_curve
+        from trainers.dev_eval import finish, write_curve
 
-        kept = curve.points[-1]["step"] if curve.points else None
-        if cfg.select_best == "macro_f1" and curve.best is not None:
-            restore_best(trainer.model, curve)
-            kept = curve.best["step"]
-        counts.update(curve.summary(), dev_kept_step=kept)
+        counts.update(finish(curve, trainer.model, cfg.select_best == "macro_f1"))
 
         def write_extra(folder: Path) -> None:
-            write_curve(folder, curve, kept)
+            write_curve(folder, curve, counts["dev_kept_step"])
     save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale, prompt_record(cfg, data_file), write_extra)
     result = TrainResult(cfg.stage, out, counts)
     log.info("%s", result.summary())
