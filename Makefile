@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/constraints-cpu.txt
 	@# PyPI's torchvision/torchaudio builds do not load beside CPU torch; vLLM runs without them
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 	$(BIN)/python -c "import toolkit, torch, polars, faiss, sentence_transformers, trl, vllm, argilla"
-	$(BIN)/python -c "from toolkit.models import ensure_default_model; ensure_default_model()"
+	$(BIN)/python -c "from toolkit.core.models import ensure_default_model; ensure_default_model()"
 	touch $(STAMP)
 
 ## The main job: the whole TaoSR1 pipeline on the bundled demo data, CPU, embedded default models.

@@ -30,13 +30,12 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.io import (
-    StageConfig, atomic_dir, check_complete, input_hashes, is_up_to_date, read_manifest, read_parquet, up_to_date_line, write_manifest,
-    write_parquet, writes_output,
-)
-from toolkit.stats import scale_of
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import (StageConfig, atomic_dir, check_complete, input_hashes, is_up_to_date, read_manifest, up_to_date_line,
+    write_manifest, write_parquet, writes_output)
+from toolkit.core.tables import read_parquet
+from toolkit.core.stagefolder import scale_of
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from toolkit.errors import UserError, missing_extra, redact
+from toolkit.core.errors import UserError, missing_extra, redact
 
 log = logging.getLogger(__name__)
 

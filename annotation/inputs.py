@@ -7,9 +7,9 @@ from pathlib import Path
 import polars as pl
 
 from annotation.settings import KindSpec
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.io import read_pairs
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.tables import read_pairs
 
 FILE_COL = "__review_file"  # which input file a row came from (pull writes the same files back)
 ID_COL = "__record_id"  # the Argilla record id of a row

@@ -35,9 +35,9 @@ import polars as pl
 from annotation import settings as S
 from annotation.inputs import ID_COL
 from annotation.records import chosen_grade, cot_grade, leading_grade
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
 
 POLICIES = ("majority", "unanimous", "trust")
 ACCEPTED, CORRECTED, REJECTED, PENDING, CONFLICT, NOT_REVIEWED = "accepted", "corrected", "rejected", "pending", "conflict", "not_reviewed"
@@ -125,7 +125,7 @@ def _message(like: Any, text: str) -> Any:
 
 def _strip_label(text: str, scale: GradeScale) -> str:
     """The rationale of a corrected answer, as gen-cot stores it: without the leading grade and the `Reason:` prefix."""
-    from toolkit.parsing import LABEL_FIRST, parse_answer
+    from toolkit.core.parsing import LABEL_FIRST, parse_answer
 
     parsed = parse_answer(text, scale.labels, LABEL_FIRST)
     if parsed.ok and parsed.rationale is not None:

@@ -30,12 +30,12 @@ from annotation.client import Connection, argilla_errors, connect
 from annotation.inputs import FILE_COL, ID_COL, read_rows
 from annotation.merge import Policy, merge, resolve
 from annotation.push import DEFAULT_WORKSPACE, check_name, default_dataset
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import get_scale
-from toolkit.io import atomic_dir, input_hashes, read_manifest, sha256_json, write_manifest, write_parquet, writes_output
-from toolkit.progress import progress
-from toolkit.stats import scale_of
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import get_scale
+from toolkit.core.stagefolder import atomic_dir, input_hashes, read_manifest, sha256_json, write_manifest, write_parquet, writes_output
+from toolkit.core.progress import progress
+from toolkit.core.stagefolder import scale_of
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from annotation import records as R
 from annotation import settings as S
 from annotation.client import Connection, argilla_errors, connect
 from annotation.inputs import ID_COL, read_rows
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale, get_scale
-from toolkit.progress import progress
-from toolkit.stats import scale_of
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale, get_scale
+from toolkit.core.progress import progress
+from toolkit.core.stagefolder import scale_of
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import polars as pl
 from annotation import settings as S
 from annotation.inputs import ID_COL
 from annotation.records import chosen_grade, cot_grade
-from toolkit import columns as C
-from toolkit.grades import GradeScale
+from toolkit.core import columns as C
+from toolkit.core.grades import GradeScale
 
 
 def honeypot_grades(df: pl.DataFrame) -> dict[str, int]:

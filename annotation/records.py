@@ -15,8 +15,8 @@ from typing import Any
 
 from annotation import settings as S
 from annotation.inputs import ID_COL
-from toolkit import columns as C
-from toolkit.grades import GradeScale
+from toolkit.core import columns as C
+from toolkit.core.grades import GradeScale
 
 TEACHER = "teacher"  # gen-cot names its model column so
 

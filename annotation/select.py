@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.io import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, up_to_date_line,
-                        write_manifest, write_parquet, writes_output)
-from toolkit.pairs import select_split
-from toolkit.splits import query_key
-from toolkit.stats import scale_of
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line,
+    write_manifest, write_parquet, writes_output)
+from toolkit.core.tables import read_pairs
+from toolkit.core.pairs import query_key, select_split
+from toolkit.core.stagefolder import scale_of
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,20 @@ def _source_file(path: Path) -> Path:
 def beta_of(cfg: "SelectConfig") -> float | None:
     if cfg.beta is not None or not cfg.tiers:
         return cfg.beta
-    from toolkit.cumpt import RULE_FILE, TierRule
+    import json
 
-    path = Path(cfg.tiers) / RULE_FILE if Path(cfg.tiers).is_dir() else Path(cfg.tiers)
+    from toolkit.core.stagefolder import StageFolder, files
+
+    path = StageFolder.open(cfg.tiers).file(files.RULE_FILE)
     if not path.is_file():
-        raise UserError(f"--tiers {cfg.tiers}: no {RULE_FILE}; pass the output folder of `toolkit tier fit`")
-    return float(TierRule.load(path).beta)
+        raise UserError(f"--tiers {cfg.tiers}: no {files.RULE_FILE}; pass the output folder of `toolkit tier fit`")
+    try:
+        beta = float(json.loads(path.read_text(encoding="utf-8"))["beta"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a tier rule (no number `beta`); pass the output folder of `toolkit tier fit`") from None
+    if not 0.0 < beta <= 1.0:
+        raise UserError(f"{path}: beta {beta} is outside (0, 1]; refit with `toolkit tier fit`")
+    return beta
 
 
 def scores(df: pl.DataFrame, policy: str, scale, where: str, seed: int, beta: float | None = None) -> np.ndarray:
@@ -146,7 +154,7 @@ def scores(df: pl.DataFrame, policy: str, scale, where: str, seed: int, beta: fl
     if C.GRADE_PROBS not in df.columns or df[C.GRADE_PROBS].null_count() == n:
         raise UserError(f"{where}: --policy {policy} needs first-token `{C.GRADE_PROBS}` (the output of `toolkit score`); "
                         "use --policy hard or random, or score with --mode first-token")
-    from toolkit.evaluation import probs_of
+    from toolkit.core.metrics import probs_of
 
     p = probs_of(df, scale)
     if p is None or np.isnan(p).any():
@@ -207,7 +215,7 @@ def mix_honeypots(df: pl.DataFrame, picked: pl.DataFrame, cfg: SelectConfig, sca
     it looks like every other record, but the grade shown as gold is planted next to the trusted one
     (`honeypot_grade`), so only a reviewer who judges the pair answers it right. Pull scores reviewers on
     them and never merges them."""
-    from toolkit.gold import GOLD_GRADE, read_gold
+    from toolkit.core.gold import GOLD_GRADE, read_gold
 
     gold = read_gold(cfg.honeypots)
     want = max(1, math.ceil(picked.height * cfg.honeypot_rate / (1 - cfg.honeypot_rate) - 1e-9))  # rate = honeypots / all records

@@ -2,7 +2,7 @@
 
 Four kinds, one per machine-made dataset:
 
-| kind   | reviews                              | file in a stage folder | needs (columns of toolkit.columns)          |
+| kind   | reviews                              | file in a stage folder | needs (columns of toolkit.core.columns)          |
 |--------|--------------------------------------|------------------------|---------------------------------------------|
 | cot    | CoT rationales (gen-cot output)      | sft.parquet            | pair_id, completion or rationale            |
 | prefs  | preference pairs (make-prefs output) | preferences.parquet    | pair_id, prompt, chosen, rejected           |
@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
 
 log = logging.getLogger(__name__)
 

@@ -108,9 +108,9 @@ def main() -> None:
 
     from toolkit.generation.base import BackendConfig
     from toolkit.generation.vllm_backend import VLLMBackend
-    from toolkit.grades import get_scale
-    from toolkit.io import read_pairs
-    from toolkit.prompts import PromptBuilder
+    from toolkit.core.grades import get_scale
+    from toolkit.core.tables import read_pairs
+    from toolkit.core.prompts import PromptBuilder
 
     work = Path(tempfile.mkdtemp(prefix="bench-gen-"))
     pairs = work / "pairs"

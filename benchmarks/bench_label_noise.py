@@ -32,7 +32,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from toolkit import columns as C  # noqa: E402
+from toolkit.core import columns as C  # noqa: E402
 
 POLICIES = ("disagreement", "disagreement/none", "margin", "entropy", "random")  # /none: --stratify none
 BUDGETS = (5, 10, 20)
@@ -108,10 +108,10 @@ def main() -> None:
     from annotation.inputs import read_rows
     from annotation.pull import PullConfig, finish_pull
     from annotation.select import SelectConfig, select
-    from toolkit.grades import get_scale
+    from toolkit.core.grades import get_scale
     from toolkit.ingest import IngestConfig, ingest
-    from toolkit.io import write_manifest, write_parquet
-    from toolkit.progress import configure
+    from toolkit.core.stagefolder import write_manifest, write_parquet
+    from toolkit.core.progress import configure
     from toolkit.splits import SplitConfig, split
 
     configure(0, 0)

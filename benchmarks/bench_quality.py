@@ -92,8 +92,8 @@ def _slug(s: str) -> str:
 def _row(name: str, ev: Path) -> dict:
     import polars as pl
 
-    from toolkit.grades import GradeScale
-    from toolkit.metrics import classification_metrics, grade_indices
+    from toolkit.core.grades import GradeScale
+    from toolkit.core.metrics import classification_metrics, grade_indices
 
     m = json.loads((ev / "metrics.json").read_text())
     scale = GradeScale.from_dict(m["scale"])

@@ -38,8 +38,8 @@ def generate(folder: Path, pairs: int, samples: int, seed: int = 0) -> None:
     import numpy as np
     import polars as pl
 
-    from toolkit import columns as C
-    from toolkit.grades import get_scale
+    from toolkit.core import columns as C
+    from toolkit.core.grades import get_scale
 
     rng = np.random.default_rng(seed)
     gold = rng.choice(GRADES, size=pairs, p=GRADE_P)
@@ -65,7 +65,7 @@ def generate(folder: Path, pairs: int, samples: int, seed: int = 0) -> None:
         pl.lit(None, dtype=pl.List(pl.Float64)).alias(C.GRADE_PROBS),
     ).with_columns((pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).fill_null(False).alias(C.CORRECT)).drop("_bad")
     folder.mkdir(parents=True, exist_ok=True)
-    ro.write_parquet(folder / "rollouts.parquet", compression="zstd")  # polars' default row groups, as toolkit.io writes
+    ro.write_parquet(folder / "rollouts.parquet", compression="zstd")  # polars' default row groups, as toolkit.core.stagefolder writes
     system = "You are a relevance judge for e-commerce search. Grade how well the item matches the query: 4 Excellent, 3 Related, 2 Mismatch, 1 Irrelevant."
     prompts = pl.DataFrame({C.PAIR_ID: ids, C.GRADE: gold}).with_columns(
         pl.concat_list(
@@ -82,7 +82,7 @@ def generate(folder: Path, pairs: int, samples: int, seed: int = 0) -> None:
 def slice_folder(src: Path, dst: Path, pairs: int) -> None:
     import polars as pl
 
-    from toolkit import columns as C
+    from toolkit.core import columns as C
 
     dst.mkdir(parents=True, exist_ok=True)
     keep = pl.scan_parquet(src / "prompts.parquet").head(pairs)
@@ -136,7 +136,7 @@ def run_pandas(folder: Path, out: Path, k: int) -> dict:
     import numpy as np
     import pandas as pd
 
-    from toolkit.parsing import parse_answer
+    from toolkit.core.parsing import parse_answer
 
     t0 = time.perf_counter()
     ro = pd.read_parquet(folder / "rollouts.parquet", columns=["pair_id", "sample_idx", "text", "parse_status", "pred_grade", "grade", "correct"])
@@ -197,7 +197,7 @@ def spawn(mode: str, folder: Path, out: Path, k: int) -> dict:
 def same_pairs(out: Path) -> bool:
     import polars as pl
 
-    from toolkit import columns as C
+    from toolkit.core import columns as C
 
     a = pl.read_parquet(out / "prefs" / "preferences.parquet").select(C.PAIR_ID, C.CHOSEN_SAMPLE_IDX, C.REJECTED_SAMPLE_IDX)
     b = pl.read_parquet(out / "pandas" / "preferences.parquet").select(

@@ -39,11 +39,11 @@ def main() -> None:
 
     import torch
 
-    from toolkit import columns as C
+    from toolkit.core import columns as C
     from toolkit.generation.base import BackendConfig
     from toolkit.generation.hf import TransformersBackend
-    from toolkit.grades import get_scale
-    from toolkit.prompts import PromptBuilder
+    from toolkit.core.grades import get_scale
+    from toolkit.core.prompts import PromptBuilder
     from toolkit.scoring import score_rows
     from toolkit.serving.schemas import ScoreRequest
 

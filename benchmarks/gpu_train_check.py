@@ -49,9 +49,9 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
 def write_stages(root: Path, rows: list[dict]) -> dict[str, Path]:
     import polars as pl
 
-    from toolkit.grades import get_scale
-    from toolkit.io import write_manifest
-    from toolkit.prompts import PromptBuilder
+    from toolkit.core.grades import get_scale
+    from toolkit.core.stagefolder import write_manifest
+    from toolkit.core.prompts import PromptBuilder
     from trainers.data import SOURCES
 
     scale = get_scale("taosr4")

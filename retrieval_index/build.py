@@ -18,9 +18,10 @@ import polars as pl
 from retrieval_index.index import EMBEDDINGS_FILE, FAISS_FILE, SNIPPETS_FILE, STAGE, check_outputs
 from retrieval_index.snippets import Snippet, load_snippets
 from retrieval_index.store import METRIC, IndexSpec, build_faiss, write_faiss
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet, writes_output
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import (atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest,
+    write_parquet, writes_output)
 
 log = logging.getLogger(__name__)
 

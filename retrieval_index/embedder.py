@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.core.errors import UserError, missing_extra
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def load_embedder(spec: "str | ModelSpec | None" = None, batch_size: int = 64) -
 def encode_in_chunks(embedder: Embedder, texts: list[str], *, query: bool = False, desc: str = "embedding") -> np.ndarray:
     """Encode with one progress bar. Texts go in order of length, as one big encode call would
     batch them (little padding); chunks only give the progress bar its steps."""
-    from toolkit.progress import progress
+    from toolkit.core.progress import progress
 
     out = np.empty((len(texts), embedder.dim), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")

@@ -1,7 +1,7 @@
 """An index folder, loaded: snippets, their faiss index, and the embedder they were built with.
 
 Folder layout (written by `toolkit build-index`):
-  snippets.parquet   one row per snippet (toolkit.columns.SNIPPET_COLUMNS); row i = faiss row i
+  snippets.parquet   one row per snippet (toolkit.core.columns.SNIPPET_COLUMNS); row i = faiss row i
   embeddings.npy     float32 (count, dim), L2-normalised; the cache a rebuild reuses
   index.faiss        the faiss index
   manifest.json      model_id, dim, metric, count, index spec, per-snippet text hashes, counts
@@ -18,16 +18,14 @@ import numpy as np
 import polars as pl
 
 from retrieval_index.store import IndexSpec, read_faiss, search_faiss
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.io import read_manifest, sha256_file
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import read_manifest, sha256_file
+from toolkit.core.stagefolder.files import EMBEDDINGS_FILE, FAISS_FILE, SNIPPETS_FILE
 
 log = logging.getLogger(__name__)
 
 STAGE = "build-index"
-SNIPPETS_FILE = "snippets.parquet"
-EMBEDDINGS_FILE = "embeddings.npy"
-FAISS_FILE = "index.faiss"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from toolkit.errors import missing_extra
+from toolkit.core.errors import missing_extra
 
 _WORD = re.compile(r"\w+")
 STOP_WORDS = frozenset(

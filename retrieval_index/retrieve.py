@@ -4,7 +4,7 @@ Batched: each distinct search text is embedded once, and pairs are searched in b
 is searched (`text`): the query, the item title, or both (default: `query | title`, plus a
 BM25 score on query and title words; the best setup on demo/retrieval_qrels.jsonl). Filters:
 snippet kind, tags, and each rule's category scope against the pair's item category.
-Results go into list columns next to each pair (toolkit.columns.RULE_IDS / RULE_SCORES).
+Results go into list columns next to each pair (toolkit.core.columns.RULE_IDS / RULE_SCORES).
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import numpy as np
 import polars as pl
 
 from retrieval_index.index import RuleIndex
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.pairs import validate_pairs
-from toolkit.stats import scale_of
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, read_parquet, up_to_date_line, write_manifest, write_parquet, writes_output
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.pairs import validate_pairs
+from toolkit.core.stagefolder import scale_of
+from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line,
+    write_manifest, write_parquet, writes_output)
+from toolkit.core.tables import read_pairs, read_parquet
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 KINDS = ("rule", "knowledge")
 FIELDS = ("id", "kind", "text", "tags", "grade_hint", "grade", "category")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.core.errors import UserError, missing_extra
 
 log = logging.getLogger(__name__)
 

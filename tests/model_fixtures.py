@@ -13,7 +13,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def default_model_dir():
-    from toolkit.models import ensure_default_model
+    from toolkit.core.models import ensure_default_model
 
     return ensure_default_model()
 

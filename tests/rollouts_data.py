@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.grades import get_scale
+from toolkit.core import columns as C
+from toolkit.core.grades import get_scale
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUT_SCHEMA, ROLLOUTS_FILE
 
 

@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 
-from toolkit.chat_template import check_generation_prompt, parse_options, template_options
-from toolkit.errors import UserError
+from toolkit.core.chat_template import check_generation_prompt, parse_options, template_options
+from toolkit.core.errors import UserError
 
 THINK_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -52,7 +52,7 @@ def test_a_think_template_is_scored_on_the_closed_block_and_refused_when_left_op
 
     from toolkit.generation.base import BackendConfig
     from toolkit.generation.hf import TransformersBackend
-    from toolkit.models import grade_token_ids
+    from toolkit.core.models import grade_token_ids
 
     labels = ["4", "3", "2", "1"]
     backend = TransformersBackend(BackendConfig(model=str(think_model_dir), dtype="float32"))

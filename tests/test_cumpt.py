@@ -23,9 +23,9 @@ from toolkit.cumpt import (
     parse_tiers,
     threshold_predict,
 )
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale, get_scale
-from toolkit.metrics import macro_f1
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale, get_scale
+from toolkit.core.metrics import macro_f1
 
 TAOSR4 = get_scale("taosr4")
 

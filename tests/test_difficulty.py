@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 from rollouts_data import write_rollouts
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 from toolkit.difficulty import DIFFICULTY_FILE, GRPO_FILE, LabelDifficultyConfig, cv, label_difficulty, parse_buckets
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 
 def group(gold: int, n: int, c: int) -> tuple:

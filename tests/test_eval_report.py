@@ -218,7 +218,7 @@ def test_evaluate_accepts_an_in_memory_frame(tmp_path):
 
 
 def test_eval_modules_do_not_import_matplotlib_or_torch():
-    code = ("import toolkit.evaluation, toolkit.cumpt, toolkit.metrics, toolkit.tiering, toolkit.report, toolkit.cli, sys;"
+    code = ("import toolkit.evaluation, toolkit.cumpt, toolkit.core.metrics, toolkit.tiering, toolkit.report, toolkit.cli, sys;"
             "print(sorted(m for m in ('matplotlib', 'torch', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

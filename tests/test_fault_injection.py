@@ -1,7 +1,7 @@
 """Kill each writing stage at many instants, rerun it, and compare with an uninterrupted run (issue 14).
 
 For each stage: an uninterrupted run in a subprocess with TOOLKIT_FAULT_LOG set lists every named
-instant of its writes (toolkit.io.fault_point: each shard written, each temporary file before its
+instant of its writes (toolkit.core.stagefolder.fault_point: each shard written, each temporary file before its
 rename, the incomplete mark, between config.yaml and manifest.json, before and after a folder
 swap). Then, for each chosen instant, a fresh subprocess runs the stage with TOOLKIT_FAULT_AT set to
 it and dies there by SIGKILL (no cleanup runs, as with `kill -9` or the OOM killer); a normal rerun
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.io import MANIFEST, read_manifest
+from toolkit.core.stagefolder import MANIFEST, read_manifest
 
 pytestmark = pytest.mark.slow
 

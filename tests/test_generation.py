@@ -14,11 +14,11 @@ import time
 import polars as pl
 import pytest
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import get_scale
-from toolkit.io import SHARDS
-from toolkit.prompts import PromptBuilder, load_template
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import get_scale
+from toolkit.core.stagefolder import SHARDS
+from toolkit.core.prompts import PromptBuilder, load_template
 
 ROW = {C.PAIR_ID: "p1", C.QUERY: "red mug", C.TITLE: "Red ceramic mug", C.BRAND: "Aurelo", C.ATTRIBUTES: '{"color": "red"}', C.GRADE: 4}
 
@@ -111,7 +111,7 @@ def test_multi_token_grade_labels_are_refused(tiny_backend):
 
 
 def test_model_spec_errors(tmp_path):
-    from toolkit.models import resolve_model
+    from toolkit.core.models import resolve_model
 
     with pytest.raises(UserError, match="no such folder"):
         resolve_model("./nope")

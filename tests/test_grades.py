@@ -2,8 +2,8 @@
 
 import pytest
 
-from toolkit.errors import UserError
-from toolkit.grades import SCALES, GradeMapper, GradeScale, builtin_mapper, get_scale, parse_grade_map
+from toolkit.core.errors import UserError
+from toolkit.core.grades import SCALES, GradeMapper, GradeScale, builtin_mapper, get_scale, parse_grade_map
 
 
 def test_default_scale_is_taosr4():

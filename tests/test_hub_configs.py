@@ -38,7 +38,7 @@ def stages(cli, repo, tmp_path):
     rollouts = write_rollouts(tmp_path / "rollouts", {f"p{i}": (4 - i % 4, [4 - i % 4, 1, 2, 4]) for i in range(12)})
     assert cli("make-prefs", rollouts, "-o", tmp_path / "prefs", "--no-teacher").exit_code == 0
     assert cli("label-difficulty", rollouts, "-o", tmp_path / "difficulty").exit_code == 0
-    from toolkit.io import write_manifest
+    from toolkit.core.stagefolder import write_manifest
 
     for stage, extra in (("score", {}), ("eval", {"pred_grade": [4, 1]}), ("retrieve", {"rule_ids": [["R1", "R2"], ["R3"]]})):
         folder = tmp_path / stage

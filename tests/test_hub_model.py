@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from hub_fake import FakeHub
-from toolkit.io import write_manifest
+from toolkit.core.stagefolder import write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def checkpoint(tmp_path, tiny_model_dir):
     """The tiny model as `toolkit train sft` leaves a checkpoint: its files and a manifest (base model by a local path)."""
-    from toolkit.grades import get_scale
+    from toolkit.core.grades import get_scale
 
     out = shutil.copytree(tiny_model_dir, tmp_path / "sft")
     write_manifest(out, "train-sft", {"lr": 1e-4}, {str(tmp_path / "cot/sft.parquet"): "ab" * 32}, {"rows": 8, "steps": 2, "first_loss": 2.0, "last_loss": 1.0},

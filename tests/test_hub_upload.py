@@ -30,7 +30,7 @@ def cot(tmp_path_factory, repo):
     """A stage folder of two kinds (sft / rejects), written as gen-cot writes it (no model needed)."""
     import polars as pl
 
-    from toolkit.io import write_manifest
+    from toolkit.core.stagefolder import write_manifest
 
     out = tmp_path_factory.mktemp("cot") / "cot"
     out.mkdir()

@@ -9,9 +9,9 @@ import json
 import polars as pl
 import pytest
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 from toolkit.ingest import IngestConfig, ingest, pair_id
-from toolkit.io import read_manifest
+from toolkit.core.stagefolder import read_manifest
 
 
 def test_demo_pairs_ingest(cli, repo, tmp_path):
@@ -118,7 +118,7 @@ def test_other_scales_end_to_end(cli, tmp_path, scale, labels, expected):
     r = cli("split", tmp_path / "pairs", "-o", tmp_path / "splits")
     assert r.exit_code == 0, r.stderr
     header = r.stdout.splitlines()[0]
-    from toolkit.grades import get_scale
+    from toolkit.core.grades import get_scale
 
     for g in get_scale(scale).grades:
         assert f"{g.value} {g.name}" in header

@@ -18,7 +18,7 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_import_toolkit_is_light():
-    mods = _loaded_after("import toolkit, toolkit.columns, toolkit.grades")
+    mods = _loaded_after("import toolkit, toolkit.core.columns, toolkit.core.grades")
     assert not [m for m in HEAVY if m in mods]
 
 

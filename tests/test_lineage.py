@@ -1,4 +1,4 @@
-"""How the student prompt was built travels between stages (toolkit.lineage): the answer order
+"""How the student prompt was built travels between stages (toolkit.core.lineage): the answer order
 and whether rules were in the prompts. A model's recorded order is the default of the stages
 that use it and a contradicting --order is refused; a model trained with rules warns when it
 gets prompts without any; a CoT-first model cannot be served by first-token scoring.
@@ -12,12 +12,12 @@ import shutil
 import pytest
 
 from rollouts_data import write_rollouts
-from toolkit import columns as C
-from toolkit import lineage
-from toolkit.errors import UserError
-from toolkit.grades import get_scale
-from toolkit.io import read_manifest
-from toolkit.parsing import COT_FIRST, LABEL_FIRST
+from toolkit.core import columns as C
+from toolkit.core import lineage
+from toolkit.core.errors import UserError
+from toolkit.core.grades import get_scale
+from toolkit.core.stagefolder import read_manifest
+from toolkit.core.parsing import COT_FIRST, LABEL_FIRST
 
 
 def _record(folder, **facts):
@@ -78,7 +78,8 @@ def test_a_model_trained_with_rules_warns_when_its_prompts_have_none(cli, repo, 
 
 def test_make_prefs_and_label_difficulty_pass_the_record_on(tmp_path):
     from toolkit.difficulty import LabelDifficultyConfig, label_difficulty
-    from toolkit.preferences import MakePrefsConfig, answer_order, make_preferences
+    from toolkit.preferences import MakePrefsConfig, make_preferences
+    from toolkit.teacher import answer_order
 
     folder = write_rollouts(tmp_path / "r", {"a": (4, [4, 1, 3]), "b": (2, [1, 3]), "c": (3, [3, 2])})
     _record(folder, order=COT_FIRST, rules=True)
@@ -98,7 +99,7 @@ def test_make_prefs_and_label_difficulty_pass_the_record_on(tmp_path):
 def test_teacher_answers_follow_the_policys_order():
     from test_preferences import FakeBackend
 
-    from toolkit.preferences import teacher_from_backend
+    from toolkit.teacher import teacher_from_backend
 
     backend = FakeBackend(["1. Query: shoes.\n5. Decision: Mismatch.\nGrade: 2"])
     rows = [{C.PAIR_ID: "a", C.GRADE: 2, C.QUERY: "q", C.TITLE: "t"}]

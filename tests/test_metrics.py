@@ -7,18 +7,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from toolkit.errors import UserError
-from toolkit.grades import get_scale
-from toolkit.metrics import (
-    UNPARSED,
-    check_probs,
-    classification_metrics,
-    confusion_matrix,
-    grade_indices,
-    hallucination,
-    macro_f1,
-    reliability,
-)
+from toolkit.core.errors import UserError
+from toolkit.core.grades import get_scale
+from toolkit.core.metrics import (UNPARSED, check_probs, classification_metrics, confusion_matrix, grade_indices, hallucination, macro_f1,
+    reliability)
 
 TAOSR4 = get_scale("taosr4")
 BINARY = get_scale("binary")

@@ -24,12 +24,12 @@ import polars as pl
 import pytest
 
 from model_fixtures import SERVED_MODEL, SERVER_KEY_ENV
-from toolkit import columns as C
-from toolkit.errors import UserError
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, SamplingConfig
-from toolkit.grades import get_scale
-from toolkit.io import SHARDS
-from toolkit.prompts import PromptBuilder
+from toolkit.core.grades import get_scale
+from toolkit.core.stagefolder import SHARDS
+from toolkit.core.prompts import PromptBuilder
 
 pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.usefixtures("stop_vllm_after_module")]
 

@@ -24,8 +24,8 @@ import pytest
 
 from checks import one_line_error
 from rollouts_data import write_rollouts
-from toolkit import columns as C
-from toolkit.io import MANIFEST, read_manifest
+from toolkit.core import columns as C
+from toolkit.core.stagefolder import MANIFEST, read_manifest
 
 DEAD_PID = 2**22 + 12345  # above Linux's default pid_max of 4,194,304: never a live process
 
@@ -90,7 +90,7 @@ def _hold(folder, seconds=60):
     """A second process that claims `folder` as a stage would and holds it."""
     code = textwrap.dedent(f"""
         import time
-        from toolkit.io import claim_output
+        from toolkit.core.stagefolder import claim_output
         with claim_output({str(folder)!r}, "split"):
             print("held", flush=True)
             time.sleep({seconds})
@@ -162,7 +162,7 @@ def test_a_missing_or_damaged_model_leaves_nothing_behind(cli, repo, tmp_path):
 
 
 def test_push_never_empties_a_build_dir_it_did_not_build(cli, repo, tmp_path):
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.hub import PushConfig, build_hub_folder
 
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
@@ -260,8 +260,8 @@ def test_a_split_the_pairs_do_not_have_is_an_error_unless_they_are_not_split(cli
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     cli("split", tmp_path / "pairs", "-o", tmp_path / "splits")
     one_line_error(cli("score", tmp_path / "splits", "--model", tmp_path / "nowhere", "--split", "nosuch", "-o", tmp_path / "o"),
-                   "no rows of split 'nosuch'", "dev, test, train")
-    from toolkit.pairs import load_pairs
+                   "no rows with split 'nosuch'", "dev, test, train")
+    from toolkit.core.pairs import load_pairs
 
     assert load_pairs(tmp_path / "pairs", "train").height == 109  # not split yet: every row
     assert set(load_pairs(tmp_path / "splits", "dev")[C.SPLIT]) == {"dev"}

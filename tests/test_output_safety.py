@@ -14,8 +14,8 @@ import pytest
 
 from checks import one_line_error
 from rollouts_data import write_rollouts
-from toolkit import columns as C
-from toolkit.io import mark_incomplete, read_manifest
+from toolkit.core import columns as C
+from toolkit.core.stagefolder import mark_incomplete, read_manifest
 from toolkit.pipeline import Pipeline, run_pipeline
 
 

@@ -5,7 +5,7 @@ Run: .venv/bin/python -m pytest tests/test_parsing.py -q
 
 import pytest
 
-from toolkit import parsing as P
+from toolkit.core import parsing as P
 
 L = ["4", "3", "2", "1"]
 NAMES = ["Excellent", "Related", "Mismatch", "Irrelevant"]

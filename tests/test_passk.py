@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 from rollouts_data import rollouts_frame, write_rollouts
 
-from toolkit import columns as C
-from toolkit.errors import UserError
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
 from toolkit.generation.base import Generation
-from toolkit.grades import get_scale
+from toolkit.core.grades import get_scale
 from toolkit.passk import pass_at_k, passk_report, passk_table
 from toolkit.rollouts import grade_probs, rollout_rows, scan_rollouts
 

@@ -11,8 +11,9 @@ import shutil
 import polars as pl
 import pytest
 
-from toolkit.errors import UserError
-from toolkit.hub import PushConfig, card_metadata, push
+from toolkit.core.errors import UserError
+from toolkit.hub import PushConfig, push
+from toolkit.core.stagefolder.remote import card_metadata
 from toolkit.pipeline import Pipeline, run_pipeline
 
 
@@ -201,7 +202,7 @@ def test_push_public_and_errors(cli, tmp_path, repo):
         def create_repo(self, **kw):
             raise RuntimeError("401 Client Error: Unauthorized for url")
 
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     with pytest.raises(UserError, match="upload to me/pairs failed: 401"):
         push(PushConfig(folder=str(tmp_path / "pairs"), repo_id="me/pairs"), api=Failing())

@@ -11,11 +11,12 @@ import polars as pl
 import pytest
 from rollouts_data import prompt_messages, write_rollouts
 
-from toolkit import columns as C
-from toolkit.errors import UserError
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
 from toolkit.generation.base import Generation
-from toolkit.grades import get_scale
-from toolkit.preferences import PREFS_FILE, TEACHER_FILE, MakePrefsConfig, make_preferences, teacher_from_backend
+from toolkit.core.grades import get_scale
+from toolkit.preferences import PREFS_FILE, TEACHER_FILE, MakePrefsConfig, make_preferences
+from toolkit.teacher import teacher_from_backend
 
 
 def gold_teacher(rows):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.progress import MARK
+from toolkit.core.progress import MARK
 
 REPO = Path(__file__).resolve().parents[1]
 # a line of the toolkit's own: its one-line errors and warnings, and records of its own loggers
@@ -86,7 +86,7 @@ class Tty(io.StringIO):
         return True
 if sys.argv[3] == "tty":
     sys.stderr = Tty()
-from toolkit.progress import bars_enabled, configure, library_bars_enabled
+from toolkit.core.progress import bars_enabled, configure, library_bars_enabled
 configure(int(sys.argv[1]), int(sys.argv[2]))
 keys = ["VLLM_LOGGING_LEVEL", "VLLM_LOGGING_STREAM", "TRANSFORMERS_VERBOSITY", "PYTHONWARNINGS", "TORCH_CPP_LOG_LEVEL", "HF_HUB_DISABLE_PROGRESS_BARS"]
 print(json.dumps({"bar": bars_enabled(), "library_bars": library_bars_enabled(), **{k: os.environ.get(k) for k in keys}}))
@@ -186,8 +186,8 @@ def test_training_prints_no_metric_dicts_or_bars(tiny_model_dir, tmp_path):
     """The HF Trainer prints its log dicts on stdout and draws bars on stderr; here stdout is the summary alone."""
     import polars as pl
 
-    from toolkit.grades import get_scale
-    from toolkit.io import write_manifest
+    from toolkit.core.grades import get_scale
+    from toolkit.core.stagefolder import write_manifest
 
     rows = [{"pair_id": f"p{i}", "grade": g,
              "prompt": [{"role": "system", "content": "Grade the item."}, {"role": "user", "content": f"Query: mug {i}\nItem: mug"}],

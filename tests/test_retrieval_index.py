@@ -23,8 +23,8 @@ from retrieval_index.lexical import tokenize
 from retrieval_index.retrieve import RetrieveConfig, retrieve
 from retrieval_index.snippets import load_file, load_snippets, scope_matches
 from retrieval_index.store import AUTO_APPROX_MIN, IndexSpec, build_faiss, search_faiss
-from toolkit import columns as C
-from toolkit.errors import UserError
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
 
 pytest.importorskip("faiss")
 

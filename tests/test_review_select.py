@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from checks import one_line_error
-from toolkit.io import read_manifest, write_manifest
-from toolkit.grades import get_scale
+from toolkit.core.stagefolder import read_manifest, write_manifest
+from toolkit.core.grades import get_scale
 
 # gold grade, grade_probs (best grade first): rows a..h
 ROWS = {

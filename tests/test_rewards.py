@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.errors import UserError
-from toolkit.grades import get_scale
-from toolkit.parsing import COT_FIRST
+from toolkit.core.errors import UserError
+from toolkit.core.grades import get_scale
+from toolkit.core.parsing import COT_FIRST
 from trainers.rewards import completion_text, make_rewards
 
 SCALE = get_scale("taosr4")

@@ -14,9 +14,9 @@ import json
 import polars as pl
 import pytest
 
-from toolkit import columns as C
-from toolkit.grades import get_scale
-from toolkit.io import read_manifest
+from toolkit.core import columns as C
+from toolkit.core.grades import get_scale
+from toolkit.core.stagefolder import read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_a_scale_travels_through_every_stage(name, cli, repo, tmp_path, index, t
 
     for folder in ("pairs", "splits", "retrieved", "cot", "sft", "rollouts", "difficulty", "scores", "tiers", "eval"):
         assert scale_of(folder) == name, folder
-    # so does how the student prompt was built (toolkit.lineage): label first, with rules
+    # so does how the student prompt was built (toolkit.core.lineage): label first, with rules
     for folder in ("cot", "sft", "rollouts", "difficulty", "scores"):
         assert read_manifest(tmp_path / folder)["student_prompt"] == {"order": "label_first", "rules": True}, folder
 

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from toolkit.errors import UserError, redact
+from toolkit.core.errors import UserError, redact
 
 KEY = "sk-proj-" + "Zq7Lm2Xv9Kp4Rt8Wn3Bc6Hd1Jf5Gs0Ay2Ue7Io4" + "Tx9Qm"  # 53 characters, like a real key
 KEY_ENV = "TOOLKIT_TEST_SECRET_KEY"

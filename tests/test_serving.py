@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 
 pytestmark = pytest.mark.slow
 httpx = pytest.importorskip("httpx")

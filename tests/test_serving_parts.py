@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 
 pytest.importorskip("pydantic")
 
@@ -163,8 +163,8 @@ def test_docs_page_loads_its_js_and_css_from_the_app_not_a_cdn():
 
 
 def _prompts():
-    from toolkit.grades import get_scale
-    from toolkit.prompts import PromptBuilder
+    from toolkit.core.grades import get_scale
+    from toolkit.core.prompts import PromptBuilder
 
     b = PromptBuilder(get_scale())
     rows = [

@@ -1,4 +1,4 @@
-"""toolkit.shards.run_shards: finished shards are reused on rerun, redone with fresh=True (a stage's --force);
+"""toolkit.core.shards.run_shards: finished shards are reused on rerun, redone with fresh=True (a stage's --force);
 only shard files the toolkit recorded writing are ever deleted.
 
 Run: .venv/bin/python -m pytest tests/test_shards.py -q
@@ -6,7 +6,7 @@ Run: .venv/bin/python -m pytest tests/test_shards.py -q
 
 import polars as pl
 
-from toolkit.shards import RECORD, SHARDS, run_shards, written
+from toolkit.core.shards import RECORD, SHARDS, run_shards, written
 
 
 def _run(out, calls, **kw):

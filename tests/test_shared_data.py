@@ -7,7 +7,7 @@ Run: .venv/bin/python -m pytest tests/test_shared_data.py -q
 import polars as pl
 import pytest
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 from toolkit.ingest import IngestConfig, ingest
 
 pytestmark = pytest.mark.shared_data

@@ -5,7 +5,7 @@ Run: .venv/bin/python -m pytest tests/test_splits.py -q
 
 import polars as pl
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 from toolkit.splits import assign_splits, query_key
 
 
@@ -98,7 +98,7 @@ def test_max_rows_errors_name_the_fix(cli, repo, tmp_path):
 
 
 def test_a_pairs_file_keeps_its_folders_grade_scale(cli, repo, tmp_path):
-    from toolkit.io import read_manifest
+    from toolkit.core.stagefolder import read_manifest
 
     cli("ingest", repo / "demo/pairs.jsonl", "--scale", "three", "--grade-map", "4=3,3=2,2=1,1=1", "-o", tmp_path / "pairs")
     r = cli("split", tmp_path / "pairs" / "pairs.parquet", "-o", tmp_path / "splits")

@@ -22,8 +22,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from toolkit.grades import get_scale
-from toolkit.io import write_manifest
+from toolkit.core.grades import get_scale
+from toolkit.core.stagefolder import write_manifest
 
 SCALE = get_scale("taosr4")
 SYSTEM = "Grade the search result: 4 if the item is what the query asks for, 1 if it is another product."
@@ -453,7 +453,7 @@ def test_dev_evaluation_while_training_keeps_the_best_step(cli, tmp_path, tiny_m
     holds the weights of the step with the best dev macro-F1 (scored again here, it gives that step's number)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.dev_eval import evaluate, load_dev
+    from toolkit.training import evaluate, load_dev
 
     sft = stage_folder(tmp_path, "sft", toy_rows(WORDS[:8]))
     dev_rows = [{**r, "split": "dev"} for r in toy_rows(WORDS[8:14], seed=1)]

@@ -13,10 +13,10 @@ import math
 import polars as pl
 import pytest
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 from toolkit.generation.base import BackendConfig, SamplingConfig
-from toolkit.grades import get_scale
-from toolkit.prompts import PromptBuilder
+from toolkit.core.grades import get_scale
+from toolkit.core.prompts import PromptBuilder
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stop_vllm_after_module")]
 

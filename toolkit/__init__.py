@@ -6,7 +6,7 @@ stage that needs them runs.
 
 __version__ = "0.1.2"
 
-from toolkit.errors import UserError  # noqa: E402
-from toolkit.grades import GradeScale, get_scale  # noqa: E402
+from toolkit.core.errors import UserError  # noqa: E402
+from toolkit.core.grades import GradeScale, get_scale  # noqa: E402
 
 __all__ = ["__version__", "UserError", "GradeScale", "get_scale"]

@@ -21,14 +21,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import StageConfig, atomic_dir, input_hashes, sha256_file, write_manifest, writes_output
+from toolkit.core.stagefolder import StageConfig, atomic_dir, input_hashes, sha256_file, write_manifest, writes_output
+from toolkit.core.stagefolder.files import RULES_JSONL, RULES_MD
 
 log = logging.getLogger(__name__)
 
 STAGE = "atomize"
-RULES_MD, RULES_JSONL = "rules.md", "rules.jsonl"
 DROPS = ("none", "too_short", "too_long", "truncated", "duplicate")
 
 SYSTEM = "You turn annotation guidelines for e-commerce search relevance into short, atomic, checkable rules."

@@ -25,23 +25,23 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit import lineage
-from toolkit import parsing as P
+from toolkit.core import columns as C
+from toolkit.core import lineage
+from toolkit.core import parsing as P
 from toolkit.cot_filters import FilterConfig, NearDuplicates, check
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import (StageConfig, atomic_write_text, input_hashes, manifest_of, mark_incomplete, model_inputs, sha256_json,
-                        write_manifest, write_parquet, writes_output)
-from toolkit.pairs import load_pairs
-from toolkit.prompts import PromptBuilder
-from toolkit.shards import ShardRun, run_shards
-from toolkit.stats import scale_of
+from toolkit.core.stagefolder import (StageConfig, atomic_write_text, input_hashes, manifest_of, mark_incomplete, model_inputs,
+    sha256_json, write_manifest, write_parquet, writes_output)
+from toolkit.core.pairs import load_pairs
+from toolkit.core.prompts import PromptBuilder
+from toolkit.core.shards import ShardRun, run_shards
+from toolkit.core.stagefolder import scale_of
+from toolkit.core.stagefolder.files import REJECTS_FILE, SFT_FILE, STATS_FILE
 
 log = logging.getLogger(__name__)
 
 STAGE = "gen-cot"
-SFT_FILE, REJECTS_FILE, STATS_FILE = "sft.parquet", "rejects.parquet", "stats.json"
 DROP_REASON = "drop_reason"
 TEACHER = "teacher"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from toolkit import parsing as P
+from toolkit.core import parsing as P
 
 STEP_NAMES = ("query understanding", "item understanding", "category match", "attribute match", "decision")
 

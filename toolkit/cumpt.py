@@ -10,7 +10,7 @@ Edge cases and rounding (our choices):
 * β = 0: every row gets the top grade (cum[0] ≥ 0 always).
 * β = 1: the first grade where the cumulative sum reaches 1 − tol, i.e. the worst grade with
   non-zero probability (up to tol). The bottom grade always qualifies, because rows are
-  renormalised to sum to 1 (`toolkit.metrics.check_probs`), so every row gets a grade.
+  renormalised to sum to 1 (`toolkit.core.metrics.check_probs`), so every row gets a grade.
 * Predictions are piecewise constant in β and move to worse grades as β grows, so the Good rate
   never increases with β.
 
@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale
-from toolkit.metrics import f1_from_counts, macro_f1
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
+from toolkit.core.metrics import f1_from_counts, macro_f1
+from toolkit.core.stagefolder.files import RULE_FILE
 
 TOL = 1e-9
 GOOD, MID, BAD = "Good", "Mid", "Bad"
-RULE_FILE = "tiers.json"
 RULE_SCHEMA = "toolkit.tiers/1"
 
 
@@ -338,7 +338,7 @@ class TierRule:
         }
 
     def save(self, path: "str | Path") -> None:
-        from toolkit.io import atomic_write_text
+        from toolkit.core.stagefolder import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 

@@ -30,18 +30,18 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit import lineage
-from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest, write_parquet, writes_output
+from toolkit.core import columns as C
+from toolkit.core import lineage
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest,
+    write_parquet, writes_output)
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
-from toolkit.stats import scale_of
+from toolkit.core.stagefolder import scale_of
+from toolkit.core.stagefolder.files import DIFFICULTY_FILE, GRPO_FILE
 
 log = logging.getLogger(__name__)
 
 STAGE = "label-difficulty"
-DIFFICULTY_FILE = "difficulty.parquet"
-GRPO_FILE = "grpo.parquet"
 DEFAULT_GAMMA = 0.9
 DEFAULT_BUCKETS = "unsolved=0,hard=0.4,medium=0.8,easy=1"
 _EPS = 1e-9

@@ -6,7 +6,7 @@ The predictions contract (a Parquet file, or a stage folder of them):
 * `grade_probs` — list[float], first-token probabilities of the grade labels, scale order (best
   first), each row summing to 1 (± `prob_tolerance`); and/or
 * `pred_grade` — the emitted grade (null = unparseable answer), and/or `text` (the raw answer,
-  parsed with `toolkit.parsing.parse_answer` when there is no `pred_grade`);
+  parsed with `toolkit.core.parsing.parse_answer` when there is no `pred_grade`);
 * optional `text` or `rationale` (+ `pred_grade`) for the discriminative-hallucination measure,
   and `split`.
 
@@ -28,17 +28,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale, get_scale
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_pairs, up_to_date_line, write_manifest, write_parquet, writes_output
-from toolkit.metrics import PROB_TOLERANCE, UNPARSED, check_probs, classification_metrics, grade_indices, hallucination, reliability
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale, get_scale
+from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest, write_parquet,
+    writes_output)
+from toolkit.core.pairs import select_split
+from toolkit.core.tables import read_pairs
+from toolkit.core.metrics import PROB_TOLERANCE, UNPARSED, probs_of, classification_metrics, grade_indices, hallucination, reliability
+from toolkit.core.stagefolder.files import PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
 
 DECISIONS = ("auto", "argmax", "parsed")
 METRICS_SCHEMA = "toolkit.eval/1"
-PREDICTIONS_FILE = "predictions.parquet"
 
 
 # -- reading predictions (shared with `toolkit tier`) --------------------------------------
@@ -49,7 +52,7 @@ def resolve_scale(spec: str | None, path: "str | Path | None") -> GradeScale:
     if spec:
         return get_scale(spec)
     if path is not None:
-        from toolkit.stats import scale_of
+        from toolkit.core.stagefolder import scale_of
 
         return scale_of(path)
     return get_scale(None)
@@ -61,37 +64,13 @@ def load_frame(path: "str | Path", required: list[str], split: str | None = None
     return select_split(df, split, str(path))
 
 
-def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFrame:
-    if not split:
-        return df
-    if C.SPLIT not in df.columns:
-        raise UserError(f"{where}: --split {split} given but there is no `{C.SPLIT}` column; drop --split or pass split data")
-    part = df.filter(pl.col(C.SPLIT) == split)
-    if part.height == 0:
-        found = sorted(str(s) for s in df[C.SPLIT].unique().to_list())
-        raise UserError(f"{where}: no rows with split {split!r}; splits found: {', '.join(found)}")
-    return part
-
-
-def probs_of(df: pl.DataFrame, scale: GradeScale, tolerance: float = PROB_TOLERANCE) -> np.ndarray | None:
-    if C.GRADE_PROBS not in df.columns or df[C.GRADE_PROBS].null_count() == df.height:
-        return None  # none at all (e.g. `toolkit score --mode generate` of a CoT-first model): the parsed grades are evaluated
-    dtype = df.schema[C.GRADE_PROBS]
-    if not isinstance(dtype, (pl.List, pl.Array)) or not (dtype.inner.is_numeric() or dtype.inner == pl.Null):
-        raise UserError(f"column `{C.GRADE_PROBS}` holds {dtype}, not lists of numbers; write it as list[float] in Parquet")
-    col = df[C.GRADE_PROBS]
-    col = col.cast(pl.List(pl.Float64)) if isinstance(col.dtype, pl.Array) else col
-    ids = df[C.PAIR_ID].to_list() if C.PAIR_ID in df.columns else None
-    return check_probs(col, scale, tolerance, ids)
-
-
 def emitted(df: pl.DataFrame, scale: GradeScale, order: str) -> tuple[list, list] | None:
     """(emitted label or None, rationale) per row for the hallucination measure, or None when no text.
 
     From `text` (parsed) when present, else from `rationale` + `pred_grade`.
     """
     if C.TEXT in df.columns:
-        from toolkit.parsing import parse_answer
+        from toolkit.core.parsing import parse_answer
 
         finish = df[C.FINISH_REASON].to_list() if C.FINISH_REASON in df.columns else [None] * df.height
         parsed = [parse_answer(t, scale.labels, order, f) for t, f in zip(df[C.TEXT].to_list(), finish)]
@@ -121,7 +100,7 @@ class EvalConfig(StageConfig):
     extra: dict = field(default_factory=dict)  # recorded in the config (e.g. the scoring model's settings)
 
     def __post_init__(self):
-        from toolkit import lineage
+        from toolkit.core import lineage
 
         if self.decision not in DECISIONS:
             raise UserError(f"--decision must be one of {', '.join(DECISIONS)}; got {self.decision!r}")
@@ -269,7 +248,7 @@ def _tiering(rule_path: str, probs: np.ndarray, gold: np.ndarray, scale: GradeSc
 
 
 def _plots(metrics: dict, scale: GradeScale, folder: Path) -> dict[str, str]:
-    from toolkit import plots
+    from toolkit.core import plots
 
     if not plots.available():
         return {}

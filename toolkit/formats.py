@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.io import read_table
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.tables import read_table
 
 ROW = "_row"
 RAW_COLUMNS = [C.QUERY, C.TITLE, C.DESCRIPTION, C.ATTRIBUTES, C.CATEGORY, C.BRAND, C.RAW_LABEL, C.ITEM_ID, C.QUERY_ID, C.SPLIT]

@@ -17,8 +17,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.errors import UserError, missing_extra, redact
-from toolkit.io import CONFIG, MANIFEST, check_output_path, listing, read_manifest
+from toolkit.core.errors import UserError, missing_extra, redact
+from toolkit.core.stagefolder import CONFIG, MANIFEST, check_output_path, listing, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> Uploaded:
             from huggingface_hub import HfApi, get_token
         except ImportError:
             raise missing_extra("hub", "huggingface_hub") from None
-        from toolkit.progress import quiet_libraries
+        from toolkit.core.progress import quiet_libraries
 
         quiet_libraries()
         token = os.environ.get(cfg.token_env) or get_token()
@@ -353,141 +353,4 @@ def push(cfg: PushConfig, api=None) -> tuple[Path, Uploaded | None]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def card_metadata(readme: "str | Path") -> dict:
-    """The YAML header of a dataset card (for tests and checks)."""
-    import yaml
-
-    text = Path(readme).read_text(encoding="utf-8")
-    if not text.startswith("---\n"):
-        raise UserError(f"{readme}: no YAML header")
-    return yaml.safe_load(text[4 : text.index("\n---", 4)])
-
-
-# -- back in from the Hub ----------------------------------------------------------------------
-
-HUB_URI = re.compile(r"^hf://datasets/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+?))?(?::(?P<config>[\w.-]+))?$")
-SPLIT_BACK = {"validation": "dev"}  # the Hub's split names back to the toolkit's
-
-
-def is_hub_dataset(spec: str) -> bool:
-    """A Hub dataset (`hf://datasets/owner/name[@revision][:config]`) or a local folder in the Hub layout (a README.md card with configs)."""
-    if str(spec).startswith("hf://"):
-        return True
-    p = Path(spec)
-    return p.is_dir() and (p / "README.md").exists() and not (p / MANIFEST).exists() and _has_configs(p / "README.md")
-
-
-def _has_configs(readme: Path) -> bool:
-    try:
-        return bool(card_metadata(readme).get("configs"))
-    except Exception:  # noqa: BLE001 - not a card: not the Hub layout
-        return False
-
-
-def _hub_ref(uri: str) -> tuple[str, str | None, str | None]:
-    """(repo, revision, config) of `hf://datasets/OWNER/NAME[@REVISION][:CONFIG]`."""
-    m = HUB_URI.match(uri)
-    if not m:
-        raise UserError(f"{uri}: write a Hub dataset as hf://datasets/OWNER/NAME, with @REVISION (a tag such as round-3, a branch or "
-                        "a commit) and :CONFIG when needed")
-    return m["repo"], m["rev"], m["config"]
-
-
-def _cache_key(repo: str, rev: str | None) -> str:
-    return f"{repo.replace('/', '__')}@{rev or 'main'}"
-
-
-def _load(spec: str, what: str, load):
-    """`load(datasets)` with the `datasets` package, a failure (not found, private without a token, offline) as one line."""
-    try:
-        import datasets
-    except ImportError:
-        raise missing_extra("hub", "datasets") from None
-    try:
-        return load(datasets)
-    except Exception as e:  # noqa: BLE001 - whatever the Hub or the loader says: one line with its first line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{spec}: cannot {what} ({first[:200]}); check the name, the revision and config, your token ($HF_TOKEN) "
-                        "and network") from None
-
-
-def _frame(ds):
-    import polars as pl
-
-    return pl.from_arrow(ds.data.table)
-
-
-def fetch_dataset(spec: str) -> Path:
-    """Load a Hub dataset (or a local folder in its layout) with `datasets`, every split of one config, into one
-    Parquet file with a `split` column (the Hub's `validation` back to `dev`) under the toolkit cache; returns its path."""
-    from toolkit.io import write_parquet
-    from toolkit.models import cache_dir
-
-    import polars as pl
-
-    spec = str(spec)
-    if spec.startswith("hf://"):
-        source, rev, config = _hub_ref(spec)
-        key = _cache_key(source, rev)
-    else:
-        source, rev, config = str(Path(spec).resolve()), None, None
-        key = "local__" + hashlib.sha256(source.encode()).hexdigest()[:12]
-    loaded = _load(spec, "load it with `datasets`", lambda datasets: datasets.load_dataset(source, config, revision=rev))
-    frames = [_frame(ds).with_columns(pl.lit(SPLIT_BACK.get(name, name)).alias("split")) for name, ds in loaded.items() if ds.num_rows]
-    if not frames:
-        raise UserError(f"{spec}: the dataset has no rows")
-    out = cache_dir() / "hub" / key / f"{config or 'default'}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet(pl.concat(frames, how="diagonal_relaxed"), out)
-    return out
-
-
-def fetch_stage_folder(uri: str) -> Path:
-    """A stage folder rebuilt from a dataset `toolkit push` published (`hf://datasets/owner/name@revision`), for any stage
-    that reads a folder: each config back to its file (`sft.parquet`, `rollouts.parquet`, the split files of `default`),
-    and the published `toolkit/manifest.json` as its manifest (grade scale, prompt lineage). Under the toolkit cache."""
-    import json
-
-    from toolkit.io import atomic_dir, write_parquet
-    from toolkit.models import cache_dir
-
-    repo, rev, only = _hub_ref(uri)
-
-    def load(datasets):
-        from huggingface_hub import hf_hub_download
-
-        names = [only] if only else datasets.get_dataset_config_names(repo, revision=rev)
-        manifest = json.loads(Path(hf_hub_download(repo, "toolkit/manifest.json", repo_type="dataset", revision=rev)).read_text(encoding="utf-8"))
-        return manifest, {name: datasets.load_dataset(repo, name, revision=rev) for name in names}
-
-    manifest, loaded = _load(uri, "read it as a stage folder published by `toolkit push`", load)
-    import polars as pl
-
-    stage_files = [n for n in (manifest.get("outputs") or {}) if n.endswith(".parquet")]
-    out = cache_dir() / "hub" / _cache_key(repo, rev) / "folder"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out) as tmp:
-        for name, dd in loaded.items():
-            frames = {split: _frame(ds) for split, ds in dd.items()}
-            if name != "default":
-                write_parquet(pl.concat(list(frames.values()), how="diagonal_relaxed"), tmp / f"{name}.parquet")
-            elif len(frames) == 1 and len(stage_files) == 1:
-                write_parquet(next(iter(frames.values())), tmp / stage_files[0])
-            else:
-                for split, df in frames.items():
-                    write_parquet(df, tmp / f"{SPLIT_BACK.get(split, split)}.parquet")
-        (tmp / MANIFEST).write_text(json.dumps({**manifest, "outputs": {}, "fetched_from": uri}, indent=2), encoding="utf-8")
-    return out
-
-
-def hub_inputs(cfg) -> None:
-    """Replace each `hf://datasets/...` folder a stage config names by the stage folder fetched from the Hub (fetch_stage_folder)."""
-    from dataclasses import fields
-
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, str) and value.startswith("hf://datasets/"):
-            setattr(cfg, f.name, str(fetch_stage_folder(value)))
-
-
-__all__ = ["PushConfig", "Uploaded", "fetch_dataset", "fetch_stage_folder", "hub_inputs", "is_hub_dataset", "build_hub_folder", "upload", "push", "card_metadata"]
+__all__ = ["PushConfig", "Uploaded", "build_hub_folder", "upload", "push"]

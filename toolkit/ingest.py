@@ -25,17 +25,17 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 from toolkit import formats as F
-from toolkit.errors import UserError
-from toolkit.grades import GradeMapper, builtin_mapper, get_scale, parse_grade_map, parse_thresholds
-from toolkit.progress import progress
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest, write_parquet, writes_output
-from toolkit.pairs import MAX_FIELD_CHARS, clean_text
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeMapper, builtin_mapper, get_scale, parse_grade_map, parse_thresholds
+from toolkit.core.progress import progress
+from toolkit.core.stagefolder import atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest, write_parquet, writes_output
+from toolkit.core.pairs import MAX_FIELD_CHARS, clean_text
+from toolkit.core.stagefolder.files import PAIRS_FILE
 
 log = logging.getLogger(__name__)
 
-PAIRS_FILE = "pairs.parquet"
 
 
 @dataclass
@@ -51,7 +51,7 @@ class IngestConfig:
     separator: str | None = None
     drop_invalid: bool = False
     on_conflict: str = "drop"  # the same pair given different grades: drop | majority | error
-    max_field_chars: int = MAX_FIELD_CHARS  # longer text fields are cut (counted); see toolkit.pairs
+    max_field_chars: int = MAX_FIELD_CHARS  # longer text fields are cut (counted); see toolkit.core.pairs
     columns: F.ColumnMap = field(default_factory=F.ColumnMap)
     esci_locale: str | None = "us"
     esci_version: str | None = None  # small | large | None (all)
@@ -101,7 +101,7 @@ class IngestConfig:
 
 
 def _builtin_names():
-    from toolkit.grades import SCALES
+    from toolkit.core.grades import SCALES
 
     return SCALES
 
@@ -123,7 +123,7 @@ class IngestResult:
 def _from_hub(cfg: IngestConfig) -> IngestConfig:
     """Hub datasets (`hf://datasets/owner/name@revision`) and local folders in the Hub layout, loaded with `datasets`
     into one Parquet file each (its content is what the manifest hashes); other inputs as they are."""
-    from toolkit.hub import fetch_dataset, is_hub_dataset
+    from toolkit.core.stagefolder.remote import fetch_dataset, is_hub_dataset
 
     if not any(is_hub_dataset(p) for p in cfg.inputs):
         return cfg
@@ -271,7 +271,7 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     cfg = _from_hub(cfg)
     inputs = input_hashes(cfg.inputs)
     if not cfg.force and is_up_to_date(out, "ingest", resolved, inputs):
-        from toolkit.io import read_manifest
+        from toolkit.core.stagefolder import read_manifest
 
         return IngestResult(out, read_manifest(out)["counts"], skipped=True)
     pairs, counts, loaded = build_pairs(cfg)

@@ -14,11 +14,11 @@ import json
 import shutil
 from pathlib import Path
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.hub import card_license, shown_name
-from toolkit.io import CONFIG, MANIFEST, read_manifest
+from toolkit.core.stagefolder import CONFIG, MANIFEST, read_manifest
+from toolkit.core.stagefolder.files import TRAIN_LOG
 
-TRAIN_LOG = "train_log.json"
 
 
 def is_checkpoint(src: Path, manifest: dict) -> bool:
@@ -118,7 +118,7 @@ def _eval_lines(cfg) -> list[str]:
 
 
 def _scale_code(scale: dict) -> str:
-    from toolkit.grades import SCALES, GradeScale
+    from toolkit.core.grades import SCALES, GradeScale
 
     name = scale.get("name")
     if name in SCALES and SCALES[name].same_grades(GradeScale.from_dict(scale)):
@@ -137,7 +137,7 @@ def _recipe(cfg, grades: list[dict], order: str, baseline: bool, scale: dict | N
     lines = ["## Scoring", "", "With the toolkit (`pip install taosr-toolkit`): `toolkit score PAIRS --model " + repo + "` or "
              "`toolkit serve --model " + repo + "`. By hand, first-token grade probabilities:", "",
              "```python", "import torch", "from transformers import AutoModelForCausalLM, AutoTokenizer",
-             "from toolkit.grades import GradeScale, get_scale", "from toolkit.prompts import PromptBuilder", "",
+             "from toolkit.core.grades import GradeScale, get_scale", "from toolkit.core.prompts import PromptBuilder", "",
              f'tok = AutoTokenizer.from_pretrained("{repo}")', f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
              f'builder = PromptBuilder({_scale_code(scale or {})}, "{order}")',
              'rules = []  # ' + ("the guideline rules retrieved for the pair (`toolkit retrieve`): it was trained with them" if rules

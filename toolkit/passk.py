@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError, missing_extra
-from toolkit.grades import GradeScale
-from toolkit.rollouts import pass_rates
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError, missing_extra
+from toolkit.core.grades import GradeScale, get_scale
+from toolkit.core.stagefolder import Key, StageConfig, StageResult, claim_output, input_hashes, run_stage, scale_of
+from toolkit.rollouts import input_files, pass_rates, scan_rollouts
+from toolkit.core.stagefolder.files import PASSK_FILES
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ ALL = "all"
 K = "k"
 PASS_AT_K = "pass_at_k"
 PAIRS = "pairs"
-FILES = ("passk.md", "passk.json", "passk.csv", "passk.png")
+FILES = PASSK_FILES
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -162,3 +164,52 @@ def passk_report(rollouts_df: "pl.DataFrame | pl.LazyFrame", scale: GradeScale, 
             report.files.append(out / FILES[3])
     log.info("pass@k: %s", report.summary())
     return report
+
+
+# -- the `toolkit passk` stage ------------------------------------------------------------------------
+
+
+@dataclass
+class PasskConfig(StageConfig):
+    rollouts: str  # a rollouts folder (`toolkit sample`)
+    out: str | None = None  # None: the table is only printed
+    plot: bool = True
+    scale: str | None = None  # None: the scale recorded in the rollouts' manifest
+    force: bool = False
+
+    def resolved(self) -> dict:
+        return {"rollouts": str(self.rollouts), "plot": self.plot, "scale": self.scale_obj().name}
+
+    def scale_obj(self) -> GradeScale:
+        return get_scale(self.scale) if self.scale else scale_of(self.rollouts)
+
+
+@dataclass
+class PasskResult(StageResult):
+    report: PasskReport | None = None
+    STAGE = "passk"
+
+    def headline(self) -> str:
+        return self.report.summary() if self.report else f"{self.counts.get('pairs', 0)} pairs"
+
+    def summary(self) -> str:
+        if self.skipped or self.report is None:
+            return super().summary()
+        wrote = f"; wrote {', '.join(p.name for p in self.report.files)} to {self.out}" if self.out else ""
+        return f"passk: {self.report.summary()}{wrote}"
+
+
+def passk(cfg: PasskConfig) -> PasskResult:
+    """pass@k of a rollouts folder; with `out`, written there as a stage folder (skipped when up to date)."""
+    lf, scale = scan_rollouts(cfg.rollouts), cfg.scale_obj()
+    if not cfg.out:
+        return PasskResult(None, report=passk_report(lf, scale, None))  # type: ignore[arg-type]
+    with claim_output(cfg.out, PasskResult.STAGE, [cfg.rollouts]):
+        def write(tmp: Path) -> tuple[dict, dict]:
+            written["report"] = passk_report(lf, scale, tmp, with_plot=cfg.plot)
+            return {"pairs": written["report"].pairs}, {Key.GRADE_SCALE: scale.to_dict()}
+
+        written: dict = {}
+        result = run_stage(PasskResult, cfg, input_hashes(input_files(cfg.rollouts)), write)
+    result.report = written.get("report")
+    return result

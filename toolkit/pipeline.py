@@ -33,8 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.errors import UserError
-from toolkit.io import atomic_write_text, input_hashes, read_manifest, sha256_json
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import atomic_write_text, input_hashes, read_manifest, sha256_json
 
 log = logging.getLogger(__name__)
 

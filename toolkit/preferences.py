@@ -41,27 +41,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit import lineage
-from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, read_parquet, up_to_date_line, write_manifest, write_parquet, writes_output
-from toolkit.parsing import LABEL_FIRST, OK, parse_answer
-from toolkit.progress import progress
+from toolkit.core import columns as C
+from toolkit.core import lineage
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest,
+    write_parquet, writes_output)
+from toolkit.core.parsing import OK
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
-from toolkit.stats import scale_of
+from toolkit.core.stagefolder import scale_of
+from toolkit.core.stagefolder.files import PREFS_FILE, TEACHER_FILE
+from toolkit.teacher import Teacher, partial_file, teacher_answers
 
 log = logging.getLogger(__name__)
 
-Teacher = Callable[[list[dict]], list[str]]
 REJECT_MODES = ("farthest", "nearest", "random")
 UNPARSEABLE_MODES = ("fallback", "never", "always")
 SELF, TEACHER = "self", "teacher"
-PREFS_FILE = "preferences.parquet"
-TEACHER_FILE = "teacher_answers.parquet"
 STAGE = "make-prefs"
 _KIND = "_kind"
 MIXED, ALL_WRONG, ALL_CORRECT = "mixed", "all_wrong", "all_correct"
@@ -195,91 +193,6 @@ def pick(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfig) -> t
     rejected = _ranked(wrong, k, "rejected")
     chosen_df, rejected_df, kept = pl.collect_all([chosen, rejected, cand.select(pl.len())])
     return chosen_df, rejected_df, int(_useful(kinds)[C.N_SAMPLES].sum() - kept.item())
-
-
-# -- teacher ---------------------------------------------------------------------------
-
-
-def _partial_file(cfg: MakePrefsConfig) -> Path:
-    out = Path(cfg.out)
-    return out.with_name(f".{out.name}.{TEACHER_FILE}.partial")
-
-
-def _cached_teacher(cfg: MakePrefsConfig) -> dict[tuple[str, int], str]:
-    """Answers of the same teacher from the last complete run, or from an interrupted one."""
-    if cfg.teacher_id is None:
-        return {}
-    out, known = Path(cfg.out), {}
-    m = read_manifest(out)
-    sources = [out / TEACHER_FILE] if m and m.get("teacher_id") == cfg.teacher_id else []
-    for path in sources + [_partial_file(cfg)]:
-        if path.exists():
-            df = read_parquet(path)
-            if "teacher_id" in df.columns:
-                df = df.filter(pl.col("teacher_id") == cfg.teacher_id)
-            known.update({(p, g): t for p, g, t in df.select(C.PAIR_ID, C.GRADE, C.TEXT).iter_rows()})
-    return known
-
-
-def _save_partial(cfg: MakePrefsConfig, known: dict[tuple[str, int], str]) -> None:
-    if cfg.teacher_id is None or not known:
-        return
-    rows = [(p, g, t, cfg.teacher_id) for (p, g), t in known.items()]
-    schema = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "teacher_id": pl.String}
-    write_parquet(pl.DataFrame(rows, schema=schema, orient="row"), _partial_file(cfg))
-    log.warning("kept %d teacher answers in %s; the next run with the same teacher reuses them", len(known), _partial_file(cfg))
-
-
-def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, labels: dict[int, str], all_labels: list[str]) -> pl.DataFrame:
-    """pair_id, grade, text, valid for each row: cached answers reused, the rest asked in batches."""
-    known = _cached_teacher(cfg)
-    todo = [r for r in rows if (r[C.PAIR_ID], r[C.GRADE]) not in known]
-    if todo:
-        log.info("asking the teacher for %d answers (%d cached)", len(todo), len(rows) - len(todo))
-    size = int(cfg.teacher_batch_size)
-    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-    try:
-        for batch in progress(batches, total=len(batches), desc="teacher answers", unit="batch"):
-            texts = teacher(batch)
-            if len(texts) != len(batch):
-                raise ValueError(f"the teacher returned {len(texts)} answers for {len(batch)} rows")
-            known.update({(r[C.PAIR_ID], r[C.GRADE]): t for r, t in zip(batch, texts)})
-    except BaseException:
-        _save_partial(cfg, known)
-        raise
-    out = []
-    for r in rows:
-        text = known[(r[C.PAIR_ID], r[C.GRADE])] or ""
-        parsed = parse_answer(text, all_labels, answer_order(cfg.rollouts))
-        out.append((r[C.PAIR_ID], r[C.GRADE], text, parsed.status == OK and parsed.label == labels.get(r[C.GRADE])))
-    return pl.DataFrame(out, schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean}, orient="row")
-
-
-def answer_order(rollouts: str) -> str:
-    """The rollouts' answer order (toolkit.lineage): teacher answers must be written the same way."""
-    return (lineage.recorded(rollouts) or {}).get("order") or LABEL_FIRST
-
-
-def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict], list[str] | None] | None = None,
-                         order: str = LABEL_FIRST) -> Teacher:
-    """A teacher callable over any generation backend: the teacher prompt for the gold grade, its
-    CoT-first answer re-written in the policy's `order`; "" when it does not parse (counted as invalid)."""
-    from toolkit.generation.base import SamplingConfig
-    from toolkit.parsing import COT_FIRST
-    from toolkit.prompts import PromptBuilder
-
-    builder = PromptBuilder(scale, order)
-    sampling = sampling or SamplingConfig(n=1, temperature=0.0, max_tokens=768)
-
-    def teacher(rows: list[dict]) -> list[str]:
-        prompts = [builder.teacher(r, rules_of(r) if rules_of else None, r[C.GRADE]) for r in rows]
-        out = []
-        for gen in backend.generate(prompts, sampling):
-            parsed = parse_answer(gen.texts[0] if gen.texts else "", scale.labels, COT_FIRST, gen.finish_reasons[0] if gen.finish_reasons else None)
-            out.append(builder.target(parsed.label, parsed.rationale) if parsed.ok else "")
-        return out
-
-    return teacher
 
 
 # -- assembling the pairs (pass 2: texts of the picked samples) -----------------------------
@@ -431,7 +344,7 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
             write_parquet(answers, tmp / TEACHER_FILE)
         extra = {"grade_scale": scale_of(cfg.rollouts).to_dict(), "teacher_id": cfg.teacher_id, lineage.KEY: lineage.recorded(cfg.rollouts)}
         write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
-    _partial_file(cfg).unlink(missing_ok=True)
+    partial_file(cfg).unlink(missing_ok=True)
     result = MakePrefsResult(out, counts)
     log.info("%s", result.summary())
     return result

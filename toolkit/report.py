@@ -5,7 +5,7 @@ Numbers are printed with 4 decimals, the same values as in metrics.json / tiers.
 
 from __future__ import annotations
 
-from toolkit.grades import GradeScale
+from toolkit.core.grades import GradeScale
 
 HALLUCINATION_NOTE = (
     "Discriminative hallucination: among parsed answers whose rationale has a decision step naming a grade "

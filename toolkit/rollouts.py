@@ -19,17 +19,16 @@ from typing import TYPE_CHECKING, Sequence
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
 from toolkit.generation.base import label_softmax
-from toolkit.grades import GradeScale
-from toolkit.parsing import LABEL_FIRST, OK, parse_answer
+from toolkit.core.grades import GradeScale
+from toolkit.core.parsing import LABEL_FIRST, OK, parse_answer
+from toolkit.core.stagefolder.files import PROMPTS_FILE, ROLLOUTS_FILE
 
 if TYPE_CHECKING:
     from toolkit.generation.base import Generation
 
-ROLLOUTS_FILE = "rollouts.parquet"
-PROMPTS_FILE = "prompts.parquet"
 REQUIRED_ROLLOUT_COLUMNS = [C.PAIR_ID, C.SAMPLE_IDX, C.TEXT, C.PARSE_STATUS, C.PRED_GRADE, C.GRADE, C.CORRECT]
 REQUIRED_PROMPT_COLUMNS = [C.PAIR_ID, C.PROMPT, C.GRADE]
 ROLLOUT_SCHEMA = {
@@ -108,7 +107,7 @@ def scan_regraded(folder: "str | Path", gold: "str | None" = None) -> tuple[pl.L
     rollouts, prompts = scan_rollouts(folder), scan_prompts(folder)
     if not gold:
         return rollouts, prompts, {}
-    from toolkit.gold import gold_counts, read_gold, regrade
+    from toolkit.core.gold import gold_counts, read_gold, regrade
 
     g = read_gold(gold)
     counts = gold_counts(prompts.select(C.PAIR_ID, C.GRADE).collect(), g)

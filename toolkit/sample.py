@@ -14,18 +14,18 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit import lineage
+from toolkit.core import columns as C
+from toolkit.core import lineage
 from toolkit.cot import attach_rules, load_pairs
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import (StageConfig, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, sha256_json,
-                        up_to_date_line, write_manifest, write_parquet, writes_output)
-from toolkit.parsing import LABEL_FIRST
-from toolkit.prompts import PromptBuilder
+from toolkit.core.stagefolder import (StageConfig, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, sha256_json,
+    up_to_date_line, write_manifest, write_parquet, writes_output)
+from toolkit.core.parsing import LABEL_FIRST
+from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
-from toolkit.shards import run_shards
-from toolkit.stats import check_model_scale, scale_of
+from toolkit.core.shards import run_shards
+from toolkit.core.stagefolder import check_model_scale, scale_of
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SampleConfig(StageConfig):
     top_p: float = 1.0
     max_tokens: int = 96
     seed: int = 0
-    order: str | None = None  # None: the model's recorded order (toolkit.lineage), else label_first
+    order: str | None = None  # None: the model's recorded order (toolkit.core.lineage), else label_first
     index: str | None = None
     rules_k: int = 3
     shard_size: int = 64

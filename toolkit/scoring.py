@@ -19,22 +19,23 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from toolkit import columns as C
-from toolkit import lineage
+from toolkit.core import columns as C
+from toolkit.core import lineage
 from toolkit.cot import attach_rules, load_pairs
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.io import StageConfig, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, write_manifest, write_parquet, writes_output
-from toolkit.parsing import LABEL_FIRST, parse_answer
-from toolkit.prompts import PromptBuilder
+from toolkit.core.stagefolder import (StageConfig, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest,
+    write_manifest, write_parquet, writes_output)
+from toolkit.core.parsing import LABEL_FIRST, parse_answer
+from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
-from toolkit.shards import run_shards
-from toolkit.stats import check_model_scale, scale_of
+from toolkit.core.shards import run_shards
+from toolkit.core.stagefolder import check_model_scale, scale_of
+from toolkit.core.stagefolder.files import PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
 
 STAGE = "score"
-PREDICTIONS_FILE = "predictions.parquet"
 MODES = ("first-token", "generate")
 SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.SPLIT: pl.String, C.GRADE_PROBS: pl.List(pl.Float64), C.PRED_GRADE: pl.Int64, C.TEXT: pl.String}
 
@@ -46,7 +47,7 @@ class ScoreConfig(StageConfig):
     split: str | None = None  # None: all rows
     backend: BackendConfig = field(default_factory=BackendConfig)
     mode: str = "first-token"
-    order: str | None = None  # None: the model's recorded order (toolkit.lineage), else label_first
+    order: str | None = None  # None: the model's recorded order (toolkit.core.lineage), else label_first
     index: str | None = None
     rules_k: int = 3
     max_tokens: int = 96

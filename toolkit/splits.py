@@ -15,10 +15,11 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, read_pairs, up_to_date_line, write_manifest, write_parquet, writes_output
-from toolkit.pairs import load_pairs
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line,
+    write_manifest, write_parquet, writes_output)
+from toolkit.core.pairs import query_key, load_pairs
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,6 @@ def parse_max_rows(text: str) -> dict[str, int]:
 def cap_rows(part: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
     """A seeded random sample of n rows (drawn over all of the split's queries), in input order."""
     return part.with_row_index("_row").sample(n=n, seed=seed).sort("_row").drop("_row")
-
-
-def query_key(q: str) -> str:
-    return " ".join(str(q).lower().split())
 
 
 def assign_splits(df: pl.DataFrame, fractions: dict[str, float], seed: int) -> pl.DataFrame:

@@ -6,31 +6,10 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale, get_scale
-from toolkit.io import manifest_of, read_manifest, read_pairs
-
-
-def scale_of(path: "str | Path", default: "str | None" = None) -> GradeScale:
-    """The grade scale recorded in a stage's manifest (or the default scale)."""
-    m = manifest_of(path)
-    if m and "grade_scale" in m:
-        return GradeScale.from_dict(m["grade_scale"])
-    return get_scale(default)
-
-
-def check_model_scale(scale: GradeScale, model: "str | Path | None", stage: str) -> None:
-    """A checkpoint trained on another grade scale than the data's cannot score it: a one-line error."""
-    if not model or not Path(model).is_dir():
-        return
-    m = read_manifest(model)
-    if not m or "grade_scale" not in m:
-        return
-    theirs = GradeScale.from_dict(m["grade_scale"], where=str(model))
-    if not theirs.same_grades(scale):
-        raise UserError(f"{stage}: the model {model} was trained on grade scale `{theirs.name}` ({theirs.describe()}) but the pairs are on "
-                        f"`{scale.name}` ({scale.describe()}); use a model trained on this scale, or ingest the pairs with --scale {theirs.name}")
+from toolkit.core import columns as C
+from toolkit.core.grades import GradeScale, get_scale
+from toolkit.core.stagefolder import scale_of
+from toolkit.core.tables import read_pairs
 
 
 def distribution(df: pl.DataFrame) -> dict[str, dict[int, int]]:

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale
-from toolkit.io import StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line, write_manifest, write_parquet, writes_output
-from toolkit.metrics import PROB_TOLERANCE, grade_indices
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
+from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line,
+    write_manifest, write_parquet, writes_output)
+from toolkit.core.metrics import PROB_TOLERANCE, grade_indices
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def fit_tiers(cfg: TierFitConfig) -> TierResult:
         }) + "\n", encoding="utf-8")
         image = None
         if cfg.plots:
-            from toolkit import plots
+            from toolkit.core import plots
 
             if plots.available():
                 baselines = {"argmax": methods["argmax"]["macro_f1"], "expected-score": methods["expected_score"]["macro_f1"]}

@@ -19,19 +19,20 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError, missing_extra
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, read_manifest, read_pairs, write_manifest, write_parquet, writes_output
-from toolkit.metrics import grade_indices
-from toolkit.pairs import select_split, validate_pairs
-from toolkit.prompts import item_text
-from toolkit.stats import scale_of
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError, missing_extra
+from toolkit.core.stagefolder import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet, writes_output
+from toolkit.core.tables import read_pairs
+from toolkit.core.metrics import grade_indices
+from toolkit.core.pairs import select_split, validate_pairs
+from toolkit.core.prompts import item_text
+from toolkit.core.stagefolder import scale_of
 from trainers.config import BaselineConfig
 from trainers.run import TRAIN_LOG, TrainResult, log_counts, remove_trainer_dirs, step_logs, trl_args
+from toolkit.core.stagefolder.files import PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS_FILE = "predictions.parquet"
 
 
 def base_model_path(spec: str | None) -> str:
@@ -53,7 +54,7 @@ def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
         from sentence_transformers import CrossEncoder
     except ImportError as e:
         raise missing_extra("index", e.name or "sentence_transformers") from None
-    from toolkit.progress import quiet_libraries
+    from toolkit.core.progress import quiet_libraries
 
     quiet_libraries()  # no "Loading weights" bar or load warnings at default verbosity
     model = CrossEncoder(path, num_labels=num_labels, max_length=max_length)
@@ -143,7 +144,7 @@ def _trainer(cfg: BaselineConfig, model, dataset, out: Path):
     from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from sentence_transformers.cross_encoder.losses import CrossEntropyLoss
 
-    from toolkit.progress import quiet_libraries
+    from toolkit.core.progress import quiet_libraries
     from trainers.run import quiet_trainer
 
     quiet_libraries()

@@ -15,8 +15,8 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.errors import UserError
-from toolkit.io import StageConfig
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import StageConfig
 
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
 REWARDS = ("grade_match", "format", "distance", "consistency")
@@ -69,7 +69,7 @@ class TrainConfig(PassThroughConfig):
     save_dtype: str = "auto"  # auto = as trained (fp32 master weights), or float32 / bfloat16
     force: bool = False  # retrain even when `out` is up to date
     trl: dict = field(default_factory=dict)  # the trainer's own config fields, passed through
-    template_options: dict = field(default_factory=dict)  # chat-template options, e.g. enable_thinking=false (toolkit.chat_template)
+    template_options: dict = field(default_factory=dict)  # chat-template options, e.g. enable_thinking=false (toolkit.core.chat_template)
     # evaluation while training (trainers.dev_eval): first-token macro-F1 on a dev split
     eval_pairs: str | None = None  # pairs with a dev split (split / retrieve output)
     eval_split: str = "dev"
@@ -83,7 +83,7 @@ class TrainConfig(PassThroughConfig):
     stage = "train"  # overridden per trainer
 
     def __post_init__(self):
-        from toolkit.chat_template import parse_options
+        from toolkit.core.chat_template import parse_options
 
         self.check_common()
         self.template_options = parse_options(self.template_options)
@@ -172,7 +172,7 @@ class GRPOTrainConfig(TrainConfig):
         bad = [r for r in self.rewards if r not in REWARDS]
         if bad or not self.rewards:
             raise UserError(f"unknown reward(s) {bad or '(none given)'}; use one or more of {', '.join(REWARDS)}")
-        from toolkit import lineage
+        from toolkit.core import lineage
 
         self.order = lineage.resolve_order(self.order, self.data, self.model)
         if not 0 < float(self.dynamic_gamma) <= 1 or self.max_refills < 0 or self.dynamic_patience < 1:
@@ -237,7 +237,7 @@ def config_class(spec: str):
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as e:
-        from toolkit.errors import missing_extra
+        from toolkit.core.errors import missing_extra
 
         raise missing_extra("train", e.name or module) from None
 

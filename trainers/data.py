@@ -18,13 +18,11 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale
-from toolkit.cot import SFT_FILE
-from toolkit.difficulty import GRPO_FILE
-from toolkit.io import read_parquet
-from toolkit.preferences import PREFS_FILE
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
+from toolkit.core.stagefolder.files import GRPO_FILE, PREFS_FILE, SFT_FILE
+from toolkit.core.tables import read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +68,7 @@ def load_rows(path: "str | Path", kind: str, limit: int | None = None, extra: li
 
 def system_message(scale: GradeScale) -> dict:
     """The student template's system message for this scale (what gen-cot and sample put in prompts)."""
-    from toolkit.prompts import PromptBuilder
+    from toolkit.core.prompts import PromptBuilder
 
     msgs = PromptBuilder(scale).student({C.QUERY: "", C.TITLE: ""})
     if msgs[0]["role"] != "system":  # a custom template without a system section
@@ -155,7 +153,7 @@ def to_dataset(rows: list[dict]):
     try:
         from datasets import Dataset
     except ImportError as e:
-        from toolkit.errors import missing_extra
+        from toolkit.core.errors import missing_extra
 
         raise missing_extra("train", e.name or "datasets") from None
     return Dataset.from_list(rows)
@@ -163,7 +161,7 @@ def to_dataset(rows: list[dict]):
 
 def check_tokenizer(tokenizer, scale: GradeScale, model_id: str) -> list[int]:
     """A chat template, a pad token, and single-token grade labels (the first-token score needs them)."""
-    from toolkit.models import grade_token_ids
+    from toolkit.core.models import grade_token_ids
 
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"model {model_id!r} has no chat template; train from an instruct/chat model (or add a template to its tokenizer)")

@@ -2,9 +2,10 @@
 
 `toolkit train sft|dpo|grpo ... --eval-pairs out/demo/retrieved --eval-index out/demo/index --eval-every 20
 --select-best macro_f1` scores the dev split (`--eval-split`, default dev; at most `--eval-limit` pairs,
-a fixed seeded sample) with the model being trained, through the same code as `toolkit score`
-(`toolkit.scoring.score_rows`, first-token grade probabilities on the student prompt, rules from the
-index). Each evaluation records macro-F1, accuracy, the mean probability of the gold grade and the predicted-grade
+a fixed seeded sample) with the model being trained. The scoring itself is the toolkit's (`toolkit.training`:
+the same code as `toolkit score`, first-token grade probabilities on the student prompt, rules from the
+index), handed to the trainer as `dev(scale, order, tokenizer, template) -> score(model)`; this module keeps
+the curve, the best step and the early stop. Each evaluation records macro-F1, accuracy, the mean probability of the gold grade and the predicted-grade
 distribution; a warning names
 a collapse (one grade predicted for more than 90% of the pairs). With `--select-best macro_f1` the
 checkpoint written is the best evaluated step's weights (kept in memory, on the CPU), not the last
@@ -22,54 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import UserError
 
 log = logging.getLogger(__name__)
 
 COLLAPSE = 0.9  # one predicted grade for more than this share of the dev pairs: a collapse
 CURVE_JSON, CURVE_PNG = "eval_curve.json", "eval_curve.png"
-
-
-@dataclass
-class DevSet:
-    rows: list[dict]
-    rules: list[list[str]]
-    builder: object  # toolkit.prompts.PromptBuilder
-    scale: object  # toolkit.grades.GradeScale
-
-
-def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, limit: int | None, scale, order: str, seed: int = 0) -> DevSet:
-    import polars as pl
-
-    from toolkit.cot import attach_rules
-    from toolkit.pairs import load_pairs
-    from toolkit.prompts import PromptBuilder
-
-    df = load_pairs(pairs, split or None, None)
-    if df.height == 0:
-        raise UserError(f"--eval-pairs {pairs}: no pairs in split {split!r}; pass a folder with a dev split (`toolkit split` or `retrieve` output)")
-    if limit and df.height > limit:
-        df = df.sample(limit, seed=seed).sort(pl.col("pair_id"))  # a fixed sample: every evaluation scores the same pairs
-    off = sorted(set(df["grade"].to_list()) - set(scale.values))
-    if off:
-        raise UserError(f"--eval-pairs {pairs}: grade(s) {off} are not on the training data's scale `{scale.name}`")
-    return DevSet(df.to_dicts(), attach_rules(df, index, rules_k, pairs), PromptBuilder(scale, order), scale)
-
-
-def evaluate(model, tokenizer, dev: DevSet, template_options: dict | None = None) -> dict:
-    """Macro-F1, accuracy and predicted-grade shares of `model` on the dev set, by first-token scoring."""
-    from toolkit.generation.base import BackendConfig
-    from toolkit.generation.hf import TransformersBackend
-    from toolkit.scoring import score_rows
-
-    was_training, side = model.training, tokenizer.padding_side
-    try:
-        backend = TransformersBackend(BackendConfig(template_options=template_options or {}), model=model, tokenizer=tokenizer)
-        preds = score_rows(backend, dev.builder, dev.rows, dev.rules, "first-token")
-    finally:
-        model.train(was_training)
-        tokenizer.padding_side = side
-    return metrics_of(preds["grade"].to_list(), preds["grade_probs"].to_list(), dev.scale)
 
 
 @dataclass
@@ -88,7 +46,7 @@ class Curve:
 
 def metrics_of(gold: list[int], probs: list[list[float]], scale) -> dict:
     """The numbers each evaluation records, from gold grades and grade probabilities (best grade first)."""
-    from toolkit.metrics import classification_metrics, grade_indices
+    from toolkit.core.metrics import classification_metrics, grade_indices
 
     p = np.asarray(probs, dtype=float)
     pred = [scale.grades[int(i)].value for i in p.argmax(axis=1)]
@@ -155,7 +113,7 @@ def finish(curve: Curve, model, select_best: bool) -> dict:
 def write_curve(folder: Path, curve: Curve, kept_step: int | None) -> None:
     (folder / CURVE_JSON).write_text(json.dumps({"points": curve.points, "best_step": curve.best and curve.best["step"],
                                                  "kept_step": kept_step}, indent=1), encoding="utf-8")
-    from toolkit import plots
+    from toolkit.core import plots
 
     if not curve.points or not plots.available():
         return

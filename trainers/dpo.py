@@ -9,15 +9,15 @@ chosen answer's likelihood falling during DPO.
 
 from __future__ import annotations
 
-from toolkit.io import writes_output
-from toolkit.stats import scale_of
+from toolkit.core.stagefolder import writes_output
+from toolkit.core.stagefolder import scale_of
 from trainers.config import DPOTrainConfig
 from trainers.data import with_template, data_file, dpo_rows, load_rows, to_dataset
 from trainers.run import TrainResult, train
 
 
 @writes_output(lambda cfg: cfg.stage)  # the claim, and a data folder given as hf://datasets/...
-def train_dpo(cfg: DPOTrainConfig) -> TrainResult:
+def train_dpo(cfg: DPOTrainConfig, dev=None) -> TrainResult:
     """Preference-tune `cfg.model` (the SFT checkpoint) on `cfg.data`; write the checkpoint folder `cfg.out`."""
     from trl import DPOTrainer
 
@@ -29,4 +29,4 @@ def train_dpo(cfg: DPOTrainConfig) -> TrainResult:
     def build(model_id, args, tokenizer, peft, template=None):
         return DPOTrainer(model=model_id, ref_model=None, args=args, train_dataset=with_template(dataset, template), processing_class=tokenizer, peft_config=peft)
 
-    return train(cfg, build, path, scale, counts)
+    return train(cfg, build, path, scale, counts, dev)

@@ -10,8 +10,8 @@ dropped offline by `toolkit label-difficulty`.
 
 from __future__ import annotations
 
-from toolkit.io import writes_output
-from toolkit.stats import scale_of
+from toolkit.core.stagefolder import writes_output
+from toolkit.core.stagefolder import scale_of
 from trainers.config import GRPOTrainConfig
 from trainers.data import data_file, grpo_rows, load_rows, to_dataset
 from trainers.rewards import make_rewards
@@ -19,7 +19,7 @@ from trainers.run import TrainResult, train
 
 
 @writes_output(lambda cfg: cfg.stage)  # the claim, and a data folder given as hf://datasets/...
-def train_grpo(cfg: GRPOTrainConfig) -> TrainResult:
+def train_grpo(cfg: GRPOTrainConfig, dev=None) -> TrainResult:
     """Reinforce `cfg.model` (the DPO or SFT checkpoint) on `cfg.data`; write the checkpoint folder `cfg.out`."""
     from trl import GRPOTrainer
 
@@ -38,4 +38,4 @@ def train_grpo(cfg: GRPOTrainConfig) -> TrainResult:
                                         seed=cfg.seed)
         return GRPOTrainer(model=model_id, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft)
 
-    return train(cfg, build, path, scale, counts)
+    return train(cfg, build, path, scale, counts, dev)

@@ -1,4 +1,4 @@
-"""GRPO reward functions: each parses answers with `toolkit.parsing.parse_answer` on the grade scale.
+"""GRPO reward functions: each parses answers with `toolkit.core.parsing.parse_answer` on the grade scale.
 
 * `grade_match` (TaoSR1's reward): 1 when the answer parses and its grade is the gold grade, else 0.
 * `format`: 1 when the answer parses (a label on the scale, in the expected order), else 0.
@@ -24,9 +24,9 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from toolkit import columns as C
-from toolkit.grades import GradeScale
-from toolkit.parsing import LABEL_FIRST, parse_answer
+from toolkit.core import columns as C
+from toolkit.core.grades import GradeScale
+from toolkit.core.parsing import LABEL_FIRST, parse_answer
 
 RewardFn = Callable[..., list[float]]
 

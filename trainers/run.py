@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from toolkit import lineage
-from toolkit.errors import UserError, missing_extra
-from toolkit.grades import GradeScale
-from toolkit.io import atomic_dir, input_hashes, is_up_to_date, model_inputs, read_manifest, up_to_date_line, write_manifest
-from toolkit.progress import bars_enabled, quiet_libraries
+from toolkit.core import lineage
+from toolkit.core.errors import UserError, missing_extra
+from toolkit.core.grades import GradeScale
+from toolkit.core.stagefolder import atomic_dir, input_hashes, is_up_to_date, model_inputs, read_manifest, up_to_date_line, write_manifest
+from toolkit.core.progress import bars_enabled, quiet_libraries
 from trainers.config import TrainConfig, check_fields, config_class
+from toolkit.core.stagefolder.files import TRAIN_LOG
 
 log = logging.getLogger(__name__)
 
-TRAIN_LOG = "train_log.json"
 ADAPTER_NOTE = "ADAPTER.md"
 
 
@@ -77,7 +77,7 @@ def machine_defaults() -> dict:
         raise missing_extra("train", e.name or "torch") from None
     if torch.cuda.is_available():
         return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported()}
-    from toolkit.generation.hf import pick_dtype
+    from toolkit.core.models import pick_dtype
 
     return {"use_cpu": True, "bf16": pick_dtype("auto", torch) == torch.bfloat16}
 
@@ -123,17 +123,18 @@ def load_tokenizer(model_id: str):
 
 
 def prompt_record(cfg: TrainConfig, data_file: Path) -> dict | None:
-    """What the checkpoint learned to answer (toolkit.lineage): its data's record, else its starting model's."""
+    """What the checkpoint learned to answer (toolkit.core.lineage): its data's record, else its starting model's."""
     rec = lineage.recorded(data_file) or lineage.recorded(cfg.model)
     if rec and getattr(cfg, "label_only", False):
         rec = {**rec, "order": lineage.LABEL_FIRST}  # the target is the label alone
     return rec
 
 
-def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale, counts: dict) -> TrainResult:
+def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale, counts: dict, dev: Callable | None = None) -> TrainResult:
     """Resolve the model, check the tokenizer, build the trainer with `build(model_id, args, tokenizer, peft)`, train, save.
-    The callers (train_sft/dpo/grpo) hold the output folder's claim (toolkit.io.writes_output)."""
-    from toolkit.models import resolve_model
+    With cfg.eval_pairs, `dev(scale, order, tokenizer, template)` gives the dev scorer (toolkit.training.dev_scorer).
+    The callers (train_sft/dpo/grpo) hold the output folder's claim (toolkit.core.stagefolder.writes_output)."""
+    from toolkit.core.models import resolve_model
     from trainers.data import check_tokenizer
 
     out = Path(cfg.out)
@@ -145,6 +146,9 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     resolved = cfg.resolved()
     if not cfg.force and is_up_to_date(out, cfg.stage, resolved, inputs):
         return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)
+    if cfg.eval_pairs and dev is None:
+        raise UserError(f"{cfg.stage}: --eval-pairs needs the toolkit's dev scorer; call toolkit.training.{cfg.stage.replace('-', '_')}(cfg), "
+                        "or pass dev=toolkit.training.dev_scorer(cfg)")
     tokenizer = load_tokenizer(model_id)
     check_tokenizer(tokenizer, scale, model_id)
     template = chat_template_options(tokenizer, cfg, model_id)
@@ -154,13 +158,11 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     quiet_libraries()  # TRL, transformers and datasets are imported by now
     callback = curve = None
     if cfg.eval_pairs:  # evaluation while training (trainers.dev_eval)
-        from toolkit.parsing import LABEL_FIRST
-        from trainers.dev_eval import evaluate, load_dev, make_callback
+        from toolkit.core.parsing import LABEL_FIRST
+        from trainers.dev_eval import make_callback
 
         order = (prompt_record(cfg, data_file) or {}).get("order") or LABEL_FIRST
-        dev = load_dev(cfg.eval_pairs, cfg.eval_split, cfg.eval_index, cfg.eval_rules_k, cfg.eval_limit, scale, order, cfg.seed)
-        callback, curve = make_callback(lambda model: evaluate(model, tokenizer, dev, template), cfg.eval_every,
-                                        cfg.select_best == "macro_f1", cfg.early_stop)
+        callback, curve = make_callback(dev(scale, order, tokenizer, template), cfg.eval_every, cfg.select_best == "macro_f1", cfg.early_stop)
     try:
         trainer = build(model_id, args, tokenizer, peft_config(cfg), template)
     except ValueError as e:
@@ -187,7 +189,7 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
 def chat_template_options(tokenizer, cfg: TrainConfig, model_id: str) -> dict:
     """The template options to train with (enable_thinking=false for templates that have it), checked: a generation
     prompt must not leave a <think> block open, or the label-first targets would follow the thinking tag."""
-    from toolkit.chat_template import check_generation_prompt, template_options
+    from toolkit.core.chat_template import check_generation_prompt, template_options
 
     opts = template_options(getattr(tokenizer, "chat_template", None), getattr(cfg, "template_options", None))
     probe = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False, add_generation_prompt=True, **opts)

@@ -8,15 +8,15 @@ grade label alone (the paper's "SFT label-only" ablation).
 
 from __future__ import annotations
 
-from toolkit.io import writes_output
-from toolkit.stats import scale_of
+from toolkit.core.stagefolder import writes_output
+from toolkit.core.stagefolder import scale_of
 from trainers.config import SFTTrainConfig
 from trainers.data import with_template, data_file, load_rows, sft_rows, to_dataset
 from trainers.run import TrainResult, train
 
 
 @writes_output(lambda cfg: cfg.stage)  # the claim, and a data folder given as hf://datasets/...
-def train_sft(cfg: SFTTrainConfig) -> TrainResult:
+def train_sft(cfg: SFTTrainConfig, dev=None) -> TrainResult:
     """Fine-tune `cfg.model` on the SFT rows of `cfg.data`; write the checkpoint folder `cfg.out`."""
     from trl import SFTTrainer
 
@@ -24,7 +24,7 @@ def train_sft(cfg: SFTTrainConfig) -> TrainResult:
     scale = scale_of(cfg.data)
     df, regraded = load_rows(path, "sft", cfg.limit), {}
     if cfg.gold:  # a review round corrected grades: rationales for an old grade leave, excluded pairs leave
-        from toolkit.gold import regrade_cot
+        from toolkit.core.gold import regrade_cot
 
         df, regraded = regrade_cot(df, cfg.gold, cfg.label_only)
     rows, counts = sft_rows(df, scale, cfg.label_only, str(path))
@@ -39,15 +39,15 @@ def train_sft(cfg: SFTTrainConfig) -> TrainResult:
         return SFTTrainer(model=model_id, args=args, train_dataset=with_template(dataset, template), processing_class=tokenizer, peft_config=peft,
                           compute_loss_func=loss)
 
-    return train(cfg, build, path, scale, counts)
+    return train(cfg, build, path, scale, counts, dev)
 
 
 def class_weights(df, scale, mode: str, where: str) -> dict[int, float]:
     """Per grade: N / (K * n_grade) over the training rows (`inverse`), so the weights average 1 over the rows; {} for `none`."""
     if mode == "none":
         return {}
-    from toolkit import columns as C
-    from toolkit.errors import UserError
+    from toolkit.core import columns as C
+    from toolkit.core.errors import UserError
 
     if C.GRADE not in df.columns:
         raise UserError(f"{where}: --class-weights needs the `{C.GRADE}` column; found: {', '.join(df.columns)}")
@@ -61,7 +61,7 @@ def label_weighted_loss(tokenizer, scale, weights: dict[int, float]):
     weighted by its class weight; every other token weighs 1. A `compute_loss_func` for transformers' Trainer."""
     import torch
 
-    from toolkit.models import grade_token_ids
+    from toolkit.core.models import grade_token_ids
 
     ids = dict(zip([g.value for g in scale.grades], grade_token_ids(tokenizer, scale.labels)))
     table = torch.ones(max(len(tokenizer), max(ids.values()) + 1))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 
 MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 NAMES = {4: "Excellent", 3: "Related", 2: "Mismatch", 1: "Irrelevant"}

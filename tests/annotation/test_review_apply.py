@@ -22,11 +22,11 @@ from annotation.inputs import read_rows
 from annotation.pull import PullConfig, finish_pull
 from annotation.select import SelectConfig, select
 from rollouts_data import write_rollouts
-from toolkit import columns as C
+from toolkit.core import columns as C
 from toolkit.difficulty import LabelDifficultyConfig, label_difficulty
-from toolkit.errors import UserError
-from toolkit.gold import regrade_cot
-from toolkit.grades import get_scale
+from toolkit.core.errors import UserError
+from toolkit.core.gold import regrade_cot
+from toolkit.core.grades import get_scale
 from toolkit.preferences import MakePrefsConfig, make_preferences
 
 SCALE = get_scale("taosr4")

@@ -21,7 +21,7 @@ from annotation.pull import PullConfig, pull
 from annotation.push import PushConfig, push
 from annotation.select import SelectConfig, select
 from rollouts_data import write_rollouts
-from toolkit import columns as C
+from toolkit.core import columns as C
 from toolkit.difficulty import LabelDifficultyConfig, label_difficulty
 from toolkit.preferences import MakePrefsConfig, make_preferences
 

@@ -12,9 +12,9 @@ from annotation import settings as S
 from annotation.inputs import ID_COL, read_rows
 from annotation.merge import Decision, Policy, merge, resolve
 from annotation.records import fields, leading_grade, suggestion
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import get_scale
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import get_scale
 
 SCALE = get_scale("taosr4")
 

@@ -17,8 +17,8 @@ import pytest
 from annotation import pull as pull_module
 from annotation.pull import PullConfig, pull
 from annotation.push import PushConfig, push
-from toolkit import columns as C
-from toolkit.errors import UserError
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

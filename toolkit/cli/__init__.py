@@ -10,7 +10,7 @@ import click
 
 from toolkit import __version__
 from toolkit.cli.common import ToolkitError, setup_logging
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 
 _depth = 0  # toolkit commands running in this process (`toolkit run` invokes each stage in-process)

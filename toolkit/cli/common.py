@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from toolkit.errors import UserError
 
 
 class ToolkitError(click.ClickException):
@@ -77,15 +76,8 @@ def config_option(f):
 def setup_logging(verbose: int, quiet: int) -> None:
     """Log levels from -v/-q: the toolkit's own at WARNING (-v INFO, -vv DEBUG, -q ERROR); other libraries one
     step quieter (their warnings and Python warnings show with -v), their secondary progress bars only with
-    -v on a terminal. Imports no library: see toolkit.progress."""
-    from toolkit.progress import configure
+    -v on a terminal. Imports no library: see toolkit.core.progress."""
+    from toolkit.core.progress import configure
 
     configure(verbose, quiet)
 
-
-def run_stage(fn, *args, **kwargs):
-    """Call a stage; a UserError becomes a one-line message and a non-zero exit."""
-    try:
-        return fn(*args, **kwargs)
-    except UserError as e:
-        raise ToolkitError(str(e)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from toolkit.cli.common import config_option
-from toolkit.pairs import MAX_FIELD_CHARS
+from toolkit.core.pairs import MAX_FIELD_CHARS
 
 FORMAT_CHOICES = ["generic", "esci", "wands", "wands-binary", "homedepot", "crowdflower", "multicpr", "qbqtc"]
 
@@ -59,7 +59,7 @@ def ingest(inputs, out, format, scale, grade_map, thresholds, source, encoding, 
       toolkit ingest data.csv --query-column search --title-column name --grade-column rel \\
           --grade-map 'perfect=4,good=3,bad=2,off=1' -o out/mine
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.formats import ColumnMap
     from toolkit.ingest import IngestConfig, ingest as run
 
@@ -100,7 +100,7 @@ def split(input, out, fractions, seed, max_rows, force):
       toolkit split out/demo/pairs -o out/demo/splits --fractions train=0.6,dev=0.2,test=0.2
       toolkit split out/cf/pairs -o out/cf/splits --max-rows train=2000,dev=500,test=500
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.splits import SplitConfig, split as run
     from toolkit.stats import stats_table
 
@@ -124,7 +124,7 @@ def stats(path, scale):
 @click.command()
 def scales():
     """List the built-in grade scales and the built-in label mappings."""
-    from toolkit.grades import BUILTIN_MAPS, SCALES
+    from toolkit.core.grades import BUILTIN_MAPS, SCALES
 
     for s in SCALES.values():
         click.echo(f"{s.name:8s} {s.describe()}")

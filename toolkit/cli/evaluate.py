@@ -37,7 +37,7 @@ def eval_cmd(predictions, out, scale, split, decision, tier_rule, bins, order, p
       toolkit eval --predictions out/demo/scores --split test --tier-rule out/demo/tiers -o out/demo/eval
       toolkit eval --predictions scores.parquet --split test --tier-rule out/tiers -o out/eval-test
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.evaluation import EvalConfig, evaluate
 
     if not predictions:
@@ -82,7 +82,7 @@ def fit(predictions, out, split, objective, target_good_rate, tiers, scale, grid
       toolkit tier fit --predictions out/demo/scores --split dev -o out/demo/tiers
       toolkit tier fit --predictions scores.parquet --split dev --target-good-rate 0.4 -o out/tiers
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.tiering import TierFitConfig, fit_tiers
 
     if not predictions or not out:
@@ -107,7 +107,7 @@ def apply(predictions, rule, out, split, prob_tolerance, force):
     Example:
       toolkit tier apply --predictions scores.parquet --rule out/tiers -o out/tiered
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.tiering import TierApplyConfig, apply_tiers
 
     if not predictions or not rule or not out:

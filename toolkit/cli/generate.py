@@ -84,7 +84,7 @@ def gen_cot(pairs, out, split, index, rules_k, samples, temperature, top_p, max_
     """
     from toolkit.cot import GenCotConfig, gen_cot as run
     from toolkit.cot_filters import FilterConfig
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     if not pairs or not out:
         raise UserError("pass the pairs and an output folder: `toolkit gen-cot out/splits -o out/cot`")
@@ -126,7 +126,7 @@ def sample_cmd(pairs, out, split, index, rules_k, n, temperature, top_p, max_tok
     Example:
       toolkit sample out/demo/retrieved --model out/demo/sft --index out/demo/index -n 4 -o out/demo/rollouts
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.sample import SampleConfig, sample
 
     if not pairs or not out:
@@ -167,7 +167,7 @@ def score_cmd(pairs, out, split, index, rules_k, mode, order, max_tokens, shard_
       toolkit score out/demo/retrieved --model out/demo/grpo --index out/demo/index -o out/demo/scores
       toolkit eval --predictions out/demo/scores --split test -o out/demo/eval
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.scoring import ScoreConfig, score
 
     if not pairs or not out:
@@ -201,7 +201,7 @@ def atomize_cmd(guideline, out, max_passage_chars, max_tokens, temperature, seed
       toolkit atomize ../shared/data/homedepot/relevance_instructions.txt -o out/atomized
     """
     from toolkit.atomize import AtomizeConfig, atomize
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     if not guideline or not out:
         raise UserError("pass a guideline file and an output folder: `toolkit atomize guideline.txt -o out/atomized`")

@@ -41,7 +41,7 @@ def build_index(sources, out, model, index_type, nlist, nprobe, hnsw_m, ef_searc
     """
     from retrieval_index.build import BuildIndexConfig, build_index as run
     from retrieval_index.store import IndexSpec
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     if not out:
         raise UserError("no output folder; pass -o/--out FOLDER")
@@ -72,7 +72,7 @@ def search(query, index, title, k, kind, tags, category, lexical_weight, model):
 
     from retrieval_index.index import RuleIndex
     from retrieval_index.retrieve import DEFAULT_LEXICAL_WEIGHT, pair_texts
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     if not query or not query.strip():
         raise UserError('no query given; pass one, e.g. `toolkit search "wireless earbuds" -i out/demo/index`')
@@ -121,7 +121,7 @@ def retrieve(input, index, out, k, text, lexical_weight, kind, knowledge_k, tags
       toolkit retrieve out/demo/pairs -i out/demo/index -o out/demo/retrieved -k 5 --show 3
     """
     from retrieval_index.retrieve import RetrieveConfig, retrieve as run
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     if not input or not index or not out:
         raise UserError("pass the pairs, the index and an output folder: `toolkit retrieve out/pairs -i out/index -o out/retrieved`")
@@ -136,7 +136,7 @@ def _show(out, index_dir, n: int) -> None:
     import polars as pl
 
     from retrieval_index.index import RuleIndex
-    from toolkit import columns as C
+    from toolkit.core import columns as C
 
     index = RuleIndex.load(index_dir, verify=False)
     df = pl.concat([pl.read_parquet(p) for p in sorted(out.glob("*.parquet"))], how="diagonal_relaxed").head(n)

@@ -65,7 +65,7 @@ def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run
     Example:
       toolkit push out/demo/cot --repo me/demo-cot --license other --dry-run
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.hub import PushConfig, push
 
     if not folder or not repo_id:

@@ -94,7 +94,7 @@ def select_cmd(input, out, **opts):
       toolkit review push out/demo/review-uncertain --kind errors --pairs out/demo/pairs
     """
     from annotation.select import SelectConfig, select
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     if not input or not out:
         raise UserError("pass a scored or difficulty folder and -o: `toolkit review select out/demo/scores -o out/demo/review-uncertain`")
@@ -156,7 +156,7 @@ def apply_cmd(pairs, out, **opts):
       toolkit review apply out/demo/pairs-r1 -r out/review/round2 -o out/demo/pairs-r2
     """
     from annotation.apply import ApplyConfig, apply
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     if not pairs or not out:
         raise UserError("pass the pairs and -o: `toolkit review apply out/demo/retrieved -r out/review/hard-reviewed -o out/demo/pairs-r1`")

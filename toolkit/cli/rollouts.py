@@ -34,78 +34,18 @@ def passk(rollouts, out, plot, scale, force):
     """
     from pathlib import Path
 
-    from toolkit.errors import UserError
-    from toolkit.grades import get_scale
-    from toolkit.io import atomic_dir, claim_output, input_hashes, is_up_to_date, up_to_date_line, write_manifest
-    from toolkit.passk import FILES, passk_report
-    from toolkit.rollouts import input_files, scan_rollouts
-    from toolkit.stats import scale_of
+    from toolkit.core.errors import UserError
+    from toolkit.core.stagefolder.files import PASSK_FILES
+    from toolkit.passk import PasskConfig, passk as run
 
     if not rollouts:
         raise UserError("pass a rollouts folder: `toolkit passk out/rollouts -o out/passk`")
-    lf, scale = scan_rollouts(rollouts), get_scale(scale) if scale else scale_of(rollouts)
-    if not out:
-        report = passk_report(lf, scale, None)
-        click.echo(report.markdown)
-        click.echo(f"passk: {report.summary()}")
-        return
-    inputs, config = input_hashes(input_files(rollouts)), {"rollouts": str(rollouts), "plot": plot, "scale": scale.name}
-    with claim_output(out, "passk", [rollouts]):
-        if not force and is_up_to_date(out, "passk", config, inputs):
-            click.echo((Path(out) / FILES[0]).read_text(encoding="utf-8").rstrip())
-            click.echo(up_to_date_line("passk", out))
-            return
-        with atomic_dir(out) as tmp:
-            report = passk_report(lf, scale, tmp, with_plot=plot)
-            write_manifest(tmp, "passk", config, inputs, {"pairs": report.pairs}, {"grade_scale": scale.to_dict()})
-    click.echo(report.markdown)
-    click.echo(f"passk: {report.summary()}; wrote {', '.join(p.name for p in report.files)} to {out}")
-
-
-def rules_of(row: dict) -> list[str] | None:
-    """The rules the policy saw for this pair (`toolkit sample` keeps them beside each prompt)."""
-    from toolkit import columns as C
-
-    return row.get(C.RULE_TEXTS) or None
-
-
-class _Teacher:
-    """The teacher for all-wrong groups: a generation backend, built on the first call only."""
-
-    def __init__(self, kind: str, model: str | None, base_url: str | None, max_tokens: int, rollouts: str):
-        self.kind, self.model, self.base_url, self.max_tokens = kind, model, base_url, max_tokens
-        self.rollouts = rollouts  # the folder whose grade scale the teacher answers on
-        self.backend = self.fn = None
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.model or self.base_url)
-
-    @property
-    def id(self) -> str | None:
-        return f"{self.kind}:{self.model or ''}@{self.base_url or ''}" if self.configured else None
-
-    def __call__(self, rows: list[dict]) -> list[str]:
-        from toolkit.errors import UserError
-
-        if not self.configured:
-            raise UserError(
-                "some pairs have only wrong rollouts and need a teacher answer; pass --teacher-model MODEL "
-                "(or --teacher-backend openai --teacher-base-url URL), or --no-teacher to drop them"
-            )
-        if self.fn is None:
-            from toolkit.generation.base import BackendConfig, SamplingConfig, make_backend
-            from toolkit.preferences import answer_order, teacher_from_backend
-            from toolkit.stats import scale_of
-
-            self.backend = make_backend(BackendConfig(kind=self.kind, model=self.model, base_url=self.base_url))
-            self.fn = teacher_from_backend(self.backend, scale_of(self.rollouts), SamplingConfig(n=1, max_tokens=self.max_tokens),
-                                           rules_of=rules_of, order=answer_order(self.rollouts))
-        return self.fn(rows)
-
-    def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
+    result = run(PasskConfig(rollouts=rollouts, out=out, plot=plot, scale=scale, force=force))
+    if result.report is not None:
+        click.echo(result.report.markdown)
+    elif result.skipped:
+        click.echo((Path(out) / PASSK_FILES[0]).read_text(encoding="utf-8").rstrip())
+    click.echo(result.summary())
 
 
 @click.command("make-prefs")
@@ -146,12 +86,13 @@ def make_prefs(rollouts, out, pairs_per_prompt, reject, unparseable, dedupe, see
       toolkit make-prefs out/rollouts -o out/prefs -k 2 --reject random --seed 1 \\
           --teacher-backend openai --teacher-base-url http://127.0.0.1:8000/v1 --teacher-model teacher
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.preferences import MakePrefsConfig, make_preferences
+    from toolkit.teacher import BackendTeacher
 
     if not rollouts or not out:
         raise UserError("pass a rollouts folder and an output folder: `toolkit make-prefs out/rollouts -o out/prefs`")
-    teacher = _Teacher(teacher_backend, teacher_model, teacher_base_url, teacher_max_tokens, rollouts)
+    teacher = BackendTeacher(teacher_backend, teacher_model, teacher_base_url, teacher_max_tokens, rollouts)
     cfg = MakePrefsConfig(
         rollouts=rollouts, out=out, pairs_per_prompt=pairs_per_prompt, reject=reject, unparseable=unparseable, dedupe=dedupe,
         seed=seed, teacher_id=None if no_teacher else teacher.id, teacher_batch_size=teacher_batch_size, gold=gold, force=force,
@@ -189,7 +130,7 @@ def label_difficulty(rollouts, out, gamma, buckets, balance, seed, gold, force):
       toolkit label-difficulty out/rollouts -o out/difficulty --gamma 1 --no-balance
     """
     from toolkit.difficulty import LabelDifficultyConfig, label_difficulty as run
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     if not rollouts or not out:
         raise UserError("pass a rollouts folder and an output folder: `toolkit label-difficulty out/rollouts -o out/difficulty`")

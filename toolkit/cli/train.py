@@ -107,7 +107,7 @@ def lora_options(f):
 
 def _pop_common(kw: dict) -> tuple[dict, dict]:
     """(our config fields, named TRL flags) from the shared options."""
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     names = {"max_steps": "max_steps", "epochs": "num_train_epochs", "learning_rate": "learning_rate",
              "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps", "bf16": "bf16"}
@@ -166,7 +166,7 @@ def sft(max_length, **kw):
       toolkit train sft --config trainers/configs/sft.yaml
     """
     from trainers.config import SFTTrainConfig
-    from trainers.sft import train_sft
+    from toolkit.training import train_sft
 
     _run(SFTTrainConfig, train_sft, kw, {"max_length": max_length})
 
@@ -192,7 +192,7 @@ def dpo(beta, max_length, **kw):
       toolkit train dpo out/prefs --model out/sft -o out/dpo --nll-weight 0.2 --beta 0.1
     """
     from trainers.config import DPOTrainConfig
-    from trainers.dpo import train_dpo
+    from toolkit.training import train_dpo
 
     _run(DPOTrainConfig, train_dpo, kw, {"beta": beta, "max_length": max_length})
 
@@ -232,7 +232,7 @@ def grpo(rewards, num_generations, temperature, beta, epsilon, loss_type, max_co
       toolkit train grpo out/difficulty --model out/dpo -o out/grpo --reward grade_match --reward format --trl reward_weights=[1,0.1]
     """
     from trainers.config import GRPOTrainConfig
-    from trainers.grpo import train_grpo
+    from toolkit.training import train_grpo
 
     if rewards:
         kw["rewards"] = list(rewards)

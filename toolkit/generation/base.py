@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 Messages = list[dict]
 
@@ -109,7 +109,7 @@ class BackendConfig:
     max_model_len: int = 4096
     enforce_eager: bool = False
     extra: dict = field(default_factory=dict)
-    # chat-template keyword arguments (--template-option KEY=VALUE), e.g. enable_thinking=false; toolkit.chat_template
+    # chat-template keyword arguments (--template-option KEY=VALUE), e.g. enable_thinking=false; toolkit.core.chat_template
     template_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -117,7 +117,7 @@ class BackendConfig:
             raise UserError(f"unknown backend {self.kind!r}; use one of {', '.join(BACKENDS)}")
         if self.kind == "openai" and not self.base_url:
             raise UserError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        from toolkit.chat_template import parse_options
+        from toolkit.core.chat_template import parse_options
 
         self.template_options = parse_options(self.template_options)
         if self.n_per_request < 0:
@@ -152,7 +152,7 @@ class LazyBackend:
         """Fail now, in one line, for a local model that cannot load (missing folder, no or damaged config.json):
         a stage checks its model before it writes anything."""
         if self.backend is None and self.cfg.kind in ("transformers", "vllm"):
-            from toolkit.models import resolve_model
+            from toolkit.core.models import resolve_model
 
             resolve_model(self.cfg.model)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.core.errors import UserError, missing_extra
+from toolkit.core.models import pick_dtype
 from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill
 
 log = logging.getLogger(__name__)
@@ -16,27 +17,10 @@ def _torch():
         import transformers
     except ImportError as e:
         raise missing_extra("train", e.name or "torch") from None
-    from toolkit.progress import quiet_libraries
+    from toolkit.core.progress import quiet_libraries
 
     quiet_libraries()  # the CLI's verbosity for transformers' logs and its "Loading weights" bar
     return torch, transformers
-
-
-def pick_dtype(name: str, torch):
-    if name == "float32":
-        return torch.float32
-    if name == "bfloat16":
-        return torch.bfloat16
-    if name != "auto":
-        raise UserError(f"dtype must be auto, float32 or bfloat16; got {name!r}")
-    if torch.cuda.is_available():
-        return torch.bfloat16
-    # bf16 matmuls are fast on CPUs with AVX-512 BF16 / AMX; elsewhere float32 is safer
-    try:
-        flags = open("/proc/cpuinfo").read()
-        return torch.bfloat16 if ("amx_bf16" in flags or "avx512_bf16" in flags) else torch.float32
-    except OSError:
-        return torch.float32
 
 
 def transformers_stop(tokenizer, stops: list[str], prompt_len: int):
@@ -61,7 +45,7 @@ class TransformersBackend:
 
     def __init__(self, cfg: BackendConfig, model=None, tokenizer=None):
         torch, transformers = _torch()
-        from toolkit.models import resolve_model
+        from toolkit.core.models import resolve_model
 
         self.cfg = cfg
         self.torch = torch
@@ -83,7 +67,7 @@ class TransformersBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if not getattr(self.tokenizer, "chat_template", None):
             raise UserError(f"model {self.model_id!r} has no chat template; use an instruct/chat model")
-        from toolkit.chat_template import template_options
+        from toolkit.core.chat_template import template_options
 
         self.template_options = template_options(self.tokenizer.chat_template, cfg.template_options)
 
@@ -92,7 +76,7 @@ class TransformersBackend:
         return next(self.model.parameters()).device
 
     def render(self, messages: Messages) -> str:
-        from toolkit.chat_template import check_generation_prompt
+        from toolkit.core.chat_template import check_generation_prompt
 
         opts = self.template_options
         if is_prefill(messages):  # continue that assistant message
@@ -114,7 +98,7 @@ class TransformersBackend:
 
     def generate(self, prompts: list[Messages], sampling: SamplingConfig, grade_labels: list[str] | None = None) -> list[Generation]:
         torch = self.torch
-        from toolkit.models import grade_token_ids
+        from toolkit.core.models import grade_token_ids
 
         label_ids = grade_token_ids(self.tokenizer, grade_labels) if (sampling.grade_logprobs and grade_labels) else None
         out: list[Generation | None] = [None] * len(prompts)
@@ -167,7 +151,7 @@ class TransformersBackend:
     def score_grades(self, prompts: list[Messages], grade_labels: list[str]) -> list[list[float]]:
         """P(label) for each grade label as the first answer token, renormalised over the labels."""
         torch = self.torch
-        from toolkit.models import grade_token_ids
+        from toolkit.core.models import grade_token_ids
 
         ids = grade_token_ids(self.tokenizer, grade_labels)
         out: list[list[float] | None] = [None] * len(prompts)

@@ -35,7 +35,7 @@ import os
 import random
 import re
 
-from toolkit.errors import UserError, missing_extra, redact
+from toolkit.core.errors import UserError, missing_extra, redact
 from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax, merge_generations
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ backend need an `if __name__ == "__main__":` guard. `close()` shuts it down. On 
 cache is 2 GiB unless `VLLM_CPU_KVCACHE_SPACE` (GiB) says otherwise (vLLM's own CPU default
 reserves 92% of RAM and refuses to start on a busy machine), and chunked prefill is off (vllm-cpu
 0.32 crashes when it splits a seeded request's prompt). vLLM logs to stderr at the CLI's library
-level (ERROR; WARNING with `-v`, INFO with `-vv`; see toolkit.progress), or at `VLLM_LOGGING_LEVEL`
+level (ERROR; WARNING with `-v`, INFO with `-vv`; see toolkit.core.progress), or at `VLLM_LOGGING_LEVEL`
 when that is set. Extra engine arguments go in
 `BackendConfig.extra` (e.g. `{"gpu_memory_utilization": 0.5}` on a shared GPU).
 """
@@ -31,7 +31,7 @@ import logging
 import math
 import os
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.core.errors import UserError, missing_extra
 from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ CPU_KV_CACHE_GIB = 2  # KV cache on CPU unless VLLM_CPU_KVCACHE_SPACE (GiB) or e
 
 
 def _vllm():
-    from toolkit.progress import quiet_libraries
+    from toolkit.core.progress import quiet_libraries
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # outside the CLI (which sets it from -v/-q); read at import
     try:
@@ -74,7 +74,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, cfg: BackendConfig):
-        from toolkit.models import resolve_model
+        from toolkit.core.models import resolve_model
 
         self.cfg = cfg
         self.vllm = _vllm()
@@ -93,7 +93,7 @@ class VLLMBackend:
                 model=self.model_id, dtype=self.cfg.dtype, max_model_len=self.cfg.max_model_len,
                 enforce_eager=self.cfg.enforce_eager, enable_prefix_caching=True, seed=0,
             )
-            from toolkit.progress import library_bars_enabled
+            from toolkit.core.progress import library_bars_enabled
 
             args["use_tqdm_on_load"] = library_bars_enabled()  # "Loading safetensors checkpoint shards": with -v on a terminal
             args.update(self.cfg.extra or {})
@@ -150,7 +150,7 @@ class VLLMBackend:
 
     @property
     def template_options(self) -> dict:
-        from toolkit.chat_template import template_options
+        from toolkit.core.chat_template import template_options
 
         if getattr(self, "_template_options", None) is None:
             self._template_options = template_options(getattr(self.tokenizer, "chat_template", None), self.cfg.template_options)
@@ -158,7 +158,7 @@ class VLLMBackend:
 
     def _chat(self, prompts: list[Messages], params: list) -> list:
         """`llm.chat` in two groups: new assistant turns, and continued (prefilled) ones."""
-        from toolkit.chat_template import check_generation_prompt
+        from toolkit.core.chat_template import check_generation_prompt
 
         outs: list = [None] * len(prompts)
         opts = self.template_options
@@ -178,7 +178,7 @@ class VLLMBackend:
         return outs
 
     def label_ids(self, labels: list[str]) -> list[int]:
-        from toolkit.models import grade_token_ids
+        from toolkit.core.models import grade_token_ids
 
         return grade_token_ids(self.tokenizer, labels)
 

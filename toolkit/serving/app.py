@@ -31,8 +31,8 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from toolkit import __version__
-from toolkit import columns as C
-from toolkit.errors import UserError
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
 from toolkit.serving.batching import Batcher, Closing
 from toolkit.serving.config import ServeConfig
 from toolkit.serving.guard import BodyGuard

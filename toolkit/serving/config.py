@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 SERVE_BACKENDS = ("transformers", "vllm")
 

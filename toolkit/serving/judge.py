@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import columns as C
-from toolkit import lineage
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale, get_scale
-from toolkit.parsing import LABEL_FIRST, parse_answer
-from toolkit.prompts import PromptBuilder
+from toolkit.core import columns as C
+from toolkit.core import lineage
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale, get_scale
+from toolkit.core.parsing import LABEL_FIRST, parse_answer
+from toolkit.core.prompts import PromptBuilder
 from toolkit.serving.config import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ WARMUP_PAIRS = [
 
 def resolve_scale(cfg: ServeConfig, rule) -> GradeScale:
     """--scale, else the tier rule's scale, else the checkpoint's manifest, else taosr4; they must agree."""
-    from toolkit.io import read_manifest
+    from toolkit.core.stagefolder import read_manifest
 
     model_scale = None
     if cfg.model and Path(cfg.model).is_dir():
@@ -78,7 +78,7 @@ class Judge:
     def open(cls, cfg: ServeConfig) -> "Judge":
         """Check the cheap things first (paths, tier file, scale) so mistakes fail before loading."""
         from toolkit.cumpt import TierRule
-        from toolkit.models import DEFAULT_ALIASES, resolve_model
+        from toolkit.core.models import DEFAULT_ALIASES, resolve_model
 
         rule = TierRule.load(cfg.tiers) if cfg.tiers else None
         scale = resolve_scale(cfg, rule)

@@ -53,7 +53,7 @@ class PrefixScorer:
     """Shared-prefix first-token scoring with a loaded `TransformersBackend`."""
 
     def __init__(self, backend, labels: list[str], batch_size: int = 32):
-        from toolkit.models import grade_token_ids
+        from toolkit.core.models import grade_token_ids
 
         self.backend = backend
         self.torch = backend.torch

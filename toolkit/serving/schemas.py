@@ -20,7 +20,7 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from toolkit import columns as C
+from toolkit.core import columns as C
 
 _SPACE = re.compile(r"\s+")
 

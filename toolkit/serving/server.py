@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.core.errors import UserError, missing_extra
 from toolkit.serving.config import ServeConfig
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ and every trainer (TRL's `chat_template_kwargs`) gets the same options.
 
 from __future__ import annotations
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 THINK_SWITCH = "enable_thinking"
 OPEN, CLOSE = "<think>", "</think>"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.io import read_pairs
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.tables import read_pairs
 
 GOLD_GRADE = "__gold_grade"  # the column of read_gold's grades (beside the rows' own `grade` when joined)
 

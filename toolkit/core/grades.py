@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 
 @dataclass(frozen=True)

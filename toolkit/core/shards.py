@@ -16,8 +16,8 @@ from typing import Callable
 
 import polars as pl
 
-from toolkit.io import LEGACY_SHARDS, SHARDS, atomic_write_text, fault_point, sha256_json, write_parquet
-from toolkit.progress import progress
+from toolkit.core.stagefolder import LEGACY_SHARDS, SHARDS, atomic_write_text, fault_point, sha256_json, write_parquet
+from toolkit.core.progress import progress
 
 log = logging.getLogger(__name__)
 

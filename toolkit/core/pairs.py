@@ -21,9 +21,9 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,11 @@ def validate_pairs(df: pl.DataFrame, scale: GradeScale, where: str, max_chars: i
     return clean_text(df, where, max_chars)
 
 
+def query_key(q: str) -> str:
+    """Queries that differ only in case and spacing are one query (splits and review caps group by it)."""
+    return " ".join(str(q).lower().split())
+
+
 def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFrame:
     """The rows of `split`; all rows when the pairs carry no split at all (not split yet); an error when
     they carry splits but not this one."""
@@ -122,15 +127,15 @@ def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFram
         return df.filter(pl.col(C.SPLIT) == split)
     found = sorted(s for s in set(df[C.SPLIT].to_list()) if s) if C.SPLIT in df.columns else []
     if found:
-        raise UserError(f"{where}: no rows of split {split!r}; splits found: {', '.join(found)} — pass --split with one of them, or --split '' for all rows")
+        raise UserError(f"{where}: no rows with split {split!r}; splits found: {', '.join(found)} — pass --split with one of them, or --split '' for all rows")
     log.warning("%s: the pairs are not split (no split %r); using all %d rows — pass --split '' to say so", where, split, df.height)
     return df
 
 
 def load_pairs(path: "str | Path", split: str | None = None, limit: int | None = None, required: list[str] | None = None) -> pl.DataFrame:
     """Pairs from a stage folder or file, checked against their recorded grade scale (validate_pairs), one split of them, the first `limit`."""
-    from toolkit.io import read_pairs
-    from toolkit.stats import scale_of
+    from toolkit.core.tables import read_pairs
+    from toolkit.core.stagefolder import scale_of
 
     df, _ = validate_pairs(read_pairs(path, required), scale_of(path), str(path))
     df = select_split(df, split, str(path))

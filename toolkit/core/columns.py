@@ -69,7 +69,7 @@ UNSPLIT = ""
 SAMPLE_IDX = "sample_idx"
 TEXT = "text"  # the raw generated text
 FINISH_REASON = "finish_reason"
-PARSE_STATUS = "parse_status"  # see toolkit.parsing.ParseStatus
+PARSE_STATUS = "parse_status"  # see toolkit.core.parsing.ParseStatus
 PRED_GRADE = "pred_grade"  # parsed grade value, null when unparseable
 CORRECT = "correct"  # pred_grade == grade
 GRADE_PROBS = "grade_probs"  # first-token probabilities of the grade labels, scale order (best first)

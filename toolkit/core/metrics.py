@@ -27,9 +27,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from typing import TYPE_CHECKING
 
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
+
+if TYPE_CHECKING:
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +217,14 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, n_bins: int 
 def hallucination(emitted: list, rationales: list, gold: list, scale: GradeScale) -> dict:
     """Disagreement between a rationale's decision step and the grade the answer emits.
 
-    For each *parsed* answer (emitted label not None), `toolkit.parsing.decision_label` reads
+    For each *parsed* answer (emitted label not None), `toolkit.core.parsing.decision_label` reads
     the grade named by the rationale's decision step ("5. Decision: Related" -> 3). Answers
     whose decision step names a grade form the denominator; those naming a grade other than
     the emitted one form the numerator. rate = numerator / denominator (None when 0).
     `rationale_right_label_wrong` counts the numerator rows whose decision-step grade equals
     gold: a sound rationale with a wrong final grade, the paper's wording.
     """
-    from toolkit.parsing import decision_label
+    from toolkit.core.parsing import decision_label
 
     labels, names = scale.labels, scale.names
     parsed = no_decision = den = num = right = 0
@@ -245,3 +249,20 @@ def hallucination(emitted: list, rationales: list, gold: list, scale: GradeScale
         "no_decision": no_decision,
         "rationale_right_label_wrong": right,
     }
+
+
+def probs_of(df: "pl.DataFrame", scale: GradeScale, tolerance: float = PROB_TOLERANCE) -> np.ndarray | None:
+    """The `grade_probs` column of a predictions frame as a rows x grades array (checked: check_probs); None when absent."""
+    import polars as pl
+
+    from toolkit.core import columns as C
+
+    if C.GRADE_PROBS not in df.columns or df[C.GRADE_PROBS].null_count() == df.height:
+        return None  # none at all (e.g. `toolkit score --mode generate` of a CoT-first model): the parsed grades are evaluated
+    dtype = df.schema[C.GRADE_PROBS]
+    if not isinstance(dtype, (pl.List, pl.Array)) or not (dtype.inner.is_numeric() or dtype.inner == pl.Null):
+        raise UserError(f"column `{C.GRADE_PROBS}` holds {dtype}, not lists of numbers; write it as list[float] in Parquet")
+    col = df[C.GRADE_PROBS]
+    col = col.cast(pl.List(pl.Float64)) if isinstance(col.dtype, pl.Array) else col
+    ids = df[C.PAIR_ID].to_list() if C.PAIR_ID in df.columns else None
+    return check_probs(col, scale, tolerance, ids)

@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from toolkit.errors import UserError, missing_extra
+from toolkit.core.errors import UserError, missing_extra
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +160,20 @@ def grade_token_ids(tokenizer, labels: list[str]) -> list[int]:
     if len(set(ids)) != len(ids):
         raise UserError(f"grade labels {labels} share token ids {ids} in this tokenizer; use distinct labels")
     return ids
+
+
+def pick_dtype(name: str, torch):
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if name != "auto":
+        raise UserError(f"dtype must be auto, float32 or bfloat16; got {name!r}")
+    if torch.cuda.is_available():
+        return torch.bfloat16
+    # bf16 matmuls are fast on CPUs with AVX-512 BF16 / AMX; elsewhere float32 is safer
+    try:
+        flags = open("/proc/cpuinfo").read()
+        return torch.bfloat16 if ("amx_bf16" in flags or "avx512_bf16" in flags) else torch.float32
+    except OSError:
+        return torch.float32

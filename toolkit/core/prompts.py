@@ -14,10 +14,10 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from toolkit import columns as C
-from toolkit.errors import UserError
-from toolkit.grades import GradeScale
-from toolkit.parsing import COT_FIRST, LABEL_FIRST, ORDERS
+from toolkit.core import columns as C
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
+from toolkit.core.parsing import COT_FIRST, LABEL_FIRST, ORDERS
 
 Messages = list[dict]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from toolkit.errors import UserError
-from toolkit.io import manifest_of
-from toolkit.parsing import LABEL_FIRST, ORDERS
+from toolkit.core.errors import UserError
+from toolkit.core.stagefolder import manifest_of
+from toolkit.core.parsing import LABEL_FIRST, ORDERS
 
 __all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "warn_if_rules_missing"]
 

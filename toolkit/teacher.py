@@ -1,0 +1,157 @@
+"""The teacher of `toolkit make-prefs`: the chosen answer of a group whose rollouts are all wrong.
+
+A teacher is any callable `teacher(rows) -> texts`: rows are prompts.parquet rows as dicts (pair id, prompt,
+gold grade, pair text columns), texts are answers for the gold grade in the policy's answer order.
+`teacher_from_backend` makes one of any generation backend (the teacher prompt for the gold grade, the
+CoT-first answer re-written in the policy's order); `BackendTeacher` is the one the CLI builds from its
+--teacher-* flags, loading its backend on the first call only. `teacher_answers` asks it in batches,
+reusing the answers of the same teacher from the last complete or interrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import polars as pl
+
+from toolkit.core import columns as C
+from toolkit.core import lineage
+from toolkit.core.errors import UserError
+from toolkit.core.parsing import LABEL_FIRST, OK, parse_answer
+from toolkit.core.progress import progress
+from toolkit.core.stagefolder import read_manifest, write_parquet
+from toolkit.core.stagefolder.files import TEACHER_FILE
+from toolkit.core.tables import read_parquet
+
+if TYPE_CHECKING:
+    from toolkit.preferences import MakePrefsConfig
+
+log = logging.getLogger(__name__)
+
+Teacher = Callable[[list[dict]], list[str]]
+
+
+def partial_file(cfg: MakePrefsConfig) -> Path:
+    out = Path(cfg.out)
+    return out.with_name(f".{out.name}.{TEACHER_FILE}.partial")
+
+
+def _cached_teacher(cfg: MakePrefsConfig) -> dict[tuple[str, int], str]:
+    """Answers of the same teacher from the last complete run, or from an interrupted one."""
+    if cfg.teacher_id is None:
+        return {}
+    out, known = Path(cfg.out), {}
+    m = read_manifest(out)
+    sources = [out / TEACHER_FILE] if m and m.get("teacher_id") == cfg.teacher_id else []
+    for path in sources + [partial_file(cfg)]:
+        if path.exists():
+            df = read_parquet(path)
+            if "teacher_id" in df.columns:
+                df = df.filter(pl.col("teacher_id") == cfg.teacher_id)
+            known.update({(p, g): t for p, g, t in df.select(C.PAIR_ID, C.GRADE, C.TEXT).iter_rows()})
+    return known
+
+
+def _save_partial(cfg: MakePrefsConfig, known: dict[tuple[str, int], str]) -> None:
+    if cfg.teacher_id is None or not known:
+        return
+    rows = [(p, g, t, cfg.teacher_id) for (p, g), t in known.items()]
+    schema = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "teacher_id": pl.String}
+    write_parquet(pl.DataFrame(rows, schema=schema, orient="row"), partial_file(cfg))
+    log.warning("kept %d teacher answers in %s; the next run with the same teacher reuses them", len(known), partial_file(cfg))
+
+
+def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, labels: dict[int, str], all_labels: list[str]) -> pl.DataFrame:
+    """pair_id, grade, text, valid for each row: cached answers reused, the rest asked in batches."""
+    known = _cached_teacher(cfg)
+    todo = [r for r in rows if (r[C.PAIR_ID], r[C.GRADE]) not in known]
+    if todo:
+        log.info("asking the teacher for %d answers (%d cached)", len(todo), len(rows) - len(todo))
+    size = int(cfg.teacher_batch_size)
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    try:
+        for batch in progress(batches, total=len(batches), desc="teacher answers", unit="batch"):
+            texts = teacher(batch)
+            if len(texts) != len(batch):
+                raise ValueError(f"the teacher returned {len(texts)} answers for {len(batch)} rows")
+            known.update({(r[C.PAIR_ID], r[C.GRADE]): t for r, t in zip(batch, texts)})
+    except BaseException:
+        _save_partial(cfg, known)
+        raise
+    out = []
+    for r in rows:
+        text = known[(r[C.PAIR_ID], r[C.GRADE])] or ""
+        parsed = parse_answer(text, all_labels, answer_order(cfg.rollouts))
+        out.append((r[C.PAIR_ID], r[C.GRADE], text, parsed.status == OK and parsed.label == labels.get(r[C.GRADE])))
+    return pl.DataFrame(out, schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean}, orient="row")
+
+
+def answer_order(rollouts: str) -> str:
+    """The rollouts' answer order (toolkit.core.lineage): teacher answers must be written the same way."""
+    return (lineage.recorded(rollouts) or {}).get("order") or LABEL_FIRST
+
+
+def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict], list[str] | None] | None = None,
+                         order: str = LABEL_FIRST) -> Teacher:
+    """A teacher callable over any generation backend: the teacher prompt for the gold grade, its
+    CoT-first answer re-written in the policy's `order`; "" when it does not parse (counted as invalid)."""
+    from toolkit.generation.base import SamplingConfig
+    from toolkit.core.parsing import COT_FIRST
+    from toolkit.core.prompts import PromptBuilder
+
+    builder = PromptBuilder(scale, order)
+    sampling = sampling or SamplingConfig(n=1, temperature=0.0, max_tokens=768)
+
+    def teacher(rows: list[dict]) -> list[str]:
+        prompts = [builder.teacher(r, rules_of(r) if rules_of else None, r[C.GRADE]) for r in rows]
+        out = []
+        for gen in backend.generate(prompts, sampling):
+            parsed = parse_answer(gen.texts[0] if gen.texts else "", scale.labels, COT_FIRST, gen.finish_reasons[0] if gen.finish_reasons else None)
+            out.append(builder.target(parsed.label, parsed.rationale) if parsed.ok else "")
+        return out
+
+    return teacher
+
+
+def rules_of(row: dict) -> list[str] | None:
+    """The rules the policy saw for this pair (`toolkit sample` keeps them beside each prompt)."""
+    return row.get(C.RULE_TEXTS) or None
+
+
+class BackendTeacher:
+    """The teacher for all-wrong groups: a generation backend, built on the first call only."""
+
+    def __init__(self, kind: str, model: str | None, base_url: str | None, max_tokens: int, rollouts: str):
+        self.kind, self.model, self.base_url, self.max_tokens = kind, model, base_url, max_tokens
+        self.rollouts = rollouts  # the folder whose grade scale the teacher answers on
+        self.backend = self.fn = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.model or self.base_url)
+
+    @property
+    def id(self) -> str | None:
+        return f"{self.kind}:{self.model or ''}@{self.base_url or ''}" if self.configured else None
+
+    def __call__(self, rows: list[dict]) -> list[str]:
+
+        if not self.configured:
+            raise UserError(
+                "some pairs have only wrong rollouts and need a teacher answer; pass --teacher-model MODEL "
+                "(or --teacher-backend openai --teacher-base-url URL), or --no-teacher to drop them"
+            )
+        if self.fn is None:
+            from toolkit.generation.base import BackendConfig, SamplingConfig, make_backend
+            from toolkit.core.stagefolder import scale_of
+
+            self.backend = make_backend(BackendConfig(kind=self.kind, model=self.model, base_url=self.base_url))
+            self.fn = teacher_from_backend(self.backend, scale_of(self.rollouts), SamplingConfig(n=1, max_tokens=self.max_tokens),
+                                           rules_of=rules_of, order=answer_order(self.rollouts))
+        return self.fn(rows)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()

@@ -1,0 +1,91 @@
+"""The trainers (`trainers/`, thin TRL glue on the core) with the toolkit's own dev evaluation attached.
+
+`train_sft|train_dpo|train_grpo(cfg)` here are what `toolkit train ...` runs: with `--eval-pairs` the trainer
+is handed `dev(scale, order, tokenizer, template) -> score(model)`, which scores the dev split with the
+model being trained through the same code as `toolkit score` (first-token grade probabilities on the
+student prompt, rules retrieved from `--eval-index`) and returns trainers.dev_eval.metrics_of's numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from toolkit.core.errors import UserError
+from toolkit.core.grades import GradeScale
+from toolkit.core.prompts import PromptBuilder
+
+DevScorer = Callable[..., Callable[[object], dict]]  # dev(scale, order, tokenizer, template) -> score(model) -> metrics
+
+
+@dataclass
+class DevSet:
+    rows: list[dict]
+    rules: list[list[str]]
+    builder: PromptBuilder
+    scale: GradeScale
+
+
+def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, limit: int | None, scale, order: str, seed: int = 0) -> DevSet:
+    """The dev pairs (a fixed seeded sample of at most `limit`), their retrieved rules and the student prompt builder."""
+    import polars as pl
+
+    from toolkit.core.pairs import load_pairs
+    from toolkit.cot import attach_rules
+
+    df = load_pairs(pairs, split or None, None)
+    if df.height == 0:
+        raise UserError(f"--eval-pairs {pairs}: no pairs in split {split!r}; pass a folder with a dev split (`toolkit split` or `retrieve` output)")
+    if limit and df.height > limit:
+        df = df.sample(limit, seed=seed).sort(pl.col("pair_id"))  # a fixed sample: every evaluation scores the same pairs
+    off = sorted(set(df["grade"].to_list()) - set(scale.values))
+    if off:
+        raise UserError(f"--eval-pairs {pairs}: grade(s) {off} are not on the training data's scale `{scale.name}`")
+    return DevSet(df.to_dicts(), attach_rules(df, index, rules_k, pairs), PromptBuilder(scale, order), scale)
+
+
+def evaluate(model, tokenizer, dev: DevSet, template_options: dict | None = None) -> dict:
+    """Macro-F1, accuracy and predicted-grade shares of `model` on the dev set, by first-token scoring."""
+    from toolkit.generation.base import BackendConfig
+    from toolkit.generation.hf import TransformersBackend
+    from toolkit.scoring import score_rows
+    from trainers.dev_eval import metrics_of
+
+    was_training, side = model.training, tokenizer.padding_side
+    try:
+        backend = TransformersBackend(BackendConfig(template_options=template_options or {}), model=model, tokenizer=tokenizer)
+        preds = score_rows(backend, dev.builder, dev.rows, dev.rules, "first-token")
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+    return metrics_of(preds["grade"].to_list(), preds["grade_probs"].to_list(), dev.scale)
+
+
+def dev_scorer(cfg) -> DevScorer | None:
+    """The trainer's dev evaluation for a train config with `eval_pairs`; None without."""
+    if not getattr(cfg, "eval_pairs", None):
+        return None
+
+    def prepare(scale, order, tokenizer, template):
+        dev = load_dev(cfg.eval_pairs, cfg.eval_split, cfg.eval_index, cfg.eval_rules_k, cfg.eval_limit, scale, order, cfg.seed)
+        return lambda model: evaluate(model, tokenizer, dev, template)
+
+    return prepare
+
+
+def train_sft(cfg):
+    from trainers.sft import train_sft
+
+    return train_sft(cfg, dev=dev_scorer(cfg))
+
+
+def train_dpo(cfg):
+    from trainers.dpo import train_dpo
+
+    return train_dpo(cfg, dev=dev_scorer(cfg))
+
+
+def train_grpo(cfg):
+    from trainers.grpo import train_grpo
+
+    return train_grpo(cfg, dev=dev_scorer(cfg))
