@@ -25,17 +25,17 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import (StageConfig, atomic_dir, check_complete, input_hashes, is_up_to_date, read_manifest, up_to_date_line,
-    write_manifest, write_parquet, writes_output)
+from toolkit.core.options import opt
+from toolkit.core.stagefolder.files import CHANGES_FILE, EXCLUDED_FILE
+from toolkit.core.stagefolder import (check_complete, input_hashes, read_manifest, recorded_result, scale_of, StageConfig, StageResult, write_parquet, write_stage, writes_output)
 from toolkit.core.tables import read_parquet
-from toolkit.core.stagefolder import scale_of
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ PULL_STAGE = "review-pull"
 GRADE_BEFORE = "grade_before_review"
 ROUND = "review_round"
 REVIEW = "review"
-CHANGES, EXCLUDED = "changes.parquet", "excluded.parquet"
+CHANGES, EXCLUDED = CHANGES_FILE, EXCLUDED_FILE
 EXCLUDING_KINDS = ("hard", "errors")  # accept = no on these kinds means: this pair cannot be judged
 CHANGE_SCHEMA = {ROUND: pl.Int32, C.PAIR_ID: pl.String, C.CHANGED_COLUMN: pl.String, C.OLD_VALUE: pl.String, C.NEW_VALUE: pl.String,
                  C.CHANGE_REASON: pl.String, REVIEW: pl.String, C.REVIEWERS: pl.String}
@@ -55,10 +55,12 @@ CARRIED = ("grade_scale", "index_model_id", "index_fingerprint", "splits", "line
 @dataclass
 class ApplyConfig(StageConfig):
     pairs: str  # the pairs to correct: ingest / split / retrieve output, or an earlier `review apply`
-    out: str
-    reviews: list[str] = field(default_factory=list)  # `toolkit review pull` output folders, applied in order
-    allow_missing: bool = False  # a review folder not written yet is skipped (a pipeline run before the round)
-    force: bool = False
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: the corrected pairs (the input's files) and review/ with the change log.")
+    reviews: list[str] = opt(default_factory=list, flags=("-r", "--review"), type="path", multiple=True,  # applied in order
+                             help="A `toolkit review pull` output folder; repeat for several (applied in order).")
+    allow_missing: bool = opt(False,  # a review folder not written yet is skipped (a pipeline run before the round)
+                              help="Skip review folders that do not exist yet (a pipeline run before the round); with none, the pairs pass unchanged.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         self.pairs, self.out = str(self.pairs), str(self.out)
@@ -68,20 +70,21 @@ class ApplyConfig(StageConfig):
 
 
 @dataclass
-class ApplyResult:
-    out: Path
-    counts: dict
-    skipped: bool = False
+class ApplyResult(StageResult):
+    STAGE = STAGE
+
+    def brief(self) -> str:
+        return f"round {self.counts.get('round')}"
 
     def summary(self) -> str:
         c = self.counts
         if self.skipped:
-            return up_to_date_line("review apply", self.out, f"round {c.get('round')}")
+            return super().summary()
         missing = f"; {c['reviews_missing']} review folder(s) not there yet, skipped" if c.get("reviews_missing") else ""
         if not c["reviews_applied"]:
-            return f"review apply: no review answers yet{missing}: {c['pairs']} pairs unchanged (round {c['round']}) in {self.out}"
+            return f"{STAGE}: no review answers yet{missing}: {c['pairs']} pairs unchanged (round {c['round']}) in {self.out}"
         conflict = f", {c['conflicts']} pairs with conflicting grades kept" if c["conflicts"] else ""
-        return (f"review apply: round {c['round']} from {c['reviews_applied']} review(s): {c['regraded']} grades corrected, "
+        return (f"{STAGE}: round {c['round']} from {c['reviews_applied']} review(s): {c['regraded']} grades corrected, "
                 f"{c['excluded']} pairs excluded{conflict}; {c['pairs']} pairs in {self.out}{missing}")
 
 
@@ -127,7 +130,7 @@ def read_review(folder: Path, scale_name: str) -> tuple[dict, dict[str, int], di
 
 @writes_output(STAGE)
 def apply(cfg: ApplyConfig) -> ApplyResult:
-    src, out = Path(cfg.pairs), Path(cfg.out)
+    src = Path(cfg.pairs)
     files = _pairs_files(src)
     present = [Path(r) for r in cfg.reviews if Path(r).exists()]
     missing = [r for r in cfg.reviews if not Path(r).exists()]
@@ -136,8 +139,9 @@ def apply(cfg: ApplyConfig) -> ApplyResult:
     inputs = input_hashes([*files, *present, *([src / REVIEW] if (src / REVIEW).is_dir() else [])])
     resolved_cfg = cfg.resolved()
     resolved_cfg["reviews_present"] = [str(p) for p in present]
-    if not cfg.force and is_up_to_date(out, STAGE, resolved_cfg, inputs):
-        return ApplyResult(out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(ApplyResult, cfg, inputs, resolved=resolved_cfg)
+    if done is not None:
+        return done
     scale = scale_of(cfg.pairs)
     upstream = (read_manifest(src) if src.is_dir() else None) or {}
     prev_round = int(upstream.get("review_round") or 0)
@@ -212,15 +216,17 @@ def apply(cfg: ApplyConfig) -> ApplyResult:
     extra["review_rounds"] = list(upstream.get("review_rounds") or []) + ([{"round": rnd, "reviews": rounds_info, "regraded": len(regrade),
                                                                               "excluded": len(excluded)}] if present else [])
     extra["upstream_stage"] = upstream.get("stage")
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         for name, df in outputs:
             write_parquet(df, tmp / name)
         (tmp / REVIEW).mkdir()
         write_parquet(changes, tmp / REVIEW / CHANGES)
         if parts:
             write_parquet(pl.concat(parts, how="diagonal_relaxed"), tmp / REVIEW / EXCLUDED)
-        write_manifest(tmp, STAGE, resolved_cfg, inputs, counts, extra)
-    result = ApplyResult(out, counts)
+        return counts, extra
+
+    result = write_stage(ApplyResult, cfg, inputs, write, resolved=resolved_cfg)
     log.info(result.summary())
     return result
 

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -29,11 +29,13 @@ from annotation.quality import honeypot_grades, honeypot_table, model_grade, mod
 from annotation.client import Connection, argilla_errors, connect
 from annotation.inputs import FILE_COL, ID_COL, read_rows
 from annotation.merge import Policy, merge, resolve
-from annotation.push import DEFAULT_WORKSPACE, check_name, default_dataset
+from annotation.push import DEFAULT_WORKSPACE, SERVER_OPTIONS, check_name, default_dataset
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
+from toolkit.core.options import opt
 from toolkit.core.grades import get_scale
-from toolkit.core.stagefolder import atomic_dir, input_hashes, read_manifest, sha256_json, write_manifest, write_parquet, writes_output
+from toolkit.core.stagefolder import StageResult, input_hashes, read_manifest, sha256_json, write_parquet, write_stage, writes_output
+from toolkit.core.stagefolder.files import REPORT_FILE, REVIEW_DIR
 from toolkit.core.progress import progress
 from toolkit.core.stagefolder import scale_of
 
@@ -45,19 +47,21 @@ RESPONSE_SCHEMA = {C.RECORD_ID: pl.String, C.PAIR_ID: pl.String, C.REVIEWER: pl.
 @dataclass
 class PullConfig:
     input: str
-    kind: str
-    out: str
-    dataset: str | None = None  # default: taosr-<kind>
-    workspace: str = DEFAULT_WORKSPACE
-    policy: str = "majority"  # majority | unanimous | trust
-    trusted_reviewer: str | None = None  # with policy trust
-    min_submitted: int | None = None  # default: the dataset's task distribution
-    scale: str | None = None
-    api_url: str | None = None
-    api_key: str | None = None
-    timeout: float = 30.0
-    min_honeypot_accuracy: float | None = None  # reviewers below this accuracy on honeypots are left out of the merge
-    min_honeypots: int = 3  # ... when they answered at least this many honeypots
+    kind: str = opt(**SERVER_OPTIONS["kind"])
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder for the merged dataset and the review files.")
+    dataset: str | None = opt(None, **SERVER_OPTIONS["dataset"])  # default: taosr-<kind>
+    workspace: str = opt(DEFAULT_WORKSPACE, **SERVER_OPTIONS["workspace"])
+    policy: str = opt("majority", choices=("majority", "unanimous", "trust"), show_default=True, help="How several reviewers' answers become one decision.")
+    trusted_reviewer: str | None = opt(None, help="With --policy trust: this username's answers win when they answered.")
+    min_submitted: int | None = opt(None,  # default: the dataset's task distribution
+                                    help="Answers a record needs to be decided (default: the dataset's setting); fewer -> pending.")
+    scale: str | None = opt(None, **SERVER_OPTIONS["scale"])
+    api_url: str | None = opt(None, **SERVER_OPTIONS["api_url"])
+    api_key: str | None = opt(None, **SERVER_OPTIONS["api_key"])
+    timeout: float = opt(30.0, **SERVER_OPTIONS["timeout"])
+    min_honeypot_accuracy: float | None = opt(None,  # reviewers below this accuracy on honeypots are left out of the merge
+                                              help="Leave out of the merge every reviewer whose accuracy on honeypots is below this (0-1).")
+    min_honeypots: int = opt(3, show_default=True, help="With --min-honeypot-accuracy: judge only reviewers who answered this many honeypots.")
 
     def __post_init__(self):
         S.get_kind(self.kind)
@@ -81,12 +85,12 @@ class PullConfig:
 
 
 @dataclass
-class PullResult:
-    out: Path
-    counts: dict
-    agreement: dict
+class PullResult(StageResult):
+    agreement: dict = field(default_factory=dict)
+    STAGE = "review-pull"
+    SHOW_DROPPED = False  # `dropped` here are review rows, in the headline
 
-    def summary(self) -> str:
+    def headline(self) -> str:
         c = self.counts
         status = ", ".join(f"{n} {s}" for s, n in c["status"].items())
         dropped = sum(c["dropped"].values())
@@ -99,8 +103,14 @@ class PullResult:
             agree += (f", ordinal alpha {alpha:.2f})" if alpha is not None else ")") if kappa is not None else ""
         hp = f"; {c['honeypots']} honeypots" if c.get("honeypots") else ""
         ex = f", reviewers left out: {', '.join(c['reviewers_excluded'])}" if c.get("reviewers_excluded") else ""
-        return (f"review pull: {c['rows']} rows ({status}) -> kept {c['kept']}, dropped {dropped}, {c['changes']} changes{agree}{hp}{ex}; "
-                f"in {self.out} (report: review/report.md)")
+        return f"{c['rows']} rows ({status}) -> kept {c['kept']}, dropped {dropped}, {c['changes']} changes{agree}{hp}{ex};"
+
+    def where(self) -> str:
+        return f"in {self.out} (report: {REVIEW_DIR}/{REPORT_FILE})"
+
+    @property
+    def stage(self) -> str:  # the command's name in the summary; the manifest's stage is STAGE
+        return "review pull"
 
 
 def iter_records(ds):
@@ -226,7 +236,8 @@ def finish_pull(cfg: PullConfig, df: pl.DataFrame, names: list[str], scale, resp
         # what made the reviewed data travels on (the teacher or model, the index, how the prompts were built)
         extra.update({k: upstream[k] for k in ("teacher", "model", "teacher_id", "index_model_id", "index_fingerprint", "student_prompt")
                       if upstream.get(k) is not None})
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         for i, name in enumerate(names):
             write_parquet(result.merged.filter(pl.col(FILE_COL) == i).drop(FILE_COL, ID_COL), tmp / name)
         (tmp / "review").mkdir()
@@ -238,7 +249,8 @@ def finish_pull(cfg: PullConfig, df: pl.DataFrame, names: list[str], scale, resp
         (tmp / "review" / "agreement.json").write_text(json.dumps(agree, indent=2), encoding="utf-8")
         (tmp / "review" / "reviewers.json").write_text(json.dumps(reviewers, indent=2), encoding="utf-8")
         (tmp / "review" / "report.md").write_text(report_markdown(cfg, counts, agree, reviewers), encoding="utf-8")
-        write_manifest(tmp, "review-pull", cfg.resolved(), input_hashes([cfg.input]), counts, extra)
-    res = PullResult(out, counts, agree)
+        return counts, extra
+
+    res = write_stage(PullResult, cfg, input_hashes([cfg.input]), write, out, agreement=agree)
     log.info(res.summary())
     return res

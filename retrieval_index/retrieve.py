@@ -20,10 +20,9 @@ import polars as pl
 from retrieval_index.index import RuleIndex
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
+from toolkit.core.options import opt
 from toolkit.core.pairs import validate_pairs
-from toolkit.core.stagefolder import scale_of
-from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line,
-    write_manifest, write_parquet, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
 from toolkit.core.tables import read_pairs, read_parquet
 
 log = logging.getLogger(__name__)
@@ -116,17 +115,19 @@ def _scope_groups(index: RuleIndex, categories: list[str | None] | None, n: int)
 @dataclass
 class RetrieveConfig(StageConfig):
     input: str
-    index: str
-    out: str
-    k: int = 5
-    text: str = "both"
-    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
-    kind: str = "rule"
-    tags: list[str] = field(default_factory=list)
-    scope: bool = True
-    knowledge_k: int = 0
-    model: str | None = None
-    force: bool = False
+    index: str = opt(flags=("-i", "--index"), type="path", help="Index folder from `toolkit build-index`.")
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: the input's Parquet files plus rule_ids / rule_scores columns.")
+    k: int = opt(5, flags=("-k", "--k"), show_default=True, help="Rules per pair.")
+    text: str = opt("both", choices=TEXT_MODES, show_default=True, help="What is searched: `query | title`, the query alone, or the item title alone.")
+    lexical_weight: float = opt(DEFAULT_LEXICAL_WEIGHT, show_default=True,
+                                help="Weight of the BM25 score (scaled to [0, 1] per pair) added to the cosine; 0 = dense only.")
+    kind: str = opt("rule", choices=("rule", "knowledge", "any"), show_default=True, help="Snippet kind for rule_ids.")
+    tags: list[str] = opt(default_factory=list, flags=("--tag",), multiple=True, help="Only snippets with this tag (repeatable: any of them).")
+    scope: bool = opt(True, flags=("--no-scope",), negate=True,
+                      help="Ignore the rules' category scopes (by default a scoped rule goes only to pairs in its categories).")
+    knowledge_k: int = opt(0, show_default=True, help="Also write knowledge_ids / knowledge_scores with this many knowledge snippets per pair.")
+    model: str | None = opt(None, help="Embedding model; must be the one the index was built with (default: the one it records).")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         if self.k < 1:
@@ -143,19 +144,16 @@ class RetrieveConfig(StageConfig):
 
 
 @dataclass
-class RetrieveResult:
-    out: Path
-    counts: dict
-    skipped: bool = False
+class RetrieveResult(StageResult):
+    STAGE = STAGE
 
-    def summary(self) -> str:
+    def brief(self) -> str:
+        return f"{self.counts['pairs']} pairs"
+
+    def headline(self) -> str:
         c = self.counts
-        if self.skipped:
-            return up_to_date_line("retrieve", self.out, f"{c['pairs']} pairs")
-        return (
-            f"retrieve: {c['pairs']} pairs x top-{c['k']} {c['kind']} snippets ({c['setup']}); "
-            f"{c['snippets_used']} of {c['snippets_allowed']} snippets used, {c['pairs_without_results']} pairs without any -> {self.out}"
-        )
+        return (f"{c['pairs']} pairs x top-{c['k']} {c['kind']} snippets ({c['setup']}); "
+                f"{c['snippets_used']} of {c['snippets_allowed']} snippets used, {c['pairs_without_results']} pairs without any")
 
 
 def _input_files(path: Path) -> list[Path]:
@@ -173,14 +171,14 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
     """Add rule (and knowledge) ids and scores to every pair; keeps the input's file layout (one file per split).
 
     `embedder` (optional) replaces loading the index's recorded model; it must match the index."""
-    src, out = Path(cfg.input), Path(cfg.out)
-    files = _input_files(src)
+    files = _input_files(Path(cfg.input))
     inputs = input_hashes([cfg.input, cfg.index])
-    resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
-        return RetrieveResult(out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(RetrieveResult, cfg, inputs)
+    if done is not None:
+        return done
     index = RuleIndex.load(cfg.index, cfg.model, embedder=embedder)
-    scale = scale_of(cfg.input)
+    source = StageFolder.open(cfg.input)
+    scale = source.scale()
     frames = []
     for f in files:
         df = read_parquet(f) if f.suffix == ".parquet" else read_pairs(f, [C.QUERY, C.TITLE])
@@ -207,18 +205,19 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
         "setup": f"text={cfg.text}, " + (f"hybrid lexical_weight={cfg.lexical_weight:g}" if cfg.lexical_weight else "dense only") + (", category scope" if cfg.scope and cats else ""),
         "most_used": dict(used.most_common(10)),
     }
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         start = 0
         for f, df in zip(files, frames):
             part = [pl.Series(name, vals[start : start + df.height], dtype=pl.List(pl.String if name.endswith("ids") else pl.Float32)) for name, vals in cols.items()]
             write_parquet(df.with_columns(part), tmp / (f.stem + ".parquet"))
             start += df.height
         extra = {"index_model_id": index.model_id, "index_fingerprint": index.manifest.get("fingerprint")}
-        upstream = manifest_of(src)
-        if upstream and "grade_scale" in upstream:  # the pairs' scale travels on (3- and 5-grade data)
-            extra["grade_scale"] = upstream["grade_scale"]
-        write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
-    return RetrieveResult(out, counts)
+        if source.get(Key.GRADE_SCALE):  # the pairs' scale travels on (3- and 5-grade data)
+            extra[Key.GRADE_SCALE] = source.get(Key.GRADE_SCALE)
+        return counts, extra
+
+    return write_stage(RetrieveResult, cfg, inputs, write)
 
 
 def pair_vectors(index: RuleIndex, queries: list[str], titles: list[str], text: str) -> np.ndarray:

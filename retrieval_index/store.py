@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.core.errors import UserError, missing_extra
+from toolkit.core.options import opt
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,13 @@ def faiss_module():
 class IndexSpec:
     """How the faiss index is built and searched; 0 means "choose from the size"."""
 
-    type: str = "auto"
-    nlist: int = 0  # ivf: number of cells (default about 2*sqrt(n))
-    nprobe: int = 0  # ivf: cells visited per search (default nlist/16, at least 8)
-    hnsw_m: int = 32  # hnsw: graph degree
-    ef_construction: int = 64
-    ef_search: int = 128
+    type: str = opt("auto", flags=("--index-type",), param="index_type", choices=INDEX_TYPES, show_default=True,
+                    help="flat: exact search; ivf / hnsw: approximate, for large knowledge bases; auto: flat below 200k snippets, ivf above.")
+    nlist: int = opt(0, help="[ivf] number of cells (default about 2*sqrt(snippets)).")
+    nprobe: int = opt(0, help="[ivf] cells visited per search (default nlist/16, at least 8).")
+    hnsw_m: int = opt(32, show_default=True, help="[hnsw] graph degree.")
+    ef_construction: int = 64  # no option: Python only
+    ef_search: int = opt(128, show_default=True, help="[hnsw] candidate list size per search.")
 
     def __post_init__(self):
         if self.type not in INDEX_TYPES:

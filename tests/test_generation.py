@@ -174,7 +174,7 @@ def test_gen_cot_free_mode_asks_for_a_pairs_k_samples_in_one_request(cli, repo, 
 
 
 def test_pairs_with_retrieved_rule_ids_but_no_index_warn_that_prompts_get_no_rules(caplog):
-    from toolkit.cot import attach_rules
+    from toolkit.model_stage import attach_rules
 
     df = pl.DataFrame({C.QUERY: ["mug", "kettle"], C.TITLE: ["Red mug", "Steel kettle"], C.RULE_IDS: [["r1", "r2"], []]})
     assert attach_rules(df, None, 3) == [[], []]

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.core.stagefolder import StageConfig, atomic_dir, input_hashes, sha256_file, write_manifest, writes_output
+from toolkit.core.options import opt
+from toolkit.core.stagefolder import (input_hashes, Key, sha256_file, StageConfig, StageResult, write_stage, writes_output)
 from toolkit.core.stagefolder.files import RULES_JSONL, RULES_MD
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,15 @@ _MD_HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 @dataclass
 class AtomizeConfig(StageConfig):
     guideline: str
-    out: str
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: rules.md (candidate rules), rules.jsonl (provenance).")
     backend: BackendConfig = field(default_factory=BackendConfig)
-    max_passage_chars: int = 1200
-    max_tokens: int = 384
-    temperature: float = 0.0
-    seed: int = 0
-    prefill: bool = True  # start the answer with "- " (servers without assistant prefill: --no-prefill)
-    id_prefix: str = "A"
+    max_passage_chars: int = opt(1200, show_default=True, help="Guideline text per LLM request.")
+    max_tokens: int = opt(384, show_default=True, help="Token budget of the rules for one passage.")
+    temperature: float = opt(0.0, show_default=True, help="Sampling temperature (0 = greedy: the same rules every run).")
+    seed: int = opt(0, show_default=True, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
+    prefill: bool = opt(True, flags=("--no-prefill",), negate=True,  # start the answer with "- "
+                        help="Do not start the answer with '- ' (for servers without assistant prefill).")
+    id_prefix: str = opt("A", show_default=True, help="Rule ids are PREFIX01, PREFIX02, ...")
     min_rule_chars: int = 15
     max_rule_chars: int = 400
 
@@ -76,15 +78,14 @@ class Passage:
 
 
 @dataclass
-class AtomizeResult:
-    out: Path
-    stats: dict
+class AtomizeResult(StageResult):
+    STAGE = STAGE
 
-    def summary(self) -> str:
-        s = self.stats
-        drops = ", ".join(f"{k}={v}" for k, v in s["dropped"].items() if v) or "none"
-        return (f"atomize: {s['passages']} passages -> {s['rules']} candidate rules; dropped: {drops} "
-                f"-> {self.out / RULES_MD} (review before use)")
+    def headline(self) -> str:
+        return f"{self.counts['passages']} passages -> {self.counts['rules']} candidate rules"
+
+    def where(self) -> str:
+        return f"-> {self.out / RULES_MD} (review before use)"
 
 
 def _is_heading(line: str, prev: str, nxt: str, plain: bool) -> str | None:
@@ -201,12 +202,13 @@ def atomize(cfg: AtomizeConfig, backend=None) -> AtomizeResult:
             })
     stats = {"passages": len(passages), "rules": len(records), "dropped": counts,
              "passages_without_rules": len(passages) - len({r["passage"] for r in records})}
-    out = Path(cfg.out)
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         (tmp / RULES_MD).write_text(render_markdown(records, src, model), encoding="utf-8")
         (tmp / RULES_JSONL).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        write_manifest(tmp, STAGE, cfg.resolved(), input_hashes([src]), stats, {"model": model})
-    return AtomizeResult(out, stats)
+        return stats, {Key.MODEL: model}
+
+    return write_stage(AtomizeResult, cfg, input_hashes([src]), write)  # always runs: an LLM pass is what the user asked for
 
 
 def render_markdown(records: list[dict], src: Path, model: str) -> str:

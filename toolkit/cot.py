@@ -31,12 +31,11 @@ from toolkit.core import parsing as P
 from toolkit.cot_filters import FilterConfig, NearDuplicates, check
 from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.core.stagefolder import (StageConfig, atomic_write_text, input_hashes, manifest_of, mark_incomplete, model_inputs,
-    sha256_json, write_manifest, write_parquet, writes_output)
-from toolkit.core.pairs import load_pairs
+from toolkit.core.options import opt
+from toolkit.core.stagefolder import (atomic_write_text, input_hashes, Key, model_inputs, sha256_json, StageConfig, StageResult, write_manifest, write_parquet, writes_output)
+from toolkit.model_stage import open_pairs, run_model_shards
 from toolkit.core.prompts import PromptBuilder
-from toolkit.core.shards import ShardRun, run_shards
-from toolkit.core.stagefolder import scale_of
+from toolkit.core.shards import ShardRun
 from toolkit.core.stagefolder.files import REJECTS_FILE, SFT_FILE, STATS_FILE
 
 log = logging.getLogger(__name__)
@@ -49,24 +48,27 @@ TEACHER = "teacher"
 @dataclass
 class GenCotConfig(StageConfig):
     pairs: str
-    out: str
-    split: str | None = "train"  # rows of this split only (when the input has splits)
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: sft.parquet, rejects.parquet, stats.json, .shards/.")
+    split: str | None = opt("train", show_default=True,  # rows of this split only (when the input has splits)
+                            help="Use the rows of this split when the input has splits ('' for all).")
     backend: BackendConfig = field(default_factory=BackendConfig)
-    samples: int = 1  # k rationales per pair
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 320
-    seed: int = 0
-    mode: str = "guided"  # guided | free
-    step_tokens: int = 48  # guided: token budget per step
-    give_gold: bool = True
-    order: str = P.LABEL_FIRST  # order of the SFT targets
-    index: str | None = None  # rules index folder (toolkit build-index); pairs' rule_ids resolve against it
-    rules_k: int = 3
-    shard_size: int = 32
-    limit: int | None = None
+    samples: int = opt(1, flags=("-n", "--samples"), show_default=True, help="Rationales sampled per pair (k).")
+    temperature: float = opt(0.7, show_default=True, help="Sampling temperature of the teacher.")
+    top_p: float = opt(0.95, show_default=True, help="Nucleus sampling: keep the smallest token set with this much probability.")
+    max_tokens: int = opt(320, show_default=True, help="Token budget of a free-mode answer.")
+    seed: int = opt(0, show_default=True, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
+    mode: str = opt("guided", choices=("guided", "free"), show_default=True,
+                    help="guided: the five step headers are written into the answer and the teacher fills each (small models); free: one generation (capable teachers).")
+    step_tokens: int = opt(48, show_default=True, help="[guided] token budget per step.")
+    give_gold: bool = opt(True, flags=("--no-gold",), negate=True, help="Do not tell the teacher the gold grade (then agreement is a real accuracy).")
+    order: str = opt(P.LABEL_FIRST, choices=("label_first", "cot_first"), show_default=True, help="Order of the SFT targets.")
+    index: str | None = opt(None, flags=("-i", "--index"), type="path",  # pairs' rule_ids resolve against it
+                            help="Rules index folder (toolkit build-index); rule texts go into the prompts.")
+    rules_k: int = opt(3, flags=("-k", "--rules-k"), show_default=True, help="Rules per prompt.")
+    shard_size: int = opt(32, show_default=True, help="Pairs per shard (the unit of resumption).")
+    limit: int | None = opt(None, help="Only the first N pairs.")
     filters: FilterConfig = field(default_factory=FilterConfig)
-    force: bool = False  # regenerate every shard (not hashed)
+    force: bool = opt(False, help="Regenerate every shard (a rerun otherwise reuses the finished ones).")  # not hashed
     student_template: str = "student"
     teacher_template: str = "teacher"
 
@@ -82,41 +84,20 @@ class GenCotConfig(StageConfig):
 
 
 @dataclass
-class GenCotResult:
-    out: Path
-    stats: dict
+class GenCotResult(StageResult):
+    STAGE = STAGE
 
-    def summary(self) -> str:
-        s = self.stats
-        drops = ", ".join(f"{k}={v}" for k, v in s["dropped"].items() if v) or "none"
-        return (
-            f"gen-cot: {s['pairs']} pairs x {s['samples']} samples -> kept {s['kept']} rationales "
-            f"({s['pairs_with_kept']} pairs); dropped: {drops}; teacher agreement {s['teacher_agreement']:.1%}; "
-            f"shards {s['shards_done']} new, {s['shards_skipped']} reused -> {self.out / SFT_FILE}"
-        )
+    @property
+    def stats(self) -> dict:  # stats.json: the counts under their older name
+        return self.counts
 
+    def headline(self) -> str:
+        s = self.counts
+        return (f"{s['pairs']} pairs x {s['samples']} samples -> kept {s['kept']} rationales ({s['pairs_with_kept']} pairs); "
+                f"teacher agreement {s['teacher_agreement']:.1%}; shards {s['shards_done']} new, {s['shards_skipped']} reused")
 
-def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int, pairs_path: str | None = None) -> list[list[str]]:
-    """Rule texts per pair: from the pairs' rule_ids (toolkit retrieve) or retrieved now."""
-    if not index_dir:
-        if C.RULE_IDS in df.columns and df[C.RULE_IDS].list.len().sum():
-            log.warning("the pairs carry retrieved rule ids (toolkit retrieve) but no --index was given: the prompts get no rules; "
-                        "pass --index with the index they were retrieved from")
-        return [[] for _ in range(df.height)]
-    from retrieval_index.index import RuleIndex
-
-    index = RuleIndex.load(index_dir)
-    if C.RULE_IDS in df.columns:
-        if pairs_path:
-            retrieved_from = (manifest_of(pairs_path) or {}).get("index_fingerprint")
-            if retrieved_from and retrieved_from != index.manifest.get("fingerprint"):
-                log.warning("%s: the rule ids were retrieved from another build of the index than --index %s (rules edited since?); "
-                            "the prompts get the texts of this build; rerun `toolkit retrieve` to match", pairs_path, index_dir)
-        return [[index.get(i)[C.SNIPPET_TEXT] for i in list(x or [])[:k]] for x in df[C.RULE_IDS].to_list()]
-    from retrieval_index.retrieve import rule_texts
-
-    cats = df[C.CATEGORY].to_list() if C.CATEGORY in df.columns else None
-    return rule_texts(index, df[C.QUERY].to_list(), df[C.TITLE].to_list(), cats, k)
+    def target(self) -> Path:
+        return self.out / SFT_FILE
 
 
 def step_openers(row: dict, scale) -> list[str]:
@@ -205,15 +186,12 @@ def _output_config(resolved: dict) -> dict:
 @writes_output(STAGE)
 def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     out = Path(cfg.out)
-    df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
-    if df.height == 0:
-        raise UserError(f"{cfg.pairs}: no pairs to generate for")
-    scale = scale_of(cfg.pairs)
+    pairs = open_pairs(cfg, STAGE, "generate for", check_model=False)  # the teacher is any model
+    df, scale, rules = pairs.df, pairs.scale, pairs.rules
     teacher_template = cfg.teacher_template
     if cfg.mode == "guided" and teacher_template == "teacher":
         teacher_template = "teacher_guided"
     builder = PromptBuilder(scale, cfg.order, cfg.student_template, teacher_template)
-    rules = attach_rules(df, cfg.index, cfg.rules_k, cfg.pairs)
     resolved = cfg.resolved()
     rows = df.to_dicts()
     items = list(zip(rows, rules))
@@ -229,10 +207,7 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
         result = generate_shard(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg, i)
         return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
 
-    lazy.check()
-    mark_incomplete(out, STAGE)  # the folder is ours from its first byte; complete when the manifest is written last
-    run = run_shards(out, items, cfg.shard_size, key_of, work, "gen-cot shards", fresh=cfg.force)
-    lazy.close()
+    run = run_model_shards(cfg, STAGE, lazy, items, key_of, work, "gen-cot shards")
     return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules), teacher_files, rules)
 
 
@@ -267,6 +242,6 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
     for name, frame in final.items():
         write_parquet(frame, out / name)
     atomic_write_text(out / STATS_FILE, json.dumps(stats, indent=2))
-    m = write_manifest(out, STAGE, resolved, inputs, stats, {"grade_scale": scale.to_dict(), "teacher": model_id, lineage.KEY: prompt_facts})
+    m = write_manifest(out, STAGE, resolved, inputs, stats, {Key.GRADE_SCALE: scale.to_dict(), Key.TEACHER: model_id, Key.LINEAGE: prompt_facts})
     log.info("gen-cot manifest %s", m["fingerprint"][:12])
-    return GenCotResult(out, stats)
+    return GenCotResult(out, stats, manifest=m)

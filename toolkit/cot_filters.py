@@ -9,14 +9,15 @@ import re
 from dataclasses import dataclass
 
 from toolkit.core import parsing as P
+from toolkit.core.options import opt
 
 STEP_NAMES = ("query understanding", "item understanding", "category match", "attribute match", "decision")
 
 
 @dataclass
 class FilterConfig:
-    min_chars: int = 40
-    max_chars: int = 2000
+    min_chars: int = opt(40, show_default=True, help="Drop shorter rationales.")
+    max_chars: int = opt(2000, show_default=True, help="Drop longer rationales.")
     min_steps: int = 5  # how many of the five step headers the rationale must contain
     max_repeat_ratio: float = 0.5  # drop when fewer than this share of word 3-grams are distinct
     near_duplicate: float = 0.9  # Jaccard of word 3-grams at or above which a rationale repeats a kept one

@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from toolkit.core import columns as C
-from toolkit.core import lineage
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest,
-    write_parquet, writes_output)
+from toolkit.core.options import opt
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
-from toolkit.core.stagefolder import scale_of
 from toolkit.core.stagefolder.files import DIFFICULTY_FILE, GRPO_FILE
 
 log = logging.getLogger(__name__)
@@ -74,13 +72,15 @@ def parse_buckets(spec: "str | dict") -> dict[str, float]:
 @dataclass
 class LabelDifficultyConfig(StageConfig):
     rollouts: str  # a rollouts folder (rollouts.parquet + prompts.parquet)
-    out: str
-    gamma: float = DEFAULT_GAMMA  # keep 0 < n_correct < gamma * n_samples
-    buckets: "str | dict" = DEFAULT_BUCKETS
-    balance: bool = True
-    seed: int = 0
-    gold: str | None = None  # corrected pairs (`toolkit review apply`): pass rates counted against their grades
-    force: bool = False
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (gets difficulty.parquet and grpo.parquet).")
+    gamma: float = opt(DEFAULT_GAMMA, show_default=True,  # keep 0 < n_correct < gamma * n_samples
+                       help="GRPO keeps pairs with 0 < n_correct < gamma * G (TaoSR1's team: pass-rate window [0.01, 0.9]).")
+    buckets: "str | dict" = opt(DEFAULT_BUCKETS, show_default=True, help="Difficulty buckets: names with inclusive upper bounds of the pass rate.")
+    balance: bool = opt(True, show_default=True, help="Downsample the GRPO set to equal counts per gold grade.")
+    seed: int = opt(0, show_default=True, help="Seed of the class-balanced downsampling.")
+    gold: str | None = opt(None, type="path",  # pass rates counted against their grades
+                           help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against their grades and pairs they exclude are left out.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         self.rollouts, self.out = str(self.rollouts), str(self.out)
@@ -94,20 +94,21 @@ class LabelDifficultyConfig(StageConfig):
 
 
 @dataclass
-class LabelDifficultyResult:
-    out: Path
-    counts: dict = field(default_factory=dict)
-    skipped: bool = False
+class LabelDifficultyResult(StageResult):
+    STAGE = STAGE
+    SHOW_DROPPED = False  # pairs without rollouts are in the headline
 
-    def summary(self) -> str:
+    def brief(self) -> str:
+        return f"{self.counts.get('grpo', 0)} GRPO pairs"
+
+    def headline(self) -> str:
         c = self.counts
-        if self.skipped:
-            return up_to_date_line("label-difficulty", self.out, f"{c.get('grpo', 0)} GRPO pairs")
         cv = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-        return (
-            f"label-difficulty: {c['pairs']} pairs ({c['dropped_no_rollouts']} without rollouts) -> window {c['window']} "
-            f"-> GRPO set {c['grpo']}; grade CV {cv(c['cv_before'])} -> {cv(c['cv_after'])}; in {self.out}"
-        )
+        return (f"{c['pairs']} pairs ({c['dropped_no_rollouts']} without rollouts) -> window {c['window']} "
+                f"-> GRPO set {c['grpo']}; grade CV {cv(c['cv_before'])} -> {cv(c['cv_after'])};")
+
+    def where(self) -> str:
+        return f"in {self.out}"
 
 
 def cv(counts: list[int]) -> float | None:
@@ -181,12 +182,12 @@ def _counts(pairs: pl.DataFrame, window: pl.DataFrame, grpo: pl.DataFrame, grade
 @writes_output(STAGE)
 def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     """Write difficulty.parquet (every pair) and grpo.parquet (the GRPO training set); see the module docstring."""
-    out = Path(cfg.out)
     inputs = input_hashes(input_files(cfg.rollouts) + ([cfg.gold] if cfg.gold else []))
-    resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
-        return LabelDifficultyResult(out, read_manifest(out)["counts"], skipped=True)
-    scale = scale_of(cfg.rollouts)
+    done = recorded_result(LabelDifficultyResult, cfg, inputs)
+    if done is not None:
+        return done
+    source = StageFolder.open(cfg.rollouts)
+    scale = source.scale()
     rollouts, prompts, regraded = scan_regraded(cfg.rollouts, cfg.gold)
     pairs, n_groups = label_pairs(rollouts, prompts, cfg)
     off = sorted(set(pairs[C.GRADE].drop_nulls().unique().to_list()) - set(scale.values))
@@ -200,10 +201,12 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     counts = _counts(pairs, window, grpo, grades, n_groups) | {"grades_absent": absent} | regraded
     label = pl.col(C.GRADE).replace_strict({g.value: g.label for g in scale.grades}, return_dtype=pl.String).alias(C.GOLD_LABEL)
     keep = [C.PROMPT, C.PAIR_ID, C.GRADE, C.GOLD_LABEL, C.PASS_RATE, C.N_SAMPLES, C.N_CORRECT, C.DIFFICULTY]
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         write_parquet(pairs.drop(C.PROMPT, "_in_window").with_columns(label), tmp / DIFFICULTY_FILE)
         write_parquet(grpo.with_columns(label).select(keep), tmp / GRPO_FILE)
-        write_manifest(tmp, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), lineage.KEY: lineage.recorded(cfg.rollouts)})
-    result = LabelDifficultyResult(out, counts)
+        return counts, {Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: source.lineage}
+
+    result = write_stage(LabelDifficultyResult, cfg, inputs, write)
     log.info("%s", result.summary())
     return result

@@ -30,13 +30,13 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
+from toolkit.core.options import opt
 from toolkit.core.grades import GradeScale, get_scale
-from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest, write_parquet,
-    writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageResult, write_parquet, write_stage, writes_output)
 from toolkit.core.pairs import select_split
 from toolkit.core.tables import read_pairs
 from toolkit.core.metrics import PROB_TOLERANCE, UNPARSED, probs_of, classification_metrics, grade_indices, hallucination, reliability
-from toolkit.core.stagefolder.files import PREDICTIONS_FILE
+from toolkit.core.stagefolder.files import METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,20 @@ def emitted(df: pl.DataFrame, scale: GradeScale, order: str) -> tuple[list, list
 
 @dataclass
 class EvalConfig(StageConfig):
-    predictions: str | None
-    out: str
-    scale: str | None = None  # default: the scale in the predictions folder's manifest, else taosr4
-    split: str | None = None  # evaluate only the rows of this split
-    decision: str = "auto"  # auto | argmax | parsed
-    tier_rule: str | None = None  # tiers.json from `toolkit tier fit`: adds CumPT and expected-score rows
-    bins: int = 10  # equal-width confidence bins for ECE / the reliability diagram
-    order: str | None = None  # how `text` answers are parsed: label_first | cot_first; None: the predictions' recorded order
-    prob_tolerance: float = PROB_TOLERANCE
-    plots: bool = True
-    force: bool = False
+    predictions: str | None = opt(type="path", help="Predictions Parquet file or folder: pair_id, grade, and grade_probs and/or pred_grade/text.")
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (metrics.json, report.md, PNGs, predictions.parquet).")
+    scale: str | None = opt(None, help="Grade scale (default: the one in the predictions folder's manifest, else taosr4).")
+    split: str | None = opt(None, help="Evaluate only rows of this split (e.g. test).")
+    decision: str = opt("auto", choices=DECISIONS, show_default=True,
+                        help="Grade to evaluate: argmax of grade_probs, or the parsed/emitted pred_grade; auto = argmax when grade_probs exist.")
+    tier_rule: str | None = opt(None, type="path",  # tiers.json from `toolkit tier fit`
+                                help="tiers.json (or its folder) from `toolkit tier fit`: adds CumPT and expected-score rows and a tier column.")
+    bins: int = opt(10, show_default=True, help="Equal-width confidence bins for ECE and the reliability diagram.")
+    order: str | None = opt(None, choices=("label_first", "cot_first"),  # None: the predictions' recorded order
+                            help="Answer order used to parse a `text` column (for pred_grade and the hallucination measure); default: the order in the predictions' manifest, else label_first.")
+    prob_tolerance: float = opt(PROB_TOLERANCE, show_default=True, help="How far a grade_probs row may sum from 1.")
+    plots: bool = opt(True, flags=("--no-plots",), negate=True, help="Skip the PNG plots.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
     extra: dict = field(default_factory=dict)  # recorded in the config (e.g. the scoring model's settings)
 
     def __post_init__(self):
@@ -112,12 +115,11 @@ class EvalConfig(StageConfig):
 
 
 @dataclass
-class EvalResult:
-    out: Path
-    metrics: dict
-    skipped: bool = False
+class EvalResult(StageResult):
+    metrics: dict = field(default_factory=dict)
+    STAGE = "eval"
 
-    def summary(self) -> str:
+    def headline(self) -> str:
         m = self.metrics
         parts = [f"{m['n']} rows", f"macro-F1 {m['macro_f1']:.4f}", f"accuracy {m['accuracy']:.4f}"]
         if m.get("calibration"):
@@ -127,9 +129,9 @@ class EvalResult:
             parts.append(f"hallucination {h['numerator']}/{h['denominator']} ({100 * h['rate']:.1f}%)")
         if m.get("tiering"):
             parts.append(f"CumPT macro-F1 {m['tiering']['methods']['cumpt']['macro_f1']:.4f} (β={m['tiering']['beta']:.3f})")
-        if self.skipped:
-            return up_to_date_line("eval", self.out, ", ".join(parts))
-        return f"eval: {', '.join(parts)} -> {self.out}"
+        return ", ".join(parts)
+
+    brief = headline
 
 
 @writes_output("eval")
@@ -140,14 +142,14 @@ def evaluate(cfg: EvalConfig, predictions: pl.DataFrame | None = None, provenanc
     contract's columns and passes it here, with `provenance` (model id, pairs' hashes…) for the
     manifest in place of the input file hashes.
     """
-    out = Path(cfg.out)
-    resolved = cfg.resolved()
     if predictions is None:
         if not cfg.predictions:
             raise UserError("no predictions given; pass --predictions FILE (a Parquet file with grade and grade_probs or pred_grade)")
         inputs = input_hashes([cfg.predictions] + ([cfg.tier_rule] if cfg.tier_rule else []))
-        if not cfg.force and is_up_to_date(out, "eval", resolved, inputs):
-            return EvalResult(out, json.loads((out / "metrics.json").read_text(encoding="utf-8")), skipped=True)
+        done = recorded_result(EvalResult, cfg, inputs)
+        if done is not None:
+            done.metrics = json.loads((done.out / METRICS_FILE).read_text(encoding="utf-8"))
+            return done
         df = load_frame(cfg.predictions, [C.PAIR_ID, C.GRADE], cfg.split)
         where = cfg.predictions
     else:
@@ -160,17 +162,18 @@ def evaluate(cfg: EvalConfig, predictions: pl.DataFrame | None = None, provenanc
     scale = resolve_scale(cfg.scale, cfg.predictions if predictions is None else None)
     metrics, frame = compute(df, scale, cfg, where)
     metrics["input"] = where
-    with atomic_dir(out) as tmp:
-        write_parquet(frame, tmp / PREDICTIONS_FILE)
-        images = _plots(metrics, scale, tmp) if cfg.plots else {}
-        metrics["images"] = images
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         from toolkit.report import render_eval
 
-        (tmp / "report.md").write_text(render_eval(metrics, scale), encoding="utf-8")
+        write_parquet(frame, tmp / PREDICTIONS_FILE)
+        metrics["images"] = _plots(metrics, scale, tmp) if cfg.plots else {}
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / REPORT_FILE).write_text(render_eval(metrics, scale), encoding="utf-8")
         counts = {"rows": metrics["n"], "unparsed": metrics["n_unparsed"], "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"]}
-        write_manifest(tmp, "eval", resolved, inputs, counts, {"grade_scale": scale.to_dict()})
-    return EvalResult(out, metrics)
+        return counts, {Key.GRADE_SCALE: scale.to_dict()}
+
+    return write_stage(EvalResult, cfg, inputs, write, metrics=metrics)
 
 
 def compute(df: pl.DataFrame, scale: GradeScale, cfg: EvalConfig, where: str = "predictions") -> tuple[dict, pl.DataFrame]:

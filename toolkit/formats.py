@@ -15,6 +15,7 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
+from toolkit.core.options import opt
 from toolkit.core.tables import read_table
 
 ROW = "_row"
@@ -25,17 +26,17 @@ RAW_COLUMNS = [C.QUERY, C.TITLE, C.DESCRIPTION, C.ATTRIBUTES, C.CATEGORY, C.BRAN
 class ColumnMap:
     """Which input column feeds each canonical field (generic format)."""
 
-    query: str | None = None
-    title: str | None = None
-    grade: str | None = None
-    description: str | None = None
-    attributes: str | None = None
-    category: str | None = None
-    brand: str | None = None
-    item_id: str | None = None
-    query_id: str | None = None
-    split: str | None = None
-    id: str | None = None  # an explicit row id; duplicates are an error
+    query: str | None = opt(None, help="[generic] column holding the query (default: query).")
+    title: str | None = opt(None, help="[generic] column holding the item title (default: title).")
+    grade: str | None = opt(None, help="[generic] column holding the label (default: grade).")
+    description: str | None = opt(None, help="[generic] item description column (default: description, if present).")
+    attributes: str | None = opt(None, help="[generic] item attributes column, JSON object or text (default: attributes).")
+    category: str | None = opt(None, help="[generic] item category column (default: category).")
+    brand: str | None = opt(None, help="[generic] item brand column (default: brand).")
+    item_id: str | None = opt(None, help="[generic] item id column (default: item_id).")
+    query_id: str | None = opt(None, help="[generic] query id column (default: query_id).")
+    split: str | None = opt(None, help="[generic] existing split column (default: split).")
+    id: str | None = opt(None, help="[generic] row id column; duplicate ids are an error.")  # an explicit row id
 
 
 # Common names for each field, used to suggest the right flag in error messages.

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.core.errors import UserError, missing_extra, redact
+from toolkit.core.options import opt
 from toolkit.core.stagefolder import CONFIG, MANIFEST, check_output_path, listing, read_manifest
 
 log = logging.getLogger(__name__)
@@ -44,19 +45,22 @@ STAGE_TEXT = {
 @dataclass
 class PushConfig:
     folder: str
-    repo_id: str
-    private: bool = True
-    license: str | None = None  # the source data's license (SPDX id or "other")
-    source_license_note: str | None = None
-    token_env: str = "HF_TOKEN"
-    build_dir: str | None = None  # where the upload folder is assembled (default: <folder>/.hub-<stage>-<content id>)
-    dry_run: bool = False
-    revision: str | None = None  # the branch to commit to (created from main when missing); None: main
-    tag: str | None = None  # a tag on the new commit (e.g. round-3, v1): consumers pin load_dataset(repo, revision=tag)
-    create_pr: bool = False  # open a pull request with the commit instead of committing to the branch
-    eval_dir: str | None = None  # a model push: a `toolkit eval` folder whose metrics go into the model card
-    tiers_dir: str | None = None  # a model push: a `toolkit tier fit` folder whose β goes into the model card
-    data_repos: list[str] = field(default_factory=list)  # a model push: the Hub datasets it was trained on, owner/name[@revision]
+    repo_id: str = opt(flags=("--repo",), help="Hub dataset repository, owner/name.")
+    private: bool = opt(True, flags=("--public",), negate=True, help="Make the repository public (default: private).")
+    license: str | None = opt(None, flags=("--license",), param="license_",  # the source data's license (SPDX id or "other")
+                              help="License of the source data (SPDX id, e.g. apache-2.0, mit; or other).")
+    source_license_note: str | None = opt(None, flags=("--license-note",), param="license_note", help="One paragraph on the source data and its terms, for the card.")
+    token_env: str = opt("HF_TOKEN", show_default=True, help="Environment variable holding the Hub token (else your `hf auth login`).")
+    build_dir: str | None = opt(None, flags=("-o", "--out"), type="path",  # default: <folder>/.hub-<stage>-<content id>
+                                help="Where to build the upload folder (default: FOLDER/.hub-STAGE-ID); replaced only if push built it.")
+    dry_run: bool = opt(False, help="Build the upload folder (Parquet + README card) and stop.")
+    revision: str | None = opt(None, help="Branch to commit to (created from main when missing); default: main.")
+    tag: str | None = opt(None, help="Tag the new commit (e.g. round-3 after a review round, v1): consumers pin load_dataset(repo, revision=TAG).")
+    create_pr: bool = opt(False, help="Open a pull request with the commit instead of committing (for teams that review data changes).")
+    eval_dir: str | None = opt(None, flags=("--eval",), type="path", help="[model] A `toolkit eval` folder: its metrics go into the model card.")
+    tiers_dir: str | None = opt(None, flags=("--tiers",), type="path", help="[model] A `toolkit tier fit` folder: its CumPT β goes into the model card.")
+    data_repos: list[str] = opt(default_factory=list, flags=("--data-repo",), multiple=True,  # owner/name[@revision]
+                                help="[model] A Hub dataset it was trained on, owner/name[@revision] (repeatable).")
 
     def __post_init__(self):
         for flag, value in (("--revision", self.revision), ("--tag", self.tag)):

@@ -28,9 +28,10 @@ import polars as pl
 from toolkit.core import columns as C
 from toolkit import formats as F
 from toolkit.core.errors import UserError
+from toolkit.core.options import opt
 from toolkit.core.grades import GradeMapper, builtin_mapper, get_scale, parse_grade_map, parse_thresholds
 from toolkit.core.progress import progress
-from toolkit.core.stagefolder import atomic_dir, input_hashes, is_up_to_date, up_to_date_line, write_manifest, write_parquet, writes_output
+from toolkit.core.stagefolder import (dropped_text, input_hashes, Key, run_stage, StageResult, write_parquet, writes_output)
 from toolkit.core.pairs import MAX_FIELD_CHARS, clean_text
 from toolkit.core.stagefolder.files import PAIRS_FILE
 
@@ -41,21 +42,28 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestConfig:
     inputs: list[str]
-    out: str
-    format: str = "generic"
-    scale: str | None = None  # default: the format's native scale (taosr4 for most)
-    grade_map: str | None = None  # `E=4,S=3,...` or a YAML file
-    thresholds: str | None = None  # numeric labels: `3.0,2.5,2.0`, best grade first
-    source: str | None = None
-    encoding: str = "utf-8"
-    separator: str | None = None
-    drop_invalid: bool = False
-    on_conflict: str = "drop"  # the same pair given different grades: drop | majority | error
-    max_field_chars: int = MAX_FIELD_CHARS  # longer text fields are cut (counted); see toolkit.core.pairs
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (gets pairs.parquet, config.yaml, manifest.json).")
+    format: str = opt("generic", flags=("-f", "--format"), choices=("generic", "esci", "wands", "wands-binary", "homedepot", "crowdflower", "multicpr", "qbqtc"),
+                      show_default=True,
+                      help="Input layout. generic: one CSV/TSV/JSONL/Parquet file with column flags; esci: folder with the "
+                           "official examples+products Parquet (or one merged file); wands: folder with query.csv, product.csv, "
+                           "label.csv; homedepot: train.csv (+ product_descriptions.csv, attributes.csv beside it); crowdflower: "
+                           "train.csv; wands-binary, multicpr, qbqtc: the files of those names in ../shared/data.")
+    scale: str | None = opt(None, help="Grade scale: taosr4 (default for most formats), esci, three, five, binary, or a YAML file.")
+    grade_map: str | None = opt(None, help="Source label -> grade value, e.g. 'E=4,S=3,C=2,I=1' (or a YAML file). Overrides the built-in map.")
+    thresholds: str | None = opt(None, help="Numeric labels: lower bounds of each grade, best first, e.g. '3.0,2.5,2.0' (Home Depot means).")
+    source: str | None = opt(None, help="Value of the `source` column (default: the format name, or the file name for generic).")
+    encoding: str = opt("utf-8", show_default=True, help="Text encoding of the input (e.g. latin-1 for the original Home Depot files).")
+    separator: str | None = opt(None, help="Field separator for CSV/TSV (default: sniffed from the header).")
+    drop_invalid: bool = opt(False, help="Drop rows with an unknown grade, empty query/title or conflicting grades (counted) instead of failing.")
+    on_conflict: str = opt("drop", choices=("drop", "majority", "error"), show_default=True,
+                           help="The same pair given different grades: drop all its rows (counted), keep the majority grade, or fail.")
+    max_field_chars: int = opt(MAX_FIELD_CHARS, show_default=True,  # see toolkit.core.pairs
+                               help="Cut text fields longer than this many characters (counted in the manifest; `attributes` loses whole keys).")
     columns: F.ColumnMap = field(default_factory=F.ColumnMap)
-    esci_locale: str | None = "us"
-    esci_version: str | None = None  # small | large | None (all)
-    force: bool = False
+    esci_locale: str | None = opt("us", show_default=True, help="[esci] keep this product_locale (us, es, jp); '' keeps all.")
+    esci_version: str | None = opt(None, choices=("small", "large"), help="[esci] keep only the small or large version's rows.")  # None: all
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         if self.format not in F.FORMATS:
@@ -107,17 +115,18 @@ def _builtin_names():
 
 
 @dataclass
-class IngestResult:
-    out: Path
-    counts: dict
-    skipped: bool = False
+class IngestResult(StageResult):
+    STAGE = "ingest"
+    SHOW_DROPPED = False  # in the headline's parentheses
 
-    def summary(self) -> str:
-        if self.skipped:
-            return up_to_date_line("ingest", self.out, f"{self.counts.get('kept', '?')} pairs")
-        drops = {k: v for k, v in self.counts.items() if k.startswith("dropped_") and v}
-        dropped = ", ".join(f"{k}={v}" for k, v in drops.items()) or "none dropped"
-        return f"ingest: read {self.counts['rows_read']} rows, kept {self.counts['kept']} pairs ({dropped}) -> {self.out / PAIRS_FILE}"
+    def brief(self) -> str:
+        return f"{self.counts.get('kept', '?')} pairs"
+
+    def headline(self) -> str:
+        return f"read {self.counts['rows_read']} rows, kept {self.counts['kept']} pairs ({dropped_text(self.counts, full=True) or 'none dropped'})"
+
+    def target(self) -> Path:
+        return self.out / PAIRS_FILE
 
 
 def _from_hub(cfg: IngestConfig) -> IngestConfig:
@@ -266,19 +275,14 @@ def grade_counts(df: pl.DataFrame) -> dict[str, int]:
 
 @writes_output("ingest")
 def ingest(cfg: IngestConfig) -> IngestResult:
-    out = Path(cfg.out)
-    resolved = cfg.resolved()
-    cfg = _from_hub(cfg)
-    inputs = input_hashes(cfg.inputs)
-    if not cfg.force and is_up_to_date(out, "ingest", resolved, inputs):
-        from toolkit.core.stagefolder import read_manifest
+    local = _from_hub(cfg)  # the config as given (hub ids, not cache paths) is what the manifest records
 
-        return IngestResult(out, read_manifest(out)["counts"], skipped=True)
-    pairs, counts, loaded = build_pairs(cfg)
-    if pairs.height == 0:
-        raise UserError(f"{loaded.main}: every row was dropped ({counts}); nothing to write — check the grade mapping and columns")
-    with atomic_dir(out) as tmp:
+    def write(tmp: Path) -> tuple[dict, dict]:
+        pairs, counts, loaded = build_pairs(local)
+        if pairs.height == 0:
+            raise UserError(f"{loaded.main}: every row was dropped ({counts}); nothing to write — check the grade mapping and columns")
         write_parquet(pairs, tmp / PAIRS_FILE)
-        write_manifest(tmp, "ingest", resolved, inputs, counts, {"grade_scale": cfg.scale_obj().to_dict(), "mapping": cfg.mapper().describe()})
-    log.info("wrote %d pairs to %s", pairs.height, out)
-    return IngestResult(out, counts)
+        log.info("wrote %d pairs to %s", pairs.height, cfg.out)
+        return counts, {Key.GRADE_SCALE: local.scale_obj().to_dict(), "mapping": local.mapper().describe()}
+
+    return run_stage(IngestResult, cfg, input_hashes(local.inputs), write)

@@ -20,6 +20,7 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError, missing_extra
+from toolkit.core.options import opt
 from toolkit.core.grades import GradeScale, get_scale
 from toolkit.core.stagefolder import Key, StageConfig, StageResult, claim_output, input_hashes, run_stage, scale_of
 from toolkit.rollouts import input_files, pass_rates, scan_rollouts
@@ -172,10 +173,11 @@ def passk_report(rollouts_df: "pl.DataFrame | pl.LazyFrame", scale: GradeScale, 
 @dataclass
 class PasskConfig(StageConfig):
     rollouts: str  # a rollouts folder (`toolkit sample`)
-    out: str | None = None  # None: the table is only printed
-    plot: bool = True
-    scale: str | None = None  # None: the scale recorded in the rollouts' manifest
-    force: bool = False
+    out: str | None = opt(None, flags=("-o", "--out"), type="path",  # None: the table is only printed
+                          help="Output folder (gets passk.md, passk.json, passk.csv, passk.png). Without it the table is only printed.")
+    plot: bool = opt(True, flags=("--plot/--no-plot",), show_default=True, help="Also draw passk.png (needs matplotlib: pip install 'taosr-toolkit[plots]').")
+    scale: str | None = opt(None, help="Grade scale naming the grades (default: the one recorded in the folder's manifest).")  # None: the rollouts' manifest's
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def resolved(self) -> dict:
         return {"rollouts": str(self.rollouts), "plot": self.plot, "scale": self.scale_obj().name}

@@ -39,19 +39,17 @@ for dedupe), then fetching only the texts of the picked samples.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from toolkit.core import columns as C
-from toolkit.core import lineage
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, read_manifest, up_to_date_line, write_manifest,
-    write_parquet, writes_output)
+from toolkit.core.options import opt
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, scale_of, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
 from toolkit.core.parsing import OK
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
-from toolkit.core.stagefolder import scale_of
 from toolkit.core.stagefolder.files import PREFS_FILE, TEACHER_FILE
 from toolkit.teacher import Teacher, partial_file, teacher_answers
 
@@ -68,16 +66,20 @@ MIXED, ALL_WRONG, ALL_CORRECT = "mixed", "all_wrong", "all_correct"
 @dataclass
 class MakePrefsConfig(StageConfig):
     rollouts: str  # a rollouts folder (rollouts.parquet + prompts.parquet)
-    out: str
-    pairs_per_prompt: int = 1
-    reject: str = "farthest"  # farthest | random
-    unparseable: str = "fallback"  # fallback | never | always: may unparseable samples be rejected?
-    dedupe: bool = True
-    seed: int = 0
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (gets preferences.parquet, teacher_answers.parquet).")
+    pairs_per_prompt: int = opt(1, flags=("-p", "--pairs-per-prompt"), show_default=True, help="Up to this many preference pairs per query-item pair.")
+    reject: str = opt("farthest", choices=REJECT_MODES, show_default=True,
+                      help="Which wrong sample is rejected: the grade farthest from gold, the nearest (3-vs-4 confusions; ties: lowest sample index) "
+                           "or a seeded random one.")
+    unparseable: str = opt("fallback", choices=UNPARSEABLE_MODES, show_default=True,  # may unparseable samples be rejected?
+                           help="Unparseable samples (always wrong) as rejected: after all parseable wrong ones, never, or first.")
+    dedupe: bool = opt(True, show_default=True, help="Identical texts within a group count once.")
+    seed: int = opt(0, show_default=True, help="Seed of --reject random.")
     teacher_id: str | None = None  # names the teacher in the manifest; cached answers are reused only for the same id
-    teacher_batch_size: int = 64
-    gold: str | None = None  # corrected pairs (`toolkit review apply`): rollouts re-marked against their grades
-    force: bool = False
+    teacher_batch_size: int = opt(64, show_default=True, help="Rows per teacher call.")
+    gold: str | None = opt(None, type="path",  # rollouts re-marked against their grades
+                           help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against their grades and pairs they exclude are left out.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         self.rollouts, self.out = str(self.rollouts), str(self.out)
@@ -94,22 +96,17 @@ class MakePrefsConfig(StageConfig):
 
 
 @dataclass
-class MakePrefsResult:
-    out: Path
-    counts: dict = field(default_factory=dict)
-    skipped: bool = False
+class MakePrefsResult(StageResult):
+    STAGE = STAGE
 
-    def summary(self) -> str:
+    def brief(self) -> str:
+        return f"{self.counts.get('pairs', 0)} pairs"
+
+    def headline(self) -> str:
         c = self.counts
-        if self.skipped:
-            return up_to_date_line("make-prefs", self.out, f"{c.get('pairs', 0)} pairs")
-        drops = ", ".join(f"{k.removeprefix('dropped_')}={v}" for k, v in c.items() if k.startswith("dropped_") and v)
         gap = (c.get("length_chars") or {}).get("gap_mean")
         gap = f"; chosen - rejected length {gap:+.0f} chars" if gap is not None else ""
-        return (
-            f"make-prefs: {c['prompts']} prompts -> {c['pairs']} preference pairs "
-            f"({c['pairs_self']} self, {c['pairs_teacher']} teacher) in {self.out}; dropped: {drops or 'none'}{gap}"
-        )
+        return f"{c['prompts']} prompts -> {c['pairs']} preference pairs ({c['pairs_self']} self, {c['pairs_teacher']} teacher{gap})"
 
 
 # -- ranking (pass 1, no texts) ------------------------------------------------------
@@ -315,11 +312,11 @@ def _teacher_table(prompts: pl.LazyFrame, kinds: pl.DataFrame, rejected: pl.Data
 @writes_output(STAGE)
 def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> MakePrefsResult:
     """Build DPO preference pairs from a rollouts folder; see the module docstring for the rules."""
-    out = Path(cfg.out)
     inputs = input_hashes(input_files(cfg.rollouts) + ([cfg.gold] if cfg.gold else []))
-    resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
-        return MakePrefsResult(out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(MakePrefsResult, cfg, inputs)
+    if done is not None:
+        return done
+    upstream = StageFolder.open(cfg.rollouts)
     rollouts, prompts, regraded = scan_regraded(cfg.rollouts, cfg.gold)
     kinds = group_kinds(rollouts, prompts.select(C.PAIR_ID))
     n_prompts = check_pairs(prompts, kinds, cfg.rollouts)
@@ -333,7 +330,8 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
                           & ~pl.col(_GID).is_in(chosen[_GID].implode())).height
     counts["dropped_chosen_truncated"] = cutoff
     counts["groups_self"] -= cutoff
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         assemble(index, rollouts, prompts).sink_parquet(tmp / PREFS_FILE, compression="zstd", statistics=True)
         source = pl.scan_parquet(tmp / PREFS_FILE).group_by(C.CHOSEN_SOURCE).len().collect()
         by = dict(source.iter_rows())
@@ -342,9 +340,9 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
         counts["length_chars"] = length_report(tmp / PREFS_FILE)
         if answers.height:
             write_parquet(answers, tmp / TEACHER_FILE)
-        extra = {"grade_scale": scale_of(cfg.rollouts).to_dict(), "teacher_id": cfg.teacher_id, lineage.KEY: lineage.recorded(cfg.rollouts)}
-        write_manifest(tmp, STAGE, resolved, inputs, counts, extra)
+        return counts, {Key.GRADE_SCALE: upstream.scale().to_dict(), "teacher_id": cfg.teacher_id, Key.LINEAGE: upstream.lineage}
+
+    result = write_stage(MakePrefsResult, cfg, inputs, write)
     partial_file(cfg).unlink(missing_ok=True)
-    result = MakePrefsResult(out, counts)
     log.info("%s", result.summary())
     return result

@@ -16,16 +16,13 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core import lineage
-from toolkit.cot import attach_rules, load_pairs
-from toolkit.core.errors import UserError
+from toolkit.model_stage import open_pairs, run_model_shards
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.core.stagefolder import (StageConfig, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest, sha256_json,
-    up_to_date_line, write_manifest, write_parquet, writes_output)
+from toolkit.core.options import opt
+from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, sha256_json, StageConfig, StageResult, write_manifest, write_parquet, writes_output)
 from toolkit.core.parsing import LABEL_FIRST
 from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
-from toolkit.core.shards import run_shards
-from toolkit.core.stagefolder import check_model_scale, scale_of
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +33,21 @@ PAIR_TEXT = [C.QUERY, C.TITLE, C.DESCRIPTION, C.ATTRIBUTES, C.CATEGORY, C.BRAND,
 @dataclass
 class SampleConfig(StageConfig):
     pairs: str
-    out: str
-    split: str | None = "train"
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output rollouts folder: rollouts.parquet, prompts.parquet, passk.*")
+    split: str | None = opt("train", show_default=True, help="Use the rows of this split when the input has splits ('' for all).")
     backend: BackendConfig = field(default_factory=BackendConfig)
-    n: int = 4
-    temperature: float = 0.99
-    top_p: float = 1.0
-    max_tokens: int = 96
-    seed: int = 0
-    order: str | None = None  # None: the model's recorded order (toolkit.core.lineage), else label_first
-    index: str | None = None
-    rules_k: int = 3
-    shard_size: int = 64
-    limit: int | None = None
-    force: bool = False
+    n: int = opt(4, flags=("-n", "--samples"), show_default=True, help="Rollouts per pair (N of pass@N; G of GRPO).")
+    temperature: float = opt(0.99, show_default=True, help="Sampling temperature of the rollouts (TaoSR1: 0.99).")
+    top_p: float = opt(1.0, show_default=True, help="Nucleus sampling: keep the smallest token set with this much probability.")
+    max_tokens: int = opt(96, show_default=True, help="Token budget per rollout (label first, then the reason).")
+    seed: int = opt(0, show_default=True, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
+    order: str | None = opt(None, choices=("label_first", "cot_first"),  # None: the model's recorded order (toolkit.core.lineage), else label_first
+                            help="Answer order the model was trained on (where the grade is parsed from); default: the order in the model's manifest, else label_first.")
+    index: str | None = opt(None, flags=("-i", "--index"), type="path", help="Rules index folder; rule texts go into the student prompts.")
+    rules_k: int = opt(3, flags=("-k", "--rules-k"), show_default=True, help="Rules per prompt.")
+    shard_size: int = opt(64, show_default=True, help="Pairs per shard (the unit of resumption).")
+    limit: int | None = opt(None, help="Only the first N pairs.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         if isinstance(self.backend, dict):
@@ -59,22 +57,19 @@ class SampleConfig(StageConfig):
 
 
 @dataclass
-class SampleResult:
-    out: Path
-    counts: dict
-    passk: object | None = None
-    skipped: bool = False
+class SampleResult(StageResult):
+    passk: object | None = None  # toolkit.passk.PasskReport of a run
+    STAGE = STAGE
 
-    def summary(self) -> str:
+    def brief(self) -> str:
+        return f"{self.counts['rollouts']} rollouts"
+
+    def headline(self) -> str:
         c = self.counts
-        if self.skipped:
-            return up_to_date_line("sample", self.out, f"{c['rollouts']} rollouts")
         p = c.get("pass_at", {})
         pk = ", ".join(f"pass@{k}={v:.1%}" for k, v in p.items() if int(k) in (1, len(p)))
-        return (
-            f"sample: {c['pairs']} pairs x {c['n']} -> {c['rollouts']} rollouts ({c['parsed']} parsed, {c['correct']} correct; "
-            f"{pk}); shards {c['shards_done']} new, {c['shards_skipped']} reused -> {self.out}"
-        )
+        return (f"{c['pairs']} pairs x {c['n']} -> {c['rollouts']} rollouts ({c['parsed']} parsed, {c['correct']} correct; {pk}); "
+                f"shards {c['shards_done']} new, {c['shards_skipped']} reused")
 
 
 @writes_output(STAGE)
@@ -83,17 +78,13 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     resolved = cfg.resolved()
     model_files = input_hashes(model_inputs(cfg.backend.model))  # a model retrained in place gets new rollouts
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else [])) | model_files
-    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
-        return SampleResult(out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(SampleResult, cfg, inputs)
+    if done is not None:
+        return done
     model_hash = sha256_json(sorted(model_files.values()))
-    df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
-    if df.height == 0:
-        raise UserError(f"{cfg.pairs}: no pairs to sample")
-    scale = scale_of(cfg.pairs)
-    check_model_scale(scale, cfg.backend.model, STAGE)
+    pairs = open_pairs(cfg, STAGE, "sample")
+    df, scale, rules = pairs.df, pairs.scale, pairs.rules
     builder = PromptBuilder(scale, cfg.order)
-    rules = attach_rules(df, cfg.index, cfg.rules_k, cfg.pairs)
-    lineage.warn_if_rules_missing(cfg.backend.model, rules, STAGE)
     rows = df.to_dicts()
     prompts = [builder.student(r, rl) for r, rl in zip(rows, rules)]
     lazy = LazyBackend(cfg.backend, backend)
@@ -108,10 +99,7 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         gens = lazy.get().generate([p for _, p in part], sampling, scale.labels)
         return rollout_rows([r[C.PAIR_ID] for r, _ in part], [int(r[C.GRADE]) for r, _ in part], gens, scale, cfg.order)
 
-    lazy.check()
-    mark_incomplete(out, STAGE)  # the folder is ours from its first byte; complete when the manifest is written last
-    run = run_shards(out, list(zip(rows, prompts)), cfg.shard_size, key_of, work, "sample shards", fresh=cfg.force)
-    lazy.close()
+    run = run_model_shards(cfg, STAGE, lazy, list(zip(rows, prompts)), key_of, work, "sample shards")
     rollouts = run.read(out)
     prompt_table = df.select([C.PAIR_ID, C.GRADE] + [c for c in PAIR_TEXT if c in df.columns]).with_columns(
         pl.Series(C.PROMPT, prompts, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))),
@@ -128,6 +116,6 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
         "parse_status": {k: v for k, v in rollouts.group_by(C.PARSE_STATUS).len().iter_rows()},
         "pass_at": {k: report.value(k) for k in range(1, cfg.n + 1) if report.value(k) is not None}, "shards_done": run.done, "shards_skipped": run.skipped,
     }
-    model_id = lazy.model_id
-    write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id, lineage.KEY: lineage.facts(cfg.order, rules)})
-    return SampleResult(out, counts, report)
+    m = write_manifest(out, STAGE, resolved, inputs, counts, {Key.GRADE_SCALE: scale.to_dict(), Key.MODEL: lazy.model_id,
+                                                              Key.LINEAGE: lineage.facts(cfg.order, rules)})
+    return SampleResult(out, counts, manifest=m, passk=report)

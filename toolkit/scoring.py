@@ -21,16 +21,14 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core import lineage
-from toolkit.cot import attach_rules, load_pairs
+from toolkit.model_stage import open_pairs, run_model_shards
 from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
-from toolkit.core.stagefolder import (StageConfig, input_hashes, is_up_to_date, mark_incomplete, model_inputs, read_manifest,
-    write_manifest, write_parquet, writes_output)
+from toolkit.core.options import opt
+from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, StageConfig, StageResult, write_manifest, write_parquet, writes_output)
 from toolkit.core.parsing import LABEL_FIRST, parse_answer
 from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
-from toolkit.core.shards import run_shards
-from toolkit.core.stagefolder import check_model_scale, scale_of
 from toolkit.core.stagefolder.files import PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
@@ -43,17 +41,19 @@ SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.SPLIT: pl.String, C.GRADE_P
 @dataclass
 class ScoreConfig(StageConfig):
     pairs: str
-    out: str
-    split: str | None = None  # None: all rows
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: predictions.parquet (+ .shards/).")
+    split: str | None = opt(None, help="Score only rows of this split (default: all rows).")
     backend: BackendConfig = field(default_factory=BackendConfig)
-    mode: str = "first-token"
-    order: str | None = None  # None: the model's recorded order (toolkit.core.lineage), else label_first
-    index: str | None = None
-    rules_k: int = 3
-    max_tokens: int = 96
-    shard_size: int = 256
-    limit: int | None = None
-    force: bool = False
+    mode: str = opt("first-token", choices=MODES, show_default=True,
+                    help="first-token: softmax over the grade tokens at the label position (one forward pass); generate: sample and parse.")
+    order: str | None = opt(None, choices=("label_first", "cot_first"),  # None: the model's recorded order (toolkit.core.lineage), else label_first
+                            help="Answer order the model was trained on (where the grade is parsed from); default: the order in the model's manifest, else label_first.")
+    index: str | None = opt(None, flags=("-i", "--index"), type="path", help="Rules index folder; rule texts go into the prompts.")
+    rules_k: int = opt(3, flags=("-k", "--rules-k"), show_default=True, help="Rules per prompt.")
+    max_tokens: int = opt(96, show_default=True, help="[generate] token budget.")
+    shard_size: int = opt(256, show_default=True, help="Pairs per shard (the unit of resumption).")
+    limit: int | None = opt(None, help="Only the first N pairs.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         if isinstance(self.backend, dict):
@@ -67,15 +67,19 @@ class ScoreConfig(StageConfig):
 
 
 @dataclass
-class ScoreResult:
-    out: Path
-    counts: dict
-    skipped: bool = False
+class ScoreResult(StageResult):
+    STAGE = STAGE
 
-    def summary(self) -> str:
+    def headline(self) -> str:
         c = self.counts
-        state = "is up to date" if self.skipped else "scored"
-        return f"score: {c['pairs']} pairs {state} ({c['mode']}, accuracy {c['accuracy']:.1%}) -> {self.out / PREDICTIONS_FILE}"
+        return f"{c['pairs']} pairs scored ({c['mode']}, accuracy {c['accuracy']:.1%})"
+
+    def brief(self) -> str:
+        c = self.counts
+        return f"{c['pairs']} pairs, {c['mode']}, accuracy {c['accuracy']:.1%}"
+
+    def target(self) -> Path:
+        return self.out / PREDICTIONS_FILE
 
 
 def score_rows(backend, builder: PromptBuilder, rows: list[dict], rules: list[list[str]], mode: str, max_tokens: int = 96) -> pl.DataFrame:
@@ -107,17 +111,13 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     out = Path(cfg.out)
     resolved = cfg.resolved()
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []) + model_inputs(cfg.backend.model))
-    if not cfg.force and is_up_to_date(out, STAGE, resolved, inputs):
-        return ScoreResult(out, read_manifest(out)["counts"], skipped=True)
-    df = load_pairs(cfg.pairs, cfg.split, cfg.limit)
-    if df.height == 0:
-        raise UserError(f"{cfg.pairs}: no pairs to score")
-    scale = scale_of(cfg.pairs)
-    check_model_scale(scale, cfg.backend.model, STAGE)
+    done = recorded_result(ScoreResult, cfg, inputs)
+    if done is not None:
+        return done
+    pairs = open_pairs(cfg, STAGE, "score")
+    scale, rules = pairs.scale, pairs.rules
     builder = PromptBuilder(scale, cfg.order)
-    rules = attach_rules(df, cfg.index, cfg.rules_k, cfg.pairs)
-    lineage.warn_if_rules_missing(cfg.backend.model, rules, STAGE)
-    rows = df.to_dicts()
+    rows = pairs.rows
     lazy = LazyBackend(cfg.backend, backend)
 
     def key_of(i: int, part: list) -> dict:
@@ -126,14 +126,11 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     def work(i: int, part: list) -> pl.DataFrame:
         return score_rows(lazy.get(), builder, [r for r, _ in part], [rl for _, rl in part], cfg.mode, cfg.max_tokens)
 
-    lazy.check()
-    mark_incomplete(out, STAGE)  # the folder is ours from its first byte; complete when the manifest is written last
-    run = run_shards(out, list(zip(rows, rules)), cfg.shard_size, key_of, work, "scoring shards", fresh=cfg.force)
-    lazy.close()
+    run = run_model_shards(cfg, STAGE, lazy, list(zip(rows, rules)), key_of, work, "scoring shards")
     preds = run.read(out)
     write_parquet(preds, out / PREDICTIONS_FILE)
     acc = float((preds[C.PRED_GRADE] == preds[C.GRADE]).fill_null(False).mean())
     counts = {"pairs": preds.height, "mode": cfg.mode, "accuracy": acc, "shards_done": run.done, "shards_skipped": run.skipped}
-    model_id = lazy.model_id
-    write_manifest(out, STAGE, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "model": model_id, lineage.KEY: lineage.facts(cfg.order, rules)})
-    return ScoreResult(out, counts)
+    m = write_manifest(out, STAGE, resolved, inputs, counts, {Key.GRADE_SCALE: scale.to_dict(), Key.MODEL: lazy.model_id,
+                                                              Key.LINEAGE: lineage.facts(cfg.order, rules)})
+    return ScoreResult(out, counts, manifest=m)

@@ -17,9 +17,9 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line,
-    write_manifest, write_parquet, writes_output)
-from toolkit.core.pairs import query_key, load_pairs
+from toolkit.core.options import opt
+from toolkit.core.pairs import query_key
+from toolkit.core.stagefolder import Key, StageConfig, StageFolder, StageResult, input_hashes, run_stage, write_parquet, writes_output
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class SplitConfig(StageConfig):
     input: str
-    out: str
-    fractions: dict[str, float] = field(default_factory=lambda: {C.TRAIN: 0.8, C.DEV: 0.1, C.TEST: 0.1})
-    seed: int = 0
-    max_rows: dict[str, int] | None = None  # keep a seeded random sample of at most N rows of these splits
-    force: bool = False
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (gets <split>.parquet per split).")
+    fractions: dict[str, float] = opt(default_factory=lambda: {C.TRAIN: 0.8, C.DEV: 0.1, C.TEST: 0.1}, show_default=True,  # or "train=0.8,..."
+                                      help="Row fraction per split; names are yours.")
+    seed: int = opt(0, show_default=True, help="Seed of the query-group assignment (and of --max-rows sampling).")
+    max_rows: dict[str, int] | None = opt(None,  # keep a seeded random sample of at most N rows of these splits ("train=2000,dev=500")
+                                          help="Keep a seeded random sample of at most N rows of a split, drawn over all its queries "
+                                               "(e.g. train=2000,dev=500): a quick experiment on a large dataset without losing query variety.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         if isinstance(self.fractions, str):
@@ -121,35 +124,33 @@ def assign_splits(df: pl.DataFrame, fractions: dict[str, float], seed: int) -> p
 
 
 @dataclass
-class SplitResult:
-    out: Path
-    counts: dict
-    skipped: bool = False
+class SplitResult(StageResult):
+    STAGE = "split"
 
-    def summary(self) -> str:
+    def parts(self) -> str:
         sampled = self.counts.get("sampled", {})
-        parts = ", ".join(f"{k}={v['rows']} rows/{v['queries']} queries" + (f" (sampled from {sampled[k]['from']})" if k in sampled else "")
-                          for k, v in self.counts["splits"].items())
-        if self.skipped:
-            return up_to_date_line("split", self.out, parts)
-        return f"split: {self.counts['rows']} pairs, {self.counts['queries']} queries -> {parts} in {self.out}"
+        return ", ".join(f"{k}={v['rows']} rows/{v['queries']} queries" + (f" (sampled from {sampled[k]['from']})" if k in sampled else "")
+                         for k, v in self.counts["splits"].items())
+
+    brief = parts
+
+    def headline(self) -> str:
+        return f"{self.counts['rows']} pairs, {self.counts['queries']} queries -> {self.parts()}"
+
+    def where(self) -> str:
+        return f"in {self.out}"
 
 
 @writes_output("split")
 def split(cfg: SplitConfig) -> SplitResult:
-    out = Path(cfg.out)
-    inputs = input_hashes([cfg.input])
-    resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, "split", resolved, inputs):
-        return SplitResult(out, read_manifest(out)["counts"], skipped=True)
-    df = load_pairs(cfg.input)
-    if df.height == 0:
-        raise UserError(f"{cfg.input}: no pairs to split (0 rows); pass the output of `toolkit ingest`")
-    df = assign_splits(df, cfg.fractions, cfg.seed)
-    counts = {"rows": df.height, "queries": df[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique(), "splits": {}}
-    upstream = manifest_of(cfg.input)  # a folder, or a file in one (pairs.parquet)
-    extra = {"grade_scale": upstream["grade_scale"]} if upstream and "grade_scale" in upstream else {}
-    with atomic_dir(out) as tmp:
+    source = StageFolder.open(cfg.input)  # a folder, or a file in one (pairs.parquet)
+
+    def write(tmp: Path) -> tuple[dict, dict]:
+        df = source.pairs()
+        if df.height == 0:
+            raise UserError(f"{cfg.input}: no pairs to split (0 rows); pass the output of `toolkit ingest`")
+        df = assign_splits(df, cfg.fractions, cfg.seed)
+        counts = {"rows": df.height, "queries": df[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique(), "splits": {}}
         for name in cfg.fractions:
             part = df.filter(pl.col(C.SPLIT) == name)
             cap = (cfg.max_rows or {}).get(name)
@@ -162,5 +163,6 @@ def split(cfg: SplitConfig) -> SplitResult:
                 "grades": {str(g): n for g, n in part.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
             }
             write_parquet(part, tmp / f"{name}.parquet")
-        write_manifest(tmp, "split", resolved, inputs, counts, extra)
-    return SplitResult(out, counts)
+        return counts, ({Key.GRADE_SCALE: source.get(Key.GRADE_SCALE)} if source.get(Key.GRADE_SCALE) else {})
+
+    return run_stage(SplitResult, cfg, input_hashes([cfg.input]), write)

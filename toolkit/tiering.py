@@ -18,10 +18,10 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
-from toolkit.core.grades import GradeScale
-from toolkit.core.stagefolder import (StageConfig, atomic_dir, input_hashes, is_up_to_date, manifest_of, read_manifest, up_to_date_line,
-    write_manifest, write_parquet, writes_output)
-from toolkit.core.metrics import PROB_TOLERANCE, grade_indices
+from toolkit.core.options import opt
+from toolkit.core.stagefolder.files import PREDICTIONS_FILE, RULE_FILE
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
+from toolkit.core.metrics import probs_of, PROB_TOLERANCE, grade_indices
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +30,18 @@ OBJECTIVES = ("macro_f1", "good_rate")
 
 @dataclass
 class TierFitConfig(StageConfig):
-    predictions: str
-    out: str
-    split: str | None = None  # fit on this split's rows only (e.g. dev)
-    objective: str = "macro_f1"  # macro_f1 | good_rate
-    target_good_rate: float | None = None  # for objective good_rate
-    tiers: str | None = None  # `Good=4,3;Mid=2;Bad=1`; default by the scale's size
-    scale: str | None = None
-    grid: int = 201  # β values drawn in the plot (the fit itself is exact over all breakpoints)
-    prob_tolerance: float = PROB_TOLERANCE
-    plots: bool = True
-    force: bool = False
+    predictions: str = opt(type="path", help="Dev predictions: Parquet file or folder with grade and grade_probs.")
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (tiers.json, fit.md, beta_curve.png/json).")
+    split: str | None = opt(None, help="Fit on rows of this split only (e.g. dev).")
+    objective: str = opt("macro_f1", choices=("macro-f1", "good-rate"), show_default=True,  # macro_f1 | good_rate (either spelling)
+                         help="Maximise macro-F1, or hit --target-good-rate (ties: higher macro-F1).")
+    target_good_rate: float | None = opt(None, help="Wanted share of Good-tier rows in [0, 1] (implies --objective good-rate).")
+    tiers: str | None = opt(None, help="Tier map, tiers best first, e.g. 'Good=4,3;Mid=2;Bad=1' (default by the scale's size).")
+    scale: str | None = opt(None, help="Grade scale (default: the one in the predictions folder's manifest, else taosr4).")
+    grid: int = opt(201, show_default=True, help="β values drawn in the plot; the fit is exact over all breakpoints.")
+    prob_tolerance: float = opt(PROB_TOLERANCE, show_default=True, help="How far a grade_probs row may sum from 1.")
+    plots: bool = opt(True, flags=("--no-plots",), negate=True, help="Skip beta_curve.png.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         self.objective = self.objective.replace("-", "_")
@@ -55,34 +56,40 @@ class TierFitConfig(StageConfig):
 
 
 @dataclass
-class TierResult:
-    out: Path
-    counts: dict
-    skipped: bool = False
-    stage: str = "tier fit"
+class TierFitResult(StageResult):
+    STAGE = "tier fit"
 
-    def summary(self) -> str:
+    def headline(self) -> str:
         c = self.counts
-        if self.stage == "tier fit":
-            text = (f"{c['rows']} dev rows, β = {c['beta']:.4f}, macro-F1 CumPT {c['cumpt']:.4f} / argmax {c['argmax']:.4f} / "
-                    f"expected-score {c['expected_score']:.4f}, Good rate {c['good_rate']:.3f}")
-        else:
-            text = f"{c['rows']} rows tiered with β = {c['beta']:.4f}: " + ", ".join(f"{k} {v}" for k, v in c["tiers"].items())
-        if self.skipped:
-            return up_to_date_line(self.stage, self.out, text)
-        return f"{self.stage}: {text} -> {self.out}"
+        return (f"{c['rows']} dev rows, β = {c['beta']:.4f}, macro-F1 CumPT {c['cumpt']:.4f} / argmax {c['argmax']:.4f} / "
+                f"expected-score {c['expected_score']:.4f}, Good rate {c['good_rate']:.3f}")
+
+    brief = headline
+
+
+@dataclass
+class TierApplyResult(StageResult):
+    STAGE = "tier apply"
+
+    def headline(self) -> str:
+        c = self.counts
+        return f"{c['rows']} rows tiered with β = {c['beta']:.4f}: " + ", ".join(f"{k} {v}" for k, v in c["tiers"].items())
+
+    brief = headline
+
+
+TierResult = TierFitResult | TierApplyResult
 
 
 @writes_output("tier fit")
-def fit_tiers(cfg: TierFitConfig) -> TierResult:
-    from toolkit.cumpt import RULE_FILE, fit_rule
-    from toolkit.evaluation import load_frame, probs_of, resolve_scale
+def fit_tiers(cfg: TierFitConfig) -> TierFitResult:
+    from toolkit.cumpt import fit_rule
+    from toolkit.evaluation import load_frame, resolve_scale
 
-    out = Path(cfg.out)
     inputs = input_hashes([cfg.predictions])
-    resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, "tier fit", resolved, inputs):
-        return TierResult(out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(TierFitResult, cfg, inputs)
+    if done is not None:
+        return done
     df = load_frame(cfg.predictions, [C.GRADE, C.GRADE_PROBS], cfg.split)
     scale = resolve_scale(cfg.scale, cfg.predictions)
     try:
@@ -91,14 +98,15 @@ def fit_tiers(cfg: TierFitConfig) -> TierResult:
     except UserError as e:
         raise UserError(f"{cfg.predictions}: {e}") from None
     rule, curve = fit_rule(probs, gold, scale, cfg.tiers, cfg.objective, cfg.target_good_rate)
-    scored_by = (manifest_of(cfg.predictions) or {}).get("model")  # the model whose probabilities β fits
+    scored_by = StageFolder.open(cfg.predictions).get(Key.MODEL)  # the model whose probabilities β fits
     rule.dev.update({"input": cfg.predictions, "split": cfg.split, "model": scored_by})
     grid = np.linspace(0.0, 1.0, int(cfg.grid))
     f1, good = curve.at(grid)
     methods = rule.dev["methods"]
     counts = {"rows": int(len(gold)), "beta": rule.beta, "good_rate": methods["cumpt"]["good_rate"],
               **{k: v["macro_f1"] for k, v in methods.items()}}
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         rule.save(tmp / RULE_FILE)
         (tmp / "beta_curve.json").write_text(json.dumps({
             "grid": {"beta": grid.tolist(), "macro_f1": f1.tolist(), "good_rate": good.tolist()},
@@ -115,35 +123,35 @@ def fit_tiers(cfg: TierFitConfig) -> TierResult:
         from toolkit.report import render_fit
 
         (tmp / "fit.md").write_text(render_fit(rule.to_dict(), image), encoding="utf-8")
-        write_manifest(tmp, "tier fit", resolved, inputs, counts, {"grade_scale": scale.to_dict()})
-    return TierResult(out, counts)
+        return counts, {Key.GRADE_SCALE: scale.to_dict()}
+
+    return write_stage(TierFitResult, cfg, inputs, write)
 
 
 @dataclass
 class TierApplyConfig(StageConfig):
-    predictions: str
-    rule: str  # tiers.json or the `toolkit tier fit` folder holding it
-    out: str
-    split: str | None = None
-    prob_tolerance: float = PROB_TOLERANCE
-    force: bool = False
+    predictions: str = opt(type="path", help="Predictions Parquet file or folder with grade_probs (gold not needed).")
+    rule: str = opt(type="path", help="tiers.json from `toolkit tier fit`, or its folder.")
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (predictions.parquet with cumpt_grade and tier).")
+    split: str | None = opt(None, help="Tier only rows of this split.")
+    prob_tolerance: float = opt(PROB_TOLERANCE, show_default=True, help="How far a grade_probs row may sum from 1.")
+    force: bool = opt(False, help="Redo even when the output is up to date.")
 
 
 @writes_output("tier apply")
-def apply_tiers(cfg: TierApplyConfig) -> TierResult:
-    from toolkit.cumpt import RULE_FILE, TierRule
-    from toolkit.evaluation import PREDICTIONS_FILE, load_frame, probs_of
+def apply_tiers(cfg: TierApplyConfig) -> TierApplyResult:
+    from toolkit.cumpt import TierRule
+    from toolkit.evaluation import load_frame
 
-    out = Path(cfg.out)
-    rule_path = Path(cfg.rule) / RULE_FILE if Path(cfg.rule).is_dir() else Path(cfg.rule)
+    rule_path = StageFolder.open(cfg.rule).file(RULE_FILE)
     inputs = input_hashes([cfg.predictions, rule_path])
-    resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, "tier apply", resolved, inputs):
-        return TierResult(out, read_manifest(out)["counts"], skipped=True, stage="tier apply")
+    done = recorded_result(TierApplyResult, cfg, inputs)
+    if done is not None:
+        return done
     rule = TierRule.load(rule_path)
-    recorded = (manifest_of(cfg.predictions) or {}).get("grade_scale")
-    if recorded:
-        theirs = GradeScale.from_dict(recorded, where=str(cfg.predictions))
+    predictions = StageFolder.open(cfg.predictions)
+    if predictions.get(Key.GRADE_SCALE):
+        theirs = predictions.scale()
         if not theirs.same_grades(rule.scale):
             raise UserError(f"{cfg.predictions}: the predictions are on grade scale `{theirs.name}` ({theirs.describe()}) but the tier rule "
                             f"{rule_path} is for `{rule.scale.name}` ({rule.scale.describe()}); fit a rule on predictions of this scale")
@@ -155,7 +163,9 @@ def apply_tiers(cfg: TierApplyConfig) -> TierResult:
     values, tiers = rule.predict(probs)
     df = df.with_columns(pl.Series(C.CUMPT_GRADE, values.tolist(), dtype=pl.Int64), pl.Series(C.TIER, tiers, dtype=pl.String))
     counts = {"rows": df.height, "beta": rule.beta, "tiers": {t: tiers.count(t) for t in rule.tiers}}
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         write_parquet(df, tmp / PREDICTIONS_FILE)
-        write_manifest(tmp, "tier apply", resolved, inputs, counts, {"grade_scale": rule.scale.to_dict(), "tier_rule": rule.to_dict()})
-    return TierResult(out, counts, stage="tier apply")
+        return counts, {Key.GRADE_SCALE: rule.scale.to_dict(), "tier_rule": rule.to_dict()}
+
+    return write_stage(TierApplyResult, cfg, inputs, write)

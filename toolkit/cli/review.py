@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import click
 
+from annotation.apply import ApplyConfig
+from annotation.pull import PullConfig
+from annotation.push import PushConfig
+from annotation.select import SelectConfig
 from toolkit.cli.common import config_option
+from toolkit.cli.options import alias_option, config_from, options_from
 
-KIND_CHOICES = ["cot", "prefs", "hard", "errors"]
-KIND_HELP = ("What the input is: cot (gen-cot output: CoT rationales), prefs (make-prefs output: preference pairs), "
-             "hard (label-difficulty output: hard cases), errors (eval output: pairs the model got wrong).")
-
-
-def _server_options(f):
-    f = click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for each request to Argilla.")(f)
-    f = click.option("--api-key", envvar="ARGILLA_API_KEY", show_envvar=True, help="API key of an Argilla owner or admin.")(f)
-    f = click.option("--api-url", envvar="ARGILLA_API_URL", show_envvar=True, help="Argilla server URL, e.g. http://127.0.0.1:6900.")(f)
-    f = click.option("--workspace", default="review", show_default=True, help="Argilla workspace (created by push when missing).")(f)
-    f = click.option("--dataset", help="Argilla dataset name (default: taosr-KIND; created by push when missing).")(f)
-    f = click.option("--scale", help="Grade scale (default: the one recorded in the input's manifest, else taosr4).")(f)
-    f = click.option("-k", "--kind", type=click.Choice(KIND_CHOICES), required=True, help=KIND_HELP)(f)
-    return f
+SERVER = ("kind", "scale", "dataset", "workspace", "api_url", "api_key", "timeout")  # annotation.push.SERVER_OPTIONS, in --help's order
+KIND_ALIAS = alias_option("-k", "kind")  # deprecated: -k means rules per pair (gen-cot, sample, score, serve, retrieve)
 
 
 @click.group()
@@ -35,15 +28,9 @@ def review():
 @review.command()
 @config_option
 @click.argument("input", type=click.Path())
-@_server_options
-@click.option("--min-submitted", default=1, show_default=True, type=int,
-              help="Answers a record needs before it is done (Argilla task distribution); 2+ for agreement figures.")
-@click.option("--pairs", type=click.Path(), help="Canonical pairs (`toolkit ingest` output) to show query and item text from, when the input lacks them (gen-cot, make-prefs).")
-@click.option("--guidelines", type=click.Path(), help="Markdown file shown to reviewers with the grade scale, e.g. demo/guideline.md.")
-@click.option("--limit", type=int, help="Push only the first N rows (after the kind's filter).")
-@click.option("--max-pass-rate", type=float, help="prefs/hard: push only rows with pass_rate <= this value.")
-@click.option("--blind", is_flag=True, help="Push without the model's suggestion (and, for errors, without its prediction): reviewers judge unprompted.")
-def push(input, **opts):
+@options_from(PushConfig, *SERVER, "min_submitted", "pairs", "guidelines", ..., skip=("input",))
+@KIND_ALIAS
+def push(input, **kw):
     """Send a dataset to Argilla for review, one record per pair.
 
     Reviewers see the query, the item, the retrieved rules and the model's output, and
@@ -58,30 +45,16 @@ def push(input, **opts):
       toolkit review push out/demo/cot --kind cot --pairs out/demo/pairs --dataset demo-cot --guidelines demo/guideline.md
       toolkit review push out/prefs --kind prefs --min-submitted 2 --limit 300
     """
-    from annotation.push import PushConfig, push as run
+    from annotation.push import push as run
 
-    click.echo(run(PushConfig(input=input, **opts)).summary())
+    click.echo(run(config_from(PushConfig, kw, input=input)).summary())
 
 
 @review.command("select")
 @config_option
 @click.argument("input", type=click.Path())
-@click.option("-o", "--out", type=click.Path(), help="Output folder for the selection (the source's file name and columns, plus select_score and select_rank).")
-@click.option("--policy", type=click.Choice(["entropy", "margin", "disagreement", "boundary", "hard", "random"]), default="entropy", show_default=True,
-              help="What comes first: uncertain (entropy, margin), likely label noise (disagreement), near the CumPT cut (boundary), "
-                   "hard cases (hard), or a seeded random control.")
-@click.option("--tiers", type=click.Path(), help="--policy boundary: a `toolkit tier fit` folder whose fitted β is the cut.")
-@click.option("--beta", type=float, help="--policy boundary: the CumPT β, instead of --tiers.")
-@click.option("--budget", default="10%", show_default=True, help="Rows to select: N, or P% of the candidate rows.")
-@click.option("--stratify", type=click.Choice(["grade", "none"]), default="grade", show_default=True,
-              help="Share the budget among the gold grades in proportion to their rows.")
-@click.option("--max-per-query", type=int, help="At most this many rows of one query.")
-@click.option("--split", help="Select from this split only (e.g. dev, train).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random policy and of tie-breaking.")
-@click.option("--honeypots", type=click.Path(), help="Pairs with trusted grades (pair_id, grade): gold records mixed into the round to check reviewers.")
-@click.option("--honeypot-rate", default=0.1, show_default=True, type=float, help="With --honeypots: the share of the round's records that are honeypots.")
-@click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
-def select_cmd(input, out, **opts):
+@options_from(SelectConfig, "out", "policy", "tiers", "beta", ..., skip=("input",))
+def select_cmd(input, **kw):
     """Pick the records worth a reviewer's time, under a budget, from a scored or difficulty folder.
 
     Scores every row by the policy, takes the highest (ties broken by the seed), shared
@@ -93,26 +66,20 @@ def select_cmd(input, out, **opts):
       toolkit review select out/demo/difficulty -o out/demo/review-hard --policy hard --budget 10%
       toolkit review push out/demo/review-uncertain --kind errors --pairs out/demo/pairs
     """
-    from annotation.select import SelectConfig, select
+    from annotation.select import select
     from toolkit.core.errors import UserError
 
-    if not input or not out:
+    if not input or not kw["out"]:
         raise UserError("pass a scored or difficulty folder and -o: `toolkit review select out/demo/scores -o out/demo/review-uncertain`")
-    click.echo(select(SelectConfig(input=input, out=out, **opts)).summary())
+    click.echo(select(config_from(SelectConfig, kw, input=input)).summary())
 
 
 @review.command()
 @config_option
 @click.argument("input", type=click.Path())
-@click.option("-o", "--out", type=click.Path(), help="Output folder for the merged dataset and the review files.")
-@_server_options
-@click.option("--policy", type=click.Choice(["majority", "unanimous", "trust"]), default="majority", show_default=True,
-              help="How several reviewers' answers become one decision.")
-@click.option("--trusted-reviewer", help="With --policy trust: this username's answers win when they answered.")
-@click.option("--min-submitted", type=int, help="Answers a record needs to be decided (default: the dataset's setting); fewer -> pending.")
-@click.option("--min-honeypot-accuracy", type=float, help="Leave out of the merge every reviewer whose accuracy on honeypots is below this (0-1).")
-@click.option("--min-honeypots", default=3, show_default=True, type=int, help="With --min-honeypot-accuracy: judge only reviewers who answered this many honeypots.")
-def pull(input, out, **opts):
+@options_from(PullConfig, "out", *SERVER, ..., skip=("input",))
+@KIND_ALIAS
+def pull(input, **kw):
     """Fetch reviewers' answers, measure agreement and merge them into the dataset.
 
     INPUT is the data you pushed. Corrected grades replace the gold grade; rows
@@ -126,20 +93,16 @@ def pull(input, out, **opts):
     Example:
       toolkit review pull out/demo/cot --kind cot --dataset demo-cot -o out/demo/cot-reviewed
     """
-    from annotation.pull import PullConfig, pull as run
+    from annotation.pull import pull as run
 
-    click.echo(run(PullConfig(input=input, out=out, **opts)).summary())
+    click.echo(run(config_from(PullConfig, kw, input=input)).summary())
 
 
 @review.command("apply")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(), help="Output folder: the corrected pairs (the input's files) and review/ with the change log.")
-@click.option("-r", "--review", "reviews", multiple=True, type=click.Path(),
-              help="A `toolkit review pull` output folder; repeat for several (applied in order).")
-@click.option("--allow-missing", is_flag=True, help="Skip review folders that do not exist yet (a pipeline run before the round); with none, the pairs pass unchanged.")
-@click.option("--force", is_flag=True, help="Redo even when the output is up to date.")
-def apply_cmd(pairs, out, **opts):
+@options_from(ApplyConfig, skip=("pairs",))
+def apply_cmd(pairs, **kw):
     """Write the next version of the pairs with reviewers' corrections (a review round).
 
     PAIRS is what the reviewed data was made from (ingest, split or retrieve output, or an
@@ -155,12 +118,12 @@ def apply_cmd(pairs, out, **opts):
       toolkit label-difficulty out/demo/rollouts --gold out/demo/pairs-r1 -o out/demo/difficulty-r1
       toolkit review apply out/demo/pairs-r1 -r out/review/round2 -o out/demo/pairs-r2
     """
-    from annotation.apply import ApplyConfig, apply
+    from annotation.apply import apply
     from toolkit.core.errors import UserError
 
-    if not pairs or not out:
+    if not pairs or not kw["out"]:
         raise UserError("pass the pairs and -o: `toolkit review apply out/demo/retrieved -r out/review/hard-reviewed -o out/demo/pairs-r1`")
-    click.echo(apply(ApplyConfig(pairs=pairs, out=out, **opts)).summary())
+    click.echo(apply(config_from(ApplyConfig, kw, pairs=pairs)).summary())
 
 
 COMMANDS = [review]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from toolkit.cli.common import config_option
+from toolkit.cli.options import config_from, options_from
+from trainers.config import BaselineConfig, DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig, TrainConfig
 
 TRL_HELP = (
     "A field of the trainer's own config (TRL's SFTConfig/DPOConfig/GRPOConfig; CrossEncoderTrainingArguments "
@@ -45,64 +47,39 @@ def trl_fields(ctx: click.Context, given: tuple, flags: dict) -> dict:
     return merged
 
 
+def _trl_flag(*decls, **kw):
+    """CLI-only: a named field of the trainer's own config (TRL's); it fills the `trl` mapping (see _pop_common)."""
+    return click.option(*decls, **kw)
+
+
+TRL_OPTION = click.option("--trl", multiple=True, type=TrlField(), help=TRL_HELP)  # CLI-only: fills the `trl` field (trl_fields)
+
+
 def common_options(f):
-    """Options every `toolkit train` command takes."""
+    """Options every `toolkit train` command takes but the baseline."""
     opts = [
         config_option,
         click.argument("data", required=False, type=click.Path()),
-        click.option("-o", "--out", type=click.Path(), help="Checkpoint folder to write."),
-        click.option("--model", default="default", show_default=True, help="Starting model: a folder, a hub id, or `default` (the embedded model)."),
-        click.option("--max-steps", type=int, help="Stop after this many optimizer steps (TRL max_steps; overrides epochs)."),
-        click.option("--epochs", type=float, help="Training epochs (TRL num_train_epochs; default 1)."),
-        click.option("--learning-rate", type=float, help="Peak learning rate (TRL learning_rate; default: sft 2e-5, dpo 1e-6, grpo 1e-6)."),
-        click.option("--batch-size", type=int, help="Examples per device per step (TRL per_device_train_batch_size; default 8)."),
-        click.option("--grad-accum", type=int, help="Gradient accumulation steps (TRL gradient_accumulation_steps)."),
-        click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision (default: on for GPUs and CPUs with native bf16)."),
-        click.option("--limit", type=int, help="Train on the first N rows only."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Seed of data order, dropout and sampling (TRL seed)."),
-        click.option("--trl", multiple=True, type=TrlField(), help=TRL_HELP),
-        click.option("--force", is_flag=True, help="Retrain even when the checkpoint is up to date."),
+        options_from(TrainConfig, "out", "model", skip=("data", "trl", "eval_rules_k")),  # data: the argument; trl: --trl; eval_rules_k: Python only
+        _trl_flag("--max-steps", type=int, help="Stop after this many optimizer steps (TRL max_steps; overrides epochs)."),
+        _trl_flag("--epochs", type=float, help="Training epochs (TRL num_train_epochs; default 1)."),
+        _trl_flag("--learning-rate", type=float, help="Peak learning rate (TRL learning_rate; default: sft 2e-5, dpo 1e-6, grpo 1e-6)."),
+        _trl_flag("--batch-size", type=int, help="Examples per device per step (TRL per_device_train_batch_size; default 8)."),
+        _trl_flag("--grad-accum", type=int, help="Gradient accumulation steps (TRL gradient_accumulation_steps)."),
+        _trl_flag("--bf16/--no-bf16", default=None, help="bf16 mixed precision (default: on for GPUs and CPUs with native bf16)."),
+        options_from(TrainConfig, "limit", "seed"),
+        TRL_OPTION,
+        options_from(TrainConfig, "force"),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def eval_options(f):
-    """Evaluation while training (trainers.dev_eval)."""
-    opts = [
-        click.option("--eval-pairs", type=click.Path(), help="Pairs with a dev split (split or retrieve output): first-token macro-F1 while training."),
-        click.option("--eval-split", default="dev", show_default=True, help="The split of --eval-pairs to evaluate on."),
-        click.option("--eval-index", type=click.Path(), help="The rules index the training prompts used (rules go into the dev prompts too)."),
-        click.option("--eval-every", default=0, show_default=True, type=int, help="Steps between dev evaluations (0: only after the last step)."),
-        click.option("--eval-limit", default=500, show_default=True, type=int, help="At most this many dev pairs (a fixed seeded sample)."),
-        click.option("--select-best", type=click.Choice(["none", "macro_f1"]), default="none", show_default=True,
-                     help="macro_f1: save the weights of the evaluated step with the best dev macro-F1, not the last step's."),
-        click.option("--early-stop", type=int, help="Stop after this many dev evaluations without a better macro-F1."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-def template_option(f):
-    return click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE",
-                        help="A chat-template option, e.g. enable_thinking=false (set by default for templates that have it); repeatable.")(f)
-
-
-def lora_options(f):
-    opts = [
-        click.option("--lora/--no-lora", default=False, show_default=True, help="Train a LoRA adapter (peft) instead of all weights."),
-        click.option("--lora-r", default=16, show_default=True, type=int, help="LoRA rank."),
-        click.option("--lora-alpha", default=32, show_default=True, type=int, help="LoRA scaling (alpha / r multiplies the update)."),
-        click.option("--lora-dropout", default=0.05, show_default=True, type=float, help="Dropout on the LoRA layers' input."),
-        click.option("--lora-targets", default="all-linear", show_default=True, help="Modules to adapt (peft target_modules)."),
-        click.option("--merge-lora/--no-merge-lora", default=True, show_default=True, help="Save merged weights (loadable with AutoModelForCausalLM); --no-merge-lora keeps the adapter."),
-        click.option("--save-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True, help="Weights' dtype in the checkpoint (auto: as trained)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+# Evaluation while training (trainers.dev_eval).
+eval_options = options_from(TrainConfig, "eval_pairs", "eval_split", "eval_index", "eval_every", "eval_limit", "select_best", "early_stop")
+template_option = options_from(TrainConfig, "template_options")
+lora_options = options_from(TrainConfig, "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge_lora", "save_dtype")
 
 
 def _pop_common(kw: dict) -> tuple[dict, dict]:
@@ -122,8 +99,8 @@ def _pop_common(kw: dict) -> tuple[dict, dict]:
 def _run(config_cls, fn, kw: dict, extra_flags: dict | None = None) -> None:
     ctx = click.get_current_context()
     kw, flags = _pop_common(kw)
-    kw["trl"] = trl_fields(ctx, kw.pop("trl"), {**flags, **(extra_flags or {})})
-    result = fn(config_cls(**kw))
+    trl = trl_fields(ctx, kw.pop("trl"), {**flags, **(extra_flags or {})})
+    result = fn(config_from(config_cls, kw, data=kw.pop("data"), trl=trl))
     click.echo(result.summary())
 
 
@@ -147,11 +124,8 @@ def train():
 @template_option
 @eval_options
 @lora_options
-@click.option("--label-only", is_flag=True, help="Train on the grade label alone (the paper's `SFT label-only` ablation).")
-@click.option("--class-weights", type=click.Choice(["none", "inverse"]), default="none", show_default=True,
-              help="Weight the grade label token's loss by N / (K * n_grade) of the train rows, against collapse to the majority grade.")
-@click.option("--gold", type=click.Path(), help="Corrected pairs from `toolkit review apply`: rationales written for a corrected grade and excluded pairs leave the SFT set (with --label-only the label takes the new grade).")
-@click.option("--max-length", type=int, help="Longest tokenized example (TRL max_length; default 1024).")
+@options_from(SFTTrainConfig, "label_only", "class_weights", "gold")
+@_trl_flag("--max-length", type=int, help="Longest tokenized example (TRL max_length; default 1024).")
 def sft(max_length, **kw):
     """Supervised fine-tuning on `toolkit gen-cot` output (TaoSR1 stage 1).
 
@@ -165,7 +139,6 @@ def sft(max_length, **kw):
       toolkit train sft out/cot -o out/sft-label-only --label-only --lora
       toolkit train sft --config trainers/configs/sft.yaml
     """
-    from trainers.config import SFTTrainConfig
     from toolkit.training import train_sft
 
     _run(SFTTrainConfig, train_sft, kw, {"max_length": max_length})
@@ -176,9 +149,9 @@ def sft(max_length, **kw):
 @template_option
 @eval_options
 @lora_options
-@click.option("--beta", type=float, help="DPO temperature β (TRL beta; default 0.1).")
-@click.option("--nll-weight", default=0.0, show_default=True, type=float, help="Weight of an added NLL (SFT) loss on the chosen answer; 0 = plain DPO.")
-@click.option("--max-length", type=int, help="Longest tokenized prompt + answer (TRL max_length; default 1024).")
+@_trl_flag("--beta", type=float, help="DPO temperature β (TRL beta; default 0.1).")
+@options_from(DPOTrainConfig, "nll_weight")
+@_trl_flag("--max-length", type=int, help="Longest tokenized prompt + answer (TRL max_length; default 1024).")
 def dpo(beta, max_length, **kw):
     """Preference tuning on `toolkit make-prefs` output, from the SFT model (TaoSR1 stage 2).
 
@@ -191,7 +164,6 @@ def dpo(beta, max_length, **kw):
       toolkit train dpo out/demo/prefs --model out/demo/sft -o out/demo/dpo --max-steps 20
       toolkit train dpo out/prefs --model out/sft -o out/dpo --nll-weight 0.2 --beta 0.1
     """
-    from trainers.config import DPOTrainConfig
     from toolkit.training import train_dpo
 
     _run(DPOTrainConfig, train_dpo, kw, {"beta": beta, "max_length": max_length})
@@ -202,23 +174,15 @@ def dpo(beta, max_length, **kw):
 @template_option
 @eval_options
 @lora_options
-@click.option("--reward", "rewards", multiple=True, type=click.Choice(["grade_match", "format", "distance", "consistency"]),
-              help="Reward function(s); repeatable (default: grade_match, the paper's). Weights: --trl reward_weights=[1,0.2].")
-@click.option("--order", type=click.Choice(["label_first", "cot_first"]),
-              help="Answer order the rewards parse; default: the order recorded by the stages that made the data (or the model), else label_first.")
-@click.option("--dynamic-sampling/--no-dynamic-sampling", default=True, show_default=True,
-              help="Online difficulty filtering (DAPO): groups whose rewards have no spread are dropped and refilled from the pool.")
-@click.option("--dynamic-gamma", default=1.0, show_default=True, type=float, help="Keep groups with 0 < n_correct < gamma * G.")
-@click.option("--max-refills", default=4, show_default=True, type=int, help="Extra generation rounds per batch to refill dropped groups.")
-@click.option("--dynamic-patience", default=3, show_default=True, type=int, help="Stop after this many batches in a row without one kept group.")
-@click.option("--num-generations", type=int, help="Group size G (TRL num_generations; default 8, the paper's team used 16).")
-@click.option("--temperature", type=float, help="Sampling temperature of the rollouts (default 0.99).")
-@click.option("--beta", type=float, help="KL coefficient (default 0.02).")
-@click.option("--epsilon", type=float, help="Clip range (default 0.2).")
-@click.option("--loss-type", help="TRL GRPO loss_type: grpo, dr_grpo, dapo (TRL's default), bnpo, ...")
-@click.option("--max-completion-length", type=int, help="Token budget of a rollout (default 128).")
-@click.option("--use-vllm", is_flag=True, help="Generate rollouts with vLLM (colocate mode; GPU machines).")
-def grpo(rewards, num_generations, temperature, beta, epsilon, loss_type, max_completion_length, **kw):
+@options_from(GRPOTrainConfig, "rewards", "order", "dynamic_sampling", "dynamic_gamma", "max_refills", "dynamic_patience", skip=("use_vllm",))
+@_trl_flag("--num-generations", type=int, help="Group size G (TRL num_generations; default 8, the paper's team used 16).")
+@_trl_flag("--temperature", type=float, help="Sampling temperature of the rollouts (default 0.99).")
+@_trl_flag("--beta", type=float, help="KL coefficient (default 0.02).")
+@_trl_flag("--epsilon", type=float, help="Clip range (default 0.2).")
+@_trl_flag("--loss-type", help="TRL GRPO loss_type: grpo, dr_grpo, dapo (TRL's default), bnpo, ...")
+@_trl_flag("--max-completion-length", type=int, help="Token budget of a rollout (default 128).")
+@options_from(GRPOTrainConfig, "use_vllm")
+def grpo(num_generations, temperature, beta, epsilon, loss_type, max_completion_length, **kw):
     """Reinforcement learning with GRPO on `toolkit label-difficulty` output (TaoSR1 stage 3).
 
     Reads DATA/grpo.parquet (`prompt`, `gold_label`/`grade`) and trains with TRL's GRPOTrainer;
@@ -231,11 +195,8 @@ def grpo(rewards, num_generations, temperature, beta, epsilon, loss_type, max_co
       toolkit train grpo out/demo/difficulty --model out/demo/dpo -o out/demo/grpo --max-steps 10 --num-generations 4
       toolkit train grpo out/difficulty --model out/dpo -o out/grpo --reward grade_match --reward format --trl reward_weights=[1,0.1]
     """
-    from trainers.config import GRPOTrainConfig
     from toolkit.training import train_grpo
 
-    if rewards:
-        kw["rewards"] = list(rewards)
     flags = {"num_generations": num_generations, "temperature": temperature, "beta": beta, "epsilon": epsilon,
              "loss_type": loss_type, "max_completion_length": max_completion_length}
     _run(GRPOTrainConfig, train_grpo, kw, flags)
@@ -244,24 +205,14 @@ def grpo(rewards, num_generations, temperature, beta, epsilon, loss_type, max_co
 @train.command("baseline")
 @config_option
 @click.argument("data", required=False, type=click.Path())
-@click.option("-o", "--out", type=click.Path(), help="Output folder: the cross-encoder model and predictions.parquet.")
-@click.option("--model", default="default", show_default=True, help="Encoder to start from: `default` (all-MiniLM-L6-v2, offline) or a folder.")
-@click.option("--split", default="train", show_default=True, help="Train on the rows of this split (when the data has splits).")
-@click.option("--max-length", default=256, show_default=True, type=int, help="Longest tokenized (query, item) pair.")
-@click.option("--max-steps", type=int, help="Stop after this many steps.")
-@click.option("--epochs", type=float, help="Training epochs (default 2).")
-@click.option("--learning-rate", type=float, help="Peak learning rate (default 5e-5).")
-@click.option("--batch-size", type=int, help="Pairs per step (default 16).")
-@click.option("--limit", type=int, help="Train on the first N rows only.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of data order and initialisation of the classifier head.")
-@click.option("--eval-split", help="Evaluate macro-F1 on this split of the data while training (e.g. dev).")
-@click.option("--eval-every", default=0, show_default=True, type=int, help="Steps between dev evaluations (0: only after the last step).")
-@click.option("--eval-limit", default=500, show_default=True, type=int, help="At most this many dev pairs (a fixed seeded sample).")
-@click.option("--select-best", type=click.Choice(["none", "macro_f1"]), default="none", show_default=True,
-              help="macro_f1: keep the weights of the evaluated step with the best dev macro-F1.")
-@click.option("--early-stop", type=int, help="Stop after this many dev evaluations without a better macro-F1.")
-@click.option("--trl", multiple=True, type=TrlField(), help=TRL_HELP)
-@click.option("--force", is_flag=True, help="Retrain even when the output is up to date.")
+@options_from(BaselineConfig, "out", "model", "split", "max_length", skip=("data", "trl"))  # data: the argument; trl: --trl
+@_trl_flag("--max-steps", type=int, help="Stop after this many steps.")
+@_trl_flag("--epochs", type=float, help="Training epochs (default 2).")
+@_trl_flag("--learning-rate", type=float, help="Peak learning rate (default 5e-5).")
+@_trl_flag("--batch-size", type=int, help="Pairs per step (default 16).")
+@options_from(BaselineConfig, "limit", "seed", "eval_split", "eval_every", "eval_limit", "select_best", "early_stop")
+@TRL_OPTION
+@options_from(BaselineConfig, "force")
 def baseline(**kw):
     """A cross-encoder classifier baseline (the paper's BERT row) on canonical pairs.
 
@@ -276,7 +227,6 @@ def baseline(**kw):
       toolkit eval --predictions out/demo/baseline --split test -o out/demo/eval-baseline
     """
     from trainers.baseline import train_baseline
-    from trainers.config import BaselineConfig
 
     _run(BaselineConfig, train_baseline, kw)
 

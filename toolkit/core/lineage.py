@@ -15,14 +15,14 @@ import logging
 from pathlib import Path
 
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import manifest_of
+from toolkit.core.stagefolder import Key, manifest_of
 from toolkit.core.parsing import LABEL_FIRST, ORDERS
 
 __all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "warn_if_rules_missing"]
 
 log = logging.getLogger(__name__)
 
-KEY = "student_prompt"
+KEY = Key.LINEAGE  # "student_prompt"
 
 
 def facts(order: str, rules: list[list[str]]) -> dict:

@@ -5,37 +5,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toolkit.core.errors import UserError
+from toolkit.core.options import opt
 
 SERVE_BACKENDS = ("transformers", "vllm")
 
 
 @dataclass
 class ServeConfig:
-    model: str | None = None  # checkpoint folder, hub id, or None/`default` for the embedded SmolLM2
-    tiers: str | None = None  # tiers.json from `toolkit tier fit` (or its folder)
-    scale: str | None = None  # default: the tier rule's scale, else the checkpoint's manifest, else taosr4
-    index: str | None = None  # rules index folder: retrieve rules for pairs that bring none
-    rules_k: int = 3
-    backend: str = "transformers"
-    dtype: str = "auto"  # auto = bf16 where the hardware supports it
-    threads: int | None = None  # transformers: torch intra-op threads (default: torch's choice)
-    enforce_eager: bool = False  # vllm: skip torch.compile (faster start, slower steps)
-    host: str = "127.0.0.1"
-    port: int = 8080
+    model: str | None = opt(None,  # None/`default`: the embedded SmolLM2
+                            help="Checkpoint folder (e.g. out/demo/grpo), hub id, or `default` (SmolLM2-135M-Instruct, embedded).")
+    tiers: str | None = opt(None, type="path", help="tiers.json from `toolkit tier fit` (or its folder): adds CumPT grade, tier and β per pair.")
+    scale: str | None = opt(None, help="Grade scale (default: the tier rule's, else the checkpoint's manifest, else taosr4).")
+    index: str | None = opt(None, flags=("-i", "--index"), type="path",
+                            help="Rules index folder: retrieve guideline rules for pairs that bring none (as `toolkit score --index`).")
+    rules_k: int = opt(3, flags=("-k", "--rules-k"), show_default=True, help="Rules per pair from --index.")
+    backend: str = opt("transformers", choices=SERVE_BACKENDS, show_default=True,
+                       help="transformers (CPU/GPU, shared-prefix reuse) or vllm (in-process engine with prefix caching).")
+    dtype: str = opt("auto", choices=("auto", "float32", "bfloat16"), show_default=True,
+                     help="auto = bfloat16 on GPUs and CPUs with AMX/AVX-512 BF16, else float32.")
+    threads: int | None = opt(None, help="[transformers] torch CPU threads (default: torch's choice; 1 can be faster on a busy machine).")
+    enforce_eager: bool = opt(False, help="[vllm] skip torch.compile (faster start, slower steps).")
+    host: str = opt("127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all interfaces).")
+    port: int = opt(8080, show_default=True, help="TCP port to listen on.")
     # fast path
-    prefix_reuse: bool = True  # transformers: compute each query's shared prompt prefix once
-    batch_size: int = 32  # rows per forward pass
-    max_batch: int = 64  # pairs gathered from concurrent requests into one scoring call (a request is never split)
-    max_wait_ms: float = 5.0  # how long the batcher waits for more requests before scoring
+    prefix_reuse: bool = opt(True, flags=("--no-prefix-reuse",), negate=True,  # compute each query's shared prompt prefix once
+                             help="[transformers] score every pair's full prompt (no shared-prefix KV cache).")
+    batch_size: int = opt(32, show_default=True, help="Rows per forward pass.")
+    max_batch: int = opt(64, show_default=True,  # a request is never split
+                         help="Pairs gathered from concurrent requests into one scoring call (a request is never split; small requests gain most).")
+    max_wait_ms: float = opt(5.0, show_default=True, help="How long to wait for more requests before scoring a batch.")
     # limits
-    max_pairs: int = 512  # pairs per request (413 above)
-    max_text_chars: int = 2000  # characters per text field (422 above)
-    max_body_bytes: int = 4_000_000  # request body size (413 above)
-    max_explain_pairs: int = 8  # pairs per request with explain=true (413 above)
-    max_queued_pairs: int = 8192  # pairs waiting for the model across requests (503 "busy" above)
-    explain_max_tokens: int = 96  # token budget of a generated rationale
-    graceful_timeout_s: float = 60.0  # how long shutdown waits for requests in flight
-    access_log: bool = False
+    max_pairs: int = opt(512, show_default=True, help="Pairs per request (413 above).")
+    max_text_chars: int = opt(2000, show_default=True, help="Characters per text field (422 above).")
+    max_body_bytes: int = opt(4_000_000, show_default=True, help="Request body size (413 above).")
+    max_explain_pairs: int = opt(8, show_default=True, help="Pairs per request with explain=true (413 above).")
+    max_queued_pairs: int = opt(8192, show_default=True,  # 503 "busy" above
+                                help="Pairs waiting for the model across requests; above it new requests get 503 + Retry-After.")
+    explain_max_tokens: int = opt(96, show_default=True, help="Token budget of a generated rationale.")
+    graceful_timeout_s: float = opt(60.0, flags=("--graceful-timeout",), show_default=True, help="On SIGTERM/Ctrl-C, seconds to wait for requests in flight.")
+    access_log: bool = opt(False, help="Log every request.")
 
     def __post_init__(self):
         if self.backend not in SERVE_BACKENDS:

@@ -48,7 +48,8 @@ class StageFolder:
     @property
     def lineage(self) -> dict | None:
         """How the student prompts of this folder were built (answer order, rules): see toolkit.core.lineage."""
-        return self.manifest.get(Key.LINEAGE)
+        rec = self.manifest.get(Key.LINEAGE)
+        return rec if isinstance(rec, dict) else None
 
     def file(self, name: str) -> Path:
         """One of the folder's files by name (files.*): the given path itself when it names a file."""
