@@ -156,7 +156,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"engine start {start_s:.0f} s, dtype {dtype}")
-    print(f"| run | requests | tokens | seconds | tokens/s |\n|---|---:|---:|---:|---:|")
+    print("| run | requests | tokens | seconds | tokens/s |\n|---|---:|---:|---:|---:|")
     print(f"| gen-cot (free mode, vLLM backend) | {args.pairs * args.samples} | {results['gen_cot']['tokens']} | {results['gen_cot']['seconds']} | {g_tps:.1f} |")
     print(f"| bare `llm.chat`, same requests | {args.pairs * args.samples} | {results['bare_llm_chat']['tokens']} | {results['bare_llm_chat']['seconds']} | {b_tps:.1f} |")
     for label, name, req in (("n_in_one_request", f"pass@{args.n}: n={args.n} in one request", args.n_prompts),

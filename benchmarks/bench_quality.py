@@ -142,7 +142,7 @@ def main() -> None:
     if args.backend == "auto":
         args.backend = "vllm" if importlib.util.find_spec("vllm") else "transformers"
 
-    from toolkit.pipeline import Pipeline, run_pipeline, summary_table
+    from toolkit.cli.runner import Pipeline, run_pipeline, summary_table
 
     spec = pipeline(args, BUDGETS[args.budget])
     rows = spec.pop("_rows")

@@ -16,7 +16,7 @@ from checks import one_line_error
 from rollouts_data import write_rollouts
 from toolkit.core import columns as C
 from toolkit.core.stagefolder import mark_incomplete, read_manifest
-from toolkit.pipeline import Pipeline, run_pipeline
+from toolkit.cli.runner import Pipeline, run_pipeline
 
 
 def test_o_never_replaces_a_folder_the_toolkit_did_not_write(cli, repo, tmp_path):

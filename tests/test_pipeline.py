@@ -14,7 +14,7 @@ import pytest
 from toolkit.core.errors import UserError
 from toolkit.hub import PushConfig, push
 from toolkit.core.stagefolder.remote import card_metadata
-from toolkit.pipeline import Pipeline, run_pipeline
+from toolkit.cli.runner import Pipeline, run_pipeline
 
 
 def _pipe(tmp_path, repo, fractions="train=0.6,dev=0.2,test=0.2"):
@@ -237,7 +237,7 @@ def test_push_as_a_pull_request(cli, tmp_path, repo):
 def test_a_folder_named_in_a_list_option_reruns_the_stage_when_it_appears(tmp_path):
     """A review round's stage names its pulled folders in a list (`review: [...]`); the folder appearing (or changing)
     after the first run must rerun the stage, as a folder named by a plain option does."""
-    from toolkit.pipeline import fingerprint
+    from toolkit.cli.runner import fingerprint
 
     spec = tmp_path / "p.yaml"
     later = tmp_path / "round-1"

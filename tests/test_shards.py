@@ -46,7 +46,7 @@ def test_stale_shards_are_removed_only_when_recorded(tmp_path):
 
 def test_an_older_toolkits_visible_shards_folder_is_adopted_only_when_all_ours(tmp_path):
     calls = []
-    first = _run(tmp_path / "a", calls)
+    _run(tmp_path / "a", calls)
     (tmp_path / "a" / SHARDS).rename(tmp_path / "a" / "shards")  # the layout of toolkit 0.1.0
     again = _run(tmp_path / "a", calls)
     assert (again.done, again.skipped) == (0, 3) and not (tmp_path / "a" / "shards").exists()

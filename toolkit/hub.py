@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.core.errors import UserError, missing_extra, redact

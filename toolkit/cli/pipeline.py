@@ -25,7 +25,7 @@ def run_cmd(pipeline, redo, list_only):
     Example:
       toolkit run demo/pipeline.yaml
     """
-    from toolkit.pipeline import Pipeline, run_pipeline, summary_table
+    from toolkit.cli.runner import Pipeline, run_pipeline, summary_table
 
     pipe = Pipeline.load(pipeline)
     if list_only:
