@@ -8,7 +8,7 @@ OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip install --disable-pip-version-check -q -c requirements/constraints-cpu.txt
 
-.PHONY: demo test test-quick venv services argilla-up argilla-down clean
+.PHONY: demo test test-quick lint venv services argilla-up argilla-down clean
 
 venv: $(STAMP)
 
@@ -30,12 +30,16 @@ demo: $(STAMP)
 services:
 	bash annotation/stack/argilla_stack.sh install
 
-## The whole test suite (what CI runs).
-test: $(STAMP) services
+## The whole test suite (what CI runs): the linter, then every test.
+test: $(STAMP) services lint
 	$(BIN)/python -m pytest -q
 
+## ruff (pyproject.toml: pycodestyle and pyflakes, lines up to 119 in the library).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 ## The fast subset for iteration: no slow models, no servers.
-test-quick: $(STAMP)
+test-quick: $(STAMP) lint
 	$(BIN)/python -m pytest -q -m "not slow and not service"
 
 ## A local Argilla for people: UI on http://127.0.0.1:6900 (owner / toolkit-owner).

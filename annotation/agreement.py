@@ -85,7 +85,8 @@ def agreement(labels: Iterable[tuple[Hashable, str, Hashable]]) -> dict:
 
 
 def ordinal_agreement(labels: Iterable[tuple[Hashable, str, int]], values: list[int]) -> dict:
-    """Agreement that counts how far apart two grades are (the grades are ordinal: 3 vs 4 is a smaller miss than 1 vs 4).
+    """Agreement that counts how far apart two grades are (the grades are ordinal: 3 vs 4 is a smaller miss than
+    1 vs 4).
 
     - quadratic-weighted Cohen's kappa (scikit-learn's `cohen_kappa_score(weights="quadratic")`) per rater pair, and
       their mean weighted by shared items (`quadratic_kappa`);
@@ -112,7 +113,8 @@ def ordinal_agreement(labels: Iterable[tuple[Hashable, str, int]], values: list[
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                k = cohen_kappa_score([x for x, _ in both], [y for _, y in both], labels=sorted(values), weights="quadratic")
+                k = cohen_kappa_score([x for x, _ in both], [y for _, y in both], labels=sorted(values),
+                                      weights="quadratic")
             k = None if k is None or not math.isfinite(k) else float(k)
             out["pairwise_quadratic_kappa"][f"{a}|{b}"] = {"n_items": len(both), "quadratic_kappa": k}
             if k is not None:

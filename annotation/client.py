@@ -37,9 +37,11 @@ class Connection:
         if not url:
             raise UserError(f"no Argilla URL; pass --api-url or set {URL_ENV} (for a local server: {LOCAL_HINT})")
         if not url.startswith(("http://", "https://")):
-            raise UserError(f"Argilla URL {url!r} must start with http:// or https://; pass --api-url http://HOST:PORT")
+            raise UserError(f"Argilla URL {url!r} must start with http:// or https://; pass --api-url "
+                            "http://HOST:PORT")
         if not key:
-            raise UserError(f"no Argilla API key; pass --api-key or set {KEY_ENV} (the key is on your Argilla user's settings page)")
+            raise UserError(f"no Argilla API key; pass --api-key or set {KEY_ENV} (the key is on your Argilla user's "
+                            "settings page)")
         return cls(url, key, timeout)
 
 
@@ -63,17 +65,22 @@ def check_server(conn: Connection) -> str:
         with httpx.Client(base_url=conn.api_url, timeout=min(conn.timeout, 10.0)) as http:
             status = http.get("/api/v1/version")
             if status.status_code >= 500:
-                raise UserError(f"the Argilla server at {conn.api_url} is not healthy (GET /api/v1/version: HTTP {status.status_code}); check its logs")
+                raise UserError(f"the Argilla server at {conn.api_url} is not healthy (GET /api/v1/version: HTTP "
+                                f"{status.status_code}); check its logs")
             if status.status_code != 200 or "json" not in status.headers.get("content-type", ""):
-                raise UserError(f"{conn.api_url} does not look like an Argilla 2 server (GET /api/v1/version: HTTP {status.status_code}); check {URL_ENV} / --api-url")
+                raise UserError(f"{conn.api_url} does not look like an Argilla 2 server (GET /api/v1/version: HTTP "
+                                f"{status.status_code}); check {URL_ENV} / --api-url")
             me = http.get("/api/v1/me", headers={"X-Argilla-Api-Key": conn.api_key})
     except httpx.TransportError as e:
         reason = _reason(e, conn)
-        raise UserError(f"cannot reach the Argilla server at {conn.api_url} ({reason}); check {URL_ENV} / --api-url, or {LOCAL_HINT}") from None
+        raise UserError(f"cannot reach the Argilla server at {conn.api_url} ({reason}); check {URL_ENV} / --api-url, "
+                        f"or {LOCAL_HINT}") from None
     if me.status_code in (401, 403):
-        raise UserError(f"the Argilla server at {conn.api_url} rejected the API key (HTTP {me.status_code}); check {KEY_ENV} / --api-key")
+        raise UserError(f"the Argilla server at {conn.api_url} rejected the API key (HTTP {me.status_code}); check "
+                        f"{KEY_ENV} / --api-key")
     if me.status_code != 200:
-        raise UserError(f"the Argilla server at {conn.api_url} answered HTTP {me.status_code} for the API key's user; check the server")
+        raise UserError(f"the Argilla server at {conn.api_url} answered HTTP {me.status_code} for the API key's user; "
+                        "check the server")
     return me.json().get("username", "?")
 
 
@@ -102,16 +109,20 @@ def argilla_errors(conn: Connection, doing: str) -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     except httpx.TransportError as e:
-        raise UserError(f"lost the connection to Argilla at {conn.api_url} while {doing} ({type(e).__name__}); nothing was written, rerun when the server is back") from None
+        raise UserError(f"lost the connection to Argilla at {conn.api_url} while {doing} ({type(e).__name__}); "
+                        "nothing was written, rerun when the server is back") from None
     except ArgillaCredentialsError:
-        raise UserError(f"the Argilla server at {conn.api_url} rejected the API key while {doing}; check {KEY_ENV} / --api-key") from None
+        raise UserError(f"the Argilla server at {conn.api_url} rejected the API key while {doing}; "
+                        f"check {KEY_ENV} / --api-key") from None
     except ArgillaAPIError as e:
         code = getattr(e, "status_code", None)
         if code in (401, 403):
             raise UserError(
-                f"the Argilla user of this API key may not do this ({doing}: HTTP {code}); use an owner or admin key of the workspace"
+                f"the Argilla user of this API key may not do this ({doing}: HTTP {code}); use an owner or admin key "
+                "of the workspace"
             ) from None
-        raise UserError(f"the Argilla server at {conn.api_url} refused a request while {doing} (HTTP {code}: {_reason(e, conn)}); check the server's log") from None
+        raise UserError(f"the Argilla server at {conn.api_url} refused a request while {doing} (HTTP {code}: "
+                        f"{_reason(e, conn)}); check the server's log") from None
 
 
 def _reason(e: Exception, conn: Connection) -> str:

@@ -27,7 +27,8 @@ def input_files(spec: KindSpec, path: "str | Path") -> list[Path]:
         return [p / spec.main_file]
     files = sorted(p.glob("*.parquet"))
     if not files:
-        raise UserError(f"{p}: no .parquet files in this folder; pass the output folder (or file) of the stage to review")
+        raise UserError(f"{p}: no .parquet files in this folder; "
+                        "pass the output folder (or file) of the stage to review")
     return files
 
 
@@ -48,12 +49,14 @@ def join_pairs(df: pl.DataFrame, pairs: "str | Path") -> pl.DataFrame:
     """Add the pair text columns that `df` lacks from canonical pairs (by pair_id)."""
     src = read_pairs(pairs, required=[C.PAIR_ID])
     cols = [c for c in PAIR_TEXT + [C.GRADE] if c in src.columns and c not in df.columns]
-    cols += [c for c in (C.RULE_TEXTS, C.RULE_IDS) if c in src.columns and c not in df.columns]  # `toolkit retrieve`'s rules, for reviewers
+    # `toolkit retrieve`'s rules, for reviewers
+    cols += [c for c in (C.RULE_TEXTS, C.RULE_IDS) if c in src.columns and c not in df.columns]
     if not cols:
         return df
     src = src.select([pl.col(C.PAIR_ID).cast(pl.String)] + cols).unique(C.PAIR_ID, keep="first", maintain_order=True)
     if not df[C.PAIR_ID].cast(pl.String).is_in(src[C.PAIR_ID].implode()).any():
-        raise UserError(f"--pairs {pairs}: none of its pair ids match the input's; pass the pairs the stage was run on")
+        raise UserError(f"--pairs {pairs}: none of its pair ids match the input's; "
+                        "pass the pairs the stage was run on")
     key = "__pair_key"
     joined = df.with_columns(pl.col(C.PAIR_ID).cast(pl.String).alias(key)).join(
         src.rename({C.PAIR_ID: key}), on=key, how="left", maintain_order="left"
@@ -64,10 +67,12 @@ def join_pairs(df: pl.DataFrame, pairs: "str | Path") -> pl.DataFrame:
 def read_rows(spec: KindSpec, path: "str | Path", pairs: "str | Path | None" = None) -> tuple[pl.DataFrame, list[str]]:
     """The input rows with FILE_COL and ID_COL, and the output file name of each input file."""
     files = input_files(spec, path)
-    parts = [read_pairs(f, required=list(spec.required)).with_columns(pl.lit(i, dtype=pl.Int32).alias(FILE_COL)) for i, f in enumerate(files)]
+    parts = [read_pairs(f, required=list(spec.required)).with_columns(pl.lit(i, dtype=pl.Int32).alias(FILE_COL))
+             for i, f in enumerate(files)]
     df = pl.concat(parts, how="diagonal_relaxed") if len(parts) > 1 else parts[0]
     if spec.name == "cot" and C.COMPLETION not in df.columns and C.RATIONALE not in df.columns:
-        raise UserError(f"{path}: kind cot needs a `{C.COMPLETION}` or `{C.RATIONALE}` column; found: {', '.join(df.columns)}")
+        raise UserError(f"{path}: kind cot needs a `{C.COMPLETION}` or `{C.RATIONALE}` column; found: "
+                        f"{', '.join(df.columns)}")
     if pairs:
         df = join_pairs(df, pairs)
     df = df.with_columns(record_id_expr(spec, df.columns))

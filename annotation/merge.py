@@ -40,7 +40,8 @@ from toolkit.core.errors import UserError
 from toolkit.core.grades import GradeScale
 
 POLICIES = ("majority", "unanimous", "trust")
-ACCEPTED, CORRECTED, REJECTED, PENDING, CONFLICT, NOT_REVIEWED = "accepted", "corrected", "rejected", "pending", "conflict", "not_reviewed"
+ACCEPTED, CORRECTED, REJECTED, PENDING, CONFLICT, NOT_REVIEWED = (
+    "accepted", "corrected", "rejected", "pending", "conflict", "not_reviewed")
 STATUSES = (ACCEPTED, CORRECTED, REJECTED, PENDING, CONFLICT, NOT_REVIEWED)
 ROW = "(row)"  # the change-log `column` of a dropped row
 
@@ -57,7 +58,8 @@ class Policy:
         if self.name == "trust" and not self.trusted:
             raise UserError("--policy trust needs the reviewer's username: pass --trusted-reviewer NAME")
         if self.name != "trust" and self.trusted:
-            raise UserError(f"--trusted-reviewer {self.trusted} only applies with --policy trust (got --policy {self.name})")
+            raise UserError(f"--trusted-reviewer {self.trusted} only applies with --policy trust (got --policy "
+                            f"{self.name})")
         if int(self.min_submitted) < 1:
             raise UserError(f"--min-submitted must be at least 1; got {self.min_submitted}")
 
@@ -83,12 +85,14 @@ def _vote(values: list[Any], unanimous: bool) -> Any:
 def resolve(answers: dict[str, dict[str, Any]], policy: Policy) -> Decision:
     """answers: reviewer -> {question: value}, submitted answers of one record."""
     names = sorted(answers)
-    comment = " | ".join(f"{n}: {answers[n][S.Q_COMMENT].strip()}" for n in names if (answers[n].get(S.Q_COMMENT) or "").strip()) or None
+    comment = " | ".join(f"{n}: {answers[n][S.Q_COMMENT].strip()}" for n in names
+                         if (answers[n].get(S.Q_COMMENT) or "").strip()) or None
     if policy.name == "trust" and policy.trusted in answers:
         a = answers[policy.trusted]
         if a.get(S.Q_GRADE) is None or a.get(S.Q_ACCEPT) is None:
             return Decision("conflict", names, comment=comment, note=f"{policy.trusted} left a question empty")
-        return Decision("resolved", [policy.trusted], int(a[S.Q_GRADE]), a[S.Q_ACCEPT], _text(a.get(S.Q_CORRECTION)), comment)
+        return Decision("resolved", [policy.trusted], int(a[S.Q_GRADE]), a[S.Q_ACCEPT], _text(a.get(S.Q_CORRECTION)),
+                        comment)
     if len(answers) < policy.min_submitted:
         return Decision("pending", names, comment=comment, note=f"{len(answers)} of {policy.min_submitted} answers")
     unanimous = policy.name == "unanimous"
@@ -97,7 +101,8 @@ def resolve(answers: dict[str, dict[str, Any]], policy: Policy) -> Decision:
     if grade is None or accept is None:
         what = "grade" if grade is None else "accept"
         return Decision("conflict", names, comment=comment, note=f"reviewers disagree on {what}")
-    agreeing = [n for n in names if answers[n].get(S.Q_GRADE) is not None and int(answers[n][S.Q_GRADE]) == grade and answers[n].get(S.Q_ACCEPT) == accept]
+    agreeing = [n for n in names if answers[n].get(S.Q_GRADE) is not None and int(answers[n][S.Q_GRADE]) == grade
+                and answers[n].get(S.Q_ACCEPT) == accept]
     correction = next((t for n in agreeing if (t := _text(answers[n].get(S.Q_CORRECTION)))), None)
     return Decision("resolved", names, grade, accept, correction, comment)
 
@@ -124,7 +129,8 @@ def _message(like: Any, text: str) -> Any:
 
 
 def _strip_label(text: str, scale: GradeScale) -> str:
-    """The rationale of a corrected answer, as gen-cot stores it: without the leading grade and the `Reason:` prefix."""
+    """The rationale of a corrected answer, as gen-cot stores it: without the leading grade and the `Reason:`
+    prefix."""
     from toolkit.core.parsing import LABEL_FIRST, parse_answer
 
     parsed = parse_answer(text, scale.labels, LABEL_FIRST)
@@ -198,7 +204,8 @@ def _json(v: Any) -> str:
 
 
 def merge(kind: str, df: pl.DataFrame, decisions: dict[str, Decision], scale: GradeScale) -> MergeResult:
-    """Apply resolved decisions (by record id, column ID_COL) to the rows of `df`; rows without one are not_reviewed."""
+    """Apply resolved decisions (by record id, column ID_COL) to the rows of `df`; rows without one are
+    not_reviewed."""
     rule = RULES[kind]
     statuses, reviewers, comments, keep, reasons = [], [], [], [], []
     updates: dict[str, dict[int, Any]] = {}
@@ -210,7 +217,8 @@ def merge(kind: str, df: pl.DataFrame, decisions: dict[str, Decision], scale: Gr
         reviewers.append(d.reviewers if d else row.get(C.REVIEWERS) or [])
         comments.append(d.comment if d else row.get(C.REVIEW_COMMENT))
         if d is None or d.status != "resolved":
-            statuses.append((row.get(C.REVIEW_STATUS) or NOT_REVIEWED) if d is None else PENDING if d.status == "pending" else CONFLICT)
+            statuses.append((row.get(C.REVIEW_STATUS) or NOT_REVIEWED) if d is None
+                            else PENDING if d.status == "pending" else CONFLICT)
             keep.append(True)
             reasons.append(None)
             continue
@@ -220,11 +228,13 @@ def merge(kind: str, df: pl.DataFrame, decisions: dict[str, Decision], scale: Gr
             changed = {C.GRADE: d.grade, **changed}
         for col, new in changed.items():
             reason = "answer_corrected" if col not in REASONS else REASONS[col]
-            log.append({C.RECORD_ID: rid, C.PAIR_ID: pid, C.CHANGED_COLUMN: col, C.OLD_VALUE: _json(row.get(col)), C.NEW_VALUE: _json(new), C.CHANGE_REASON: reason, C.REVIEWERS: who})
+            log.append({C.RECORD_ID: rid, C.PAIR_ID: pid, C.CHANGED_COLUMN: col, C.OLD_VALUE: _json(row.get(col)),
+                        C.NEW_VALUE: _json(new), C.CHANGE_REASON: reason, C.REVIEWERS: who})
             if drop is None or col == C.GRADE:
                 updates.setdefault(col, {})[i] = new
         if drop:
-            log.append({C.RECORD_ID: rid, C.PAIR_ID: pid, C.CHANGED_COLUMN: ROW, C.OLD_VALUE: _json("kept"), C.NEW_VALUE: _json("dropped"), C.CHANGE_REASON: drop, C.REVIEWERS: who})
+            log.append({C.RECORD_ID: rid, C.PAIR_ID: pid, C.CHANGED_COLUMN: ROW, C.OLD_VALUE: _json("kept"),
+                        C.NEW_VALUE: _json("dropped"), C.CHANGE_REASON: drop, C.REVIEWERS: who})
         statuses.append(REJECTED if drop else CORRECTED if changed else ACCEPTED)
         keep.append(drop is None)
         reasons.append(drop)
@@ -241,7 +251,8 @@ def merge(kind: str, df: pl.DataFrame, decisions: dict[str, Decision], scale: Gr
     )
     mask = pl.Series(keep, dtype=pl.Boolean)
     dropped = out.filter(~mask).with_columns(pl.Series(C.DROP_REASON, [r for r in reasons if r], dtype=pl.String))
-    schema = {c: pl.String for c in (C.RECORD_ID, C.PAIR_ID, C.CHANGED_COLUMN, C.OLD_VALUE, C.NEW_VALUE, C.CHANGE_REASON, C.REVIEWERS)}
+    schema = {c: pl.String for c in (C.RECORD_ID, C.PAIR_ID, C.CHANGED_COLUMN, C.OLD_VALUE, C.NEW_VALUE,
+                                     C.CHANGE_REASON, C.REVIEWERS)}
     changes = pl.DataFrame(log, schema=schema)
     counts = {
         "rows": df.height,

@@ -47,12 +47,14 @@ def check_name(what: str, name: str) -> None:
 # The options of the server and dataset fields that PushConfig and PullConfig share (`review push` / `review pull`).
 SERVER_OPTIONS = {
     "kind": {"choices": ("cot", "prefs", "hard", "errors"), "required": True,
-             "help": "What the input is: cot (gen-cot output: CoT rationales), prefs (make-prefs output: preference pairs), "
-                     "hard (label-difficulty output: hard cases), errors (eval output: pairs the model got wrong)."},
+             "help": "What the input is: cot (gen-cot output: CoT rationales), prefs (make-prefs output: preference "
+                     "pairs), hard (label-difficulty output: hard cases), errors (eval output: pairs the model got "
+                     "wrong)."},
     "dataset": {"help": "Argilla dataset name (default: taosr-KIND; created by push when missing)."},
     "workspace": {"show_default": True, "help": "Argilla workspace (created by push when missing)."},
     "scale": {"help": "Grade scale (default: the one recorded in the input's manifest, else taosr4)."},
-    "api_url": {"envvar": "ARGILLA_API_URL", "show_envvar": True, "help": "Argilla server URL, e.g. http://127.0.0.1:6900."},
+    "api_url": {"envvar": "ARGILLA_API_URL", "show_envvar": True,
+                "help": "Argilla server URL, e.g. http://127.0.0.1:6900."},
     "api_key": {"envvar": "ARGILLA_API_KEY", "show_envvar": True, "help": "API key of an Argilla owner or admin."},
     "timeout": {"show_default": True, "help": "Seconds to wait for each request to Argilla."},
 }
@@ -64,16 +66,21 @@ class PushConfig:
     kind: str = opt(**SERVER_OPTIONS["kind"])
     dataset: str | None = opt(None, **SERVER_OPTIONS["dataset"])  # default: taosr-<kind>
     workspace: str = opt(DEFAULT_WORKSPACE, **SERVER_OPTIONS["workspace"])
-    min_submitted: int = opt(1, show_default=True,  # answers a record needs before it counts as done (Argilla task distribution)
-                             help="Answers a record needs before it is done (Argilla task distribution); 2+ for agreement figures.")
+    # answers a record needs before it counts as done (Argilla task distribution)
+    min_submitted: int = opt(1, show_default=True,
+                             help="Answers a record needs before it is done (Argilla task distribution); 2+ for "
+                                  "agreement figures.")
     scale: str | None = opt(None, **SERVER_OPTIONS["scale"])  # default: the scale in the input's manifest
-    guidelines: str | None = opt(None, type="path", help="Markdown file shown to reviewers with the grade scale, e.g. demo/guideline.md.")
+    guidelines: str | None = opt(None, type="path",
+                                 help="Markdown file shown to reviewers with the grade scale, e.g. demo/guideline.md.")
     limit: int | None = opt(None, help="Push only the first N rows (after the kind's filter).")
     max_pass_rate: float | None = opt(None, help="prefs/hard: push only rows with pass_rate <= this value.")
     pairs: str | None = opt(None, type="path",  # canonical pairs to take query/item text from when the input lacks it
-                            help="Canonical pairs (`toolkit ingest` output) to show query and item text from, when the input lacks them (gen-cot, make-prefs).")
+                            help="Canonical pairs (`toolkit ingest` output) to show query and item text from, when "
+                                 "the input lacks them (gen-cot, make-prefs).")
     blind: bool = opt(False,  # no model suggestion, no model prediction in the record: reviewers judge unprompted
-                      help="Push without the model's suggestion (and, for errors, without its prediction): reviewers judge unprompted.")
+                      help="Push without the model's suggestion (and, for errors, without its prediction): reviewers "
+                           "judge unprompted.")
     api_url: str | None = opt(None, **SERVER_OPTIONS["api_url"])
     api_key: str | None = opt(None, **SERVER_OPTIONS["api_key"])
     timeout: float = opt(30.0, **SERVER_OPTIONS["timeout"])
@@ -90,7 +97,8 @@ class PushConfig:
         if self.pairs and not Path(self.pairs).exists():
             raise UserError(f"--pairs {self.pairs}: no such file or folder; pass the output of `toolkit ingest`")
         if self.guidelines and not Path(self.guidelines).is_file():
-            raise UserError(f"--guidelines {self.guidelines}: no such file; pass a markdown file such as demo/guideline.md")
+            raise UserError(f"--guidelines {self.guidelines}: no such file; pass a markdown file such as "
+                            "demo/guideline.md")
 
 
 @dataclass
@@ -124,11 +132,13 @@ def load_rows(cfg: PushConfig) -> tuple[pl.DataFrame, GradeScale, dict]:
     if cfg.kind == "errors":
         n = df.height
         keep = pl.col(C.PRED_GRADE).is_null() | (pl.col(C.PRED_GRADE) != pl.col(C.GRADE))
-        df = df.filter(keep | pl.col(C.HONEYPOT)) if C.HONEYPOT in df.columns else df.filter(keep)  # honeypots always go
+        # honeypots always go
+        df = df.filter(keep | pl.col(C.HONEYPOT)) if C.HONEYPOT in df.columns else df.filter(keep)
         skipped["correct_predictions_skipped"] = n - df.height
     if cfg.max_pass_rate is not None:
         if C.PASS_RATE not in df.columns:
-            raise UserError(f"--max-pass-rate needs a `{C.PASS_RATE}` column in {cfg.input}; found: {', '.join(df.columns)}")
+            raise UserError(f"--max-pass-rate needs a `{C.PASS_RATE}` column in {cfg.input}; found: "
+                            f"{', '.join(df.columns)}")
         n = df.height
         df = df.filter(pl.col(C.PASS_RATE) <= cfg.max_pass_rate)
         skipped["above_max_pass_rate"] = n - df.height
@@ -136,9 +146,11 @@ def load_rows(cfg: PushConfig) -> tuple[pl.DataFrame, GradeScale, dict]:
         skipped["over_limit"] = df.height - cfg.limit
         df = df.head(cfg.limit)
     for col in (C.GRADE, C.PRED_GRADE, C.CHOSEN_GRADE, C.REJECTED_GRADE):
-        bad = df.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(scale.values)) if col in df.columns else df.head(0)
+        bad = (df.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(scale.values)) if col in df.columns
+               else df.head(0))
         if bad.height:
-            raise UserError(f"{cfg.input}: {col} {bad[col][0]} is not on scale `{scale.name}` {scale.values}; pass --scale with the input's scale")
+            raise UserError(f"{cfg.input}: {col} {bad[col][0]} is not on scale `{scale.name}` {scale.values}; pass "
+                            "--scale with the input's scale")
     return df, scale, skipped
 
 
@@ -174,12 +186,14 @@ def ensure_dataset(client, cfg: PushConfig, spec: S.KindSpec, scale: GradeScale)
     have, want = S.signature(ds.settings), S.signature(settings)
     if have != want:
         raise UserError(
-            f"dataset {cfg.workspace}/{cfg.dataset} exists with other fields or questions (questions {have['questions']}); "
-            f"it was made for another kind or grade scale: pass another --dataset for kind {cfg.kind} on scale {scale.name}"
+            f"dataset {cfg.workspace}/{cfg.dataset} exists with other fields or questions (questions "
+            f"{have['questions']}); it was made for another kind or grade scale: pass another --dataset for kind "
+            f"{cfg.kind} on scale {scale.name}"
         )
     current = getattr(ds.settings.distribution, "min_submitted", None)
     if current != int(cfg.min_submitted):
-        log.warning("dataset %s keeps min_submitted=%s (asked %s): change it in the Argilla UI", cfg.dataset, current, cfg.min_submitted)
+        log.warning("dataset %s keeps min_submitted=%s (asked %s): change it in the Argilla UI", cfg.dataset, current,
+                    cfg.min_submitted)
     return ds, created
 
 
@@ -187,12 +201,14 @@ def push(cfg: PushConfig) -> PushResult:
     spec = S.get_kind(cfg.kind)
     df, scale, skipped = load_rows(cfg)
     if df.height == 0:
-        raise UserError(f"{cfg.input}: no rows to push for kind {cfg.kind} (after filters: {skipped}); check the input and the filters")
+        raise UserError(f"{cfg.input}: no rows to push for kind {cfg.kind} (after filters: {skipped}); check the "
+                        "input and the filters")
     conn = Connection.resolve(cfg.api_url, cfg.api_key, cfg.timeout)
     client = connect(conn)
     with argilla_errors(conn, f"pushing to {cfg.workspace}/{cfg.dataset}"):
         ds, created = ensure_dataset(client, cfg, spec, scale)
-        existing = set() if created and created[-1].startswith("dataset") else {r.id for r in ds.records(with_suggestions=False, with_responses=False)}
+        existing = set() if created and created[-1].startswith("dataset") else {
+            r.id for r in ds.records(with_suggestions=False, with_responses=False)}
         rows = list(df.iter_rows(named=True))
         ids = [r[ID_COL] for r in rows]
         with quiet_sdk_progress():
@@ -200,6 +216,7 @@ def push(cfg: PushConfig) -> PushResult:
                 batch = [R.to_record(cfg.kind, spec, r, scale, cfg.blind) for r in rows[start : start + BATCH]]
                 ds.records.log(batch, batch_size=len(batch))
     new = sum(1 for i in ids if i not in existing)
-    result = PushResult(conn.api_url, cfg.workspace, cfg.dataset, len(rows), new, len(rows) - new, created, skipped, cfg.blind)
+    result = PushResult(conn.api_url, cfg.workspace, cfg.dataset, len(rows), new, len(rows) - new, created, skipped,
+                        cfg.blind)
     log.info(result.summary())
     return result

@@ -52,7 +52,8 @@ def _share(hits: int, n: int) -> float | None:
 def reviewer_report(answers: dict[str, dict[str, dict[str, Any]]], honeypots: dict[str, int], model: dict[str, int],
                     shown: dict[str, int], min_accuracy: float | None, min_honeypots: int) -> dict[str, dict]:
     """Per reviewer: counts and shares described in the module docstring."""
-    grades = {rid: {who: int(a[S.Q_GRADE]) for who, a in by.items() if a.get(S.Q_GRADE) is not None} for rid, by in answers.items()}
+    grades = {rid: {who: int(a[S.Q_GRADE]) for who, a in by.items() if a.get(S.Q_GRADE) is not None}
+              for rid, by in answers.items()}
     names = sorted({who for by in grades.values() for who in by})
     out = {}
     for who in names:
@@ -68,13 +69,16 @@ def reviewer_report(answers: dict[str, dict[str, dict[str, Any]]], honeypots: di
             "honeypots": len(hp), "honeypots_right": sum(a == b for a, b in hp), "honeypot_accuracy": acc,
             "peer_items": len(peers), "peer_agreement": _share(sum(a == b for a, b in peers), len(peers)),
             "model_agreement": _share(sum(a == b for a, b in with_model), len(with_model)),
-            "suggestions_seen": len(with_sugg), "suggestion_acceptance": _share(sum(a == b for a, b in with_sugg), len(with_sugg)),
-            "excluded": bool(min_accuracy is not None and acc is not None and len(hp) >= min_honeypots and acc < min_accuracy),
+            "suggestions_seen": len(with_sugg),
+            "suggestion_acceptance": _share(sum(a == b for a, b in with_sugg), len(with_sugg)),
+            "excluded": bool(min_accuracy is not None and acc is not None and len(hp) >= min_honeypots
+                             and acc < min_accuracy),
         }
     return out
 
 
-def model_vs_human(answers: dict[str, dict[str, dict[str, Any]]], model: dict[str, int], shown: dict[str, int], values: list[int]) -> dict:
+def model_vs_human(answers: dict[str, dict[str, dict[str, Any]]], model: dict[str, int], shown: dict[str, int],
+                   values: list[int]) -> dict:
     """How often people gave the model's grade, quadratic-weighted kappa between the two, and how often a shown
     suggestion was kept."""
     pairs = [(int(a[S.Q_GRADE]), model[rid]) for rid, by in answers.items() if rid in model
@@ -89,10 +93,12 @@ def model_vs_human(answers: dict[str, dict[str, dict[str, Any]]], model: dict[st
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            k = cohen_kappa_score([h for h, _ in pairs], [m for _, m in pairs], labels=sorted(values), weights="quadratic")
+            k = cohen_kappa_score([h for h, _ in pairs], [m for _, m in pairs], labels=sorted(values),
+                                  weights="quadratic")
         kappa = float(k) if math.isfinite(k) else None
-    return {"answers": len(pairs), "agreement": _share(sum(h == m for h, m in pairs), len(pairs)), "quadratic_kappa": kappa,
-            "suggestions_shown": len(sugg), "suggestion_acceptance": _share(sum(h == s for h, s in sugg), len(sugg))}
+    return {"answers": len(pairs), "agreement": _share(sum(h == m for h, m in pairs), len(pairs)),
+            "quadratic_kappa": kappa, "suggestions_shown": len(sugg),
+            "suggestion_acceptance": _share(sum(h == s for h, s in sugg), len(sugg))}
 
 
 def honeypot_table(df: pl.DataFrame, answers: dict[str, dict[str, dict[str, Any]]]) -> pl.DataFrame:
@@ -101,10 +107,10 @@ def honeypot_table(df: pl.DataFrame, answers: dict[str, dict[str, dict[str, Any]
     for r in df.filter(pl.col(C.HONEYPOT).fill_null(False)).iter_rows(named=True):
         for who, a in sorted(answers.get(r[ID_COL], {}).items()):
             g = int(a[S.Q_GRADE]) if a.get(S.Q_GRADE) is not None else None
-            rows.append({C.RECORD_ID: r[ID_COL], C.PAIR_ID: str(r[C.PAIR_ID]), C.HONEYPOT_GRADE: r[C.HONEYPOT_GRADE], "shown_grade": r[C.GRADE],
-                         C.REVIEWER: who, "answer": g, "right": g == r[C.HONEYPOT_GRADE]})
-    schema = {C.RECORD_ID: pl.String, C.PAIR_ID: pl.String, C.HONEYPOT_GRADE: pl.Int64, "shown_grade": pl.Int64, C.REVIEWER: pl.String,
-              "answer": pl.Int64, "right": pl.Boolean}
+            rows.append({C.RECORD_ID: r[ID_COL], C.PAIR_ID: str(r[C.PAIR_ID]), C.HONEYPOT_GRADE: r[C.HONEYPOT_GRADE],
+                         "shown_grade": r[C.GRADE], C.REVIEWER: who, "answer": g, "right": g == r[C.HONEYPOT_GRADE]})
+    schema = {C.RECORD_ID: pl.String, C.PAIR_ID: pl.String, C.HONEYPOT_GRADE: pl.Int64, "shown_grade": pl.Int64,
+              C.REVIEWER: pl.String, "answer": pl.Int64, "right": pl.Boolean}
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -123,20 +129,26 @@ def report_markdown(cfg, counts: dict, agree: dict, reviewers: dict[str, dict]) 
     status = ", ".join(f"{n} {s}" for s, n in counts["status"].items())
     lines = [
         f"# Review round: {cfg.workspace}/{cfg.dataset} ({cfg.kind})", "",
-        f"- records: {counts['records']} ({counts.get('honeypots', 0)} honeypots), answers: {counts['responses']}, policy `{cfg.policy}`",
-        f"- rows: {status}; kept {counts['kept']}, dropped {sum(counts['dropped'].values())}, {counts['changes']} changes",
+        f"- records: {counts['records']} ({counts.get('honeypots', 0)} honeypots), answers: {counts['responses']}, "
+        f"policy `{cfg.policy}`",
+        f"- rows: {status}; kept {counts['kept']}, dropped {sum(counts['dropped'].values())}, "
+        f"{counts['changes']} changes",
         f"- grade agreement (items with 2+ answers: {g.get('n_items', 0)}): {_pct(g.get('percent_agreement'))}; "
-        f"kappa {_num(g.get('cohen_kappa', g.get('fleiss_kappa')))}; quadratic-weighted kappa {_num(g.get('quadratic_kappa'))}; "
-        f"Krippendorff's alpha (ordinal) {_num(g.get('krippendorff_alpha_ordinal'))}",
-        f"- model vs people: same grade {_pct(mh.get('agreement'))} of {mh.get('answers', 0)} answers, quadratic-weighted kappa "
-        f"{_num(mh.get('quadratic_kappa'))}; suggestion kept {_pct(mh.get('suggestion_acceptance'))} of {mh.get('suggestions_shown', 0)} shown",
+        f"kappa {_num(g.get('cohen_kappa', g.get('fleiss_kappa')))}; quadratic-weighted kappa "
+        f"{_num(g.get('quadratic_kappa'))}; Krippendorff's alpha (ordinal) "
+        f"{_num(g.get('krippendorff_alpha_ordinal'))}",
+        f"- model vs people: same grade {_pct(mh.get('agreement'))} of {mh.get('answers', 0)} answers, "
+        f"quadratic-weighted kappa {_num(mh.get('quadratic_kappa'))}; suggestion kept "
+        f"{_pct(mh.get('suggestion_acceptance'))} of {mh.get('suggestions_shown', 0)} shown",
     ]
     if counts.get("reviewers_excluded"):
-        lines.append(f"- left out of the merge (honeypot accuracy below {cfg.min_honeypot_accuracy}): {', '.join(counts['reviewers_excluded'])}")
-    lines += ["", "| reviewer | answered | honeypots right | peer agreement | model agreement | suggestion kept | in merge |",
+        lines.append(f"- left out of the merge (honeypot accuracy below {cfg.min_honeypot_accuracy}): "
+                     f"{', '.join(counts['reviewers_excluded'])}")
+    lines += ["", "| reviewer | answered | honeypots right | peer agreement | model agreement | suggestion kept "
+                  "| in merge |",
               "|---|---:|---:|---:|---:|---:|---|"]
     for who, r in reviewers.items():
         hp = f"{r['honeypots_right']}/{r['honeypots']} ({_pct(r['honeypot_accuracy'])})" if r["honeypots"] else "–"
-        lines.append(f"| {who} | {r['answered']} | {hp} | {_pct(r['peer_agreement'])} | {_pct(r['model_agreement'])} | "
-                     f"{_pct(r['suggestion_acceptance'])} | {'no' if r['excluded'] else 'yes'} |")
+        lines.append(f"| {who} | {r['answered']} | {hp} | {_pct(r['peer_agreement'])} | {_pct(r['model_agreement'])} "
+                     f"| {_pct(r['suggestion_acceptance'])} | {'no' if r['excluded'] else 'yes'} |")
     return "\n".join(lines) + "\n"

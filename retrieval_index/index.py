@@ -44,7 +44,8 @@ def read_index_manifest(folder: "str | Path") -> dict:
         raise UserError(f"{folder}: no such index folder; build one with `toolkit build-index RULES.md -o {folder}`")
     m = read_manifest(folder)
     if not m or m.get("stage") != STAGE:
-        raise UserError(f"{folder}: not an index folder (no build-index manifest.json); build one with `toolkit build-index RULES.md -o {folder}`")
+        raise UserError(f"{folder}: not an index folder (no build-index manifest.json); build one with "
+                        f"`toolkit build-index RULES.md -o {folder}`")
     return m
 
 
@@ -68,8 +69,10 @@ def check_outputs(folder: Path, manifest: dict, names: tuple[str, ...]) -> None:
 class RuleIndex:
     """Search an index folder by text (embedding with the model it was built with) or by vectors."""
 
-    def __init__(self, folder: Path, manifest: dict, snippets: pl.DataFrame, faiss_index, spec: IndexSpec, model: str | None = None, embedder=None):
-        self.folder, self.manifest, self.snippets, self.faiss, self.spec = folder, manifest, snippets, faiss_index, spec
+    def __init__(self, folder: Path, manifest: dict, snippets: pl.DataFrame, faiss_index, spec: IndexSpec,
+                 model: str | None = None, embedder=None):
+        self.folder, self.manifest, self.snippets, self.faiss, self.spec = (
+            folder, manifest, snippets, faiss_index, spec)
         self.model_id: str = manifest["model_id"]
         self.dim: int = int(manifest["dim"])
         self._model = model
@@ -93,7 +96,8 @@ class RuleIndex:
         snippets = pl.read_parquet(folder / SNIPPETS_FILE)
         index = read_faiss(folder / FAISS_FILE, int(m["count"]), int(m["dim"]), rebuild_hint(folder, m))
         if snippets.height != index.ntotal:
-            raise UserError(f"{folder}: {snippets.height} snippets but {index.ntotal} vectors; {rebuild_hint(folder, m)}")
+            raise UserError(f"{folder}: {snippets.height} snippets but {index.ntotal} vectors; "
+                            f"{rebuild_hint(folder, m)}")
         return cls(folder, m, snippets, index, IndexSpec(**m["index_spec"]), model, embedder)
 
     def __len__(self) -> int:
@@ -106,18 +110,21 @@ class RuleIndex:
 
             spec = resolve_model(self._model or self.model_id)
             if self._model is None and spec.model_id != self.model_id:
-                raise UserError(f"{self.folder}: built with embedder {self.model_id}, which resolves to {spec.model_id} here; pass --model with the original model's path")
+                raise UserError(f"{self.folder}: built with embedder {self.model_id}, which resolves to "
+                                f"{spec.model_id} here; pass --model with the original model's path")
             self._embedder = check_embedder(load_embedder(spec), self.manifest, self.folder)
         return self._embedder
 
-    def mask(self, kind: str | None = None, tags: "tuple[str, ...] | list[str]" = (), category: str | None = None) -> np.ndarray | None:
+    def mask(self, kind: str | None = None, tags: "tuple[str, ...] | list[str]" = (),
+             category: str | None = None) -> np.ndarray | None:
         """Rows allowed by the filters (None = all): kind, any of `tags`, category scope matching `category`."""
         allowed = np.ones(len(self), dtype=bool)
         if kind and kind != "any":
             allowed &= self.kinds == kind
         if tags:
             wanted = set(tags)
-            allowed &= np.array([bool(wanted.intersection(t)) for t in self.snippets[C.SNIPPET_TAGS].to_list()], dtype=bool)
+            allowed &= np.array([bool(wanted.intersection(t)) for t in self.snippets[C.SNIPPET_TAGS].to_list()],
+                                dtype=bool)
         if category:
             allowed &= self.scope_mask(category)
         return None if allowed.all() else allowed
@@ -136,7 +143,8 @@ class RuleIndex:
     def search_vectors(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None):
         """Dense top-k: (scores, rows), rows -1 where fewer than k rows are allowed."""
         if vectors.shape[1] != self.dim:
-            raise UserError(f"{self.folder}: query vectors have dimension {vectors.shape[1]}, the index {self.dim}; embed with {self.model_id}")
+            raise UserError(f"{self.folder}: query vectors have dimension {vectors.shape[1]}, the index {self.dim}; "
+                            f"embed with {self.model_id}")
         return search_faiss(self.faiss, vectors, k, allowed, self.spec)
 
     @property
@@ -148,7 +156,8 @@ class RuleIndex:
             except (OSError, ValueError) as e:
                 raise UserError(f"{path}: unreadable ({e}); {rebuild_hint(self.folder, self.manifest)}") from None
             if vecs.shape != (len(self), self.dim):
-                raise UserError(f"{path}: shape {vecs.shape}, expected ({len(self)}, {self.dim}); {rebuild_hint(self.folder, self.manifest)}")
+                raise UserError(f"{path}: shape {vecs.shape}, expected ({len(self)}, {self.dim}); "
+                                f"{rebuild_hint(self.folder, self.manifest)}")
             self._vectors = vecs
         return self._vectors
 
@@ -160,7 +169,8 @@ class RuleIndex:
             self._lexical = LexicalIndex(self.snippets[C.SNIPPET_TEXT].to_list())
         return self._lexical
 
-    def rank(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None, lexical_texts: list[str] | None = None, lexical_weight: float = 0.0):
+    def rank(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None,
+             lexical_texts: list[str] | None = None, lexical_weight: float = 0.0):
         """Top-k (scores, rows) per query: cosine, plus `lexical_weight` x BM25 scaled to [0, 1] per query.
 
         Hybrid: the union of the dense and the lexical top candidates is re-scored exactly.
@@ -198,7 +208,8 @@ class RuleIndex:
 
     def hit(self, row: int, score: float) -> Hit:
         r = self.snippets.row(int(row), named=True)
-        return Hit(r[C.SNIPPET_ID], float(score), r[C.SNIPPET_KIND], r[C.SNIPPET_TEXT], r[C.SNIPPET_GRADE_HINT], tuple(r[C.SNIPPET_TAGS] or ()))
+        return Hit(r[C.SNIPPET_ID], float(score), r[C.SNIPPET_KIND], r[C.SNIPPET_TEXT], r[C.SNIPPET_GRADE_HINT],
+                   tuple(r[C.SNIPPET_TAGS] or ()))
 
     def get(self, snippet_id: str) -> dict:
         """A snippet's record by id (for prompts: text, grade hint, scope)."""
@@ -214,8 +225,9 @@ def check_model(manifest: dict, folder: Path, model: str) -> None:
     spec = resolve_model(model)
     if spec.model_id != manifest["model_id"]:
         raise UserError(
-            f"{folder}: built with embedder {manifest['model_id']} (dimension {manifest['dim']}), not {spec.model_id}; "
-            f"search with --model {manifest['model_id']} (or leave --model out), or rebuild the index with --model {model}"
+            f"{folder}: built with embedder {manifest['model_id']} (dimension {manifest['dim']}), not "
+            f"{spec.model_id}; search with --model {manifest['model_id']} (or leave --model out), or rebuild the "
+            f"index with --model {model}"
         )
 
 
@@ -223,12 +235,13 @@ def check_embedder(embedder, manifest: dict, folder: Path):
     """Refuse an embedder whose id or dimension differs from the index's."""
     if embedder.model_id != manifest["model_id"]:
         raise UserError(
-            f"{folder}: built with embedder {manifest['model_id']} (dimension {manifest['dim']}), not {embedder.model_id}; "
-            f"search with --model {manifest['model_id']} (or leave --model out), or rebuild the index with the new model"
+            f"{folder}: built with embedder {manifest['model_id']} (dimension {manifest['dim']}), not "
+            f"{embedder.model_id}; search with --model {manifest['model_id']} (or leave --model out), or rebuild the "
+            "index with the new model"
         )
     if int(embedder.dim) != int(manifest["dim"]):
         raise UserError(
-            f"{folder}: built with vectors of dimension {manifest['dim']} but embedder {embedder.model_id} gives {embedder.dim}; "
-            f"the model changed since the build; {rebuild_hint(folder, manifest)}"
+            f"{folder}: built with vectors of dimension {manifest['dim']} but embedder {embedder.model_id} gives "
+            f"{embedder.dim}; the model changed since the build; {rebuild_hint(folder, manifest)}"
         )
     return embedder

@@ -22,7 +22,8 @@ from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
 from toolkit.core.pairs import validate_pairs
-from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult,
+                                      write_parquet, write_stage, writes_output)
 from toolkit.core.tables import read_pairs, read_parquet
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,15 @@ def retrieve_for_pairs(
     return ids, scores
 
 
-def rule_texts(index: RuleIndex, queries: list[str], titles: list[str], categories: list[str | None] | None, k: int) -> list[list[str]]:
+def rule_texts(index: RuleIndex, queries: list[str], titles: list[str], categories: list[str | None] | None,
+               k: int) -> list[list[str]]:
     """The texts of the top-k rules per pair (what the prompts show)."""
     ids, _ = retrieve_for_pairs(index, queries, titles, categories, k=k)
     return [[index.get(i)[C.SNIPPET_TEXT] for i in row] for row in ids]
 
 
-def _scope_groups(index: RuleIndex, categories: list[str | None] | None, n: int) -> list[tuple[np.ndarray | None, np.ndarray]]:
+def _scope_groups(index: RuleIndex, categories: list[str | None] | None,
+                  n: int) -> list[tuple[np.ndarray | None, np.ndarray]]:
     """Pairs grouped by which category-scoped snippets apply to them (one search mask per group)."""
     scoped = index.scoped_rows
     if categories is None or len(scoped) == 0:
@@ -116,17 +119,24 @@ def _scope_groups(index: RuleIndex, categories: list[str | None] | None, n: int)
 class RetrieveConfig(StageConfig):
     input: str
     index: str = opt(flags=("-i", "--index"), type="path", help="Index folder from `toolkit build-index`.")
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: the input's Parquet files plus rule_ids / rule_scores columns.")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder: the input's Parquet files plus rule_ids / rule_scores columns.")
     k: int = opt(5, flags=("-k", "--k"), show_default=True, help="Rules per pair.")
-    text: str = opt("both", choices=TEXT_MODES, show_default=True, help="What is searched: `query | title`, the query alone, or the item title alone.")
+    text: str = opt("both", choices=TEXT_MODES, show_default=True,
+                    help="What is searched: `query | title`, the query alone, or the item title alone.")
     lexical_weight: float = opt(DEFAULT_LEXICAL_WEIGHT, show_default=True,
-                                help="Weight of the BM25 score (scaled to [0, 1] per pair) added to the cosine; 0 = dense only.")
+                                help="Weight of the BM25 score (scaled to [0, 1] per pair) added to the cosine; 0 = "
+                                     "dense only.")
     kind: str = opt("rule", choices=("rule", "knowledge", "any"), show_default=True, help="Snippet kind for rule_ids.")
-    tags: list[str] = opt(default_factory=list, flags=("--tag",), multiple=True, help="Only snippets with this tag (repeatable: any of them).")
+    tags: list[str] = opt(default_factory=list, flags=("--tag",), multiple=True,
+                          help="Only snippets with this tag (repeatable: any of them).")
     scope: bool = opt(True, flags=("--no-scope",), negate=True,
-                      help="Ignore the rules' category scopes (by default a scoped rule goes only to pairs in its categories).")
-    knowledge_k: int = opt(0, show_default=True, help="Also write knowledge_ids / knowledge_scores with this many knowledge snippets per pair.")
-    model: str | None = opt(None, help="Embedding model; must be the one the index was built with (default: the one it records).")
+                      help="Ignore the rules' category scopes (by default a scoped rule goes only to pairs in its "
+                           "categories).")
+    knowledge_k: int = opt(0, show_default=True, help="Also write knowledge_ids / knowledge_scores with this many "
+                                                      "knowledge snippets per pair.")
+    model: str | None = opt(None, help="Embedding model; must be the one the index was built with (default: the one "
+                                       "it records).")
     force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
@@ -153,14 +163,16 @@ class RetrieveResult(StageResult):
     def headline(self) -> str:
         c = self.counts
         return (f"{c['pairs']} pairs x top-{c['k']} {c['kind']} snippets ({c['setup']}); "
-                f"{c['snippets_used']} of {c['snippets_allowed']} snippets used, {c['pairs_without_results']} pairs without any")
+                f"{c['snippets_used']} of {c['snippets_allowed']} snippets used, {c['pairs_without_results']} pairs "
+                "without any")
 
 
 def _input_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
-            raise UserError(f"{path}: no .parquet files in this folder; pass the output of `toolkit ingest` or `toolkit split`")
+            raise UserError(f"{path}: no .parquet files in this folder; pass the output of `toolkit ingest` or "
+                            "`toolkit split`")
         return files
     read_pairs(path, [C.QUERY, C.TITLE])  # the reader's one-line errors for a missing or bad file
     return [path]
@@ -184,9 +196,11 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
         df = read_parquet(f) if f.suffix == ".parquet" else read_pairs(f, [C.QUERY, C.TITLE])
         missing = [c for c in (C.QUERY, C.TITLE) if c not in df.columns]
         if missing:
-            raise UserError(f"{f}: column(s) {', '.join(missing)} missing; found: {', '.join(df.columns)}; pass canonical pairs from `toolkit ingest`")
+            raise UserError(f"{f}: column(s) {', '.join(missing)} missing; found: {', '.join(df.columns)}; pass "
+                            "canonical pairs from `toolkit ingest`")
         df, _ = validate_pairs(df, scale, str(f))
-        frames.append(df.drop([c for c in (C.RULE_IDS, C.RULE_SCORES, C.KNOWLEDGE_IDS, C.KNOWLEDGE_SCORES) if c in df.columns]))
+        frames.append(df.drop([c for c in (C.RULE_IDS, C.RULE_SCORES, C.KNOWLEDGE_IDS, C.KNOWLEDGE_SCORES)
+                               if c in df.columns]))
     every = pl.concat(frames, how="diagonal_relaxed")
     queries, titles = every[C.QUERY].fill_null("").to_list(), every[C.TITLE].fill_null("").to_list()
     cats = every[C.CATEGORY].to_list() if C.CATEGORY in every.columns else None
@@ -196,20 +210,25 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
     ids, scores = retrieve_for_pairs(index, queries, titles, k=cfg.k, kind=kind, vectors=vectors, **common)
     cols = {C.RULE_IDS: ids, C.RULE_SCORES: scores}
     if cfg.knowledge_k:
-        cols[C.KNOWLEDGE_IDS], cols[C.KNOWLEDGE_SCORES] = retrieve_for_pairs(index, queries, titles, k=cfg.knowledge_k, kind="knowledge", vectors=vectors, **common)
+        cols[C.KNOWLEDGE_IDS], cols[C.KNOWLEDGE_SCORES] = retrieve_for_pairs(
+            index, queries, titles, k=cfg.knowledge_k, kind="knowledge", vectors=vectors, **common)
     allowed = index.mask(kind, cfg.tags)
     used = Counter(i for row in ids for i in row)
     counts = {
-        "pairs": every.height, "k": cfg.k, "kind": cfg.kind, "snippets_allowed": int(len(index) if allowed is None else allowed.sum()),
+        "pairs": every.height, "k": cfg.k, "kind": cfg.kind,
+        "snippets_allowed": int(len(index) if allowed is None else allowed.sum()),
         "snippets_used": len(used), "pairs_without_results": sum(1 for row in ids if not row),
-        "setup": f"text={cfg.text}, " + (f"hybrid lexical_weight={cfg.lexical_weight:g}" if cfg.lexical_weight else "dense only") + (", category scope" if cfg.scope and cats else ""),
+        "setup": f"text={cfg.text}, " + (f"hybrid lexical_weight={cfg.lexical_weight:g}" if cfg.lexical_weight
+                                          else "dense only") + (", category scope" if cfg.scope and cats else ""),
         "most_used": dict(used.most_common(10)),
     }
 
     def write(tmp: Path) -> tuple[dict, dict]:
         start = 0
         for f, df in zip(files, frames):
-            part = [pl.Series(name, vals[start : start + df.height], dtype=pl.List(pl.String if name.endswith("ids") else pl.Float32)) for name, vals in cols.items()]
+            part = [pl.Series(name, vals[start : start + df.height],
+                              dtype=pl.List(pl.String if name.endswith("ids") else pl.Float32))
+                    for name, vals in cols.items()]
             write_parquet(df.with_columns(part), tmp / (f.stem + ".parquet"))
             start += df.height
         extra = {"index_model_id": index.model_id, "index_fingerprint": index.manifest.get("fingerprint")}
@@ -227,4 +246,5 @@ def pair_vectors(index: RuleIndex, queries: list[str], titles: list[str], text: 
     dense_texts, _ = pair_texts(queries, titles, text)
     unique = list(dict.fromkeys(dense_texts))
     where = {t: i for i, t in enumerate(unique)}
-    return encode_in_chunks(index.embedder, unique, query=True, desc="embedding pairs")[[where[t] for t in dense_texts]]
+    return encode_in_chunks(index.embedder, unique, query=True,
+                            desc="embedding pairs")[[where[t] for t in dense_texts]]

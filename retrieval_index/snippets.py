@@ -115,7 +115,8 @@ def _parse_bullet(body: str, where: str) -> dict:
                 key, sep, value = part.partition(":")
                 key = key.strip().lower()
                 if not sep or key not in ("category", "tags", "kind", "id", "grade"):
-                    raise UserError(f"{where}: attribute {{{part.strip()}}} is not understood; write {{category: X}}, {{tags: a, b}} or {{kind: knowledge}}, several separated by `;`")
+                    raise UserError(f"{where}: attribute {{{part.strip()}}} is not understood; write {{category: X}}, "
+                                    "{tags: a, b} or {kind: knowledge}, several separated by `;`")
                 obj["grade_hint" if key == "grade" else key] = value.strip()
         else:
             break
@@ -204,7 +205,8 @@ def brand_snippet(obj, where: str) -> Snippet:
     if obj.get("note"):
         text += f" {obj['note']}"
     tags = ("brand",) + _as_list(obj.get("tags"), where, "tags")
-    return make_snippet({"id": obj.get("id") or f"brand-{slug(name)}", "text": text, "tags": list(tags), "category": obj.get("category")}, where, "knowledge")
+    return make_snippet({"id": obj.get("id") or f"brand-{slug(name)}", "text": text, "tags": list(tags),
+                         "category": obj.get("category")}, where, "knowledge")
 
 
 def synonym_snippet(obj, where: str) -> Snippet:
@@ -215,13 +217,15 @@ def synonym_snippet(obj, where: str) -> Snippet:
         raise UserError(f"{where}: a synonym entry needs `terms` with two or more words or phrases")
     allowed = {"id", "terms", "note", "tags", "category"}
     if bad := [k for k in obj if k not in allowed]:
-        raise UserError(f"{where}: unknown field `{bad[0]}` for a synonym entry; allowed: {', '.join(sorted(allowed))}")
+        raise UserError(f"{where}: unknown field `{bad[0]}` for a synonym entry; allowed: "
+                        f"{', '.join(sorted(allowed))}")
     quoted = [f'"{t}"' for t in terms]
     text = f"{', '.join(quoted[:-1])} and {quoted[-1]} name the same thing in a shopping query."
     if obj.get("note"):
         text += f" {obj['note']}"
     tags = ("synonym",) + _as_list(obj.get("tags"), where, "tags")
-    return make_snippet({"id": obj.get("id"), "text": text, "tags": list(tags), "category": obj.get("category")}, where, "knowledge")
+    return make_snippet({"id": obj.get("id"), "text": text, "tags": list(tags), "category": obj.get("category")},
+                        where, "knowledge")
 
 
 def load_yaml(path: Path) -> list[Snippet]:
@@ -231,17 +235,20 @@ def load_yaml(path: Path) -> list[Snippet]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise UserError(f"{path}:{mark.line + 1 if mark else ''} invalid YAML ({getattr(e, 'problem', e)}); fix the file") from None
+        raise UserError(f"{path}:{mark.line + 1 if mark else ''} invalid YAML ({getattr(e, 'problem', e)}); "
+                        "fix the file") from None
     if data is None:
         return []
     if isinstance(data, list):
         return _records(data, path, "rule")
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a list of snippets or a mapping with rules/knowledge/brands/synonyms; got a {type(data).__name__}")
+        raise UserError(f"{path}: expected a list of snippets or a mapping with rules/knowledge/brands/synonyms; got "
+                        f"a {type(data).__name__}")
     allowed = ("rules", "knowledge", "brands", "synonyms")
     if bad := [k for k in data if k not in allowed]:
         raise UserError(f"{path}: unknown section `{bad[0]}`; allowed: {', '.join(allowed)}")
-    out = _records(data.get("rules") or [], path, "rule", "rules") + _records(data.get("knowledge") or [], path, "knowledge", "knowledge")
+    out = (_records(data.get("rules") or [], path, "rule", "rules")
+           + _records(data.get("knowledge") or [], path, "knowledge", "knowledge"))
     for key, make in (("brands", brand_snippet), ("synonyms", synonym_snippet)):
         items = data.get(key) or []
         if not isinstance(items, list):
@@ -265,29 +272,33 @@ def load_taxonomy(path: Path) -> list[Snippet]:
         num, cat = m.group(1), " > ".join(p.strip() for p in m.group(2).split(">"))
         sid = f"cat-{num}" if num else None
         where = f"{path}:{no}"
-        out.append(make_snippet({"id": sid, "text": f"Product category: {cat}", "tags": ["taxonomy"]}, where, "knowledge"))
+        out.append(make_snippet({"id": sid, "text": f"Product category: {cat}", "tags": ["taxonomy"]}, where,
+                                "knowledge"))
     return out
 
 
 # -- all sources ------------------------------------------------------------
 
-LOADERS = {".md": load_markdown, ".markdown": load_markdown, ".jsonl": load_jsonl, ".ndjson": load_jsonl, ".json": load_jsonl,
-           ".yaml": load_yaml, ".yml": load_yaml, ".txt": load_taxonomy}
+LOADERS = {".md": load_markdown, ".markdown": load_markdown, ".jsonl": load_jsonl, ".ndjson": load_jsonl,
+           ".json": load_jsonl, ".yaml": load_yaml, ".yml": load_yaml, ".txt": load_taxonomy}
 
 
 def load_file(path: "str | Path") -> list[Snippet]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file; check the path" if not path.exists() else f"{path}: is a folder; pass the rules and knowledge files themselves")
+        raise UserError(f"{path}: no such file; check the path" if not path.exists()
+                        else f"{path}: is a folder; pass the rules and knowledge files themselves")
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
-        raise UserError(f"{path}: unknown snippet file type `{path.suffix}`; use .md (bullets), .jsonl, .yaml or .txt (taxonomy)")
+        raise UserError(f"{path}: unknown snippet file type `{path.suffix}`; use .md (bullets), .jsonl, .yaml or .txt "
+                        "(taxonomy)")
     try:
         snippets = loader(path)
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
     if not snippets:
-        hint = {"md": "bullets like `- [R01] rule text (grade: <=2)`", "txt": "one category per line"}.get(path.suffix.lower().lstrip(".")[:3], "one snippet with `text` per entry")
+        hint = {"md": "bullets like `- [R01] rule text (grade: <=2)`", "txt": "one category per line"}.get(
+            path.suffix.lower().lstrip(".")[:3], "one snippet with `text` per entry")
         raise UserError(f"{path}: no snippets found (empty file?); it needs {hint}")
     return snippets
 
@@ -306,7 +317,8 @@ def load_snippets(paths: list["str | Path"]) -> list[Snippet]:
         for s in load_file(p):
             if s.id in seen:
                 same = "the same text twice" if seen[s.id].text == s.text else "two snippets"
-                raise UserError(f"duplicate snippet id `{s.id}` ({same}): {seen[s.id].source} and {s.source}; give each snippet its own id or remove one")
+                raise UserError(f"duplicate snippet id `{s.id}` ({same}): {seen[s.id].source} and {s.source}; give "
+                                "each snippet its own id or remove one")
             seen[s.id] = s
             out.append(s)
     return out

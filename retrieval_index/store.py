@@ -39,7 +39,8 @@ class IndexSpec:
     """How the faiss index is built and searched; 0 means "choose from the size"."""
 
     type: str = opt("auto", flags=("--index-type",), param="index_type", choices=INDEX_TYPES, show_default=True,
-                    help="flat: exact search; ivf / hnsw: approximate, for large knowledge bases; auto: flat below 200k snippets, ivf above.")
+                    help="flat: exact search; ivf / hnsw: approximate, for large knowledge bases; auto: flat below "
+                         "200k snippets, ivf above.")
     nlist: int = opt(0, help="[ivf] number of cells (default about 2*sqrt(snippets)).")
     nprobe: int = opt(0, help="[ivf] cells visited per search (default nlist/16, at least 8).")
     hnsw_m: int = opt(32, show_default=True, help="[hnsw] graph degree.")
@@ -102,7 +103,8 @@ def search_faiss(index, vectors: np.ndarray, k: int, allowed: np.ndarray | None 
     if allowed is not None and not allowed.all():
         if not allowed.any():
             return np.full((len(vectors), k), -np.inf, np.float32), np.full((len(vectors), k), -1, np.int64)
-        if isinstance(index, faiss.IndexFlat):  # faiss scans vector by vector under a selector; a masked matmul is far faster
+        # faiss scans vector by vector under a selector; a masked matmul is far faster
+        if isinstance(index, faiss.IndexFlat):
             return _masked_flat_search(index, vectors, k, allowed)
         bitmap = np.packbits(allowed.astype(bool), bitorder="little")
         sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
@@ -135,7 +137,8 @@ def _masked_flat_search(index, vectors: np.ndarray, k: int, allowed: np.ndarray)
         else:
             s, idx = q @ xb.T, None
             s += penalty
-        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else np.tile(np.arange(s.shape[1]), (len(q), 1))
+        top = (np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1]
+               else np.tile(np.arange(s.shape[1]), (len(q), 1)))
         ts = np.take_along_axis(s, top, axis=1)
         order = np.argsort(-ts, axis=1, kind="stable")
         top, ts = np.take_along_axis(top, order, axis=1), np.take_along_axis(ts, order, axis=1)
@@ -148,7 +151,8 @@ def write_faiss(index, path: Path) -> None:
     faiss_module().write_index(index, str(path))
 
 
-def read_faiss(path: Path, expect_count: int, expect_dim: int, fix: str = "rebuild it with toolkit build-index ... --force"):
+def read_faiss(path: Path, expect_count: int, expect_dim: int,
+               fix: str = "rebuild it with toolkit build-index ... --force"):
     """Load an index file; a truncated or foreign file is a one-line error with the fix."""
     faiss = faiss_module()
     if not path.exists():
@@ -158,5 +162,6 @@ def read_faiss(path: Path, expect_count: int, expect_dim: int, fix: str = "rebui
     except RuntimeError as e:
         raise UserError(f"{path}: corrupt faiss index ({str(e).strip().splitlines()[-1][:100]}); {fix}") from None
     if index.ntotal != expect_count or index.d != expect_dim:
-        raise UserError(f"{path}: holds {index.ntotal} vectors of dimension {index.d} but the manifest says {expect_count} of {expect_dim}; {fix}")
+        raise UserError(f"{path}: holds {index.ntotal} vectors of dimension {index.d} but the manifest says "
+                        f"{expect_count} of {expect_dim}; {fix}")
     return index

@@ -4,7 +4,7 @@ Importing this package is cheap: torch, vllm, faiss and argilla load only when a
 stage that needs them runs.
 """
 
-__version__ = "0.1.2"
+__version__ = "0.2.0"
 
 from toolkit.core.errors import UserError  # noqa: E402
 from toolkit.core.grades import GradeScale, get_scale  # noqa: E402

@@ -24,7 +24,8 @@ from pathlib import Path
 from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.core.options import opt
-from toolkit.core.stagefolder import (input_hashes, Key, sha256_file, StageConfig, StageResult, write_stage, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, sha256_file, StageConfig, StageResult, write_stage,
+                                      writes_output)
 from toolkit.core.stagefolder.files import RULES_JSONL, RULES_MD
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,15 @@ _MD_HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 @dataclass
 class AtomizeConfig(StageConfig):
     guideline: str
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: rules.md (candidate rules), rules.jsonl (provenance).")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder: rules.md (candidate rules), rules.jsonl (provenance).")
     backend: BackendConfig = field(default_factory=BackendConfig)
     max_passage_chars: int = opt(1200, show_default=True, help="Guideline text per LLM request.")
     max_tokens: int = opt(384, show_default=True, help="Token budget of the rules for one passage.")
-    temperature: float = opt(0.0, show_default=True, help="Sampling temperature (0 = greedy: the same rules every run).")
-    seed: int = opt(0, show_default=True, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
+    temperature: float = opt(0.0, show_default=True,
+                             help="Sampling temperature (0 = greedy: the same rules every run).")
+    seed: int = opt(0, show_default=True,
+                    help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
     prefill: bool = opt(True, flags=("--no-prefill",), negate=True,  # start the answer with "- "
                         help="Do not start the answer with '- ' (for servers without assistant prefill).")
     id_prefix: str = opt("A", show_default=True, help="Rule ids are PREFIX01, PREFIX02, ...")
@@ -66,7 +70,8 @@ class AtomizeConfig(StageConfig):
         if self.max_passage_chars < 200:
             raise UserError(f"--max-passage-chars must be >= 200; got {self.max_passage_chars}")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.id_prefix):
-            raise UserError(f"--id-prefix must be letters, digits, _ or - starting with a letter; got {self.id_prefix!r}")
+            raise UserError(f"--id-prefix must be letters, digits, _ or - starting with a letter; "
+                            f"got {self.id_prefix!r}")
 
 
 @dataclass
@@ -93,7 +98,8 @@ def _is_heading(line: str, prev: str, nxt: str, plain: bool) -> str | None:
     if m := _MD_HEADING.match(line):
         return m.group(1)
     s = line.strip()
-    if plain and s and len(s) <= 60 and len(s.split()) <= 8 and not re.search(r"[.:;,!?)]$", s) and (nxt.strip() or not prev.strip()):
+    if (plain and s and len(s) <= 60 and len(s.split()) <= 8 and not re.search(r"[.:;,!?)]$", s)
+            and (nxt.strip() or not prev.strip())):
         return s
     return None
 
@@ -176,7 +182,8 @@ def atomize(cfg: AtomizeConfig, backend=None) -> AtomizeResult:
     lazy = LazyBackend(cfg.backend, backend)
     prompts = []
     for p in passages:
-        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER.format(section=p.section or "(none)", passage=p.text)}]
+        msgs = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": USER.format(section=p.section or "(none)", passage=p.text)}]
         prompts.append(msgs + ([{"role": "assistant", "content": PREFILL}] if cfg.prefill else []))
     sampling = SamplingConfig(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
     try:
@@ -196,8 +203,9 @@ def atomize(cfg: AtomizeConfig, backend=None) -> AtomizeResult:
                 continue
             seen.add(_key(rule))
             records.append({
-                "id": f"{cfg.id_prefix}{len(records) + 1:02d}", "text": rule, "section": p.section, "status": "candidate",
-                "source": str(src), "source_sha256": source_sha, "passage": i, "lines": [p.first_line, p.last_line],
+                "id": f"{cfg.id_prefix}{len(records) + 1:02d}", "text": rule, "section": p.section,
+                "status": "candidate", "source": str(src), "source_sha256": source_sha, "passage": i,
+                "lines": [p.first_line, p.last_line],
                 "passage_text": p.text, "model": model,
             })
     stats = {"passages": len(passages), "rules": len(records), "dropped": counts,
@@ -205,15 +213,18 @@ def atomize(cfg: AtomizeConfig, backend=None) -> AtomizeResult:
 
     def write(tmp: Path) -> tuple[dict, dict]:
         (tmp / RULES_MD).write_text(render_markdown(records, src, model), encoding="utf-8")
-        (tmp / RULES_JSONL).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        (tmp / RULES_JSONL).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                       encoding="utf-8")
         return stats, {Key.MODEL: model}
 
-    return write_stage(AtomizeResult, cfg, input_hashes([src]), write)  # always runs: an LLM pass is what the user asked for
+    # always runs: an LLM pass is what the user asked for
+    return write_stage(AtomizeResult, cfg, input_hashes([src]), write)
 
 
 def render_markdown(records: list[dict], src: Path, model: str) -> str:
     lines = [f"# Candidate rules from {src.name}", "",
-             f"Written by `toolkit atomize` with {model} from `{src.name}`; every rule is a candidate to review, edit or delete "
+             f"Written by `toolkit atomize` with {model} from `{src.name}`; every rule is a candidate to review, "
+             "edit or delete "
              f"before it joins a guideline. Provenance of each rule: rules.jsonl (same ids).", ""]
     section = None
     for r in records:

@@ -32,7 +32,8 @@ from toolkit.cot_filters import FilterConfig, NearDuplicates, check
 from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.core.options import opt
-from toolkit.core.stagefolder import (atomic_write_text, input_hashes, Key, model_inputs, sha256_json, StageConfig, StageResult, write_manifest, write_parquet, writes_output)
+from toolkit.core.stagefolder import (atomic_write_text, input_hashes, Key, model_inputs, sha256_json, StageConfig,
+                                      StageResult, write_manifest, write_parquet, writes_output)
 from toolkit.model_stage import open_pairs, run_model_shards
 from toolkit.core.prompts import PromptBuilder
 from toolkit.core.shards import ShardRun
@@ -48,20 +49,26 @@ TEACHER = "teacher"
 @dataclass
 class GenCotConfig(StageConfig):
     pairs: str
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: sft.parquet, rejects.parquet, stats.json, .shards/.")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder: sft.parquet, rejects.parquet, stats.json, .shards/.")
     split: str | None = opt("train", show_default=True,  # rows of this split only (when the input has splits)
                             help="Use the rows of this split when the input has splits ('' for all).")
     backend: BackendConfig = field(default_factory=BackendConfig)
     samples: int = opt(1, flags=("-n", "--samples"), show_default=True, help="Rationales sampled per pair (k).")
     temperature: float = opt(0.7, show_default=True, help="Sampling temperature of the teacher.")
-    top_p: float = opt(0.95, show_default=True, help="Nucleus sampling: keep the smallest token set with this much probability.")
+    top_p: float = opt(0.95, show_default=True,
+                       help="Nucleus sampling: keep the smallest token set with this much probability.")
     max_tokens: int = opt(320, show_default=True, help="Token budget of a free-mode answer.")
-    seed: int = opt(0, show_default=True, help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
+    seed: int = opt(0, show_default=True,
+                    help="Base seed; each shard and prompt gets its own seed from it (reruns give the same samples).")
     mode: str = opt("guided", choices=("guided", "free"), show_default=True,
-                    help="guided: the five step headers are written into the answer and the teacher fills each (small models); free: one generation (capable teachers).")
+                    help="guided: the five step headers are written into the answer and the teacher fills each "
+                         "(small models); free: one generation (capable teachers).")
     step_tokens: int = opt(48, show_default=True, help="[guided] token budget per step.")
-    give_gold: bool = opt(True, flags=("--no-gold",), negate=True, help="Do not tell the teacher the gold grade (then agreement is a real accuracy).")
-    order: str = opt(P.LABEL_FIRST, choices=("label_first", "cot_first"), show_default=True, help="Order of the SFT targets.")
+    give_gold: bool = opt(True, flags=("--no-gold",), negate=True,
+                          help="Do not tell the teacher the gold grade (then agreement is a real accuracy).")
+    order: str = opt(P.LABEL_FIRST, choices=("label_first", "cot_first"), show_default=True,
+                     help="Order of the SFT targets.")
     index: str | None = opt(None, flags=("-i", "--index"), type="path",  # pairs' rule_ids resolve against it
                             help="Rules index folder (toolkit build-index); rule texts go into the prompts.")
     rules_k: int = opt(3, flags=("-k", "--rules-k"), show_default=True, help="Rules per prompt.")
@@ -93,8 +100,9 @@ class GenCotResult(StageResult):
 
     def headline(self) -> str:
         s = self.counts
-        return (f"{s['pairs']} pairs x {s['samples']} samples -> kept {s['kept']} rationales ({s['pairs_with_kept']} pairs); "
-                f"teacher agreement {s['teacher_agreement']:.1%}; shards {s['shards_done']} new, {s['shards_skipped']} reused")
+        return (f"{s['pairs']} pairs x {s['samples']} samples -> kept {s['kept']} rationales "
+                f"({s['pairs_with_kept']} pairs); teacher agreement {s['teacher_agreement']:.1%}; "
+                f"shards {s['shards_done']} new, {s['shards_skipped']} reused")
 
     def target(self) -> Path:
         return self.out / SFT_FILE
@@ -113,7 +121,8 @@ def step_openers(row: dict, scale) -> list[str]:
     ]
 
 
-def guided_generate(backend, prompts: list[list[dict]], rows: list[dict], sampling: SamplingConfig, step_tokens: int) -> list[tuple[str, str]]:
+def guided_generate(backend, prompts: list[list[dict]], rows: list[dict], sampling: SamplingConfig,
+                    step_tokens: int) -> list[tuple[str, str]]:
     """Fill the five steps one by one in the assistant turn, then the final grade."""
     texts = [""] * len(prompts)
     reasons = ["stop"] * len(prompts)
@@ -121,7 +130,8 @@ def guided_generate(backend, prompts: list[list[dict]], rows: list[dict], sampli
     for s in range(len(openers[0])):
         header = openers[0][s]
         texts = [t + ("\n" if t else "") + op[s] for t, op in zip(texts, openers)]
-        step = SamplingConfig(n=1, temperature=sampling.temperature, top_p=sampling.top_p, seed=None if sampling.seed is None else sampling.seed + 1000 * s,
+        step = SamplingConfig(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
+                              seed=None if sampling.seed is None else sampling.seed + 1000 * s,
                               max_tokens=step_tokens if header != "Grade:" else 3, stop=["\n"])
         gens = backend.generate([p + [{"role": "assistant", "content": t}] for p, t in zip(prompts, texts)], step)
         for i, g in enumerate(gens):
@@ -132,7 +142,8 @@ def guided_generate(backend, prompts: list[list[dict]], rows: list[dict], sampli
     return list(zip(texts, reasons))
 
 
-def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: list[list[str]], cfg: GenCotConfig, shard: int) -> list[dict]:
+def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: list[list[str]], cfg: GenCotConfig,
+                   shard: int) -> list[dict]:
     """Teacher samples for one shard of pairs, parsed and filtered (kept and rejected rows)."""
     labels = builder.scale.labels
     prompts, owners = [], []
@@ -142,7 +153,8 @@ def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: lis
             prompts.append(tp)
             owners.append((r, rl, s))
     owner_rows = [o[0] for o in owners]
-    sampling = SamplingConfig(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed + 7919 * shard)
+    sampling = SamplingConfig(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                              seed=cfg.seed + 7919 * shard)
     if cfg.mode == "guided":
         outs = guided_generate(backend, prompts, owner_rows, sampling, cfg.step_tokens)
     else:  # one request per pair for its k samples (they share the prompt: one prefill, or one HTTP call)
@@ -160,11 +172,13 @@ def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: lis
         if reason is None and dedupe.seen(row[C.PAIR_ID], parsed.rationale):
             reason = "near_duplicate"
         result.append({
-            C.PAIR_ID: row[C.PAIR_ID], C.SAMPLE_IDX: s, C.GRADE: int(row[C.GRADE]), C.TEXT: text, C.FINISH_REASON: finish,
-            C.PARSE_STATUS: parsed.status, C.PRED_GRADE: builder.scale.by_label(parsed.label).value if parsed.label else None,
+            C.PAIR_ID: row[C.PAIR_ID], C.SAMPLE_IDX: s, C.GRADE: int(row[C.GRADE]), C.TEXT: text,
+            C.FINISH_REASON: finish, C.PARSE_STATUS: parsed.status,
+            C.PRED_GRADE: builder.scale.by_label(parsed.label).value if parsed.label else None,
             C.RATIONALE: parsed.rationale if parsed.ok else None, DROP_REASON: reason,
             C.PROMPT: builder.student(row, rl),
-            C.COMPLETION: [{"role": "assistant", "content": builder.target(gold, parsed.rationale)}] if reason is None else None,
+            C.COMPLETION: ([{"role": "assistant", "content": builder.target(gold, parsed.rationale)}]
+                           if reason is None else None),
         })
     return result
 
@@ -172,14 +186,16 @@ def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: lis
 def _teacher_no_gold(builder: PromptBuilder, row: dict, rules: list[str]) -> list[dict]:
     msgs = builder.teacher(row, rules)
     g = builder.scale.by_value(int(row[C.GRADE]))
-    user = msgs[-1]["content"].replace(f"The correct grade for this pair is {g.label} ({g.name}). Explain why", "Decide the grade. Explain it")
+    user = msgs[-1]["content"].replace(f"The correct grade for this pair is {g.label} ({g.name}). Explain why",
+                                       "Decide the grade. Explain it")
     user = user.replace(f'"Grade: {g.label}"', '"Grade: N"')
     return msgs[:-1] + [{"role": "user", "content": user}]
 
 
 def _output_config(resolved: dict) -> dict:
     """The config minus knobs that cannot change a shard's rows, so a rerun with more retries reuses shards."""
-    backend = {k: v for k, v in resolved["backend"].items() if k not in ("concurrency", "timeout_s", "max_retries", "n_per_request")}
+    backend = {k: v for k, v in resolved["backend"].items()
+               if k not in ("concurrency", "timeout_s", "max_retries", "n_per_request")}
     return {**resolved, "backend": backend}
 
 
@@ -200,7 +216,8 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     teacher_hash = sha256_json(sorted(teacher_files.values()))
 
     def key_of(i: int, part: list) -> dict:
-        return {"config": _output_config(resolved), "scale": scale.to_dict(), "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part],
+        return {"config": _output_config(resolved), "scale": scale.to_dict(),
+                "pairs": [r[C.PAIR_ID] for r, _ in part], "rules": [rl for _, rl in part],
                 "grades": [int(r[C.GRADE]) for r, _ in part], "teacher": teacher_hash}
 
     def work(i: int, part: list) -> pl.DataFrame:
@@ -208,7 +225,8 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
         return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
 
     run = run_model_shards(cfg, STAGE, lazy, items, key_of, work, "gen-cot shards")
-    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules), teacher_files, rules)
+    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules), teacher_files,
+                   rules)
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
@@ -220,28 +238,35 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
     allrows = run.read(out)
     if cfg.mode == "guided":  # here as well as per shard: shards written before this rule are reused, and get it too
         cut = pl.col(DROP_REASON).is_null() & (pl.col(C.FINISH_REASON) == "length")
-        allrows = allrows.with_columns(pl.when(cut).then(pl.lit("truncated_step")).otherwise(pl.col(DROP_REASON)).alias(DROP_REASON))
+        allrows = allrows.with_columns(pl.when(cut).then(pl.lit("truncated_step"))
+                                       .otherwise(pl.col(DROP_REASON)).alias(DROP_REASON))
     kept = allrows.filter(pl.col(DROP_REASON).is_null())
-    rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, DROP_REASON)
-    sft = kept.select(C.PROMPT, C.COMPLETION, C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.RATIONALE).with_columns(pl.lit(model_id).alias(TEACHER))
+    rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(
+        C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, DROP_REASON)
+    sft = kept.select(C.PROMPT, C.COMPLETION, C.PAIR_ID, C.SAMPLE_IDX, C.GRADE, C.RATIONALE).with_columns(
+        pl.lit(model_id).alias(TEACHER))
     # the rules each rationale was written from, for reviewers to check it against (`toolkit review push --kind cot`)
-    texts = pl.DataFrame({C.PAIR_ID: df[C.PAIR_ID], C.RULE_TEXTS: rules}, schema={C.PAIR_ID: df[C.PAIR_ID].dtype, C.RULE_TEXTS: pl.List(pl.String)})
+    texts = pl.DataFrame({C.PAIR_ID: df[C.PAIR_ID], C.RULE_TEXTS: rules},
+                         schema={C.PAIR_ID: df[C.PAIR_ID].dtype, C.RULE_TEXTS: pl.List(pl.String)})
     sft = sft.join(texts.unique(C.PAIR_ID, keep="first"), on=C.PAIR_ID, how="left", maintain_order="left")
     parsed = allrows.filter(pl.col(C.PARSE_STATUS) == P.OK)
     agree = parsed.filter(pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).height / parsed.height if parsed.height else 0.0
-    reasons = ["grade_mismatch", "too_short", "too_long", "missing_steps", "repetitive", "copies_prompt", "truncated_step", "near_duplicate", *[s for s in P.STATUSES if s != P.OK]]
+    reasons = ["grade_mismatch", "too_short", "too_long", "missing_steps", "repetitive", "copies_prompt",
+               "truncated_step", "near_duplicate", *[s for s in P.STATUSES if s != P.OK]]
     dropped = {r: rejects.filter(pl.col(DROP_REASON) == r).height for r in reasons}
     stats = {
         "pairs": df.height, "samples": cfg.samples, "generated": allrows.height, "kept": sft.height,
         "pairs_with_kept": sft[C.PAIR_ID].n_unique(), "dropped": dropped, "teacher_agreement": agree,
         "parsed": parsed.height, "shards_done": run.done, "shards_skipped": run.skipped,
-        "kept_by_grade": {str(g): n for g, n in sft.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
+        "kept_by_grade": {str(g): n
+                          for g, n in sft.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
     }
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else [])) | teacher_files
     final = {SFT_FILE: sft, REJECTS_FILE: rejects}
     for name, frame in final.items():
         write_parquet(frame, out / name)
     atomic_write_text(out / STATS_FILE, json.dumps(stats, indent=2))
-    m = write_manifest(out, STAGE, resolved, inputs, stats, {Key.GRADE_SCALE: scale.to_dict(), Key.TEACHER: model_id, Key.LINEAGE: prompt_facts})
+    m = write_manifest(out, STAGE, resolved, inputs, stats,
+                       {Key.GRADE_SCALE: scale.to_dict(), Key.TEACHER: model_id, Key.LINEAGE: prompt_facts})
     log.info("gen-cot manifest %s", m["fingerprint"][:12])
     return GenCotResult(out, stats, manifest=m)

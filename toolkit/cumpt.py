@@ -80,11 +80,13 @@ def parse_tiers(spec: "str | dict | None", scale: GradeScale) -> dict[str, list[
         for part in [p for p in spec.split(";") if p.strip()]:
             name, eq, grades = part.partition("=")
             if not eq or not name.strip():
-                raise UserError(f"--tiers entry {part.strip()!r} needs the form NAME=GRADES; write e.g. 'Good=4,3;Mid=2;Bad=1'")
+                raise UserError(f"--tiers entry {part.strip()!r} needs the form NAME=GRADES; "
+                                "write e.g. 'Good=4,3;Mid=2;Bad=1'")
             try:
                 tiers[name.strip()] = [int(g) for g in grades.split(",") if g.strip()]
             except ValueError:
-                raise UserError(f"--tiers {part.strip()!r}: grades must be integers of scale `{scale.name}` {scale.values}") from None
+                raise UserError(f"--tiers {part.strip()!r}: grades must be integers of scale "
+                                f"`{scale.name}` {scale.values}") from None
     else:
         tiers = {str(k): [int(g) for g in v] for k, v in dict(spec).items()}
     flat = [g for gs in tiers.values() for g in gs]
@@ -93,7 +95,8 @@ def parse_tiers(spec: "str | dict | None", scale: GradeScale) -> dict[str, list[
     dupes = sorted({g for g in flat if flat.count(g) > 1})
     if missing or extra or dupes or any(not gs for gs in tiers.values()):
         raise UserError(
-            f"--tiers {spec!r} must put each grade of scale `{scale.name}` {scale.values} in exactly one non-empty tier "
+            f"--tiers {spec!r} must put each grade of scale `{scale.name}` {scale.values} in exactly one "
+            "non-empty tier "
             f"(missing {missing}, not on scale {extra}, repeated {dupes})"
         )
     return tiers
@@ -129,7 +132,8 @@ class BetaCurve:
 
     def at(self, betas) -> tuple[np.ndarray, np.ndarray]:
         """(macro-F1, Good rate) at arbitrary β values, e.g. a grid for the plot."""
-        i = np.clip(np.searchsorted(self.bounds[1:-1], np.asarray(betas, dtype=float), side="left"), 0, len(self.macro_f1) - 1)
+        i = np.clip(np.searchsorted(self.bounds[1:-1], np.asarray(betas, dtype=float), side="left"), 0,
+                    len(self.macro_f1) - 1)
         return self.macro_f1[i], self.good_rate[i]
 
 
@@ -168,7 +172,8 @@ def beta_curve(probs: np.ndarray, gold: np.ndarray, good_mask: np.ndarray, tol: 
     return BetaCurve(np.r_[0.0, at[last], 1.0], f1, good)
 
 
-def fit_beta(probs, gold, good_mask, objective: str = "macro_f1", target_good_rate: float | None = None, tol: float = TOL) -> tuple[float, BetaCurve]:
+def fit_beta(probs, gold, good_mask, objective: str = "macro_f1", target_good_rate: float | None = None,
+             tol: float = TOL) -> tuple[float, BetaCurve]:
     """β maximising macro-F1 (ties: the smallest β), or with the Good rate closest to a target
     (ties: higher macro-F1, then the smallest β). Returns (β, curve); β is a plateau midpoint."""
     curve = beta_curve(probs, gold, good_mask, tol)
@@ -261,7 +266,8 @@ def _best_cut(scores, gold, cuts, i, k) -> tuple[float, float]:
 # -- fit and compare ----------------------------------------------------------------------
 
 
-def decide(method: str, probs: np.ndarray, scale: GradeScale, beta: float | None = None, cuts=None, tol: float = TOL) -> np.ndarray:
+def decide(method: str, probs: np.ndarray, scale: GradeScale, beta: float | None = None, cuts=None,
+           tol: float = TOL) -> np.ndarray:
     """Scale indices under one decision rule: argmax, cumpt (needs beta) or expected_score (needs cuts)."""
     if method == "argmax":
         return probs.argmax(axis=1)
@@ -272,7 +278,8 @@ def decide(method: str, probs: np.ndarray, scale: GradeScale, beta: float | None
     raise ValueError(method)
 
 
-def compare_decisions(probs, gold, scale: GradeScale, tiers: dict[str, list[int]], beta: float, cuts, tol: float = TOL) -> dict:
+def compare_decisions(probs, gold, scale: GradeScale, tiers: dict[str, list[int]], beta: float, cuts,
+                      tol: float = TOL) -> dict:
     """Macro-F1, accuracy, tier macro-F1 and the tier distribution under argmax, CumPT and expected-score cuts."""
     names = list(tiers)
     tier_idx = np.array([names.index(tier_of(tiers)[v]) for v in scale.values])
@@ -292,8 +299,8 @@ def compare_decisions(probs, gold, scale: GradeScale, tiers: dict[str, list[int]
     return out
 
 
-def fit_rule(probs, gold, scale: GradeScale, tiers=None, objective: str = "macro_f1", target_good_rate: float | None = None,
-             tol: float = TOL) -> tuple[TierRule, BetaCurve]:
+def fit_rule(probs, gold, scale: GradeScale, tiers=None, objective: str = "macro_f1",
+             target_good_rate: float | None = None, tol: float = TOL) -> tuple[TierRule, BetaCurve]:
     """Fit β on dev rows (and, for comparison, expected-score cuts); returns the rule and the β curve."""
     tiers = parse_tiers(tiers, scale)
     good_mask = np.isin(scale.values, tiers[good_tier(tiers)])
@@ -334,7 +341,8 @@ class TierRule:
             "rule": "predicted grade = the best grade k with P(top)+...+P(k) >= beta - tol",
             "objective": self.objective, "target_good_rate": self.target_good_rate,
             "scale": self.scale.to_dict(), "tiers": self.tiers, "expected_score_cuts": self.expected_score_cuts,
-            "dev": self.dev, "toolkit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "dev": self.dev, "toolkit_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
 
     def save(self, path: "str | Path") -> None:
@@ -348,14 +356,16 @@ class TierRule:
         if p.is_dir():
             p = p / RULE_FILE
         if not p.exists():
-            raise UserError(f"{p}: no tier rule here; pass the tiers.json written by `toolkit tier fit` (or its folder)")
+            raise UserError(f"{p}: no tier rule here; pass the tiers.json written by `toolkit tier fit` "
+                            "(or its folder)")
         try:
             d = json.loads(p.read_text(encoding="utf-8"))
             scale = GradeScale.from_dict(d["scale"], where=str(p))
             return cls(
-                beta=float(d["beta"]), scale=scale, tiers=parse_tiers(d["tiers"], scale), objective=d.get("objective", "macro_f1"),
-                target_good_rate=d.get("target_good_rate"), tol=float(d.get("tol", TOL)),
-                expected_score_cuts=d.get("expected_score_cuts"), dev=d.get("dev"),
+                beta=float(d["beta"]), scale=scale, tiers=parse_tiers(d["tiers"], scale),
+                objective=d.get("objective", "macro_f1"), target_good_rate=d.get("target_good_rate"),
+                tol=float(d.get("tol", TOL)), expected_score_cuts=d.get("expected_score_cuts"), dev=d.get("dev"),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{p}: not a tier rule file ({type(e).__name__}: {e}); re-create it with `toolkit tier fit`") from None
+            raise UserError(f"{p}: not a tier rule file ({type(e).__name__}: {e}); "
+                            "re-create it with `toolkit tier fit`") from None

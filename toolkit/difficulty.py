@@ -33,7 +33,8 @@ import polars as pl
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
-from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult,
+                                      write_parquet, write_stage, writes_output)
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
 from toolkit.core.stagefolder.files import DIFFICULTY_FILE, GRPO_FILE
 
@@ -55,7 +56,8 @@ def parse_buckets(spec: "str | dict") -> dict[str, float]:
             if part:
                 name, sep, edge = part.rpartition("=")
                 if not sep or not name.strip():
-                    raise UserError(f"--buckets entry {part!r} needs the form name=upper_bound, e.g. {DEFAULT_BUCKETS}")
+                    raise UserError(f"--buckets entry {part!r} needs the form name=upper_bound, "
+                                    f"e.g. {DEFAULT_BUCKETS}")
                 items.append((name.strip(), edge))
     try:
         buckets = {str(n): float(e) for n, e in items}
@@ -65,21 +67,26 @@ def parse_buckets(spec: "str | dict") -> dict[str, float]:
     if len(buckets) != len(items) or not buckets:
         raise UserError(f"--buckets {spec!r}: give each bucket once, e.g. {DEFAULT_BUCKETS}")
     if any(not 0 <= e <= 1 for e in edges) or edges != sorted(set(edges)) or edges[-1] != 1:
-        raise UserError(f"--buckets {spec!r}: bounds must increase strictly within [0, 1] and the last must be 1, e.g. {DEFAULT_BUCKETS}")
+        raise UserError(f"--buckets {spec!r}: bounds must increase strictly within [0, 1] and the last must be 1, "
+                        f"e.g. {DEFAULT_BUCKETS}")
     return buckets
 
 
 @dataclass
 class LabelDifficultyConfig(StageConfig):
     rollouts: str  # a rollouts folder (rollouts.parquet + prompts.parquet)
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (gets difficulty.parquet and grpo.parquet).")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder (gets difficulty.parquet and grpo.parquet).")
     gamma: float = opt(DEFAULT_GAMMA, show_default=True,  # keep 0 < n_correct < gamma * n_samples
-                       help="GRPO keeps pairs with 0 < n_correct < gamma * G (TaoSR1's team: pass-rate window [0.01, 0.9]).")
-    buckets: "str | dict" = opt(DEFAULT_BUCKETS, show_default=True, help="Difficulty buckets: names with inclusive upper bounds of the pass rate.")
+                       help="GRPO keeps pairs with 0 < n_correct < gamma * G "
+                            "(TaoSR1's team: pass-rate window [0.01, 0.9]).")
+    buckets: "str | dict" = opt(DEFAULT_BUCKETS, show_default=True,
+                                help="Difficulty buckets: names with inclusive upper bounds of the pass rate.")
     balance: bool = opt(True, show_default=True, help="Downsample the GRPO set to equal counts per gold grade.")
     seed: int = opt(0, show_default=True, help="Seed of the class-balanced downsampling.")
     gold: str | None = opt(None, type="path",  # pass rates counted against their grades
-                           help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against their grades and pairs they exclude are left out.")
+                           help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against "
+                                "their grades and pairs they exclude are left out.")
     force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
@@ -157,7 +164,8 @@ def _per_grade(df: pl.DataFrame, grades: list[int]) -> dict[int, int]:
     return {g: int(have.get(g, 0)) for g in grades}
 
 
-def _counts(pairs: pl.DataFrame, window: pl.DataFrame, grpo: pl.DataFrame, grades: list[int], n_rollout_groups: int) -> dict:
+def _counts(pairs: pl.DataFrame, window: pl.DataFrame, grpo: pl.DataFrame, grades: list[int],
+            n_rollout_groups: int) -> dict:
     has = pairs.filter(pl.col(C.N_SAMPLES) > 0)
     by = [_per_grade(x, grades) for x in (pairs, window, grpo)]
     return {
@@ -192,14 +200,17 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     pairs, n_groups = label_pairs(rollouts, prompts, cfg)
     off = sorted(set(pairs[C.GRADE].drop_nulls().unique().to_list()) - set(scale.values))
     if off:
-        raise UserError(f"{cfg.rollouts}: gold grade(s) {off} are not on scale `{scale.name}` (values: {scale.values}); check the rollouts folder's manifest")
+        raise UserError(f"{cfg.rollouts}: gold grade(s) {off} are not on scale `{scale.name}` "
+                        f"(values: {scale.values}); check the rollouts folder's manifest")
     grades = [g for g in scale.values if g in set(pairs[C.GRADE].to_list())]
     window = pairs.filter("_in_window")
     grpo, absent = balance(window, grades, cfg.seed) if cfg.balance else (window, [])
     if absent and cfg.balance:
-        log.warning("grade(s) %s have no pair in the GRPO window (0 < n_correct < %g*G); balanced over the others", absent, cfg.gamma)
+        log.warning("grade(s) %s have no pair in the GRPO window (0 < n_correct < %g*G); balanced over the others",
+                    absent, cfg.gamma)
     counts = _counts(pairs, window, grpo, grades, n_groups) | {"grades_absent": absent} | regraded
-    label = pl.col(C.GRADE).replace_strict({g.value: g.label for g in scale.grades}, return_dtype=pl.String).alias(C.GOLD_LABEL)
+    label = pl.col(C.GRADE).replace_strict({g.value: g.label for g in scale.grades},
+                                           return_dtype=pl.String).alias(C.GOLD_LABEL)
     keep = [C.PROMPT, C.PAIR_ID, C.GRADE, C.GOLD_LABEL, C.PASS_RATE, C.N_SAMPLES, C.N_CORRECT, C.DIFFICULTY]
 
     def write(tmp: Path) -> tuple[dict, dict]:

@@ -11,8 +11,9 @@ The predictions contract (a Parquet file, or a stage folder of them):
   and `split`.
 
 Which grade is evaluated (`decision`): `argmax` of grade_probs, or `parsed` (the emitted grade);
-`auto` = argmax when grade_probs exist, else parsed. An argmax tie goes to the better grade. With a fitted tier rule (`tier_rule`), the
-report adds CumPT and expected-score cuts side by side, and the output gets `cumpt_grade` + `tier`.
+`auto` = argmax when grade_probs exist, else parsed. An argmax tie goes to the better grade. With a
+fitted tier rule (`tier_rule`), the report adds CumPT and expected-score cuts side by side, and the
+output gets `cumpt_grade` + `tier`.
 
 Model scoring plugs in through `evaluate(cfg, predictions=frame, provenance={...})`: a scoring
 backend builds a frame with the columns above and hands it over instead of a file.
@@ -32,10 +33,12 @@ from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
 from toolkit.core.grades import GradeScale, get_scale
-from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageResult, write_parquet, write_stage, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageResult, write_parquet,
+                                      write_stage, writes_output)
 from toolkit.core.pairs import select_split
 from toolkit.core.tables import read_pairs
-from toolkit.core.metrics import PROB_TOLERANCE, UNPARSED, probs_of, classification_metrics, grade_indices, hallucination, reliability
+from toolkit.core.metrics import (PROB_TOLERANCE, UNPARSED, probs_of, classification_metrics, grade_indices,
+                                  hallucination, reliability)
 from toolkit.core.stagefolder.files import METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
 
 log = logging.getLogger(__name__)
@@ -77,7 +80,8 @@ def emitted(df: pl.DataFrame, scale: GradeScale, order: str) -> tuple[list, list
         return [p.label for p in parsed], [p.rationale for p in parsed]
     if C.RATIONALE in df.columns and C.PRED_GRADE in df.columns:
         label = {g.value: g.label for g in scale.grades}
-        return [None if v is None else label.get(int(v)) for v in df[C.PRED_GRADE].to_list()], df[C.RATIONALE].to_list()
+        return ([None if v is None else label.get(int(v)) for v in df[C.PRED_GRADE].to_list()],
+                df[C.RATIONALE].to_list())
     return None
 
 
@@ -86,17 +90,23 @@ def emitted(df: pl.DataFrame, scale: GradeScale, order: str) -> tuple[list, list
 
 @dataclass
 class EvalConfig(StageConfig):
-    predictions: str | None = opt(type="path", help="Predictions Parquet file or folder: pair_id, grade, and grade_probs and/or pred_grade/text.")
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (metrics.json, report.md, PNGs, predictions.parquet).")
-    scale: str | None = opt(None, help="Grade scale (default: the one in the predictions folder's manifest, else taosr4).")
+    predictions: str | None = opt(type="path", help="Predictions Parquet file or folder: pair_id, grade, and "
+                                                   "grade_probs and/or pred_grade/text.")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder (metrics.json, report.md, PNGs, predictions.parquet).")
+    scale: str | None = opt(None,
+                            help="Grade scale (default: the one in the predictions folder's manifest, else taosr4).")
     split: str | None = opt(None, help="Evaluate only rows of this split (e.g. test).")
     decision: str = opt("auto", choices=DECISIONS, show_default=True,
-                        help="Grade to evaluate: argmax of grade_probs, or the parsed/emitted pred_grade; auto = argmax when grade_probs exist.")
+                        help="Grade to evaluate: argmax of grade_probs, or the parsed/emitted pred_grade; "
+                             "auto = argmax when grade_probs exist.")
     tier_rule: str | None = opt(None, type="path",  # tiers.json from `toolkit tier fit`
-                                help="tiers.json (or its folder) from `toolkit tier fit`: adds CumPT and expected-score rows and a tier column.")
+                                help="tiers.json (or its folder) from `toolkit tier fit`: adds CumPT and "
+                                     "expected-score rows and a tier column.")
     bins: int = opt(10, show_default=True, help="Equal-width confidence bins for ECE and the reliability diagram.")
     order: str | None = opt(None, choices=("label_first", "cot_first"),  # None: the predictions' recorded order
-                            help="Answer order used to parse a `text` column (for pred_grade and the hallucination measure); default: the order in the predictions' manifest, else label_first.")
+                            help="Answer order used to parse a `text` column (for pred_grade and the hallucination "
+                                 "measure); default: the order in the predictions' manifest, else label_first.")
     prob_tolerance: float = opt(PROB_TOLERANCE, show_default=True, help="How far a grade_probs row may sum from 1.")
     plots: bool = opt(True, flags=("--no-plots",), negate=True, help="Skip the PNG plots.")
     force: bool = opt(False, help="Redo even when the output is up to date.")
@@ -128,7 +138,8 @@ class EvalResult(StageResult):
         if h and h["denominator"]:
             parts.append(f"hallucination {h['numerator']}/{h['denominator']} ({100 * h['rate']:.1f}%)")
         if m.get("tiering"):
-            parts.append(f"CumPT macro-F1 {m['tiering']['methods']['cumpt']['macro_f1']:.4f} (β={m['tiering']['beta']:.3f})")
+            parts.append(f"CumPT macro-F1 {m['tiering']['methods']['cumpt']['macro_f1']:.4f} "
+                         f"(β={m['tiering']['beta']:.3f})")
         return ", ".join(parts)
 
     brief = headline
@@ -144,7 +155,8 @@ def evaluate(cfg: EvalConfig, predictions: pl.DataFrame | None = None, provenanc
     """
     if predictions is None:
         if not cfg.predictions:
-            raise UserError("no predictions given; pass --predictions FILE (a Parquet file with grade and grade_probs or pred_grade)")
+            raise UserError("no predictions given; pass --predictions FILE "
+                            "(a Parquet file with grade and grade_probs or pred_grade)")
         inputs = input_hashes([cfg.predictions] + ([cfg.tier_rule] if cfg.tier_rule else []))
         done = recorded_result(EvalResult, cfg, inputs)
         if done is not None:
@@ -156,7 +168,8 @@ def evaluate(cfg: EvalConfig, predictions: pl.DataFrame | None = None, provenanc
         inputs = {str(k): str(v) for k, v in (provenance or {}).items()}
         missing = [c for c in (C.PAIR_ID, C.GRADE) if c not in predictions.columns]
         if missing:
-            raise UserError(f"predictions frame: column(s) {', '.join(missing)} missing; found: {', '.join(predictions.columns)}")
+            raise UserError(f"predictions frame: column(s) {', '.join(missing)} missing; "
+                            f"found: {', '.join(predictions.columns)}")
         df = select_split(predictions, cfg.split, "predictions")
         where = "predictions"
     scale = resolve_scale(cfg.scale, cfg.predictions if predictions is None else None)
@@ -170,13 +183,15 @@ def evaluate(cfg: EvalConfig, predictions: pl.DataFrame | None = None, provenanc
         metrics["images"] = _plots(metrics, scale, tmp) if cfg.plots else {}
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / REPORT_FILE).write_text(render_eval(metrics, scale), encoding="utf-8")
-        counts = {"rows": metrics["n"], "unparsed": metrics["n_unparsed"], "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"]}
+        counts = {"rows": metrics["n"], "unparsed": metrics["n_unparsed"], "macro_f1": metrics["macro_f1"],
+                  "accuracy": metrics["accuracy"]}
         return counts, {Key.GRADE_SCALE: scale.to_dict()}
 
     return write_stage(EvalResult, cfg, inputs, write, metrics=metrics)
 
 
-def compute(df: pl.DataFrame, scale: GradeScale, cfg: EvalConfig, where: str = "predictions") -> tuple[dict, pl.DataFrame]:
+def compute(df: pl.DataFrame, scale: GradeScale, cfg: EvalConfig,
+            where: str = "predictions") -> tuple[dict, pl.DataFrame]:
     """All metrics for one predictions frame, and the frame with the evaluated grade added."""
     try:
         gold = grade_indices(df[C.GRADE].to_list(), scale, "gold grade")
@@ -187,7 +202,8 @@ def compute(df: pl.DataFrame, scale: GradeScale, cfg: EvalConfig, where: str = "
     decision = cfg.decision if cfg.decision != "auto" else ("argmax" if probs is not None else "parsed")
     if decision == "argmax":
         if probs is None:
-            raise UserError(f"{where}: --decision argmax needs a `{C.GRADE_PROBS}` column; found: {', '.join(df.columns)}")
+            raise UserError(f"{where}: --decision argmax needs a `{C.GRADE_PROBS}` column; "
+                            f"found: {', '.join(df.columns)}")
         pred = probs.argmax(axis=1)
     elif C.PRED_GRADE in df.columns:
         try:
@@ -199,7 +215,8 @@ def compute(df: pl.DataFrame, scale: GradeScale, cfg: EvalConfig, where: str = "
         pred = np.array([pos[label] if label is not None else UNPARSED for label in answers[0]], dtype=np.int64)
     else:
         raise UserError(
-            f"{where}: nothing to evaluate; need `{C.GRADE_PROBS}` (list of grade probabilities), `{C.PRED_GRADE}` or `{C.TEXT}`; "
+            f"{where}: nothing to evaluate; need `{C.GRADE_PROBS}` (list of grade probabilities), "
+            f"`{C.PRED_GRADE}` or `{C.TEXT}`; "
             f"found: {', '.join(df.columns)}"
         )
     metrics = {"schema": METRICS_SCHEMA, "scale": scale.to_dict(), "split": cfg.split, "decision": decision}
@@ -242,7 +259,8 @@ def _tiering(rule_path: str, probs: np.ndarray, gold: np.ndarray, scale: GradeSc
 
     rule = TierRule.load(rule_path)
     if rule.scale.values != scale.values:
-        raise UserError(f"{rule_path}: the tier rule is for scale {rule.scale.values}, the predictions for {scale.values}; pass --scale {rule.scale.name}")
+        raise UserError(f"{rule_path}: the tier rule is for scale {rule.scale.values}, the predictions for "
+                        f"{scale.values}; pass --scale {rule.scale.name}")
     cuts = rule.expected_score_cuts or fit_thresholds(expected_scores(probs, scale), gold, scale)
     methods = compare_decisions(probs, gold, scale, rule.tiers, rule.beta, cuts, rule.tol)
     values, tiers = rule.predict(probs)

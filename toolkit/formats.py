@@ -19,7 +19,8 @@ from toolkit.core.options import opt
 from toolkit.core.tables import read_table
 
 ROW = "_row"
-RAW_COLUMNS = [C.QUERY, C.TITLE, C.DESCRIPTION, C.ATTRIBUTES, C.CATEGORY, C.BRAND, C.RAW_LABEL, C.ITEM_ID, C.QUERY_ID, C.SPLIT]
+RAW_COLUMNS = [C.QUERY, C.TITLE, C.DESCRIPTION, C.ATTRIBUTES, C.CATEGORY, C.BRAND, C.RAW_LABEL, C.ITEM_ID, C.QUERY_ID,
+               C.SPLIT]
 
 
 @dataclass
@@ -30,7 +31,8 @@ class ColumnMap:
     title: str | None = opt(None, help="[generic] column holding the item title (default: title).")
     grade: str | None = opt(None, help="[generic] column holding the label (default: grade).")
     description: str | None = opt(None, help="[generic] item description column (default: description, if present).")
-    attributes: str | None = opt(None, help="[generic] item attributes column, JSON object or text (default: attributes).")
+    attributes: str | None = opt(None,
+                                 help="[generic] item attributes column, JSON object or text (default: attributes).")
     category: str | None = opt(None, help="[generic] item category column (default: category).")
     brand: str | None = opt(None, help="[generic] item brand column (default: brand).")
     item_id: str | None = opt(None, help="[generic] item id column (default: item_id).")
@@ -43,7 +45,8 @@ class ColumnMap:
 ALIASES = {
     "query": ["query", "search_term", "query_text", "q", "keyword", "searchterm"],
     "title": ["title", "product_title", "item_title", "product_name", "name", "doc", "document"],
-    "grade": ["grade", "label", "relevance", "median_relevance", "esci_label", "rating", "score", "judgment", "judgement"],
+    "grade": ["grade", "label", "relevance", "median_relevance", "esci_label", "rating", "score", "judgment",
+              "judgement"],
     "description": ["description", "product_description", "desc"],
     "attributes": ["attributes", "product_features", "features", "product_bullet_point"],
     "category": ["category", "product_class", "category_hierarchy", "query_class", "category_path"],
@@ -81,7 +84,8 @@ def _need(df: pl.DataFrame, path: Path, field: str, column: str | None, flag: st
         return column
     found = ", ".join(df.columns)
     guess = next((a for a in ALIASES.get(field, []) if a in df.columns), None)
-    fix = f"pass {flag} {guess}" if (flag and guess) else (f"pass {flag} <column>" if flag else "check the file's layout")
+    fix = (f"pass {flag} {guess}" if (flag and guess)
+           else (f"pass {flag} <column>" if flag else "check the file's layout"))
     raise UserError(f"{path}: column `{column}` ({field}) missing; found: {found} — {fix}")
 
 
@@ -95,7 +99,8 @@ def _optional(df: pl.DataFrame, path: Path, column: str | None, flag: str, defau
 
 def read_generic(paths: list[Path], cols: ColumnMap, encoding: str, separator: str | None) -> Loaded:
     if len(paths) != 1:
-        raise UserError(f"--format generic reads one file; got {len(paths)} — ingest them one by one or concatenate them")
+        raise UserError(f"--format generic reads one file; got {len(paths)} — ingest them one by one "
+                        "or concatenate them")
     path = paths[0]
     df = read_table(path, encoding, separator)
     q = _need(df, path, "query", cols.query or "query", "--query-column")
@@ -155,10 +160,12 @@ def read_esci(paths: list[Path], encoding: str, locale: str | None, version: str
                 raise UserError(f"{p}: ESCI column(s) {', '.join(miss)} missing; found: {', '.join(df.columns)}")
         ex = ex.with_row_index(ROW, offset=1)
         pr = pr.unique(subset=["product_id", "product_locale"], keep="first")
-        df = ex.join(pr.drop([c for c in ("__index_level_0__",) if c in pr.columns]), on=["product_id", "product_locale"], how="left", suffix="_p")
+        df = ex.join(pr.drop([c for c in ("__index_level_0__",) if c in pr.columns]),
+                     on=["product_id", "product_locale"], how="left", suffix="_p")
         missing_text = df.filter(pl.col("product_title").is_null()).height
         if missing_text == df.height:
-            raise UserError(f"{pr_path}: no product of the examples was found (joined on product_id, product_locale); pass the matching products file")
+            raise UserError(f"{pr_path}: no product of the examples was found (joined on product_id, product_locale); "
+                            "pass the matching products file")
         inputs, main = [ex_path, pr_path], ex_path
     else:
         df = read_table(src, encoding).with_row_index(ROW, offset=1)
@@ -232,7 +239,8 @@ def read_wands(paths: list[Path], encoding: str) -> Loaded:
         which = "query_id" if r["query"] is None else "product_id"
         raise UserError(
             f"{lp}: row {r[ROW]} refers to {which} {r[which]!r}, which is not in "
-            f"{'query' if which == 'query_id' else 'product'} file ({orphan.height} such rows); use the matching WANDS files"
+            f"{'query' if which == 'query_id' else 'product'} file ({orphan.height} such rows); "
+            "use the matching WANDS files"
         )
     cat = "category hierarchy" if "category hierarchy" in df.columns else "product_class"
     exprs = {
@@ -282,7 +290,8 @@ def read_homedepot(paths: list[Path], encoding: str) -> Loaded:
         if not {"product_uid", "name", "value"} <= set(a.columns):
             raise UserError(f"{attr_p}: needs columns product_uid, name, value; found: {', '.join(a.columns)}")
         a = a.filter(pl.col("product_uid").is_not_null() & pl.col("name").is_not_null())
-        brand = a.filter(pl.col("name") == "MFG Brand Name").unique("product_uid", keep="first").select("product_uid", pl.col("value").alias("_brand"))
+        brand = a.filter(pl.col("name") == "MFG Brand Name").unique("product_uid", keep="first").select(
+            "product_uid", pl.col("value").alias("_brand"))
         attrs = (
             a.filter(pl.col("name") != "MFG Brand Name")
             .group_by("product_uid", maintain_order=True)
@@ -301,7 +310,8 @@ def read_homedepot(paths: list[Path], encoding: str) -> Loaded:
         C.RAW_LABEL: _col(df, "relevance"),
         C.ITEM_ID: _col(df, "product_uid"),
     }
-    out = df.sort(ROW).select([pl.col(ROW)] + [exprs.get(c, pl.lit(None, dtype=pl.String)).alias(c) for c in RAW_COLUMNS])
+    out = df.sort(ROW).select([pl.col(ROW)]
+                              + [exprs.get(c, pl.lit(None, dtype=pl.String)).alias(c) for c in RAW_COLUMNS])
     return Loaded(out, inputs, train, "relevance")
 
 

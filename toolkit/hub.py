@@ -19,7 +19,7 @@ from pathlib import Path
 
 from toolkit.core.errors import UserError, missing_extra, redact
 from toolkit.core.options import opt
-from toolkit.core.stagefolder import CONFIG, MANIFEST, check_output_path, listing, read_manifest
+from toolkit.core.stagefolder import Key, CONFIG, MANIFEST, check_output_path, listing, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,14 @@ SPLIT_NAMES = {"train": "train", "dev": "validation", "validation": "validation"
 # The config a trainer (or the next stage) reads, where a stage writes files of several kinds: the card's default.
 DEFAULT_CONFIG = {"gen-cot": "sft", "sample": "rollouts", "make-prefs": "preferences", "label-difficulty": "grpo"}
 # Hub task categories by stage: TRL-ready training data is text generation, graded pairs are classification.
-TASKS = {"gen-cot": ["text-generation"], "make-prefs": ["text-generation"], "label-difficulty": ["text-generation"], "sample": ["text-generation"]}
+TASKS = {"gen-cot": ["text-generation"], "make-prefs": ["text-generation"], "label-difficulty": ["text-generation"],
+         "sample": ["text-generation"]}
 # What produced each stage's data, for the card.
 STAGE_TEXT = {
     "ingest": "canonical query–item pairs with gold relevance grades",
     "split": "query–item pairs split by query group into train/dev/test",
-    "gen-cot": "chain-of-thought SFT data: teacher rationales that agree with the gold grade, label first (TRL prompt/completion)",
+    "gen-cot": "chain-of-thought SFT data: teacher rationales that agree with the gold grade, label first "
+               "(TRL prompt/completion)",
     "sample": "pass@N rollouts of a policy model, parsed and graded against gold",
     "make-prefs": "DPO preference pairs built from pass@N rollouts (TRL prompt/chosen/rejected)",
     "label-difficulty": "pass-rate difficulty labels and the class-balanced GRPO training set",
@@ -47,18 +49,27 @@ class PushConfig:
     folder: str
     repo_id: str = opt(flags=("--repo",), help="Hub dataset repository, owner/name.")
     private: bool = opt(True, flags=("--public",), negate=True, help="Make the repository public (default: private).")
-    license: str | None = opt(None, flags=("--license",), param="license_",  # the source data's license (SPDX id or "other")
+    # the source data's license (SPDX id or "other")
+    license: str | None = opt(None, flags=("--license",), param="license_",
                               help="License of the source data (SPDX id, e.g. apache-2.0, mit; or other).")
-    source_license_note: str | None = opt(None, flags=("--license-note",), param="license_note", help="One paragraph on the source data and its terms, for the card.")
-    token_env: str = opt("HF_TOKEN", show_default=True, help="Environment variable holding the Hub token (else your `hf auth login`).")
-    build_dir: str | None = opt(None, flags=("-o", "--out"), type="path",  # default: <folder>/.hub-<stage>-<content id>
-                                help="Where to build the upload folder (default: FOLDER/.hub-STAGE-ID); replaced only if push built it.")
+    source_license_note: str | None = opt(None, flags=("--license-note",), param="license_note",
+                                          help="One paragraph on the source data and its terms, for the card.")
+    token_env: str = opt("HF_TOKEN", show_default=True,
+                         help="Environment variable holding the Hub token (else your `hf auth login`).")
+    # default: <folder>/.hub-<stage>-<content id>
+    build_dir: str | None = opt(None, flags=("-o", "--out"), type="path",
+                                help="Where to build the upload folder (default: FOLDER/.hub-STAGE-ID); "
+                                     "replaced only if push built it.")
     dry_run: bool = opt(False, help="Build the upload folder (Parquet + README card) and stop.")
     revision: str | None = opt(None, help="Branch to commit to (created from main when missing); default: main.")
-    tag: str | None = opt(None, help="Tag the new commit (e.g. round-3 after a review round, v1): consumers pin load_dataset(repo, revision=TAG).")
-    create_pr: bool = opt(False, help="Open a pull request with the commit instead of committing (for teams that review data changes).")
-    eval_dir: str | None = opt(None, flags=("--eval",), type="path", help="[model] A `toolkit eval` folder: its metrics go into the model card.")
-    tiers_dir: str | None = opt(None, flags=("--tiers",), type="path", help="[model] A `toolkit tier fit` folder: its CumPT β goes into the model card.")
+    tag: str | None = opt(None, help="Tag the new commit (e.g. round-3 after a review round, v1): consumers pin "
+                                     "load_dataset(repo, revision=TAG).")
+    create_pr: bool = opt(False, help="Open a pull request with the commit instead of committing "
+                                      "(for teams that review data changes).")
+    eval_dir: str | None = opt(None, flags=("--eval",), type="path",
+                               help="[model] A `toolkit eval` folder: its metrics go into the model card.")
+    tiers_dir: str | None = opt(None, flags=("--tiers",), type="path",
+                                help="[model] A `toolkit tier fit` folder: its CumPT β goes into the model card.")
     data_repos: list[str] = opt(default_factory=list, flags=("--data-repo",), multiple=True,  # owner/name[@revision]
                                 help="[model] A Hub dataset it was trained on, owner/name[@revision] (repeatable).")
 
@@ -88,13 +99,15 @@ BUILD_MARK = ".toolkit-hub-build"  # in a folder `toolkit push` built: the next 
 
 
 def _replace_build_dir(out: Path, src: Path, given: bool) -> None:
-    """Empty the upload folder for a new build: only a folder push built before (its mark) or an empty one is replaced."""
+    """Empty the upload folder for a new build: only a folder push built before (its mark) or an empty one is
+    replaced."""
     if given:
         check_output_path(out, [src])
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file, not a folder; pass another --build-dir")
     if out.is_dir() and any(out.iterdir()) and not (out / BUILD_MARK).exists():
-        raise UserError(f"{out}: this folder exists and was not built by `toolkit push` (it holds {listing([p.name for p in out.iterdir()])}); "
+        raise UserError(f"{out}: this folder exists and was not built by `toolkit push` "
+                        f"(it holds {listing([p.name for p in out.iterdir()])}); "
                         "pass another --build-dir, or empty it first")
     shutil.rmtree(out, ignore_errors=True)
     (out / "data").mkdir(parents=True)
@@ -109,7 +122,8 @@ def _configs(files: list[Path], stage: str) -> dict[str, dict[str, Path]]:
     import polars as pl
 
     schemas = {p: tuple(pl.read_parquet_schema(p)) for p in files}
-    if len(set(schemas.values())) == 1 and stage not in DEFAULT_CONFIG:  # a stage of several kinds names them even when one is there
+    # a stage of several kinds names them even when one is there
+    if len(set(schemas.values())) == 1 and stage not in DEFAULT_CONFIG:
         one = len(files) == 1
         return {"default": {("train" if one else SPLIT_NAMES.get(p.stem, p.stem)).replace("-", "_"): p for p in files}}
     first = DEFAULT_CONFIG.get(stage)
@@ -118,7 +132,8 @@ def _configs(files: list[Path], stage: str) -> dict[str, dict[str, Path]]:
 
 
 def shown_name(value) -> str:
-    """A model or teacher for a card: a hub id as it is, a local folder by its name only (no paths of the machine that made it)."""
+    """A model or teacher for a card: a hub id as it is, a local folder by its name only (no paths of the
+    machine that made it)."""
     p = Path(str(value))
     return p.name if p.is_absolute() or len(p.parts) > 2 or str(value).startswith(".") or p.exists() else str(value)
 
@@ -128,14 +143,16 @@ def card_license(cfg: "PushConfig", out: Path, what: str) -> dict:
     license_ = cfg.license or "other"
     if license_ != "other":
         return {"license": license_}
-    (out / "LICENSE.md").write_text("# License\n\n" + (cfg.source_license_note or f"The license of the {what} was not stated when this "
-                                    f"was published; check the {what}'s terms before reuse.") + "\n", encoding="utf-8")
+    (out / "LICENSE.md").write_text("# License\n\n" + (cfg.source_license_note or f"The license of the {what} was not "
+                                    f"stated when this was published; check the {what}'s terms before reuse.") + "\n",
+                                    encoding="utf-8")
     return {"license": license_, "license_name": "source-data-terms", "license_link": "LICENSE.md"}
 
 
 def default_build_dir(src: Path, manifest: dict) -> Path:
     """`<stage folder>/.hub-<stage>-<content id>`: a name of its own for each content, since `datasets` caches a local
-    folder by its name and config (two folders both named `.hub` loaded as one); earlier builds in `src` are removed."""
+    folder by its name and config (two folders both named `.hub` loaded as one); earlier builds in `src` are
+    removed."""
     ident = manifest.get("fingerprint") or hashlib.sha256(str(src.resolve()).encode()).hexdigest()
     out = src / f".hub-{manifest.get('stage', 'dataset').replace(' ', '-')}-{ident[:10]}"
     for old in src.glob(".hub*"):
@@ -165,21 +182,25 @@ def build_hub_folder(cfg: PushConfig) -> Path:
         (out / "data").rmdir()  # a model has no data/ folder
         return out
     if cfg.eval_dir or cfg.tiers_dir or cfg.data_repos:
-        raise UserError(f"{src}: --eval, --tiers and --data-repo describe a model; this folder holds the output of `toolkit {stage}`, not a checkpoint")
+        raise UserError(f"{src}: --eval, --tiers and --data-repo describe a model; this folder holds the output of "
+                        f"`toolkit {stage}`, not a checkpoint")
     _replace_build_dir(out, src, given=bool(cfg.build_dir))
     configs, counts = [], {}
     for name, split_files in _configs(_parquet_files(src), stage).items():
         data_files = []
         for split, p in split_files.items():
-            rows = counts[split if name == "default" else f"{name} / {split}"] = pl.scan_parquet(p).select(pl.len()).collect().item()
+            rows = counts[split if name == "default" else f"{name} / {split}"] = (
+                pl.scan_parquet(p).select(pl.len()).collect().item())
             if not rows:
                 continue  # `datasets` cannot load an empty split: the card's table shows it with 0 rows
-            rel = f"data/{split}-00000-of-00001.parquet" if name == "default" else f"data/{name}/{split}-00000-of-00001.parquet"
+            rel = (f"data/{split}-00000-of-00001.parquet" if name == "default"
+                   else f"data/{name}/{split}-00000-of-00001.parquet")
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, out / rel)
             data_files.append({"split": split, "path": rel.replace("-00000-of-00001.parquet", "-*.parquet")})
         if data_files:
-            configs.append({"config_name": name, "data_files": data_files, **({"default": True} if not configs else {})})
+            configs.append({"config_name": name, "data_files": data_files,
+                            **({"default": True} if not configs else {})})
     if not configs:
         raise UserError(f"{src}: every Parquet file is empty; nothing to publish")
     for name in (MANIFEST, CONFIG, "stats.json"):
@@ -194,7 +215,8 @@ def build_hub_folder(cfg: PushConfig) -> Path:
         "size_categories": [_size_category(sum(counts.values()))],
         "task_categories": TASKS.get(stage, ["text-classification"]),
     }
-    card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + _card_body(cfg, stage, manifest, counts, src, configs)
+    card = ("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+            + _card_body(cfg, stage, manifest, counts, src, configs))
     (out / "README.md").write_text(card, encoding="utf-8")
     return out
 
@@ -221,18 +243,21 @@ def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: P
         "",
     ]
     grades = c.get("grades") or c.get("kept_by_grade") or _grades_from_splits(c)
-    scale = manifest.get("grade_scale")
+    scale = manifest.get(Key.GRADE_SCALE)
     if grades:
         names = {str(g["value"]): g["name"] for g in scale["grades"]} if scale else {}
         lines += ["## Grade distribution", "", "| grade | rows |", "|---|---:|"]
         lines += [f"| {g} {names.get(str(g), '')} | {n} |" for g, n in grades.items()] + [""]
-    drops = {k: v for k, v in {**c, **(c.get("dropped") or {})}.items() if (k.startswith("dropped_") or k in (c.get("dropped") or {})) and isinstance(v, int) and v}
+    drops = {k: v for k, v in {**c, **(c.get("dropped") or {})}.items()
+             if (k.startswith("dropped_") or k in (c.get("dropped") or {})) and isinstance(v, int) and v}
     if drops:
-        lines += ["## Dropped rows", "", "| reason | rows |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in drops.items()] + [""]
+        lines += (["## Dropped rows", "", "| reason | rows |", "|---|---:|"]
+                  + [f"| {k} | {v} |" for k, v in drops.items()] + [""])
     lines += [
         "## How it was made",
         "",
-        f"- stage: `{stage}`, toolkit version {manifest.get('toolkit_version', '?')}, created {manifest.get('created', '?')}",
+        f"- stage: `{stage}`, toolkit version {manifest.get('toolkit_version', '?')}, "
+        f"created {manifest.get('created', '?')}",
     ]
     if manifest.get("review_round") is not None:
         lines.append(f"- review round: {manifest['review_round']}")
@@ -251,12 +276,14 @@ def _card_body(cfg: PushConfig, stage: str, manifest: dict, counts: dict, src: P
         "",
         "```python",
         "from datasets import load_dataset",
-        f'ds = load_dataset("{cfg.repo_id}"{_config_arg(configs)}, revision="{cfg.tag or cfg.revision or "main"}")  # a tag pins one version',
+        f'ds = load_dataset("{cfg.repo_id}"{_config_arg(configs)}, '
+        f'revision="{cfg.tag or cfg.revision or "main"}")  # a tag pins one version',
         "```",
         "",
         "## Source data and license",
         "",
-        cfg.source_license_note or f"License of the source data: {cfg.license or 'not stated — check the source before reuse'}.",
+        (cfg.source_license_note
+         or f"License of the source data: {cfg.license or 'not stated — check the source before reuse'}."),
         "",
     ]
     return "\n".join(lines)
@@ -296,8 +323,8 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> Uploaded:
         quiet_libraries()
         token = os.environ.get(cfg.token_env) or get_token()
         if not token:
-            raise UserError(f"no Hugging Face token: set ${cfg.token_env} (or name another variable with --token-env), or log in with "
-                            "`hf auth login`; nothing was uploaded")
+            raise UserError(f"no Hugging Face token: set ${cfg.token_env} (or name another variable with "
+                            "--token-env), or log in with `hf auth login`; nothing was uploaded")
         api = HfApi(token=token)
     step = "upload"
     kind = repo_type(folder)
@@ -305,16 +332,18 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> Uploaded:
         api.create_repo(repo_id=cfg.repo_id, repo_type=kind, private=cfg.private, exist_ok=True)
         if cfg.revision and not cfg.create_pr:
             api.create_branch(repo_id=cfg.repo_id, branch=cfg.revision, repo_type=kind, exist_ok=True)
-        head = None if cfg.create_pr else getattr(api.repo_info(repo_id=cfg.repo_id, repo_type=kind, revision=cfg.revision), "sha", None)
+        head = None if cfg.create_pr else getattr(
+            api.repo_info(repo_id=cfg.repo_id, repo_type=kind, revision=cfg.revision), "sha", None)
         info = api.upload_folder(
-            repo_id=cfg.repo_id, repo_type=kind, folder_path=str(folder), revision=cfg.revision, create_pr=cfg.create_pr or None,
-            commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit", ignore_patterns=[BUILD_MARK],
+            repo_id=cfg.repo_id, repo_type=kind, folder_path=str(folder), revision=cfg.revision,
+            create_pr=cfg.create_pr or None, commit_message=f"Upload {Path(cfg.folder).name} with taosr-toolkit",
+            ignore_patterns=[BUILD_MARK],
             delete_patterns=["data/*.parquet"] if kind == "dataset" else ["*.safetensors", "*.bin"],
         )
         if cfg.tag:
             step = "tag"
-            api.create_tag(repo_id=cfg.repo_id, tag=cfg.tag, revision=getattr(info, "oid", None) or cfg.revision, repo_type=kind,
-                           tag_message=f"{Path(cfg.folder).name} published with taosr-toolkit")
+            api.create_tag(repo_id=cfg.repo_id, tag=cfg.tag, revision=getattr(info, "oid", None) or cfg.revision,
+                           repo_type=kind, tag_message=f"{Path(cfg.folder).name} published with taosr-toolkit")
     except Exception as e:  # network, auth, permissions, an existing tag: one line with the cause
         if isinstance(e, UserError):
             raise
@@ -323,9 +352,11 @@ def upload(folder: Path, cfg: PushConfig, api=None) -> Uploaded:
         if step == "tag":
             status = getattr(getattr(e, "response", None), "status_code", None)
             if status == 409 or "already exists" in msg:
-                raise UserError(f"{cfg.repo_id}: tag {cfg.tag!r} already exists (the data was uploaded: {getattr(info, 'commit_url', info)}); "
+                raise UserError(f"{cfg.repo_id}: tag {cfg.tag!r} already exists "
+                                f"(the data was uploaded: {getattr(info, 'commit_url', info)}); "
                                 "a tag pins one version — pick a new one, e.g. round-4") from None
-        raise UserError(f"{step} to {cfg.repo_id} failed: {msg[:200]}; check the token in ${cfg.token_env} and your network") from None
+        raise UserError(f"{step} to {cfg.repo_id} failed: {msg[:200]}; check the token in ${cfg.token_env} "
+                        "and your network") from None
     url = str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
     return Uploaded(url, changed=head is None or getattr(info, "oid", None) != head)
 

@@ -31,7 +31,8 @@ from toolkit.core.errors import UserError
 from toolkit.core.options import opt
 from toolkit.core.grades import GradeMapper, builtin_mapper, get_scale, parse_grade_map, parse_thresholds
 from toolkit.core.progress import progress
-from toolkit.core.stagefolder import (dropped_text, input_hashes, Key, run_stage, StageResult, write_parquet, writes_output)
+from toolkit.core.stagefolder import (dropped_text, input_hashes, Key, run_stage, StageResult, write_parquet,
+                                      writes_output)
 from toolkit.core.pairs import MAX_FIELD_CHARS, clean_text
 from toolkit.core.stagefolder.files import PAIRS_FILE
 
@@ -42,27 +43,41 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestConfig:
     inputs: list[str]
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (gets pairs.parquet, config.yaml, manifest.json).")
-    format: str = opt("generic", flags=("-f", "--format"), choices=("generic", "esci", "wands", "wands-binary", "homedepot", "crowdflower", "multicpr", "qbqtc"),
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder (gets pairs.parquet, config.yaml, manifest.json).")
+    format: str = opt("generic", flags=("-f", "--format"), choices=("generic", "esci", "wands", "wands-binary",
+                                                                    "homedepot", "crowdflower", "multicpr", "qbqtc"),
                       show_default=True,
-                      help="Input layout. generic: one CSV/TSV/JSONL/Parquet file with column flags; esci: folder with the "
-                           "official examples+products Parquet (or one merged file); wands: folder with query.csv, product.csv, "
-                           "label.csv; homedepot: train.csv (+ product_descriptions.csv, attributes.csv beside it); crowdflower: "
-                           "train.csv; wands-binary, multicpr, qbqtc: the files of those names in ../shared/data.")
-    scale: str | None = opt(None, help="Grade scale: taosr4 (default for most formats), esci, three, five, binary, or a YAML file.")
-    grade_map: str | None = opt(None, help="Source label -> grade value, e.g. 'E=4,S=3,C=2,I=1' (or a YAML file). Overrides the built-in map.")
-    thresholds: str | None = opt(None, help="Numeric labels: lower bounds of each grade, best first, e.g. '3.0,2.5,2.0' (Home Depot means).")
-    source: str | None = opt(None, help="Value of the `source` column (default: the format name, or the file name for generic).")
-    encoding: str = opt("utf-8", show_default=True, help="Text encoding of the input (e.g. latin-1 for the original Home Depot files).")
+                      help="Input layout. generic: one CSV/TSV/JSONL/Parquet file with column flags; esci: folder "
+                           "with the official examples+products Parquet (or one merged file); wands: folder with "
+                           "query.csv, product.csv, label.csv; homedepot: train.csv (+ product_descriptions.csv, "
+                           "attributes.csv beside it); crowdflower: train.csv; wands-binary, multicpr, qbqtc: the "
+                           "files of those names in ../shared/data.")
+    scale: str | None = opt(None, help="Grade scale: taosr4 (default for most formats), esci, three, five, binary, or "
+                                       "a YAML file.")
+    grade_map: str | None = opt(None, help="Source label -> grade value, e.g. 'E=4,S=3,C=2,I=1' (or a YAML file). "
+                                           "Overrides the built-in map.")
+    thresholds: str | None = opt(None, help="Numeric labels: lower bounds of each grade, best first, e.g. "
+                                            "'3.0,2.5,2.0' (Home Depot means).")
+    source: str | None = opt(None, help="Value of the `source` column (default: the format name, or the file name for "
+                                        "generic).")
+    encoding: str = opt("utf-8", show_default=True,
+                        help="Text encoding of the input (e.g. latin-1 for the original Home Depot files).")
     separator: str | None = opt(None, help="Field separator for CSV/TSV (default: sniffed from the header).")
-    drop_invalid: bool = opt(False, help="Drop rows with an unknown grade, empty query/title or conflicting grades (counted) instead of failing.")
+    drop_invalid: bool = opt(False, help="Drop rows with an unknown grade, empty query/title or conflicting grades "
+                                         "(counted) instead of failing.")
     on_conflict: str = opt("drop", choices=("drop", "majority", "error"), show_default=True,
-                           help="The same pair given different grades: drop all its rows (counted), keep the majority grade, or fail.")
+                           help="The same pair given different grades: drop all its rows (counted), keep the majority "
+                                "grade, or fail.")
     max_field_chars: int = opt(MAX_FIELD_CHARS, show_default=True,  # see toolkit.core.pairs
-                               help="Cut text fields longer than this many characters (counted in the manifest; `attributes` loses whole keys).")
+                               help="Cut text fields longer than this many characters (counted in the manifest; "
+                                    "`attributes` loses whole keys).")
     columns: F.ColumnMap = field(default_factory=F.ColumnMap)
-    esci_locale: str | None = opt("us", show_default=True, help="[esci] keep this product_locale (us, es, jp); '' keeps all.")
-    esci_version: str | None = opt(None, choices=("small", "large"), help="[esci] keep only the small or large version's rows.")  # None: all
+    esci_locale: str | None = opt("us", show_default=True,
+                                  help="[esci] keep this product_locale (us, es, jp); '' keeps all.")
+    # None: all
+    esci_version: str | None = opt(None, choices=("small", "large"),
+                                   help="[esci] keep only the small or large version's rows.")
     force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
@@ -79,7 +94,8 @@ class IngestConfig:
         if isinstance(self.columns, dict):
             unknown = set(self.columns) - set(F.ColumnMap.__dataclass_fields__)
             if unknown:
-                raise UserError(f"columns: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(F.ColumnMap.__dataclass_fields__)}")
+                raise UserError(f"columns: unknown field(s) {', '.join(sorted(unknown))}; "
+                                f"allowed: {', '.join(F.ColumnMap.__dataclass_fields__)}")
             self.columns = F.ColumnMap(**self.columns)
 
     def resolved(self) -> dict:
@@ -123,7 +139,8 @@ class IngestResult(StageResult):
         return f"{self.counts.get('kept', '?')} pairs"
 
     def headline(self) -> str:
-        return f"read {self.counts['rows_read']} rows, kept {self.counts['kept']} pairs ({dropped_text(self.counts, full=True) or 'none dropped'})"
+        return (f"read {self.counts['rows_read']} rows, kept {self.counts['kept']} pairs "
+                f"({dropped_text(self.counts, full=True) or 'none dropped'})")
 
     def target(self) -> Path:
         return self.out / PAIRS_FILE
@@ -137,9 +154,11 @@ def _from_hub(cfg: IngestConfig) -> IngestConfig:
     if not any(is_hub_dataset(p) for p in cfg.inputs):
         return cfg
     if cfg.format != "generic":
-        raise UserError(f"a Hub dataset is read with --format generic (its columns by name); got --format {cfg.format}")
+        raise UserError(f"a Hub dataset is read with --format generic (its columns by name); "
+                        f"got --format {cfg.format}")
     first = cfg.inputs[0]
-    source = cfg.source or (first.split("/", 3)[-1].split("@")[0].split(":")[0] if first.startswith("hf://") else Path(first).name)
+    source = cfg.source or (first.split("/", 3)[-1].split("@")[0].split(":")[0] if first.startswith("hf://")
+                            else Path(first).name)
     return replace(cfg, inputs=[str(fetch_dataset(p)) if is_hub_dataset(p) else p for p in cfg.inputs], source=source)
 
 
@@ -175,7 +194,8 @@ def _clean_text(col: str) -> pl.Expr:
     return pl.col(col).str.replace_all(r"\s+", " ").str.strip_chars().fill_null("")
 
 
-def _row_problem(cfg: IngestConfig, loaded: F.Loaded, df: pl.DataFrame, reason: str, column: str, fix: str, counts: dict) -> pl.DataFrame:
+def _row_problem(cfg: IngestConfig, loaded: F.Loaded, df: pl.DataFrame, reason: str, column: str, fix: str,
+                 counts: dict) -> pl.DataFrame:
     """Raise a one-line error about the first bad row, or drop all of them with --drop-invalid."""
     bad = df.filter(pl.col("_bad"))
     n = bad.height
@@ -185,8 +205,10 @@ def _row_problem(cfg: IngestConfig, loaded: F.Loaded, df: pl.DataFrame, reason: 
     where = f"{loaded.main}: row {first[F.ROW]}, column `{column}`"
     if not cfg.drop_invalid:
         value = first.get(C.RAW_LABEL) if reason == "unknown_grade" else first.get(column)
-        raise UserError(f"{where}: {reason.replace('_', ' ')} {value!r} ({n} row{'s' * (n > 1)}); {fix}, or pass --drop-invalid to drop such rows")
-    log.warning("%s: dropping %d row(s) with %s (first: row %s)", loaded.main, n, reason.replace("_", " "), first[F.ROW])
+        raise UserError(f"{where}: {reason.replace('_', ' ')} {value!r} ({n} row{'s' * (n > 1)}); {fix}, "
+                        "or pass --drop-invalid to drop such rows")
+    log.warning("%s: dropping %d row(s) with %s (first: row %s)", loaded.main, n, reason.replace("_", " "),
+                first[F.ROW])
     counts[f"dropped_{reason}"] = n
     return df.filter(~pl.col("_bad")).drop("_bad")
 
@@ -205,16 +227,20 @@ def build_pairs(cfg: IngestConfig) -> tuple[pl.DataFrame, dict, F.Loaded]:
     labels = df.select(pl.col(C.RAW_LABEL).unique()).to_series().to_list()
     table = {lab: mapper.map(lab) if lab is not None and str(lab).strip() else None for lab in labels}
     df = df.with_columns(pl.col(C.RAW_LABEL).replace_strict(table, default=None, return_dtype=pl.Int64).alias(C.GRADE))
-    counts["grades_read"] = {str(g): n for g, n in df.group_by(C.GRADE).len().drop_nulls().sort(C.GRADE, descending=True).iter_rows()}
+    counts["grades_read"] = {
+        str(g): n for g, n in df.group_by(C.GRADE).len().drop_nulls().sort(C.GRADE, descending=True).iter_rows()}
     known = ", ".join(sorted({str(k) for k, v in table.items() if v is not None})[:12]) or "none"
     df = _row_problem(
         cfg, loaded, df.with_columns(pl.col(C.GRADE).is_null().alias("_bad")), "unknown_grade", loaded.label_column,
         f"known values: {known}; map it with --grade-map (scale `{scale.name}`: {scale.describe()})", counts,
     )
-    df = _row_problem(cfg, loaded, df.with_columns((pl.col(C.QUERY) == "").alias("_bad")), "empty_query", C.QUERY, "fill in the query", counts)
-    df = _row_problem(cfg, loaded, df.with_columns((pl.col(C.TITLE) == "").alias("_bad")), "empty_title", C.TITLE, "fill in the item title", counts)
+    df = _row_problem(cfg, loaded, df.with_columns((pl.col(C.QUERY) == "").alias("_bad")), "empty_query", C.QUERY,
+                      "fill in the query", counts)
+    df = _row_problem(cfg, loaded, df.with_columns((pl.col(C.TITLE) == "").alias("_bad")), "empty_title", C.TITLE,
+                      "fill in the item title", counts)
 
-    df, cleaned = clean_text(df, str(loaded.main), cfg.max_field_chars)  # before the ids: a pair's id is the hash of the text kept
+    # before the ids: a pair's id is the hash of the text kept
+    df, cleaned = clean_text(df, str(loaded.main), cfg.max_field_chars)
     counts.update(cleaned)
     rows = progress(df.select(C.PAIR_ID_FIELDS).iter_rows(), total=df.height, desc="hashing pairs", unit="pair")
     ids = [pair_id(*r) for r in rows]
@@ -230,13 +256,15 @@ def build_pairs(cfg: IngestConfig) -> tuple[pl.DataFrame, dict, F.Loaded]:
         if cfg.on_conflict == "error":
             raise UserError(
                 f"{loaded.main}: rows {', '.join(map(str, same[F.ROW].to_list()[:4]))} give the same pair "
-                f"(query {first[C.QUERY]!r}, title {first[C.TITLE][:40]!r}) different grades {sorted(set(same[C.GRADE].to_list()), reverse=True)} "
+                f"(query {first[C.QUERY]!r}, title {first[C.TITLE][:40]!r}) different grades "
+                f"{sorted(set(same[C.GRADE].to_list()), reverse=True)} "
                 f"({conflict.height} pairs conflict); resolve them in the source, or pass --on-conflict drop|majority"
             )
         if cfg.on_conflict == "majority":
             df = _resolve_majority(df, bad_ids, counts)
         else:
-            log.warning("%s: dropping %d pairs given conflicting grades (%d rows; --on-conflict majority keeps them)", loaded.main, conflict.height, rows.height)
+            log.warning("%s: dropping %d pairs given conflicting grades (%d rows; --on-conflict majority keeps them)",
+                        loaded.main, conflict.height, rows.height)
             counts["dropped_conflicting_grades"] = rows.height
             df = df.filter(~pl.col(C.PAIR_ID).is_in(bad_ids))
     before = df.height
@@ -264,7 +292,8 @@ def _resolve_majority(df: pl.DataFrame, bad_ids: set, counts: dict) -> pl.DataFr
     out = df.join(votes, on=C.PAIR_ID, how="left")
     losing = out.filter(pl.col("_keep").is_not_null() & (pl.col("_keep") != pl.col(C.GRADE)))
     counts["dropped_outvoted_grade"] = losing.height
-    log.warning("resolved %d conflicting pairs by majority grade (%d outvoted rows dropped)", len(bad_ids), losing.height)
+    log.warning("resolved %d conflicting pairs by majority grade (%d outvoted rows dropped)", len(bad_ids),
+                losing.height)
     return out.filter(pl.col("_keep").is_null() | (pl.col("_keep") == pl.col(C.GRADE))).drop("_keep")
 
 
@@ -280,7 +309,8 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     def write(tmp: Path) -> tuple[dict, dict]:
         pairs, counts, loaded = build_pairs(local)
         if pairs.height == 0:
-            raise UserError(f"{loaded.main}: every row was dropped ({counts}); nothing to write — check the grade mapping and columns")
+            raise UserError(f"{loaded.main}: every row was dropped ({counts}); nothing to write — "
+                            "check the grade mapping and columns")
         write_parquet(pairs, tmp / PAIRS_FILE)
         log.info("wrote %d pairs to %s", pairs.height, cfg.out)
         return counts, {Key.GRADE_SCALE: local.scale_obj().to_dict(), "mapping": local.mapper().describe()}

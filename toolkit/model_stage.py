@@ -28,8 +28,8 @@ def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int, pairs_path: st
     """Rule texts per pair: from the pairs' rule_ids (toolkit retrieve) or retrieved now."""
     if not index_dir:
         if C.RULE_IDS in df.columns and df[C.RULE_IDS].list.len().sum():
-            log.warning("the pairs carry retrieved rule ids (toolkit retrieve) but no --index was given: the prompts get no rules; "
-                        "pass --index with the index they were retrieved from")
+            log.warning("the pairs carry retrieved rule ids (toolkit retrieve) but no --index was given: "
+                        "the prompts get no rules; pass --index with the index they were retrieved from")
         return [[] for _ in range(df.height)]
     from retrieval_index.index import RuleIndex
 
@@ -38,8 +38,9 @@ def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int, pairs_path: st
         if pairs_path:
             retrieved_from = StageFolder.open(pairs_path).get("index_fingerprint")
             if retrieved_from and retrieved_from != index.manifest.get("fingerprint"):
-                log.warning("%s: the rule ids were retrieved from another build of the index than --index %s (rules edited since?); "
-                            "the prompts get the texts of this build; rerun `toolkit retrieve` to match", pairs_path, index_dir)
+                log.warning("%s: the rule ids were retrieved from another build of the index than --index %s "
+                            "(rules edited since?); the prompts get the texts of this build; "
+                            "rerun `toolkit retrieve` to match", pairs_path, index_dir)
         return [[index.get(i)[C.SNIPPET_TEXT] for i in list(x or [])[:k]] for x in df[C.RULE_IDS].to_list()]
     from retrieval_index.retrieve import rule_texts
 
@@ -63,8 +64,8 @@ class PairsInput:
 
 def open_pairs(cfg, stage: str, verb: str, check_model: bool = True) -> PairsInput:
     """cfg.pairs (split cfg.split, first cfg.limit), refused when empty; their recorded scale, checked against the
-    model's (check_model); rules from cfg.index (cfg.rules_k per pair), with a warning when the model was trained with rules
-    and gets none."""
+    model's (check_model); rules from cfg.index (cfg.rules_k per pair), with a warning when the model was trained
+    with rules and gets none."""
     folder = StageFolder.open(cfg.pairs)
     df = folder.pairs(cfg.split, cfg.limit)
     if df.height == 0:
@@ -78,8 +79,8 @@ def open_pairs(cfg, stage: str, verb: str, check_model: bool = True) -> PairsInp
     return PairsInput(folder, df, scale, rules)
 
 
-def run_model_shards(cfg, stage: str, lazy, items: list, key_of: Callable[[int, list], dict], work: Callable[[int, list], pl.DataFrame],
-                     desc: str) -> ShardRun:
+def run_model_shards(cfg, stage: str, lazy, items: list, key_of: Callable[[int, list], dict],
+                     work: Callable[[int, list], pl.DataFrame], desc: str) -> ShardRun:
     """Check the model loads, mark the output folder as this stage's (incomplete until its manifest is written last),
     run the shards (finished ones reused unless cfg.force), close the model."""
     out = Path(cfg.out)

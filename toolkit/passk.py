@@ -57,7 +57,8 @@ def passk_table(rollouts: "pl.DataFrame | pl.LazyFrame") -> pl.DataFrame:
     both = pl.concat([per, per.with_columns(pl.lit(ALL).alias(C.GRADE))])
     return (
         both.group_by(C.GRADE, K)
-        .agg(((pl.col(PASS_AT_K) * pl.col("_count")).sum() / pl.col("_count").sum()).alias(PASS_AT_K), pl.col("_count").sum().alias(PAIRS))
+        .agg(((pl.col(PASS_AT_K) * pl.col("_count")).sum() / pl.col("_count").sum()).alias(PASS_AT_K),
+             pl.col("_count").sum().alias(PAIRS))
         .sort(K, C.GRADE)
     )
 
@@ -141,7 +142,8 @@ def plot(table: pl.DataFrame, scale: GradeScale, path: Path) -> None:
     fig.savefig(path)
 
 
-def passk_report(rollouts_df: "pl.DataFrame | pl.LazyFrame", scale: GradeScale, out_dir: "str | Path | None", with_plot: bool = True) -> PasskReport:
+def passk_report(rollouts_df: "pl.DataFrame | pl.LazyFrame", scale: GradeScale, out_dir: "str | Path | None",
+                 with_plot: bool = True) -> PasskReport:
     """Write passk.md, passk.json, passk.csv (and passk.png) into `out_dir` (None: no files); return the report."""
     if with_plot and out_dir is not None:
         try:
@@ -151,7 +153,8 @@ def passk_report(rollouts_df: "pl.DataFrame | pl.LazyFrame", scale: GradeScale, 
     table = passk_table(rollouts_df)
     unknown = sorted(set(table[C.GRADE].to_list()) - {g for g, _ in _columns(scale)})
     if unknown:
-        raise UserError(f"rollouts have gold grade(s) {', '.join(unknown)} not on scale `{scale.name}` (values: {scale.values}); pass the matching --scale")
+        raise UserError(f"rollouts have gold grade(s) {', '.join(unknown)} not on scale `{scale.name}` "
+                        f"(values: {scale.values}); pass the matching --scale")
     report = PasskReport(table, to_markdown(table, scale))
     if out_dir is not None:
         out = Path(out_dir)
@@ -174,9 +177,13 @@ def passk_report(rollouts_df: "pl.DataFrame | pl.LazyFrame", scale: GradeScale, 
 class PasskConfig(StageConfig):
     rollouts: str  # a rollouts folder (`toolkit sample`)
     out: str | None = opt(None, flags=("-o", "--out"), type="path",  # None: the table is only printed
-                          help="Output folder (gets passk.md, passk.json, passk.csv, passk.png). Without it the table is only printed.")
-    plot: bool = opt(True, flags=("--plot/--no-plot",), show_default=True, help="Also draw passk.png (needs matplotlib: pip install 'taosr-toolkit[plots]').")
-    scale: str | None = opt(None, help="Grade scale naming the grades (default: the one recorded in the folder's manifest).")  # None: the rollouts' manifest's
+                          help="Output folder (gets passk.md, passk.json, passk.csv, passk.png). Without it the table "
+                               "is only printed.")
+    plot: bool = opt(True, flags=("--plot/--no-plot",), show_default=True,
+                     help="Also draw passk.png (needs matplotlib: pip install 'taosr-toolkit[plots]').")
+    # None: the rollouts' manifest's
+    scale: str | None = opt(None,
+                            help="Grade scale naming the grades (default: the one recorded in the folder's manifest).")
     force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def resolved(self) -> dict:

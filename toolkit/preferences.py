@@ -47,7 +47,8 @@ import polars as pl
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
-from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, scale_of, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, scale_of, StageConfig, StageFolder,
+                                      StageResult, write_parquet, write_stage, writes_output)
 from toolkit.core.parsing import OK
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
 from toolkit.core.stagefolder.files import PREFS_FILE, TEACHER_FILE
@@ -66,19 +67,24 @@ MIXED, ALL_WRONG, ALL_CORRECT = "mixed", "all_wrong", "all_correct"
 @dataclass
 class MakePrefsConfig(StageConfig):
     rollouts: str  # a rollouts folder (rollouts.parquet + prompts.parquet)
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (gets preferences.parquet, teacher_answers.parquet).")
-    pairs_per_prompt: int = opt(1, flags=("-p", "--pairs-per-prompt"), show_default=True, help="Up to this many preference pairs per query-item pair.")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder (gets preferences.parquet, teacher_answers.parquet).")
+    pairs_per_prompt: int = opt(1, flags=("-p", "--pairs-per-prompt"), show_default=True,
+                                help="Up to this many preference pairs per query-item pair.")
     reject: str = opt("farthest", choices=REJECT_MODES, show_default=True,
-                      help="Which wrong sample is rejected: the grade farthest from gold, the nearest (3-vs-4 confusions; ties: lowest sample index) "
-                           "or a seeded random one.")
-    unparseable: str = opt("fallback", choices=UNPARSEABLE_MODES, show_default=True,  # may unparseable samples be rejected?
-                           help="Unparseable samples (always wrong) as rejected: after all parseable wrong ones, never, or first.")
+                      help="Which wrong sample is rejected: the grade farthest from gold, the nearest (3-vs-4 "
+                           "confusions; ties: lowest sample index) or a seeded random one.")
+    # may unparseable samples be rejected?
+    unparseable: str = opt("fallback", choices=UNPARSEABLE_MODES, show_default=True,
+                           help="Unparseable samples (always wrong) as rejected: after all parseable wrong ones, "
+                                "never, or first.")
     dedupe: bool = opt(True, show_default=True, help="Identical texts within a group count once.")
     seed: int = opt(0, show_default=True, help="Seed of --reject random.")
     teacher_id: str | None = None  # names the teacher in the manifest; cached answers are reused only for the same id
     teacher_batch_size: int = opt(64, show_default=True, help="Rows per teacher call.")
     gold: str | None = opt(None, type="path",  # rollouts re-marked against their grades
-                           help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against their grades and pairs they exclude are left out.")
+                           help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against "
+                                "their grades and pairs they exclude are left out.")
     force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
@@ -106,7 +112,8 @@ class MakePrefsResult(StageResult):
         c = self.counts
         gap = (c.get("length_chars") or {}).get("gap_mean")
         gap = f"; chosen - rejected length {gap:+.0f} chars" if gap is not None else ""
-        return f"{c['prompts']} prompts -> {c['pairs']} preference pairs ({c['pairs_self']} self, {c['pairs_teacher']} teacher{gap})"
+        return (f"{c['prompts']} prompts -> {c['pairs']} preference pairs ({c['pairs_self']} self, "
+                f"{c['pairs_teacher']} teacher{gap})")
 
 
 # -- ranking (pass 1, no texts) ------------------------------------------------------
@@ -126,7 +133,8 @@ def group_kinds(rollouts: pl.LazyFrame, prompt_ids: pl.LazyFrame) -> pl.DataFram
     """Per pair with rollouts: grade, n_samples, n_correct, pass_rate, kind, whether it has a prompt, and `_gid`."""
     kinds = (
         pass_rates(rollouts)
-        .join(prompt_ids.select(C.PAIR_ID).unique().with_columns(pl.lit(True).alias("_has_prompt")), on=C.PAIR_ID, how="left")
+        .join(prompt_ids.select(C.PAIR_ID).unique().with_columns(pl.lit(True).alias("_has_prompt")), on=C.PAIR_ID,
+              how="left")
         .with_columns(
             pl.col("_has_prompt").fill_null(False),
             pl.when(pl.col(C.N_CORRECT) == 0).then(pl.lit(ALL_WRONG))
@@ -152,8 +160,8 @@ def _candidates(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfi
     has_finish = C.FINISH_REASON in rollouts.collect_schema().names()
     cut = (pl.col(C.FINISH_REASON) == "length").fill_null(False) if has_finish else pl.lit(False)
     lf = rollouts.select(
-        _gid(), pl.col(C.SAMPLE_IDX).cast(pl.Int64), C.CORRECT, C.PRED_GRADE, C.GRADE, parsed.alias("_parsed"), cut.alias("_cut"),
-        pl.col(C.TEXT).fill_null("").hash(seed=0).alias("_text_hash"),
+        _gid(), pl.col(C.SAMPLE_IDX).cast(pl.Int64), C.CORRECT, C.PRED_GRADE, C.GRADE, parsed.alias("_parsed"),
+        cut.alias("_cut"), pl.col(C.TEXT).fill_null("").hash(seed=0).alias("_text_hash"),
     ).filter(pl.col(_GID).is_in(_useful(kinds)[_GID].implode()))
     if cfg.dedupe:
         lf = lf.filter(pl.col(C.SAMPLE_IDX) == pl.col(C.SAMPLE_IDX).min().over(_GID, "_text_hash"))
@@ -186,7 +194,8 @@ def pick(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfig) -> t
     wrong = cand.filter(~pl.col(C.CORRECT))
     if cfg.unparseable == "never":
         wrong = wrong.filter(pl.col("_parsed"))
-    chosen = _ranked(cand.filter(pl.col(C.CORRECT) & ~pl.col("_cut")), k, "chosen")  # never a correct answer cut mid-sentence
+    # never a correct answer cut mid-sentence
+    chosen = _ranked(cand.filter(pl.col(C.CORRECT) & ~pl.col("_cut")), k, "chosen")
     rejected = _ranked(wrong, k, "rejected")
     chosen_df, rejected_df, kept = pl.collect_all([chosen, rejected, cand.select(pl.len())])
     return chosen_df, rejected_df, int(_useful(kinds)[C.N_SAMPLES].sum() - kept.item())
@@ -195,7 +204,8 @@ def pick(rollouts: pl.LazyFrame, kinds: pl.DataFrame, cfg: MakePrefsConfig) -> t
 # -- assembling the pairs (pass 2: texts of the picked samples) -----------------------------
 
 
-def _pair_index(chosen: pl.DataFrame, rejected: pl.DataFrame, teacher: pl.DataFrame, kinds: pl.DataFrame) -> pl.DataFrame:
+def _pair_index(chosen: pl.DataFrame, rejected: pl.DataFrame, teacher: pl.DataFrame,
+                kinds: pl.DataFrame) -> pl.DataFrame:
     """One row per preference pair, sorted: pair id, pair number, source, chosen/rejected sample index,
     teacher text, and the pair's stats."""
     nc, nr = pl.col("_chosen_idx").list.len(), pl.col("_rejected_idx").list.len()
@@ -210,13 +220,15 @@ def _pair_index(chosen: pl.DataFrame, rejected: pl.DataFrame, teacher: pl.DataFr
             pl.lit(None, dtype=pl.String).alias("_teacher_text"),
         )
     )
-    answers = teacher.filter("valid").join(kinds.select(C.PAIR_ID, _GID), on=C.PAIR_ID).select(_GID, pl.col(C.TEXT).alias("_teacher_text"))
+    answers = teacher.filter("valid").join(kinds.select(C.PAIR_ID, _GID), on=C.PAIR_ID).select(
+        _GID, pl.col(C.TEXT).alias("_teacher_text"))
     taught = (
         rejected.join(answers, on=_GID, how="inner")
         .with_columns(pl.int_ranges(0, nr).alias("_i"))
         .explode("_i")
         .select(
-            _GID, "_i", pl.lit(TEACHER).alias(C.CHOSEN_SOURCE), pl.lit(None, dtype=pl.Int64).alias(C.CHOSEN_SAMPLE_IDX),
+            _GID, "_i", pl.lit(TEACHER).alias(C.CHOSEN_SOURCE),
+            pl.lit(None, dtype=pl.Int64).alias(C.CHOSEN_SAMPLE_IDX),
             pl.col("_rejected_idx").list.get(pl.col("_i")).alias(C.REJECTED_SAMPLE_IDX), "_teacher_text",
         )
     )
@@ -241,7 +253,8 @@ def assemble(index: pl.DataFrame, rollouts: pl.LazyFrame, prompts: pl.LazyFrame)
         .filter(row_key.is_in(picked.select(row_key).to_series().implode()))
         .collect(engine="streaming")
     )
-    chosen = texts.lazy().select(_GID, pl.col(C.SAMPLE_IDX).alias(C.CHOSEN_SAMPLE_IDX), pl.col(C.TEXT).alias("_chosen_text"))
+    chosen = texts.lazy().select(_GID, pl.col(C.SAMPLE_IDX).alias(C.CHOSEN_SAMPLE_IDX),
+                                 pl.col(C.TEXT).alias("_chosen_text"))
     rejected = texts.lazy().select(
         _GID, pl.col(C.SAMPLE_IDX).alias(C.REJECTED_SAMPLE_IDX), pl.col(C.TEXT).fill_null("").alias("_rejected_text"),
         pl.col(C.PRED_GRADE).alias(C.REJECTED_GRADE), pl.col(C.PARSE_STATUS).alias(C.REJECTED_PARSE_STATUS),
@@ -271,11 +284,13 @@ def length_report(path: Path) -> dict:
 
     def row(df: pl.DataFrame) -> dict:
         c, r = df["c"].mean(), df["r"].mean()
-        return {"pairs": df.height, "chosen_mean": None if c is None else round(c, 1), "rejected_mean": None if r is None else round(r, 1),
+        return {"pairs": df.height, "chosen_mean": None if c is None else round(c, 1),
+                "rejected_mean": None if r is None else round(r, 1),
                 "gap_mean": None if c is None else round(c - r, 1)}
 
     df = lf.collect()
-    return {**row(df), "by_source": {src: row(df.filter(pl.col(C.CHOSEN_SOURCE) == src)) for src in sorted(set(df[C.CHOSEN_SOURCE]))}}
+    return {**row(df), "by_source": {src: row(df.filter(pl.col(C.CHOSEN_SOURCE) == src))
+                                     for src in sorted(set(df[C.CHOSEN_SOURCE]))}}
 
 
 def _group_counts(kinds: pl.DataFrame, n_prompts: int, rejected: pl.DataFrame) -> dict:
@@ -326,7 +341,8 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
     index = _pair_index(chosen, rejected, answers, kinds)
     counts["duplicate_samples"] = dups
     counts.update(regraded)
-    cutoff = kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) == MIXED) & pl.col(_GID).is_in(rejected[_GID].implode())
+    cutoff = kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) == MIXED)
+                          & pl.col(_GID).is_in(rejected[_GID].implode())
                           & ~pl.col(_GID).is_in(chosen[_GID].implode())).height
     counts["dropped_chosen_truncated"] = cutoff
     counts["groups_self"] -= cutoff
@@ -340,7 +356,8 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
         counts["length_chars"] = length_report(tmp / PREFS_FILE)
         if answers.height:
             write_parquet(answers, tmp / TEACHER_FILE)
-        return counts, {Key.GRADE_SCALE: upstream.scale().to_dict(), "teacher_id": cfg.teacher_id, Key.LINEAGE: upstream.lineage}
+        return counts, {Key.GRADE_SCALE: upstream.scale().to_dict(), "teacher_id": cfg.teacher_id,
+                        Key.LINEAGE: upstream.lineage}
 
     result = write_stage(MakePrefsResult, cfg, inputs, write)
     partial_file(cfg).unlink(missing_ok=True)

@@ -38,7 +38,8 @@ def methods_table(methods: dict, tiers: dict) -> str:
     names = {"argmax": "argmax", "cumpt": "CumPT", "expected_score": "expected-score cuts"}
     rows = []
     for key, m in methods.items():
-        param = f"β = {m['beta']:.4f}" if "beta" in m else (", ".join(f"{c:.3f}" for c in m["cuts"]) if "cuts" in m else "")
+        param = (f"β = {m['beta']:.4f}" if "beta" in m
+                 else (", ".join(f"{c:.3f}" for c in m["cuts"]) if "cuts" in m else ""))
         rows.append([names.get(key, key), param, _f(m["macro_f1"]), _f(m["accuracy"]), _f(m["tier_macro_f1"])]
                     + [_f(m["tier_rates"][t]) for t in tiers])
     return _table(["rule", "parameters", "macro-F1", "accuracy", "tier macro-F1"] + [f"{t} rate" for t in tiers], rows)
@@ -62,13 +63,15 @@ def render_eval(m: dict, scale: GradeScale) -> str:
         rows += [[f"ECE ({cal['n_bins']} bins, top label)", _f(cal["ece"])], ["Brier score", _f(cal["brier"])]]
     h = m.get("hallucination")
     if h:
-        rate = f"{h['numerator']} / {h['denominator']} = {_f(h['rate'])}" if h["denominator"] else "– (no decision steps)"
+        rate = (f"{h['numerator']} / {h['denominator']} = {_f(h['rate'])}" if h["denominator"]
+                else "– (no decision steps)")
         rows.append(["discriminative hallucination", rate])
     rows.append(["unparsed predictions", str(m["n_unparsed"])])
     out += [_table(["metric", "value"], rows), "", "## Per grade", ""]
     out.append(_table(
         ["grade", "precision", "recall", "F1", "support", "predicted"],
-        [[_grade(g), _f(g["precision"]), _f(g["recall"]), _f(g["f1"]), g["support"], g["predicted"]] for g in m["per_grade"]],
+        [[_grade(g), _f(g["precision"]), _f(g["recall"]), _f(g["f1"]), g["support"], g["predicted"]]
+         for g in m["per_grade"]],
     ))
     cm = m["confusion"]
     heads = [_grade(g) for g in scale.grades]
@@ -84,7 +87,8 @@ def render_eval(m: dict, scale: GradeScale) -> str:
         if "reliability" in images:
             out += [f"![reliability diagram]({images['reliability']})", ""]
         out.append(_table(["confidence bin", "rows", "mean confidence", "accuracy"],
-                          [[f"({b['lo']:.2f}, {b['hi']:.2f}]", b["count"], _f(b["confidence"]), _f(b["accuracy"])] for b in cal["bins"] if b["count"]]))
+                          [[f"({b['lo']:.2f}, {b['hi']:.2f}]", b["count"], _f(b["confidence"]), _f(b["accuracy"])]
+                           for b in cal["bins"] if b["count"]]))
     t = m.get("tiering")
     if t:
         out += ["", "## Decision rules and tiers", "", f"Tier rule `{t['rule']}` (β = {t['beta']:.4f}; tiers "
@@ -92,11 +96,13 @@ def render_eval(m: dict, scale: GradeScale) -> str:
         out.append(methods_table(t["methods"], t["tiers"]))
     if m.get("by_split"):
         out += ["", "## By split", ""]
-        out.append(_table(["split", "rows", "macro-F1", "accuracy"], [[s, v["n"], _f(v["macro_f1"]), _f(v["accuracy"])] for s, v in m["by_split"].items()]))
+        out.append(_table(["split", "rows", "macro-F1", "accuracy"],
+                          [[s, v["n"], _f(v["macro_f1"]), _f(v["accuracy"])] for s, v in m["by_split"].items()]))
     if h:
         out += ["", "## Discriminative hallucination", "",
                 _table(["answers", "parsed", "with a decision step", "disagreeing", "rationale right, label wrong"],
-                       [[h["n_answers"], h["n_parsed"], h["denominator"], h["numerator"], h["rationale_right_label_wrong"]]]),
+                       [[h["n_answers"], h["n_parsed"], h["denominator"], h["numerator"],
+                         h["rationale_right_label_wrong"]]]),
                 "", HALLUCINATION_NOTE]
     out += ["", "## Definitions", "", MACRO_NOTE, ""]
     return "\n".join(out)
@@ -104,12 +110,14 @@ def render_eval(m: dict, scale: GradeScale) -> str:
 
 def render_fit(rule: dict, image: str | None) -> str:
     dev = rule["dev"]
-    obj = "maximise macro-F1" if rule["objective"] == "macro_f1" else f"Good rate closest to {rule['target_good_rate']}"
+    obj = ("maximise macro-F1" if rule["objective"] == "macro_f1"
+           else f"Good rate closest to {rule['target_good_rate']}")
     out = [
         "# CumPT tier rule",
         "",
-        f"Fitted on {dev['n']} dev rows of `{dev.get('input', '')}` · objective: {obj} · **β = {rule['beta']:.4f}** · scale "
-        f"`{rule['scale']['name']}` · tiers " + "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in rule["tiers"].items()),
+        f"Fitted on {dev['n']} dev rows of `{dev.get('input', '')}` · objective: {obj} · "
+        f"**β = {rule['beta']:.4f}** · scale `{rule['scale']['name']}` · tiers "
+        + "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in rule["tiers"].items()),
         "",
         "Predicted grade = the best grade k with P(top) + … + P(k) ≥ β. Side by side on the dev rows:",
         "",

@@ -52,11 +52,12 @@ def grade_probs(logprobs: dict[str, float] | None, scale: GradeScale) -> list[fl
     return label_softmax(logprobs, scale.labels)
 
 
-def rollout_rows(pair_ids: Sequence[str], grades: Sequence[int], generations: "Sequence[Generation]", scale: GradeScale,
-                 order: str = LABEL_FIRST) -> pl.DataFrame:
+def rollout_rows(pair_ids: Sequence[str], grades: Sequence[int], generations: "Sequence[Generation]",
+                 scale: GradeScale, order: str = LABEL_FIRST) -> pl.DataFrame:
     """Rollouts rows for generations of the given pairs: parsed, graded against gold, with grade probabilities."""
     if not len(pair_ids) == len(grades) == len(generations):
-        raise ValueError(f"pair_ids, grades and generations differ in length: {len(pair_ids)}, {len(grades)}, {len(generations)}")
+        raise ValueError(f"pair_ids, grades and generations differ in length: {len(pair_ids)}, {len(grades)}, "
+                         f"{len(generations)}")
     value_of = {g.label: g.value for g in scale.grades}
     rows = []
     for pid, gold, gen in zip(pair_ids, grades, generations):
@@ -64,7 +65,8 @@ def rollout_rows(pair_ids: Sequence[str], grades: Sequence[int], generations: "S
         for i, (text, finish) in enumerate(zip(gen.texts, gen.finish_reasons)):
             parsed = parse_answer(text, scale.labels, order, finish)
             pred = value_of[parsed.label] if parsed.status == OK else None
-            rows.append((pid, i, text, finish, parsed.status, pred, int(gold), pred is not None and pred == int(gold), grade_probs(lps[i], scale)))
+            rows.append((pid, i, text, finish, parsed.status, pred, int(gold), pred is not None and pred == int(gold),
+                         grade_probs(lps[i], scale)))
     return pl.DataFrame(rows, schema=ROLLOUT_SCHEMA, orient="row")
 
 
@@ -83,10 +85,12 @@ def _scan(folder: "str | Path", name: str, required: list[str], made_by: str) ->
         names = lf.collect_schema().names()
     except Exception as e:  # polars raises several types for corrupt files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot read Parquet ({msg[:160]}); the file is truncated or corrupt, re-create it") from None
+        raise UserError(f"{path}: cannot read Parquet ({msg[:160]}); the file is truncated or corrupt, "
+                        "re-create it") from None
     missing = [c for c in required if c not in names]
     if missing:
-        raise UserError(f"{path}: column(s) {', '.join(missing)} missing; found: {', '.join(names)}; pass a rollouts folder written by `{made_by}`")
+        raise UserError(f"{path}: column(s) {', '.join(missing)} missing; found: {', '.join(names)}; "
+                        f"pass a rollouts folder written by `{made_by}`")
     return lf
 
 
@@ -112,7 +116,8 @@ def scan_regraded(folder: "str | Path", gold: "str | None" = None) -> tuple[pl.L
     g = read_gold(gold)
     counts = gold_counts(prompts.select(C.PAIR_ID, C.GRADE).collect(), g)
     if counts["gold_excluded_pairs"] == prompts.select(pl.len()).collect().item():
-        raise UserError(f"--gold {gold}: none of its pair ids are in {folder}; pass the corrected version of the pairs these rollouts were sampled from")
+        raise UserError(f"--gold {gold}: none of its pair ids are in {folder}; "
+                        "pass the corrected version of the pairs these rollouts were sampled from")
     return regrade(rollouts, g, correct=True), regrade(prompts, g), counts
 
 
@@ -137,10 +142,13 @@ def check_pairs(prompts: pl.LazyFrame, stats: pl.DataFrame, folder: "str | Path"
     ids = prompts.select(C.PAIR_ID, C.GRADE).collect()
     dup = ids.filter(pl.col(C.PAIR_ID).is_duplicated())
     if dup.height:
-        raise UserError(f"{folder}: pair id {dup[C.PAIR_ID][0]!r} has {(dup[C.PAIR_ID] == dup[C.PAIR_ID][0]).sum()} rows in {PROMPTS_FILE}; each pair needs exactly one")
-    bad = stats.select(C.PAIR_ID, C.GRADE).join(ids, on=C.PAIR_ID, suffix="_prompt").filter(pl.col(C.GRADE) != pl.col(f"{C.GRADE}_prompt"))
+        raise UserError(f"{folder}: pair id {dup[C.PAIR_ID][0]!r} has {(dup[C.PAIR_ID] == dup[C.PAIR_ID][0]).sum()} "
+                        f"rows in {PROMPTS_FILE}; each pair needs exactly one")
+    bad = stats.select(C.PAIR_ID, C.GRADE).join(ids, on=C.PAIR_ID, suffix="_prompt").filter(
+        pl.col(C.GRADE) != pl.col(f"{C.GRADE}_prompt"))
     if bad.height:
         pid, g, gp = bad.row(0)
-        raise UserError(f"{folder}: pair {pid!r} has gold grade {g} in {ROLLOUTS_FILE} but {gp} in {PROMPTS_FILE} ({bad.height} pairs differ); re-run `toolkit sample`")
+        raise UserError(f"{folder}: pair {pid!r} has gold grade {g} in {ROLLOUTS_FILE} but {gp} in {PROMPTS_FILE} "
+                        f"({bad.height} pairs differ); re-run `toolkit sample`")
     return ids.height
 

@@ -25,7 +25,8 @@ from toolkit.model_stage import open_pairs, run_model_shards
 from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.core.options import opt
-from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, StageConfig, StageResult, write_manifest, write_parquet, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, StageConfig, StageResult,
+                                      write_manifest, write_parquet, writes_output)
 from toolkit.core.parsing import LABEL_FIRST, parse_answer
 from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 STAGE = "score"
 MODES = ("first-token", "generate")
-SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.SPLIT: pl.String, C.GRADE_PROBS: pl.List(pl.Float64), C.PRED_GRADE: pl.Int64, C.TEXT: pl.String}
+SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.SPLIT: pl.String, C.GRADE_PROBS: pl.List(pl.Float64),
+          C.PRED_GRADE: pl.Int64, C.TEXT: pl.String}
 
 
 @dataclass
@@ -45,10 +47,14 @@ class ScoreConfig(StageConfig):
     split: str | None = opt(None, help="Score only rows of this split (default: all rows).")
     backend: BackendConfig = field(default_factory=BackendConfig)
     mode: str = opt("first-token", choices=MODES, show_default=True,
-                    help="first-token: softmax over the grade tokens at the label position (one forward pass); generate: sample and parse.")
-    order: str | None = opt(None, choices=("label_first", "cot_first"),  # None: the model's recorded order (toolkit.core.lineage), else label_first
-                            help="Answer order the model was trained on (where the grade is parsed from); default: the order in the model's manifest, else label_first.")
-    index: str | None = opt(None, flags=("-i", "--index"), type="path", help="Rules index folder; rule texts go into the prompts.")
+                    help="first-token: softmax over the grade tokens at the label position (one forward pass); "
+                         "generate: sample and parse.")
+    # None: the model's recorded order (toolkit.core.lineage), else label_first
+    order: str | None = opt(None, choices=("label_first", "cot_first"),
+                            help="Answer order the model was trained on (where the grade is parsed from); default: "
+                                 "the order in the model's manifest, else label_first.")
+    index: str | None = opt(None, flags=("-i", "--index"), type="path",
+                            help="Rules index folder; rule texts go into the prompts.")
     rules_k: int = opt(3, flags=("-k", "--rules-k"), show_default=True, help="Rules per prompt.")
     max_tokens: int = opt(96, show_default=True, help="[generate] token budget.")
     shard_size: int = opt(256, show_default=True, help="Pairs per shard (the unit of resumption).")
@@ -62,8 +68,8 @@ class ScoreConfig(StageConfig):
             raise UserError(f"--mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         self.order = lineage.resolve_order(self.order, self.backend.model)
         if self.mode == "first-token" and self.order != LABEL_FIRST:
-            raise UserError(f"first-token scoring needs label-first answers, and the answers here are {self.order} (--order, or the model's "
-                            "manifest); use --mode generate")
+            raise UserError(f"first-token scoring needs label-first answers, and the answers here are {self.order} "
+                            "(--order, or the model's manifest); use --mode generate")
 
 
 @dataclass
@@ -82,17 +88,20 @@ class ScoreResult(StageResult):
         return self.out / PREDICTIONS_FILE
 
 
-def score_rows(backend, builder: PromptBuilder, rows: list[dict], rules: list[list[str]], mode: str, max_tokens: int = 96) -> pl.DataFrame:
+def score_rows(backend, builder: PromptBuilder, rows: list[dict], rules: list[list[str]], mode: str,
+               max_tokens: int = 96) -> pl.DataFrame:
     """Predictions for pairs with a loaded backend (also used by the serving layer's tests)."""
     scale = builder.scale
     prompts = [builder.student(r, rl) for r, rl in zip(rows, rules)]
     texts: list[str | None] = [None] * len(rows)
     if mode == "first-token":
         probs = backend.score_grades(prompts, scale.labels)
-        preds = [scale.grades[int(i)].value for i in np.asarray(probs).reshape(len(probs), len(scale)).argmax(axis=1)]  # ties: the better grade
+        # ties: the better grade
+        preds = [scale.grades[int(i)].value for i in np.asarray(probs).reshape(len(probs), len(scale)).argmax(axis=1)]
     else:
         want_lp = builder.order == LABEL_FIRST
-        gens = backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=max_tokens, grade_logprobs=want_lp), scale.labels)
+        gens = backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=max_tokens,
+                                                        grade_logprobs=want_lp), scale.labels)
         probs, preds = [], []
         for i, g in enumerate(gens):
             texts[i] = g.texts[0]
@@ -100,8 +109,8 @@ def score_rows(backend, builder: PromptBuilder, rows: list[dict], rules: list[li
             preds.append(scale.by_label(parsed.label).value if parsed.ok else None)
             probs.append(softmax_labels(g.grade_logprobs[0], scale) if g.grade_logprobs else None)
     return pl.DataFrame(
-        {C.PAIR_ID: [r[C.PAIR_ID] for r in rows], C.GRADE: [int(r[C.GRADE]) for r in rows], C.SPLIT: [r.get(C.SPLIT) for r in rows],
-         C.GRADE_PROBS: probs, C.PRED_GRADE: preds, C.TEXT: texts},
+        {C.PAIR_ID: [r[C.PAIR_ID] for r in rows], C.GRADE: [int(r[C.GRADE]) for r in rows],
+         C.SPLIT: [r.get(C.SPLIT) for r in rows], C.GRADE_PROBS: probs, C.PRED_GRADE: preds, C.TEXT: texts},
         schema=SCHEMA,
     )
 
@@ -130,7 +139,9 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     preds = run.read(out)
     write_parquet(preds, out / PREDICTIONS_FILE)
     acc = float((preds[C.PRED_GRADE] == preds[C.GRADE]).fill_null(False).mean())
-    counts = {"pairs": preds.height, "mode": cfg.mode, "accuracy": acc, "shards_done": run.done, "shards_skipped": run.skipped}
-    m = write_manifest(out, STAGE, resolved, inputs, counts, {Key.GRADE_SCALE: scale.to_dict(), Key.MODEL: lazy.model_id,
-                                                              Key.LINEAGE: lineage.facts(cfg.order, rules)})
+    counts = {"pairs": preds.height, "mode": cfg.mode, "accuracy": acc, "shards_done": run.done,
+              "shards_skipped": run.skipped}
+    m = write_manifest(out, STAGE, resolved, inputs, counts,
+                       {Key.GRADE_SCALE: scale.to_dict(), Key.MODEL: lazy.model_id,
+                        Key.LINEAGE: lineage.facts(cfg.order, rules)})
     return ScoreResult(out, counts, manifest=m)

@@ -19,7 +19,8 @@ from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
 from toolkit.core.pairs import query_key
-from toolkit.core.stagefolder import Key, StageConfig, StageFolder, StageResult, input_hashes, run_stage, write_parquet, writes_output
+from toolkit.core.stagefolder import (Key, StageConfig, StageFolder, StageResult, input_hashes, run_stage,
+                                      write_parquet, writes_output)
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,15 @@ log = logging.getLogger(__name__)
 class SplitConfig(StageConfig):
     input: str
     out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (gets <split>.parquet per split).")
-    fractions: dict[str, float] = opt(default_factory=lambda: {C.TRAIN: 0.8, C.DEV: 0.1, C.TEST: 0.1}, show_default=True,  # or "train=0.8,..."
-                                      help="Row fraction per split; names are yours.")
+    # or "train=0.8,..."
+    fractions: dict[str, float] = opt(default_factory=lambda: {C.TRAIN: 0.8, C.DEV: 0.1, C.TEST: 0.1},
+                                      show_default=True, help="Row fraction per split; names are yours.")
     seed: int = opt(0, show_default=True, help="Seed of the query-group assignment (and of --max-rows sampling).")
-    max_rows: dict[str, int] | None = opt(None,  # keep a seeded random sample of at most N rows of these splits ("train=2000,dev=500")
-                                          help="Keep a seeded random sample of at most N rows of a split, drawn over all its queries "
-                                               "(e.g. train=2000,dev=500): a quick experiment on a large dataset without losing query variety.")
+    # keep a seeded random sample of at most N rows of these splits ("train=2000,dev=500")
+    max_rows: dict[str, int] | None = opt(None,
+                                          help="Keep a seeded random sample of at most N rows of a split, drawn over "
+                                               "all its queries (e.g. train=2000,dev=500): a quick experiment on a "
+                                               "large dataset without losing query variety.")
     force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
@@ -44,7 +48,8 @@ class SplitConfig(StageConfig):
         self.max_rows = self.max_rows or None  # "" or {}: no cap
         for name, n in (self.max_rows or {}).items():
             if name not in self.fractions:
-                raise UserError(f"--max-rows names split {name!r}, which --fractions does not have ({', '.join(self.fractions)})")
+                raise UserError(f"--max-rows names split {name!r}, which --fractions does not have "
+                                f"({', '.join(self.fractions)})")
             if int(n) < 1:
                 raise UserError(f"--max-rows {name}={n}: give a whole number >= 1")
         if not self.fractions:
@@ -72,12 +77,14 @@ def parse_fractions(text: str) -> dict[str, float]:
         name, _, val = p.rpartition("=")
         if not name:
             if i >= len(default_names):
-                raise UserError(f"--fractions {text!r}: name splits beyond three, like train=0.8,dev=0.1,test=0.05,extra=0.05")
+                raise UserError(f"--fractions {text!r}: name splits beyond three, "
+                                "like train=0.8,dev=0.1,test=0.05,extra=0.05")
             name = default_names[i]
         try:
             out[name.strip()] = float(val)
         except ValueError:
-            raise UserError(f"--fractions {text!r}: {val!r} is not a number; write e.g. train=0.8,dev=0.1,test=0.1") from None
+            raise UserError(f"--fractions {text!r}: {val!r} is not a number; "
+                            "write e.g. train=0.8,dev=0.1,test=0.1") from None
     return out
 
 
@@ -120,7 +127,8 @@ def assign_splits(df: pl.DataFrame, fractions: dict[str, float], seed: int) -> p
         idx = next((i for i, b in enumerate(bounds) if mid < b), len(names) - 1)
         assignment[key] = names[idx]
         cum += n
-    return keyed.with_columns(pl.col("_qkey").replace_strict(assignment, return_dtype=pl.String).alias(C.SPLIT)).drop("_qkey")
+    return keyed.with_columns(
+        pl.col("_qkey").replace_strict(assignment, return_dtype=pl.String).alias(C.SPLIT)).drop("_qkey")
 
 
 @dataclass
@@ -129,7 +137,8 @@ class SplitResult(StageResult):
 
     def parts(self) -> str:
         sampled = self.counts.get("sampled", {})
-        return ", ".join(f"{k}={v['rows']} rows/{v['queries']} queries" + (f" (sampled from {sampled[k]['from']})" if k in sampled else "")
+        return ", ".join(f"{k}={v['rows']} rows/{v['queries']} queries"
+                         + (f" (sampled from {sampled[k]['from']})" if k in sampled else "")
                          for k, v in self.counts["splits"].items())
 
     brief = parts
@@ -150,7 +159,8 @@ def split(cfg: SplitConfig) -> SplitResult:
         if df.height == 0:
             raise UserError(f"{cfg.input}: no pairs to split (0 rows); pass the output of `toolkit ingest`")
         df = assign_splits(df, cfg.fractions, cfg.seed)
-        counts = {"rows": df.height, "queries": df[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique(), "splits": {}}
+        counts = {"rows": df.height, "queries": df[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique(),
+                  "splits": {}}
         for name in cfg.fractions:
             part = df.filter(pl.col(C.SPLIT) == name)
             cap = (cfg.max_rows or {}).get(name)
@@ -159,8 +169,10 @@ def split(cfg: SplitConfig) -> SplitResult:
                 part = cap_rows(part, cap, cfg.seed)
             counts["splits"][name] = {
                 "rows": part.height,
-                "queries": part[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique() if part.height else 0,
-                "grades": {str(g): n for g, n in part.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
+                "queries": (part[C.QUERY].map_elements(query_key, return_dtype=pl.String).n_unique() if part.height
+                            else 0),
+                "grades": {str(g): n
+                           for g, n in part.group_by(C.GRADE).len().sort(C.GRADE, descending=True).iter_rows()},
             }
             write_parquet(part, tmp / f"{name}.parquet")
         return counts, ({Key.GRADE_SCALE: source.get(Key.GRADE_SCALE)} if source.get(Key.GRADE_SCALE) else {})

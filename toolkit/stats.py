@@ -23,13 +23,15 @@ def distribution(df: pl.DataFrame) -> dict[str, dict[int, int]]:
 
 
 def format_table(dist: dict[str, dict[int, int]], scale: GradeScale) -> str:
-    order = [s for s in (C.TRAIN, C.DEV, C.TEST) if s in dist] + sorted(s for s in dist if s not in (C.TRAIN, C.DEV, C.TEST))
+    order = ([s for s in (C.TRAIN, C.DEV, C.TEST) if s in dist]
+             + sorted(s for s in dist if s not in (C.TRAIN, C.DEV, C.TEST)))
     heads = ["split"] + [f"{g.value} {g.name}" for g in scale.grades] + ["total"]
     rows = []
     for s in order:
         counts = dist[s]
         total = sum(counts.values())
-        cells = [f"{counts.get(g.value, 0)} ({100 * counts.get(g.value, 0) / total:.0f}%)" if total else "0" for g in scale.grades]
+        cells = [f"{counts.get(g.value, 0)} ({100 * counts.get(g.value, 0) / total:.0f}%)" if total else "0"
+                 for g in scale.grades]
         rows.append([s] + cells + [str(total)])
     if len(order) > 1:
         allc: dict[int, int] = {}
@@ -37,9 +39,12 @@ def format_table(dist: dict[str, dict[int, int]], scale: GradeScale) -> str:
             for g, n in counts.items():
                 allc[g] = allc.get(g, 0) + n
         total = sum(allc.values())
-        rows.append(["all"] + [f"{allc.get(g.value, 0)} ({100 * allc.get(g.value, 0) / total:.0f}%)" for g in scale.grades] + [str(total)])
+        rows.append(["all"]
+                    + [f"{allc.get(g.value, 0)} ({100 * allc.get(g.value, 0) / total:.0f}%)" for g in scale.grades]
+                    + [str(total)])
     widths = [max(len(r[i]) for r in [heads] + rows) for i in range(len(heads))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 

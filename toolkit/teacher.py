@@ -60,10 +60,12 @@ def _save_partial(cfg: MakePrefsConfig, known: dict[tuple[str, int], str]) -> No
     rows = [(p, g, t, cfg.teacher_id) for (p, g), t in known.items()]
     schema = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "teacher_id": pl.String}
     write_parquet(pl.DataFrame(rows, schema=schema, orient="row"), partial_file(cfg))
-    log.warning("kept %d teacher answers in %s; the next run with the same teacher reuses them", len(known), partial_file(cfg))
+    log.warning("kept %d teacher answers in %s; the next run with the same teacher reuses them", len(known),
+                partial_file(cfg))
 
 
-def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, labels: dict[int, str], all_labels: list[str]) -> pl.DataFrame:
+def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, labels: dict[int, str],
+                    all_labels: list[str]) -> pl.DataFrame:
     """pair_id, grade, text, valid for each row: cached answers reused, the rest asked in batches."""
     known = _cached_teacher(cfg)
     todo = [r for r in rows if (r[C.PAIR_ID], r[C.GRADE]) not in known]
@@ -85,7 +87,8 @@ def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, la
         text = known[(r[C.PAIR_ID], r[C.GRADE])] or ""
         parsed = parse_answer(text, all_labels, answer_order(cfg.rollouts))
         out.append((r[C.PAIR_ID], r[C.GRADE], text, parsed.status == OK and parsed.label == labels.get(r[C.GRADE])))
-    return pl.DataFrame(out, schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean}, orient="row")
+    return pl.DataFrame(out, schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean},
+                        orient="row")
 
 
 def answer_order(rollouts: str) -> str:
@@ -108,7 +111,8 @@ def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict
         prompts = [builder.teacher(r, rules_of(r) if rules_of else None, r[C.GRADE]) for r in rows]
         out = []
         for gen in backend.generate(prompts, sampling):
-            parsed = parse_answer(gen.texts[0] if gen.texts else "", scale.labels, COT_FIRST, gen.finish_reasons[0] if gen.finish_reasons else None)
+            parsed = parse_answer(gen.texts[0] if gen.texts else "", scale.labels, COT_FIRST,
+                                  gen.finish_reasons[0] if gen.finish_reasons else None)
             out.append(builder.target(parsed.label, parsed.rationale) if parsed.ok else "")
         return out
 
@@ -148,7 +152,8 @@ class BackendTeacher:
             from toolkit.core.stagefolder import scale_of
 
             self.backend = make_backend(BackendConfig(kind=self.kind, model=self.model, base_url=self.base_url))
-            self.fn = teacher_from_backend(self.backend, scale_of(self.rollouts), SamplingConfig(n=1, max_tokens=self.max_tokens),
+            self.fn = teacher_from_backend(self.backend, scale_of(self.rollouts),
+                                           SamplingConfig(n=1, max_tokens=self.max_tokens),
                                            rules_of=rules_of, order=answer_order(self.rollouts))
         return self.fn(rows)
 

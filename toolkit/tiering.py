@@ -20,7 +20,8 @@ from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
 from toolkit.core.stagefolder.files import PREDICTIONS_FILE, RULE_FILE
-from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult, write_parquet, write_stage, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult,
+                                      write_parquet, write_stage, writes_output)
 from toolkit.core.metrics import probs_of, PROB_TOLERANCE, grade_indices
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,15 @@ class TierFitConfig(StageConfig):
     predictions: str = opt(type="path", help="Dev predictions: Parquet file or folder with grade and grade_probs.")
     out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (tiers.json, fit.md, beta_curve.png/json).")
     split: str | None = opt(None, help="Fit on rows of this split only (e.g. dev).")
-    objective: str = opt("macro_f1", choices=("macro-f1", "good-rate"), show_default=True,  # macro_f1 | good_rate (either spelling)
+    # macro_f1 | good_rate (either spelling)
+    objective: str = opt("macro_f1", choices=("macro-f1", "good-rate"), show_default=True,
                          help="Maximise macro-F1, or hit --target-good-rate (ties: higher macro-F1).")
-    target_good_rate: float | None = opt(None, help="Wanted share of Good-tier rows in [0, 1] (implies --objective good-rate).")
-    tiers: str | None = opt(None, help="Tier map, tiers best first, e.g. 'Good=4,3;Mid=2;Bad=1' (default by the scale's size).")
-    scale: str | None = opt(None, help="Grade scale (default: the one in the predictions folder's manifest, else taosr4).")
+    target_good_rate: float | None = opt(None, help="Wanted share of Good-tier rows in [0, 1] "
+                                                    "(implies --objective good-rate).")
+    tiers: str | None = opt(None, help="Tier map, tiers best first, e.g. 'Good=4,3;Mid=2;Bad=1' (default by the "
+                                       "scale's size).")
+    scale: str | None = opt(None,
+                            help="Grade scale (default: the one in the predictions folder's manifest, else taosr4).")
     grid: int = opt(201, show_default=True, help="β values drawn in the plot; the fit is exact over all breakpoints.")
     prob_tolerance: float = opt(PROB_TOLERANCE, show_default=True, help="How far a grade_probs row may sum from 1.")
     plots: bool = opt(True, flags=("--no-plots",), negate=True, help="Skip beta_curve.png.")
@@ -47,7 +52,8 @@ class TierFitConfig(StageConfig):
         self.objective = self.objective.replace("-", "_")
         if self.objective not in OBJECTIVES:
             raise UserError(f"--objective must be macro-f1 or good-rate; got {self.objective!r}")
-        if self.objective == "good_rate" and (self.target_good_rate is None or not 0 <= float(self.target_good_rate) <= 1):
+        if self.objective == "good_rate" and (self.target_good_rate is None
+                                              or not 0 <= float(self.target_good_rate) <= 1):
             raise UserError(f"--objective good-rate needs --target-good-rate in [0, 1]; got {self.target_good_rate}")
         if self.objective == "macro_f1" and self.target_good_rate is not None:
             self.objective = "good_rate"  # a target given means hitting it
@@ -61,8 +67,8 @@ class TierFitResult(StageResult):
 
     def headline(self) -> str:
         c = self.counts
-        return (f"{c['rows']} dev rows, β = {c['beta']:.4f}, macro-F1 CumPT {c['cumpt']:.4f} / argmax {c['argmax']:.4f} / "
-                f"expected-score {c['expected_score']:.4f}, Good rate {c['good_rate']:.3f}")
+        return (f"{c['rows']} dev rows, β = {c['beta']:.4f}, macro-F1 CumPT {c['cumpt']:.4f} / "
+                f"argmax {c['argmax']:.4f} / expected-score {c['expected_score']:.4f}, Good rate {c['good_rate']:.3f}")
 
     brief = headline
 
@@ -73,7 +79,8 @@ class TierApplyResult(StageResult):
 
     def headline(self) -> str:
         c = self.counts
-        return f"{c['rows']} rows tiered with β = {c['beta']:.4f}: " + ", ".join(f"{k} {v}" for k, v in c["tiers"].items())
+        return (f"{c['rows']} rows tiered with β = {c['beta']:.4f}: "
+                + ", ".join(f"{k} {v}" for k, v in c["tiers"].items()))
 
     brief = headline
 
@@ -110,14 +117,16 @@ def fit_tiers(cfg: TierFitConfig) -> TierFitResult:
         rule.save(tmp / RULE_FILE)
         (tmp / "beta_curve.json").write_text(json.dumps({
             "grid": {"beta": grid.tolist(), "macro_f1": f1.tolist(), "good_rate": good.tolist()},
-            "plateaus": {"bounds": curve.bounds.tolist(), "macro_f1": curve.macro_f1.tolist(), "good_rate": curve.good_rate.tolist()},
+            "plateaus": {"bounds": curve.bounds.tolist(), "macro_f1": curve.macro_f1.tolist(),
+                         "good_rate": curve.good_rate.tolist()},
         }) + "\n", encoding="utf-8")
         image = None
         if cfg.plots:
             from toolkit.core import plots
 
             if plots.available():
-                baselines = {"argmax": methods["argmax"]["macro_f1"], "expected-score": methods["expected_score"]["macro_f1"]}
+                baselines = {"argmax": methods["argmax"]["macro_f1"],
+                             "expected-score": methods["expected_score"]["macro_f1"]}
                 plots.beta_curve_png(grid, f1, good, rule.beta, baselines, tmp / "beta_curve.png")
                 image = "beta_curve.png"
         from toolkit.report import render_fit
@@ -132,7 +141,8 @@ def fit_tiers(cfg: TierFitConfig) -> TierFitResult:
 class TierApplyConfig(StageConfig):
     predictions: str = opt(type="path", help="Predictions Parquet file or folder with grade_probs (gold not needed).")
     rule: str = opt(type="path", help="tiers.json from `toolkit tier fit`, or its folder.")
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder (predictions.parquet with cumpt_grade and tier).")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder (predictions.parquet with cumpt_grade and tier).")
     split: str | None = opt(None, help="Tier only rows of this split.")
     prob_tolerance: float = opt(PROB_TOLERANCE, show_default=True, help="How far a grade_probs row may sum from 1.")
     force: bool = opt(False, help="Redo even when the output is up to date.")
@@ -153,15 +163,17 @@ def apply_tiers(cfg: TierApplyConfig) -> TierApplyResult:
     if predictions.get(Key.GRADE_SCALE):
         theirs = predictions.scale()
         if not theirs.same_grades(rule.scale):
-            raise UserError(f"{cfg.predictions}: the predictions are on grade scale `{theirs.name}` ({theirs.describe()}) but the tier rule "
-                            f"{rule_path} is for `{rule.scale.name}` ({rule.scale.describe()}); fit a rule on predictions of this scale")
+            raise UserError(f"{cfg.predictions}: the predictions are on grade scale `{theirs.name}` "
+                            f"({theirs.describe()}) but the tier rule {rule_path} is for `{rule.scale.name}` "
+                            f"({rule.scale.describe()}); fit a rule on predictions of this scale")
     df = load_frame(cfg.predictions, [C.GRADE_PROBS], cfg.split)
     try:
         probs = probs_of(df, rule.scale, cfg.prob_tolerance)
     except UserError as e:
         raise UserError(f"{cfg.predictions}: {e} (the tier rule's scale is `{rule.scale.name}`)") from None
     values, tiers = rule.predict(probs)
-    df = df.with_columns(pl.Series(C.CUMPT_GRADE, values.tolist(), dtype=pl.Int64), pl.Series(C.TIER, tiers, dtype=pl.String))
+    df = df.with_columns(pl.Series(C.CUMPT_GRADE, values.tolist(), dtype=pl.Int64),
+                         pl.Series(C.TIER, tiers, dtype=pl.String))
     counts = {"rows": df.height, "beta": rule.beta, "tiers": {t: tiers.count(t) for t in rule.tiers}}
 
     def write(tmp: Path) -> tuple[dict, dict]:

@@ -15,7 +15,8 @@ from toolkit.core.errors import UserError
 from toolkit.core.grades import GradeScale
 from toolkit.core.prompts import PromptBuilder
 
-DevScorer = Callable[..., Callable[[object], dict]]  # dev(scale, order, tokenizer, template) -> score(model) -> metrics
+# dev(scale, order, tokenizer, template) -> score(model) -> metrics
+DevScorer = Callable[..., Callable[[object], dict]]
 
 
 @dataclass
@@ -26,8 +27,10 @@ class DevSet:
     scale: GradeScale
 
 
-def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, limit: int | None, scale, order: str, seed: int = 0) -> DevSet:
-    """The dev pairs (a fixed seeded sample of at most `limit`), their retrieved rules and the student prompt builder."""
+def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, limit: int | None, scale, order: str,
+             seed: int = 0) -> DevSet:
+    """The dev pairs (a fixed seeded sample of at most `limit`), their retrieved rules and the student prompt
+    builder."""
     import polars as pl
 
     from toolkit.core.pairs import load_pairs
@@ -35,9 +38,11 @@ def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, lim
 
     df = load_pairs(pairs, split or None, None)
     if df.height == 0:
-        raise UserError(f"--eval-pairs {pairs}: no pairs in split {split!r}; pass a folder with a dev split (`toolkit split` or `retrieve` output)")
+        raise UserError(f"--eval-pairs {pairs}: no pairs in split {split!r}; "
+                        "pass a folder with a dev split (`toolkit split` or `retrieve` output)")
     if limit and df.height > limit:
-        df = df.sample(limit, seed=seed).sort(pl.col("pair_id"))  # a fixed sample: every evaluation scores the same pairs
+        # a fixed sample: every evaluation scores the same pairs
+        df = df.sample(limit, seed=seed).sort(pl.col("pair_id"))
     off = sorted(set(df["grade"].to_list()) - set(scale.values))
     if off:
         raise UserError(f"--eval-pairs {pairs}: grade(s) {off} are not on the training data's scale `{scale.name}`")
@@ -53,7 +58,8 @@ def evaluate(model, tokenizer, dev: DevSet, template_options: dict | None = None
 
     was_training, side = model.training, tokenizer.padding_side
     try:
-        backend = TransformersBackend(BackendConfig(template_options=template_options or {}), model=model, tokenizer=tokenizer)
+        backend = TransformersBackend(BackendConfig(template_options=template_options or {}), model=model,
+                                      tokenizer=tokenizer)
         preds = score_rows(backend, dev.builder, dev.rows, dev.rules, "first-token")
     finally:
         model.train(was_training)
@@ -67,7 +73,8 @@ def dev_scorer(cfg) -> DevScorer | None:
         return None
 
     def prepare(scale, order, tokenizer, template):
-        dev = load_dev(cfg.eval_pairs, cfg.eval_split, cfg.eval_index, cfg.eval_rules_k, cfg.eval_limit, scale, order, cfg.seed)
+        dev = load_dev(cfg.eval_pairs, cfg.eval_split, cfg.eval_index, cfg.eval_rules_k, cfg.eval_limit, scale, order,
+                       cfg.seed)
         return lambda model: evaluate(model, tokenizer, dev, template)
 
     return prepare

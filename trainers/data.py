@@ -58,7 +58,8 @@ def load_rows(path: "str | Path", kind: str, limit: int | None = None, extra: li
     need = required + (extra or [])
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise UserError(f"{f}: column(s) {', '.join(missing)} missing; found: {', '.join(df.columns)}; pass the output of `{made_by}`")
+        raise UserError(f"{f}: column(s) {', '.join(missing)} missing; found: {', '.join(df.columns)}; pass the "
+                        f"output of `{made_by}`")
     if limit:
         df = df.head(limit)
     if df.height == 0:
@@ -72,7 +73,8 @@ def system_message(scale: GradeScale) -> dict:
 
     msgs = PromptBuilder(scale).student({C.QUERY: "", C.TITLE: ""})
     if msgs[0]["role"] != "system":  # a custom template without a system section
-        raise UserError("the student prompt template has no `### system` section; prompts without a system message cannot be completed")
+        raise UserError("the student prompt template has no `### system` section; prompts without a system message "
+                        "cannot be completed")
     return msgs[0]
 
 
@@ -82,7 +84,8 @@ def with_system(prompts: list[list[dict]], scale: GradeScale, where: str) -> tup
     for i, msgs in enumerate(prompts):
         msgs = [{"role": m["role"], "content": m["content"]} for m in (msgs or [])]
         if not msgs or msgs[-1]["role"] != "user":
-            raise UserError(f"{where}: row {i} has a prompt that does not end with a user message; re-create the file with the stage that writes it")
+            raise UserError(f"{where}: row {i} has a prompt that does not end with a user message; re-create the file "
+                            "with the stage that writes it")
         if msgs[0]["role"] != "system":
             system = system or system_message(scale)
             msgs = [system] + msgs
@@ -97,7 +100,8 @@ def assistant_turn(cell, where: str, column: str, i: int) -> list[dict]:
     """One assistant message, as TRL's conversational format wants it."""
     msgs = list(cell or [])
     if len(msgs) != 1 or msgs[0].get("role") != "assistant" or not msgs[0].get("content"):
-        raise UserError(f"{where}: row {i} column `{column}` must hold one non-empty assistant message; got {msgs!r:.120}")
+        raise UserError(f"{where}: row {i} column `{column}` must hold one non-empty assistant message; got "
+                        f"{msgs!r:.120}")
     return [{"role": "assistant", "content": msgs[0]["content"]}]
 
 
@@ -126,13 +130,15 @@ def dpo_rows(df: pl.DataFrame, scale: GradeScale, where: str) -> tuple[list[dict
 def grpo_rows(df: pl.DataFrame, scale: GradeScale, where: str) -> tuple[list[dict], dict]:
     """prompt + gold_label (+ grade, pair_id): the extra columns reach the reward functions as keyword arguments."""
     if C.GOLD_LABEL not in df.columns and C.GRADE not in df.columns:
-        raise UserError(f"{where}: column `{C.GOLD_LABEL}` or `{C.GRADE}` missing; found: {', '.join(df.columns)}; pass the output of `toolkit label-difficulty`")
+        raise UserError(f"{where}: column `{C.GOLD_LABEL}` or `{C.GRADE}` missing; found: {', '.join(df.columns)}; "
+                        "pass the output of `toolkit label-difficulty`")
     prompts, added = with_system(df[C.PROMPT].to_list(), scale, where)
     if C.GOLD_LABEL in df.columns:
         labels = [str(x) for x in df[C.GOLD_LABEL].to_list()]
         off = sorted({x for x in labels if x not in scale.labels})
         if off:
-            raise UserError(f"{where}: gold_label value(s) {off} are not labels of scale `{scale.name}` ({', '.join(scale.labels)})")
+            raise UserError(f"{where}: gold_label value(s) {off} are not labels of scale `{scale.name}` "
+                            f"({', '.join(scale.labels)})")
     else:
         labels = [scale.by_value(int(g)).label for g in df[C.GRADE].to_list()]
     rows = [{C.PROMPT: p, C.GOLD_LABEL: lab} for p, lab in zip(prompts, labels)]
@@ -143,7 +149,8 @@ def grpo_rows(df: pl.DataFrame, scale: GradeScale, where: str) -> tuple[list[dic
 
 
 def with_template(dataset, options: dict | None):
-    """The chat-template options on every example: TRL's SFT and DPO trainers read the `chat_template_kwargs` column."""
+    """The chat-template options on every example: TRL's SFT and DPO trainers read the `chat_template_kwargs`
+    column."""
     if not options:
         return dataset
     return dataset.map(lambda _: {"chat_template_kwargs": dict(options)})
@@ -164,7 +171,8 @@ def check_tokenizer(tokenizer, scale: GradeScale, model_id: str) -> list[int]:
     from toolkit.core.models import grade_token_ids
 
     if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"model {model_id!r} has no chat template; train from an instruct/chat model (or add a template to its tokenizer)")
+        raise UserError(f"model {model_id!r} has no chat template; train from an instruct/chat model (or add a "
+                        "template to its tokenizer)")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return grade_token_ids(tokenizer, scale.labels)

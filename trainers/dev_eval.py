@@ -5,9 +5,9 @@
 a fixed seeded sample) with the model being trained. The scoring itself is the toolkit's (`toolkit.training`:
 the same code as `toolkit score`, first-token grade probabilities on the student prompt, rules from the
 index), handed to the trainer as `dev(scale, order, tokenizer, template) -> score(model)`; this module keeps
-the curve, the best step and the early stop. Each evaluation records macro-F1, accuracy, the mean probability of the gold grade and the predicted-grade
-distribution; a warning names
-a collapse (one grade predicted for more than 90% of the pairs). With `--select-best macro_f1` the
+the curve, the best step and the early stop. Each evaluation records macro-F1, accuracy, the mean
+probability of the gold grade and the predicted-grade distribution; a warning names a collapse (one
+grade predicted for more than 90% of the pairs). With `--select-best macro_f1` the
 checkpoint written is the best evaluated step's weights (kept in memory, on the CPU), not the last
 step's; `--early-stop K` ends training after K evaluations without a better macro-F1. The curve is saved
 beside the checkpoint as eval_curve.json and eval_curve.png, and the manifest's counts say which step was
@@ -71,10 +71,12 @@ def make_callback(score, every: int, select_best: bool, early_stop: int | None):
             point = {"step": int(state.global_step), **score(model)}
             curve.points.append(point)
             top_grade, top_share = max(point["pred_share"].items(), key=lambda kv: kv[1])
-            log.info("dev eval at step %d: macro-F1 %.4f, accuracy %.4f", point["step"], point["macro_f1"], point["accuracy"])
+            log.info("dev eval at step %d: macro-F1 %.4f, accuracy %.4f", point["step"], point["macro_f1"],
+                     point["accuracy"])
             if top_share > COLLAPSE:
-                log.warning("dev eval at step %d: %.0f%% of the dev pairs are predicted grade %s: the model is collapsing to one grade "
-                            "(in SFT try --class-weights inverse; else a lower learning rate or fewer steps)", point["step"], 100 * top_share, top_grade)
+                log.warning("dev eval at step %d: %.0f%% of the dev pairs are predicted grade %s: the model is "
+                            "collapsing to one grade (in SFT try --class-weights inverse; else a lower learning rate "
+                            "or fewer steps)", point["step"], 100 * top_share, top_grade)
             if curve.best is None or point["macro_f1"] > curve.best["macro_f1"]:
                 curve.best = point
                 if select_best:
@@ -82,7 +84,8 @@ def make_callback(score, every: int, select_best: bool, early_stop: int | None):
             elif early_stop and control is not None:
                 since = sum(1 for p in curve.points if p["step"] > curve.best["step"])
                 if since >= early_stop:
-                    log.warning("early stop at step %d: %d dev evaluations without a better macro-F1 than step %d", point["step"], since, curve.best["step"])
+                    log.warning("early stop at step %d: %d dev evaluations without a better macro-F1 than step %d",
+                                point["step"], since, curve.best["step"])
                     control.should_training_stop = True
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -111,7 +114,8 @@ def finish(curve: Curve, model, select_best: bool) -> dict:
 
 
 def write_curve(folder: Path, curve: Curve, kept_step: int | None) -> None:
-    (folder / CURVE_JSON).write_text(json.dumps({"points": curve.points, "best_step": curve.best and curve.best["step"],
+    (folder / CURVE_JSON).write_text(json.dumps({"points": curve.points,
+                                                 "best_step": curve.best and curve.best["step"],
                                                  "kept_step": kept_step}, indent=1), encoding="utf-8")
     from toolkit.core import plots
 

@@ -27,6 +27,7 @@ def train_dpo(cfg: DPOTrainConfig, dev=None) -> TrainResult:
     dataset = to_dataset(rows)
 
     def build(model_id, args, tokenizer, peft, template=None):
-        return DPOTrainer(model=model_id, ref_model=None, args=args, train_dataset=with_template(dataset, template), processing_class=tokenizer, peft_config=peft)
+        return DPOTrainer(model=model_id, ref_model=None, args=args, train_dataset=with_template(dataset, template),
+                          processing_class=tokenizer, peft_config=peft)
 
     return train(cfg, build, path, scale, counts, dev)

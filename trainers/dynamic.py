@@ -73,12 +73,13 @@ def make_trainer_class():
     class DynamicSamplingGRPOTrainer(GRPOTrainer):
         """TRL's GRPOTrainer with online dynamic sampling (see the module docstring)."""
 
-        def __init__(self, *args, gamma: float = 1.0, max_refills: int = 4, patience: int = 3, seed: int = 0, **kwargs):
+        def __init__(self, *args, gamma: float = 1.0, max_refills: int = 4, patience: int = 3, seed: int = 0,
+                     **kwargs):
             super().__init__(*args, **kwargs)
             self.ds_gamma, self.ds_max_refills, self.ds_patience = float(gamma), int(max_refills), int(patience)
-            self.dynamic_counts = defaultdict(int, {k: 0 for k in ("generation_batches", "groups_generated", "groups_kept", "dropped_all_right",
-                                                                   "dropped_all_wrong", "dropped_no_spread", "refill_rounds", "refill_prompts",
-                                                                   "effective_groups", "batch_groups")})
+            self.dynamic_counts = defaultdict(int, {k: 0 for k in (
+                "generation_batches", "groups_generated", "groups_kept", "dropped_all_right", "dropped_all_wrong",
+                "dropped_no_spread", "refill_rounds", "refill_prompts", "effective_groups", "batch_groups")})
             self.ds_stop_reason = None
             self._ds_rng = random.Random(seed)
             self._ds_dry = 0
@@ -87,7 +88,8 @@ def make_trainer_class():
             self._last_rewards = None
             self.ds_active = self.accelerator.num_processes == 1
             if not self.ds_active:
-                log.warning("dynamic sampling runs on one process only; with %d, GRPO samples as TRL does", self.accelerator.num_processes)
+                log.warning("dynamic sampling runs on one process only; with %d, GRPO samples as TRL does",
+                            self.accelerator.num_processes)
 
         # -- what the pool gives -------------------------------------------------------
         def _refill(self, groups: int) -> list[dict]:
@@ -129,7 +131,8 @@ def make_trainer_class():
             if "grade_match" in names:
                 right = (r[:, names.index("grade_match")] == 1).view(-1, g).sum(dim=1)
                 for n, s in zip(right.tolist(), spread.tolist()):
-                    out.append("all_wrong" if n == 0 else "all_right" if n >= self.ds_gamma * g - 1e-9 else "keep" if s else "no_spread")
+                    out.append("all_wrong" if n == 0 else "all_right" if n >= self.ds_gamma * g - 1e-9
+                               else "keep" if s else "no_spread")
             else:
                 out = ["keep" if s else "no_spread" for s in spread.tolist()]
             return out
@@ -161,7 +164,8 @@ def make_trainer_class():
             c["generation_batches"] += 1
             chosen = (kept + spare)[:want]
             merged = _merge(chosen, self.processing_class.pad_token_id or 0)
-            mask = merged["completion_mask"] if "tool_mask" not in merged else merged["completion_mask"] * merged["tool_mask"]
+            mask = (merged["completion_mask"] if "tool_mask" not in merged
+                    else merged["completion_mask"] * merged["tool_mask"])
             merged["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
             m = self._metrics["train"]
             m["dynamic/effective_batch_fraction"].append(effective / want)
@@ -170,8 +174,9 @@ def make_trainer_class():
             if effective == 0:
                 self._ds_dry += 1
                 if self._ds_dry >= self.ds_patience:
-                    self.ds_stop_reason = (f"dynamic sampling: no group with a reward spread in {self._ds_dry} generation batches in a row "
-                                           f"({c['groups_generated']} groups generated so far); the pool has run dry for this policy")
+                    self.ds_stop_reason = (f"dynamic sampling: no group with a reward spread in {self._ds_dry} "
+                                           f"generation batches in a row ({c['groups_generated']} groups generated so "
+                                           "far); the pool has run dry for this policy")
                     log.warning("%s; training stops here", self.ds_stop_reason)
                     self.control.should_training_stop = True
             else:

@@ -33,9 +33,10 @@ def train_grpo(cfg: GRPOTrainConfig, dev=None) -> TrainResult:
         if cfg.dynamic_sampling:
             from trainers.dynamic import make_trainer_class
 
-            return make_trainer_class()(model=model_id, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                        peft_config=peft, gamma=cfg.dynamic_gamma, max_refills=cfg.max_refills, patience=cfg.dynamic_patience,
-                                        seed=cfg.seed)
-        return GRPOTrainer(model=model_id, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft)
+            return make_trainer_class()(model=model_id, reward_funcs=rewards, args=args, train_dataset=dataset,
+                                        processing_class=tokenizer, peft_config=peft, gamma=cfg.dynamic_gamma,
+                                        max_refills=cfg.max_refills, patience=cfg.dynamic_patience, seed=cfg.seed)
+        return GRPOTrainer(model=model_id, reward_funcs=rewards, args=args, train_dataset=dataset,
+                           processing_class=tokenizer, peft_config=peft)
 
     return train(cfg, build, path, scale, counts, dev)

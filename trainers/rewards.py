@@ -36,7 +36,8 @@ def completion_text(completion) -> str:
     if isinstance(completion, str):
         return completion
     if isinstance(completion, (list, tuple)):
-        return "".join(m.get("content") or "" for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant")
+        return "".join(m.get("content") or "" for m in completion
+                       if isinstance(m, dict) and m.get("role", "assistant") == "assistant")
     return str(completion or "")
 
 

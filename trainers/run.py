@@ -31,7 +31,8 @@ ADAPTER_NOTE = "ADAPTER.md"
 class TrainResult(StageResult):
     """The result of `toolkit train sft|dpo|grpo|baseline`: the stage name is the trainer's (train-sft, ...)."""
 
-    def __init__(self, stage: str, out: Path, counts: dict | None = None, skipped: bool = False, manifest: dict | None = None):
+    def __init__(self, stage: str, out: Path, counts: dict | None = None, skipped: bool = False,
+                 manifest: dict | None = None):
         super().__init__(Path(out), counts or {}, skipped, manifest)
         self.name = stage
 
@@ -55,12 +56,14 @@ class TrainResult(StageResult):
                 parts.append(f"{key} {c[f'first_{key}']:.4g} -> {c[f'last_{key}']:.4g}")
         ds = c.get("dynamic_sampling")
         if ds and ds.get("groups_generated"):
-            full = f", effective batch {100 * ds['effective_groups'] / ds['batch_groups']:.0f}%" if ds.get("batch_groups") else ""
+            full = (f", effective batch {100 * ds['effective_groups'] / ds['batch_groups']:.0f}%"
+                    if ds.get("batch_groups") else "")
             parts.append(f"dynamic sampling kept {ds['groups_kept']} of {ds['groups_generated']} groups "
-                         f"(dropped all-right {ds['dropped_all_right']}, all-wrong {ds['dropped_all_wrong']}, no spread {ds['dropped_no_spread']}){full}")
+                         f"(dropped all-right {ds['dropped_all_right']}, all-wrong {ds['dropped_all_wrong']}, no "
+                         f"spread {ds['dropped_no_spread']}){full}")
         if c.get("dev_evals"):
-            parts.append(f"dev macro-F1 {c['dev_macro_f1_last']:.4f} last, best {c['dev_macro_f1_best']:.4f} at step {c['dev_best_step']} "
-                         f"(kept step {c['dev_kept_step']})")
+            parts.append(f"dev macro-F1 {c['dev_macro_f1_last']:.4f} last, best {c['dev_macro_f1_best']:.4f} at step "
+                         f"{c['dev_best_step']} (kept step {c['dev_kept_step']})")
         return ", ".join(parts)
 
     def summary(self) -> str:
@@ -79,9 +82,10 @@ class TrainResult(StageResult):
 
 NO_STEPS = ("warning: no optimizer step ran, the checkpoint is the starting model: the rows do not fill one batch; "
             "lower --batch-size (GRPO takes batch-size / num-generations prompts a step) or give more rows")
-NO_SIGNAL = ("warning: in every GRPO group all rollouts got the same reward, so no step had an advantage to learn from and the "
-             "weights did not move: the policy answers each prompt the same way (raise --temperature, or rebuild the difficulty "
-             "set from this model's own rollouts: `toolkit sample` then `toolkit label-difficulty`)")
+NO_SIGNAL = ("warning: in every GRPO group all rollouts got the same reward, so no step had an advantage to learn "
+             "from and the weights did not move: the policy answers each prompt the same way (raise --temperature, or "
+             "rebuild the difficulty set from this model's own rollouts: `toolkit sample` then "
+             "`toolkit label-difficulty`)")
 
 
 def machine_defaults() -> dict:
@@ -123,7 +127,8 @@ def peft_config(cfg: TrainConfig):
         from peft import LoraConfig
     except ImportError as e:
         raise missing_extra("train", e.name or "peft") from None
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets, task_type="CAUSAL_LM")
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_targets, task_type="CAUSAL_LM")
 
 
 def load_tokenizer(model_id: str):
@@ -145,8 +150,10 @@ def prompt_record(cfg: TrainConfig, data_file: Path) -> dict | None:
     return rec
 
 
-def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale, counts: dict, dev: Callable | None = None) -> TrainResult:
-    """Resolve the model, check the tokenizer, build the trainer with `build(model_id, args, tokenizer, peft)`, train, save.
+def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale, counts: dict,
+          dev: Callable | None = None) -> TrainResult:
+    """Resolve the model, check the tokenizer, build the trainer with `build(model_id, args, tokenizer, peft)`,
+    train, save.
     With cfg.eval_pairs, `dev(scale, order, tokenizer, template)` gives the dev scorer (toolkit.training.dev_scorer).
     The callers (train_sft/dpo/grpo) hold the output folder's claim (toolkit.core.stagefolder.writes_output)."""
     from toolkit.core.models import resolve_model
@@ -163,8 +170,9 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     if done is not None:
         return done
     if cfg.eval_pairs and dev is None:
-        raise UserError(f"{cfg.stage}: --eval-pairs needs the toolkit's dev scorer; call toolkit.training.{cfg.stage.replace('-', '_')}(cfg), "
-                        "or pass dev=toolkit.training.dev_scorer(cfg)")
+        raise UserError(f"{cfg.stage}: --eval-pairs needs the toolkit's dev scorer; call "
+                        f"toolkit.training.{cfg.stage.replace('-', '_')}(cfg), or pass "
+                        "dev=toolkit.training.dev_scorer(cfg)")
     tokenizer = load_tokenizer(model_id)
     check_tokenizer(tokenizer, scale, model_id)
     template = chat_template_options(tokenizer, cfg, model_id)
@@ -178,7 +186,8 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
         from trainers.dev_eval import make_callback
 
         order = (prompt_record(cfg, data_file) or {}).get("order") or LABEL_FIRST
-        callback, curve = make_callback(dev(scale, order, tokenizer, template), cfg.eval_every, cfg.select_best == "macro_f1", cfg.early_stop)
+        callback, curve = make_callback(dev(scale, order, tokenizer, template), cfg.eval_every,
+                                        cfg.select_best == "macro_f1", cfg.early_stop)
     try:
         trainer = build(model_id, args, tokenizer, peft_config(cfg), template)
     except ValueError as e:
@@ -196,7 +205,8 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
 
         def write_extra(folder: Path) -> None:
             write_curve(folder, curve, counts["dev_kept_step"])
-    result = save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale, prompt_record(cfg, data_file), write_extra)
+    result = save_checkpoint(trainer, cfg, out, tokenizer, model_id, inputs, resolved, counts, scale,
+                             prompt_record(cfg, data_file), write_extra)
     log.info("%s", result.summary())
     return result
 
@@ -207,7 +217,8 @@ def chat_template_options(tokenizer, cfg: TrainConfig, model_id: str) -> dict:
     from toolkit.core.chat_template import check_generation_prompt, template_options
 
     opts = template_options(getattr(tokenizer, "chat_template", None), getattr(cfg, "template_options", None))
-    probe = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False, add_generation_prompt=True, **opts)
+    probe = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False,
+                                          add_generation_prompt=True, **opts)
     check_generation_prompt(probe, model_id, opts)
     return opts
 
@@ -227,7 +238,8 @@ def quiet_trainer(trainer) -> None:
     class StepLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and state.is_world_process_zero:
-                shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items() if k != "total_flos")
+                shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+                                  if k != "total_flos")
                 if "train_runtime" in logs:
                     log.info("trained: %s", shown)
                 else:
@@ -253,7 +265,8 @@ def log_counts(trainer) -> dict:
     steps = step_logs(trainer)
     summary = next((e for e in trainer.state.log_history if "train_runtime" in e), {})
     counts = {"steps": int(trainer.state.global_step), "runtime_s": round(float(summary.get("train_runtime", 0.0)), 2)}
-    if getattr(trainer, "dynamic_counts", None) is not None and getattr(trainer, "ds_active", False):  # trainers.dynamic
+    # trainers.dynamic
+    if getattr(trainer, "dynamic_counts", None) is not None and getattr(trainer, "ds_active", False):
         counts["dynamic_sampling"] = dict(trainer.dynamic_counts)
         if trainer.ds_stop_reason:
             counts["dynamic_stop"] = trainer.ds_stop_reason
@@ -268,12 +281,14 @@ def log_counts(trainer) -> dict:
     return counts
 
 
-def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: str, inputs: dict, resolved: dict, counts: dict, scale: GradeScale,
-                    prompt: dict | None = None, write_extra: Callable[[Path], None] | None = None) -> TrainResult:
+def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: str, inputs: dict, resolved: dict,
+                    counts: dict, scale: GradeScale, prompt: dict | None = None,
+                    write_extra: Callable[[Path], None] | None = None) -> TrainResult:
     """Every process calls trainer.save_model (collective under ZeRO-3); the main process builds `out`."""
     staging = out.parent / f".{out.name}.staging"
     if trainer.accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)  # a killed run's staging (e.g. an adapter_config.json) must not mix into this one
+        # a killed run's staging (e.g. an adapter_config.json) must not mix into this one
+        shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))
     trainer.accelerator.wait_for_everyone()
@@ -299,8 +314,8 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
         if write_extra is not None:
             write_extra(tmp)
         return counts, {
-            Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: prompt, Key.BASE_MODEL: model_id, "trainer": type(trainer).__name__,
-            "trl_version": _version("trl"), "lora": bool(cfg.lora),
+            Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: prompt, Key.BASE_MODEL: model_id,
+            "trainer": type(trainer).__name__, "trl_version": _version("trl"), "lora": bool(cfg.lora),
             "weights": ("lora-merged" if cfg.merge_lora else "lora-adapter") if adapter else "full",
         }
 
@@ -359,7 +374,8 @@ def fix_generation_config(folder: Path, tokenizer) -> None:
     if not path.exists():
         return
     gc = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample", "max_new_tokens", "cache_implementation"):
+    for key in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample", "max_new_tokens",
+                "cache_implementation"):
         gc.pop(key, None)
     gc["pad_token_id"] = tokenizer.pad_token_id
     path.write_text(json.dumps(gc, indent=2), encoding="utf-8")

@@ -36,14 +36,15 @@ def train_sft(cfg: SFTTrainConfig, dev=None) -> TrainResult:
 
     def build(model_id, args, tokenizer, peft, template=None):
         loss = label_weighted_loss(tokenizer, scale, weights) if weights else None
-        return SFTTrainer(model=model_id, args=args, train_dataset=with_template(dataset, template), processing_class=tokenizer, peft_config=peft,
-                          compute_loss_func=loss)
+        return SFTTrainer(model=model_id, args=args, train_dataset=with_template(dataset, template),
+                          processing_class=tokenizer, peft_config=peft, compute_loss_func=loss)
 
     return train(cfg, build, path, scale, counts, dev)
 
 
 def class_weights(df, scale, mode: str, where: str) -> dict[int, float]:
-    """Per grade: N / (K * n_grade) over the training rows (`inverse`), so the weights average 1 over the rows; {} for `none`."""
+    """Per grade: N / (K * n_grade) over the training rows (`inverse`), so the weights average 1 over the rows; {}
+    for `none`."""
     if mode == "none":
         return {}
     from toolkit.core import columns as C

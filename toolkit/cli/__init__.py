@@ -24,9 +24,11 @@ class ToolkitGroup(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             raise ToolkitError(str(e)) from None
-        except click.UsageError as e:  # a bad flag or value: one line like every other mistake, not click's usage block
+        # a bad flag or value: one line like every other mistake, not click's usage block
+        except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else "toolkit"
-            msg = " ".join(e.format_message().split()).rstrip(".")  # one line (click lists a choice's values on lines of their own)
+            # one line (click lists a choice's values on lines of their own)
+            msg = " ".join(e.format_message().split()).rstrip(".")
             raise ToolkitError(f"{msg}{' —' if msg.endswith('?') else ';'} see `{where} --help`") from None
         finally:
             _depth -= 1
@@ -43,7 +45,8 @@ def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     Stages read and write Parquet folders (Hugging Face `datasets` compatible), each
     with its resolved config.yaml and a manifest.json of inputs, counts and version.
     """
-    ctx.meta[VERBOSITY] = {"verbose": verbose, "quiet": quiet}  # a stage's own -v/-q add to these (common.add_verbosity_options)
+    # a stage's own -v/-q add to these (common.add_verbosity_options)
+    ctx.meta[VERBOSITY] = {"verbose": verbose, "quiet": quiet}
     if _depth > 1 and not (verbose or quiet):
         return  # a stage of `toolkit run`: keeps the run's -v/-q
     setup_logging(verbose, quiet)

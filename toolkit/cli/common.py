@@ -46,13 +46,15 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ToolkitError(f"{path}: a config file must be a mapping of option names to values; got a {type(data).__name__}")
+        raise ToolkitError(f"{path}: a config file must be a mapping of option names to values; "
+                           f"got a {type(data).__name__}")
     allowed = {p.name: p for p in ctx.command.params if p.name and p.expose_value}
     norm = {}
     for key, val in data.items():
         name = str(key).replace("-", "_")
         if name not in allowed:
-            raise ToolkitError(f"{path}: unknown field `{key}` for `toolkit {ctx.info_name}`; allowed: {', '.join(sorted(allowed))}")
+            raise ToolkitError(f"{path}: unknown field `{key}` for `toolkit {ctx.info_name}`; "
+                               f"allowed: {', '.join(sorted(allowed))}")
         p = allowed[name]
         if getattr(p, "multiple", False) or getattr(p, "nargs", 1) == -1:
             val = val if isinstance(val, list) else [val]
@@ -69,11 +71,13 @@ def config_option(f):
         expose_value=False,
         metavar="FILE",
         callback=_load_config,
-        help="YAML file of option values (keys are the option names, `-` or `_`, e.g. `out: out/x` or `max_steps: 20`); command-line flags override it.",
+        help="YAML file of option values (keys are the option names, `-` or `_`, "
+             "e.g. `out: out/x` or `max_steps: 20`); command-line flags override it.",
     )(f)
 
 
-VERBOSE_HELP = "More log output: the toolkit's info and the libraries' warnings (-vv: debug, library info; -vvv: library debug too)."
+VERBOSE_HELP = ("More log output: the toolkit's info and the libraries' warnings "
+                "(-vv: debug, library info; -vvv: library debug too).")
 QUIET_HELP = "Less log output: warnings and progress bars off."
 VERBOSITY = "toolkit.verbosity"  # ctx.meta key (shared by nested contexts): the -v/-q counts given so far
 
@@ -89,7 +93,8 @@ def _more_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> N
 def add_verbosity_options(cmd: click.Command) -> None:
     """`-v`/`-q` after the stage name too (`toolkit sample ... -v`): added to the counts given before it."""
     for decls, help_text in ((("-v", "--verbose"), VERBOSE_HELP), (("-q", "--quiet"), QUIET_HELP)):
-        cmd.params.append(click.Option(decls, count=True, expose_value=False, is_eager=True, callback=_more_verbosity, help=help_text))
+        cmd.params.append(click.Option(decls, count=True, expose_value=False, is_eager=True, callback=_more_verbosity,
+                                       help=help_text))
 
 
 def setup_logging(verbose: int, quiet: int) -> None:

@@ -14,8 +14,9 @@ from toolkit.splits import SplitConfig
 @click.command()
 @config_option
 @click.argument("inputs", nargs=-1, type=click.Path())
-@options_from(IngestConfig, "out", "format", "scale", "grade_map", "thresholds", "source", "encoding", "separator", "max_field_chars",
-              "drop_invalid", "on_conflict", skip=("inputs", "columns"))  # inputs: the argument; columns: the next line's
+@options_from(IngestConfig, "out", "format", "scale", "grade_map", "thresholds", "source", "encoding", "separator",
+              "max_field_chars", "drop_invalid", "on_conflict",
+              skip=("inputs", "columns"))  # inputs: the argument; columns: the next line's
 @options_from(ColumnMap, param="{}_column")  # --query-column ... : the generic format's column map
 @options_from(IngestConfig, "esci_locale", "esci_version", "force")
 def ingest(inputs, **kw):
@@ -40,7 +41,8 @@ def ingest(inputs, **kw):
         raise UserError("no input given; pass a file, e.g. `toolkit ingest demo/pairs.jsonl -o out/pairs`")
     if not kw["out"]:
         raise UserError("no output folder; pass -o/--out FOLDER")
-    cfg = config_from(IngestConfig, kw, inputs=list(inputs), columns=config_from(ColumnMap, kw), esci_locale=kw.pop("esci_locale") or None)
+    cfg = config_from(IngestConfig, kw, inputs=list(inputs), columns=config_from(ColumnMap, kw),
+                      esci_locale=kw.pop("esci_locale") or None)
     result = run(cfg)
     if not result.skipped:
         from toolkit.stats import stats_table
@@ -52,7 +54,8 @@ def ingest(inputs, **kw):
 @click.command()
 @config_option
 @click.argument("input", required=False, type=click.Path())
-@options_from(SplitConfig, skip=("input",), override={"fractions": {"default": "train=0.8,dev=0.1,test=0.1"}})  # the CLI takes the text form
+# the CLI takes the text form
+@options_from(SplitConfig, skip=("input",), override={"fractions": {"default": "train=0.8,dev=0.1,test=0.1"}})
 def split(input, **kw):
     """Split pairs into train/dev/test by query group (no query in two splits).
 
@@ -93,7 +96,8 @@ def scales():
         click.echo(f"{s.name:8s} {s.describe()}")
     click.echo("\nbuilt-in mappings (format -> scale):")
     for (fmt, sc), spec in BUILTIN_MAPS.items():
-        text = "thresholds " + ",".join(map(str, spec)) if isinstance(spec, tuple) else ", ".join(f"{k}={v}" for k, v in spec.items())
+        text = ("thresholds " + ",".join(map(str, spec)) if isinstance(spec, tuple)
+                else ", ".join(f"{k}={v}" for k, v in spec.items()))
         click.echo(f"  {fmt:12s} -> {sc:7s} {text}")
 
 

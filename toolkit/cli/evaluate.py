@@ -64,7 +64,8 @@ def fit(**kw):
     from toolkit.tiering import fit_tiers
 
     if not kw["predictions"] or not kw["out"]:
-        raise UserError("pass dev predictions and an output folder: `toolkit tier fit --predictions dev.parquet -o out/tiers`")
+        raise UserError("pass dev predictions and an output folder: "
+                        "`toolkit tier fit --predictions dev.parquet -o out/tiers`")
     cfg = config_from(TierFitConfig, kw)
     click.echo(fit_tiers(cfg).summary())
 
@@ -83,7 +84,8 @@ def apply(**kw):
     from toolkit.tiering import apply_tiers
 
     if not kw["predictions"] or not kw["rule"] or not kw["out"]:
-        raise UserError("pass --predictions, --rule and -o: `toolkit tier apply --predictions p.parquet --rule out/tiers -o out/tiered`")
+        raise UserError("pass --predictions, --rule and -o: "
+                        "`toolkit tier apply --predictions p.parquet --rule out/tiers -o out/tiered`")
     cfg = config_from(TierApplyConfig, kw)
     click.echo(apply_tiers(cfg).summary())
 

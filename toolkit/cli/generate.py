@@ -14,8 +14,9 @@ from toolkit.sample import SampleConfig
 from toolkit.scoring import ScoreConfig
 
 # Options that pick and configure a generation backend (shared by generating stages): BackendConfig's fields.
-backend_options = options_from(BackendConfig, "kind", "model", "batch_size", "dtype", "base_url", "api_key_env", "concurrency", "n_per_request",
-                               "timeout_s", "max_retries", "enforce_eager", ..., skip=("extra",))  # extra: set from Python only
+backend_options = options_from(BackendConfig, "kind", "model", "batch_size", "dtype", "base_url", "api_key_env",
+                               "concurrency", "n_per_request", "timeout_s", "max_retries", "enforce_eager", ...,
+                               skip=("extra",))  # extra: set from Python only
 
 
 def make_backend_config(kw: dict) -> BackendConfig:
@@ -25,9 +26,11 @@ def make_backend_config(kw: dict) -> BackendConfig:
 @click.command("gen-cot")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
+# force: after the filters; templates: Python only
 @options_from(GenCotConfig, "out", "split", "index", "rules_k", ...,
-              skip=("pairs", "backend", "filters", "force", "student_template", "teacher_template"))  # force: after the filters; templates: Python only
-@options_from(FilterConfig, "min_chars", "max_chars", skip=("min_steps", "max_repeat_ratio", "near_duplicate", "max_prompt_copy"))  # Python only
+              skip=("pairs", "backend", "filters", "force", "student_template", "teacher_template"))
+@options_from(FilterConfig, "min_chars", "max_chars",
+              skip=("min_steps", "max_repeat_ratio", "near_duplicate", "max_prompt_copy"))  # Python only
 @options_from(GenCotConfig, "force")
 @backend_options
 def gen_cot(pairs, **kw):
@@ -58,7 +61,8 @@ def gen_cot(pairs, **kw):
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
 @options_from(SampleConfig, "out", "split", "index", "rules_k", ..., skip=("pairs", "backend"))
-@alias_option("--n", "n", deprecated=False)  # the old long spelling of -n/--samples (pipeline files write `n: 4` as --n 4)
+# the old long spelling of -n/--samples (pipeline files write `n: 4` as --n 4)
+@alias_option("--n", "n", deprecated=False)
 @backend_options
 def sample_cmd(pairs, **kw):
     """Sample N answers per pair from a policy model and grade them against gold (pass@N).
@@ -111,7 +115,8 @@ def score_cmd(pairs, **kw):
 @click.command("atomize")
 @config_option
 @click.argument("guideline", required=False, type=click.Path())
-@options_from(AtomizeConfig, skip=("guideline", "backend", "min_rule_chars", "max_rule_chars"))  # rule lengths: Python only
+# rule lengths: Python only
+@options_from(AtomizeConfig, skip=("guideline", "backend", "min_rule_chars", "max_rule_chars"))
 @backend_options
 def atomize_cmd(guideline, **kw):
     """Split a prose guideline into candidate atomic rules with an LLM, for review.

@@ -48,11 +48,14 @@ def build_index(sources, **kw):
 @click.option("-i", "--index", "index", type=click.Path(), help="Index folder from `toolkit build-index`.")
 @click.option("--title", help="An item title: search with `query | title`, as `toolkit retrieve` does for a pair.")
 @click.option("-k", "--k", "k", type=int, default=5, show_default=True, help="How many snippets to show.")
-@click.option("--kind", type=click.Choice(["rule", "knowledge", "any"]), default="any", show_default=True, help="Only snippets of this kind.")
+@click.option("--kind", type=click.Choice(["rule", "knowledge", "any"]), default="any", show_default=True,
+              help="Only snippets of this kind.")
 @click.option("--tag", "tags", multiple=True, help="Only snippets with this tag (repeatable: any of them).")
 @click.option("--category", help="Item category: leaves out rules scoped to other categories.")
-@click.option("--lexical-weight", type=float, default=None, help="Weight of the BM25 score added to the cosine (0 = dense only; default as in retrieve).")
-@click.option("--model", help="Embedding model; must be the one the index was built with (default: the one it records).")
+@click.option("--lexical-weight", type=float, default=None,
+              help="Weight of the BM25 score added to the cosine (0 = dense only; default as in retrieve).")
+@click.option("--model",
+              help="Embedding model; must be the one the index was built with (default: the one it records).")
 def search(query, index, title, k, kind, tags, category, lexical_weight, model):
     """Print the top rules and knowledge snippets for a query (for a human).
 
@@ -82,14 +85,15 @@ def search(query, index, title, k, kind, tags, category, lexical_weight, model):
         head = f"{rank:2d}. {h.score:.3f}  {h.id}  [{h.kind}]{hint}"
         click.echo(head)
         click.echo(click.wrap_text(h.text, width=min(width, 100), initial_indent="      ", subsequent_indent="      "))
-    click.echo(f"search: {len(hits)} of {len(rule_index)} snippets shown for {dense[0]!r} ({'hybrid' if weight else 'dense'}, model {rule_index.model_id})")
+    click.echo(f"search: {len(hits)} of {len(rule_index)} snippets shown for {dense[0]!r} "
+               f"({'hybrid' if weight else 'dense'}, model {rule_index.model_id})")
 
 
 @click.command()
 @config_option
 @click.argument("input", required=False, type=click.Path())
-@options_from(RetrieveConfig, "index", "out", "k", "text", "lexical_weight", "kind", "knowledge_k", "tags", "scope", "model",
-              skip=("input", "force"))  # force: after --show
+@options_from(RetrieveConfig, "index", "out", "k", "text", "lexical_weight", "kind", "knowledge_k", "tags", "scope",
+              "model", skip=("input", "force"))  # force: after --show
 @click.option("--show", type=int, default=0, help="Print the first N pairs with their retrieved snippets.")  # CLI-only
 @options_from(RetrieveConfig, "force")
 def retrieve(input, show, **kw):
@@ -107,7 +111,8 @@ def retrieve(input, show, **kw):
     from toolkit.core.errors import UserError
 
     if not input or not kw["index"] or not kw["out"]:
-        raise UserError("pass the pairs, the index and an output folder: `toolkit retrieve out/pairs -i out/index -o out/retrieved`")
+        raise UserError("pass the pairs, the index and an output folder: "
+                        "`toolkit retrieve out/pairs -i out/index -o out/retrieved`")
     cfg = config_from(RetrieveConfig, kw, input=input)
     result = run(cfg)
     if show:
@@ -129,7 +134,8 @@ def _show(out, index_dir, n: int) -> None:
         for sid, score in zip(row[C.RULE_IDS], row[C.RULE_SCORES]):
             s = index.get(sid)
             hint = f" (grade: {s[C.SNIPPET_GRADE_HINT]})" if s[C.SNIPPET_GRADE_HINT] else ""
-            click.echo(f"  {score:.3f} {sid}{hint}: {s[C.SNIPPET_TEXT][:110]}{'...' if len(s[C.SNIPPET_TEXT]) > 110 else ''}")
+            click.echo(f"  {score:.3f} {sid}{hint}: {s[C.SNIPPET_TEXT][:110]}"
+                       f"{'...' if len(s[C.SNIPPET_TEXT]) > 110 else ''}")
         if row.get(C.KNOWLEDGE_IDS):
             click.echo(f"  knowledge: {', '.join(row[C.KNOWLEDGE_IDS])}")
     click.echo("")

@@ -52,7 +52,8 @@ def _annotation_type(f: dataclasses.Field) -> type | None:
 
 
 def _default(f: dataclasses.Field) -> Any:
-    return None if f.default is dataclasses.MISSING else f.default  # a factory default (list, dict, config): the dataclass fills it
+    # a factory default (list, dict, config): the dataclass fills it
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _option(cls: type, f: dataclasses.Field, spec: dict, param_format: str):
@@ -88,9 +89,11 @@ def _option(cls: type, f: dataclasses.Field, spec: dict, param_format: str):
         spec["type"] = kind
     elif pytype in (int, float) and default is None:
         spec["type"] = pytype  # no default to infer it from
-    if default is not None and not (spec.get("is_flag") and default is False):  # else click's "no default", as a hand-written option
+    # else click's "no default", as a hand-written option
+    if default is not None and not (spec.get("is_flag") and default is False):
         spec["default"] = default
-    return click.option(*flags, param, cls=FieldOption, config_cls=cls, field_name=f.name, negate=negate, help=help_text, **spec)
+    return click.option(*flags, param, cls=FieldOption, config_cls=cls, field_name=f.name,
+                        negate=negate, help=help_text, **spec)
 
 
 def options_from(cls: type, *names: Any, skip: tuple[str, ...] = (), override: dict | None = None, param: str = "{}"):
@@ -103,7 +106,8 @@ def options_from(cls: type, *names: Any, skip: tuple[str, ...] = (), override: d
     listed = [n for n in names if n is not Ellipsis]
     chosen: list[str] = []
     for n in names or (...,):
-        if n is Ellipsis:  # the other fields that declare an option (one without `opt` stays out: tests/test_cli_options.py finds it)
+        # the other fields that declare an option (one without `opt` stays out: tests/test_cli_options.py finds it)
+        if n is Ellipsis:
             chosen += [k for k, f in fields.items() if k not in listed and k not in skip and cli_spec(f) is not None]
         else:
             chosen.append(n)
@@ -111,7 +115,8 @@ def options_from(cls: type, *names: Any, skip: tuple[str, ...] = (), override: d
     for n in chosen:
         spec = cli_spec(fields[n])
         if spec is None and "help" not in override.get(n, {}):
-            raise TypeError(f"options_from({cls.__name__}): field {n!r} declares no option (use toolkit.core.options.opt)")
+            raise TypeError(f"options_from({cls.__name__}): field {n!r} declares no option "
+                            "(use toolkit.core.options.opt)")
         decorators.append(_option(cls, fields[n], {**(spec or {}), **override.get(n, {})}, param))
 
     def decorate(f):
@@ -130,7 +135,8 @@ def config_from(cls: type, kwargs: dict, *, command: click.Command | None = None
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for p in command.params:
-        if not (isinstance(p, FieldOption) and issubclass(cls, p.config_cls) and p.field_name in names and p.name in kwargs):
+        if not (isinstance(p, FieldOption) and issubclass(cls, p.config_cls) and p.field_name in names
+                and p.name in kwargs):
             continue
         value = kwargs.pop(p.name)
         if p.field_name in fixed:
@@ -155,7 +161,8 @@ def command_fields(command: click.Command) -> dict[type, tuple[set[str], set[str
             with_option.setdefault(p.config_cls, set()).add(p.field_name)
     classes = set(skipped) | set(with_option)
     leaves = [c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)]
-    return {leaf: ({n for c in leaf.__mro__ for n in with_option.get(c, ())}, {n for c in leaf.__mro__ for n in skipped.get(c, ())})
+    return {leaf: ({n for c in leaf.__mro__ for n in with_option.get(c, ())},
+                   {n for c in leaf.__mro__ for n in skipped.get(c, ())})
             for leaf in leaves}
 
 
@@ -178,7 +185,8 @@ class AliasOption(click.Option):
                 new = next((p for p in ctx.command.params if p.name == self.target), None)
                 where = " ".join(c.info_name for c in _chain(ctx)[1:]) or ctx.info_name
                 spelling = "/".join(new.opts) if new is not None else self.target
-                log.warning("%s: %s is now %s; the old spelling still works for now", where, "/".join(self.opts), spelling)
+                log.warning("%s: %s is now %s; the old spelling still works for now", where, "/".join(self.opts),
+                            spelling)
             opts.setdefault(self.target, value)
         return super().handle_parse_result(ctx, opts, args)
 

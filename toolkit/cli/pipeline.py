@@ -11,7 +11,8 @@ from toolkit.hub import PushConfig
 
 @click.command("run")
 @click.argument("pipeline", type=click.Path())
-@click.option("--redo", multiple=True, help="Run this stage again even if it is up to date (repeatable); later stages follow.")
+@click.option("--redo", multiple=True,
+              help="Run this stage again even if it is up to date (repeatable); later stages follow.")
 @click.option("--list", "list_only", is_flag=True, help="Print the stages and their commands, run nothing.")
 def run_cmd(pipeline, redo, list_only):
     """Run a pipeline file: every stage in order, skipping those whose inputs and config are unchanged.
@@ -42,7 +43,8 @@ def run_cmd(pipeline, redo, list_only):
 @click.command("push")
 @config_option
 @click.argument("folder", required=False, type=click.Path())
-@options_from(PushConfig, "repo_id", "private", "license", "source_license_note", "token_env", "dry_run", "build_dir", ..., skip=("folder",))
+@options_from(PushConfig, "repo_id", "private", "license", "source_license_note", "token_env", "dry_run",
+              "build_dir", ..., skip=("folder",))
 def push_cmd(folder, **kw):
     """Publish a stage's dataset to the Hugging Face Hub with a generated dataset card.
 
@@ -64,9 +66,11 @@ def push_cmd(folder, **kw):
     repo_id, revision, tag = cfg.repo_id, cfg.revision, cfg.tag
     where = f"{repo_id}{'@' + revision if revision else ''} ({'private' if cfg.private else 'public'})"
     if up is None:
-        click.echo(f"push: dry run, upload folder ready at {built} ({'private' if cfg.private else 'public'} {repo_id})")
+        click.echo(f"push: dry run, upload folder ready at {built} "
+                   f"({'private' if cfg.private else 'public'} {repo_id})")
     elif not up.changed:
-        click.echo(f"push: {where} already holds exactly these files; no new commit{f', tagged {tag}' if tag else ''}: {up.url}")
+        click.echo(f"push: {where} already holds exactly these files; "
+                   f"no new commit{f', tagged {tag}' if tag else ''}: {up.url}")
     else:
         click.echo(f"push: uploaded {folder} to {where}{f', tagged {tag}' if tag else ''}: {up.url}")
 

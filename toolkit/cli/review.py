@@ -11,8 +11,10 @@ from annotation.select import SelectConfig
 from toolkit.cli.common import config_option
 from toolkit.cli.options import alias_option, config_from, options_from
 
-SERVER = ("kind", "scale", "dataset", "workspace", "api_url", "api_key", "timeout")  # annotation.push.SERVER_OPTIONS, in --help's order
-KIND_ALIAS = alias_option("-k", "kind")  # deprecated: -k means rules per pair (gen-cot, sample, score, serve, retrieve)
+# annotation.push.SERVER_OPTIONS, in --help's order
+SERVER = ("kind", "scale", "dataset", "workspace", "api_url", "api_key", "timeout")
+# deprecated: -k means rules per pair (gen-cot, sample, score, serve, retrieve)
+KIND_ALIAS = alias_option("-k", "kind")
 
 
 @click.group()
@@ -42,7 +44,8 @@ def push(input, **kw):
 
     \b
     Examples:
-      toolkit review push out/demo/cot --kind cot --pairs out/demo/pairs --dataset demo-cot --guidelines demo/guideline.md
+      toolkit review push out/demo/cot --kind cot --pairs out/demo/pairs --dataset demo-cot \\
+          --guidelines demo/guideline.md
       toolkit review push out/prefs --kind prefs --min-submitted 2 --limit 300
     """
     from annotation.push import push as run
@@ -70,7 +73,8 @@ def select_cmd(input, **kw):
     from toolkit.core.errors import UserError
 
     if not input or not kw["out"]:
-        raise UserError("pass a scored or difficulty folder and -o: `toolkit review select out/demo/scores -o out/demo/review-uncertain`")
+        raise UserError("pass a scored or difficulty folder and -o: "
+                        "`toolkit review select out/demo/scores -o out/demo/review-uncertain`")
     click.echo(select(config_from(SelectConfig, kw, input=input)).summary())
 
 
@@ -122,7 +126,8 @@ def apply_cmd(pairs, **kw):
     from toolkit.core.errors import UserError
 
     if not pairs or not kw["out"]:
-        raise UserError("pass the pairs and -o: `toolkit review apply out/demo/retrieved -r out/review/hard-reviewed -o out/demo/pairs-r1`")
+        raise UserError("pass the pairs and -o: "
+                        "`toolkit review apply out/demo/retrieved -r out/review/hard-reviewed -o out/demo/pairs-r1`")
     click.echo(apply(config_from(ApplyConfig, kw, pairs=pairs)).summary())
 
 

@@ -55,13 +55,18 @@ def passk(rollouts, **kw):
 @click.argument("rollouts", required=False, type=click.Path())
 @options_from(MakePrefsConfig, "out", "pairs_per_prompt", "reject", "unparseable", "dedupe", "seed",
               skip=("rollouts", "teacher_id"))  # teacher_id: named by the teacher flags below
-@alias_option("-k", "pairs_per_prompt")  # deprecated: -k means rules per pair (gen-cot, sample, score, serve, retrieve)
+# deprecated: -k means rules per pair (gen-cot, sample, score, serve, retrieve)
+@alias_option("-k", "pairs_per_prompt")
 # CLI-only: the teacher (toolkit.teacher.BackendTeacher) that writes the chosen answers of all-wrong groups
-@click.option("--no-teacher", is_flag=True, help="Drop all-wrong groups (counted) instead of asking a teacher for the chosen answer.")
-@click.option("--teacher-backend", type=click.Choice(BACKEND_CHOICES), default="openai", show_default=True, help="Generation backend of the teacher.")
+@click.option("--no-teacher", is_flag=True,
+              help="Drop all-wrong groups (counted) instead of asking a teacher for the chosen answer.")
+@click.option("--teacher-backend", type=click.Choice(BACKEND_CHOICES), default="openai", show_default=True,
+              help="Generation backend of the teacher.")
 @click.option("--teacher-model", help="Teacher model (a folder or hub id; for openai the served model name).")
-@click.option("--teacher-base-url", help="[openai] base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
-@click.option("--teacher-max-tokens", default=768, show_default=True, type=int, help="Token limit of a teacher answer.")
+@click.option("--teacher-base-url",
+              help="[openai] base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--teacher-max-tokens", default=768, show_default=True, type=int,
+              help="Token limit of a teacher answer.")
 @options_from(MakePrefsConfig, "teacher_batch_size", "gold", "force")
 def make_prefs(rollouts, no_teacher, teacher_backend, teacher_model, teacher_base_url, teacher_max_tokens, **kw):
     """Build DPO preference pairs from pass@N rollouts, as TaoSR1 does.
@@ -117,7 +122,8 @@ def label_difficulty(rollouts, **kw):
     from toolkit.core.errors import UserError
 
     if not rollouts or not kw["out"]:
-        raise UserError("pass a rollouts folder and an output folder: `toolkit label-difficulty out/rollouts -o out/difficulty`")
+        raise UserError("pass a rollouts folder and an output folder: "
+                        "`toolkit label-difficulty out/rollouts -o out/difficulty`")
     result = run(config_from(LabelDifficultyConfig, kw, rollouts=rollouts))
     click.echo(result.summary())
 

@@ -80,8 +80,10 @@ class Pipeline:
                 raise UserError(f"{path}: stage #{i} needs `name` and `run`")
             unknown = set(s) - {"name", "run", "args", "options", "out"}
             if unknown:
-                raise UserError(f"{path}: stage {s['name']!r} has unknown field(s) {', '.join(sorted(unknown))}; allowed: name, run, args, options, out")
-            st = Stage(str(s["name"]), str(s["run"]), [str(a) for a in s.get("args") or []], dict(s.get("options") or {}), bool(s.get("out", True)))
+                raise UserError(f"{path}: stage {s['name']!r} has unknown field(s) {', '.join(sorted(unknown))}; "
+                                "allowed: name, run, args, options, out")
+            st = Stage(str(s["name"]), str(s["run"]), [str(a) for a in s.get("args") or []],
+                       dict(s.get("options") or {}), bool(s.get("out", True)))
             if st.name in seen:
                 raise UserError(f"{path}: stage name {st.name!r} is used twice")
             for r in st.refs():
@@ -126,12 +128,15 @@ def _check_command(path: Path, st: Stage) -> None:
     for word in st.run.split():
         sub = cmd.commands.get(word) if isinstance(cmd, click.Group) else None
         if sub is None:
-            raise UserError(f"{path}: stage {st.name!r} runs `toolkit {st.run}`, which is not a toolkit command; see `toolkit --help`")
+            raise UserError(f"{path}: stage {st.name!r} runs `toolkit {st.run}`, "
+                            "which is not a toolkit command; see `toolkit --help`")
         cmd = sub
     if isinstance(cmd, click.Group):
-        raise UserError(f"{path}: stage {st.name!r} runs `toolkit {st.run}`; name one of its commands: {', '.join(cmd.commands)}")
+        raise UserError(f"{path}: stage {st.name!r} runs `toolkit {st.run}`; "
+                        f"name one of its commands: {', '.join(cmd.commands)}")
     if st.out and "out" not in {p.name for p in cmd.params}:
-        raise UserError(f"{path}: stage {st.name!r}: `toolkit {st.run}` writes no output folder (it has no -o); add `out: false` to the stage")
+        raise UserError(f"{path}: stage {st.name!r}: `toolkit {st.run}` writes no output folder (it has no -o); "
+                        "add `out: false` to the stage")
 
 
 def _record(folder: Path) -> dict | None:
@@ -144,7 +149,8 @@ def _record(folder: Path) -> dict | None:
 
 def output_id(manifest: dict | None) -> str | None:
     """What a stage folder holds, by its manifest (config fingerprint and output file hashes)."""
-    return sha256_json({"fingerprint": manifest.get("fingerprint"), "outputs": manifest.get("outputs")}) if manifest else None
+    return sha256_json({"fingerprint": manifest.get("fingerprint"),
+                        "outputs": manifest.get("outputs")}) if manifest else None
 
 
 def _holds_its_output(folder: Path, rec: dict) -> bool:
@@ -156,7 +162,8 @@ def _holds_its_output(folder: Path, rec: dict) -> bool:
 
 def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
     files = []
-    values = [x for v in st.options.values() for x in (v if isinstance(v, list) else [v])]  # a list option names several files
+    # a list option names several files
+    values = [x for v in st.options.values() for x in (v if isinstance(v, list) else [v])]
     for a in st.args + [str(v) for v in values]:
         if REF.search(a):
             continue
@@ -165,8 +172,8 @@ def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
             files.append(a)
     from toolkit import __version__  # a new toolkit version redoes every stage, as each stage's own fingerprint does
 
-    return sha256_json({"argv": pipe.argv(st), "files": input_hashes(files) if files else {}, "upstream": {r: stamps.get(r) for r in st.refs()},
-                        "version": __version__})
+    return sha256_json({"argv": pipe.argv(st), "files": input_hashes(files) if files else {},
+                        "upstream": {r: stamps.get(r) for r in st.refs()}, "version": __version__})
 
 
 @dataclass
@@ -186,7 +193,8 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
         folder = pipe.folder(st.name) if st.out else None
         fp = fingerprint(pipe, st, stamps)
         rec = _record(folder) if folder else None
-        if folder and rec and rec.get("fingerprint") == fp and folder.exists() and _holds_its_output(folder, rec) and (not only or st.name not in only):
+        if (folder and rec and rec.get("fingerprint") == fp and folder.exists() and _holds_its_output(folder, rec)
+                and (not only or st.name not in only)):
             stamps[st.name] = rec["stamp"]
             echo(f"[{i}/{len(pipe.stages)}] {st.name}: up to date, skipped")
             outcomes.append(StageOutcome(st.name, "skipped", 0.0, folder))
@@ -203,8 +211,10 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
         stamps[st.name] = stamp
         if folder:
             if not folder.exists():
-                raise UserError(f"stage {st.name!r} ran but wrote no folder {folder}; does `toolkit {st.run}` take -o?")
-            record = {"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2), "output": output_id(read_manifest(folder))}
+                raise UserError(f"stage {st.name!r} ran but wrote no folder {folder}; "
+                                f"does `toolkit {st.run}` take -o?")
+            record = {"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2),
+                      "output": output_id(read_manifest(folder))}
             atomic_write_text(folder / RECORD, json.dumps(record))
         outcomes.append(StageOutcome(st.name, "ran", time.time() - t0, folder))
     return outcomes
@@ -217,6 +227,7 @@ def _invoke(argv: list[str]) -> None:
 
 
 def summary_table(outcomes: list[StageOutcome]) -> str:
-    rows = [("stage", "status", "seconds", "output")] + [(o.name, o.status, f"{o.seconds:.1f}", str(o.folder or "-")) for o in outcomes]
+    rows = [("stage", "status", "seconds", "output")] + [(o.name, o.status, f"{o.seconds:.1f}", str(o.folder or "-"))
+                                                         for o in outcomes]
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w[i]) if i != 2 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows)

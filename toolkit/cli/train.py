@@ -10,7 +10,8 @@ from trainers.config import BaselineConfig, DPOTrainConfig, GRPOTrainConfig, SFT
 
 TRL_HELP = (
     "A field of the trainer's own config (TRL's SFTConfig/DPOConfig/GRPOConfig; CrossEncoderTrainingArguments "
-    "for the baseline) as KEY=VALUE, VALUE in YAML (e.g. --trl lr_scheduler_type=cosine --trl warmup_ratio=0.1 --trl 'report_to=[tensorboard]'); "
+    "for the baseline) as KEY=VALUE, VALUE in YAML "
+    "(e.g. --trl lr_scheduler_type=cosine --trl warmup_ratio=0.1 --trl 'report_to=[tensorboard]'); "
     "repeatable. In a --config file: a `trl:` mapping."
 )
 
@@ -31,7 +32,8 @@ class TrlField(click.ParamType):
                 return {key.strip(): yaml.safe_load(raw)}
             except yaml.YAMLError:
                 return {key.strip(): raw}
-        self.fail(f"{value!r} is not KEY=VALUE (e.g. --trl warmup_steps=0.1); in a config file use a `trl:` mapping", param, ctx)
+        self.fail(f"{value!r} is not KEY=VALUE (e.g. --trl warmup_steps=0.1); in a config file use a `trl:` mapping",
+                  param, ctx)
 
 
 def trl_fields(ctx: click.Context, given: tuple, flags: dict) -> dict:
@@ -52,7 +54,8 @@ def _trl_flag(*decls, **kw):
     return click.option(*decls, **kw)
 
 
-TRL_OPTION = click.option("--trl", multiple=True, type=TrlField(), help=TRL_HELP)  # CLI-only: fills the `trl` field (trl_fields)
+# CLI-only: fills the `trl` field (trl_fields)
+TRL_OPTION = click.option("--trl", multiple=True, type=TrlField(), help=TRL_HELP)
 
 
 def common_options(f):
@@ -60,13 +63,18 @@ def common_options(f):
     opts = [
         config_option,
         click.argument("data", required=False, type=click.Path()),
-        options_from(TrainConfig, "out", "model", skip=("data", "trl", "eval_rules_k")),  # data: the argument; trl: --trl; eval_rules_k: Python only
-        _trl_flag("--max-steps", type=int, help="Stop after this many optimizer steps (TRL max_steps; overrides epochs)."),
+        # data: the argument; trl: --trl; eval_rules_k: Python only
+        options_from(TrainConfig, "out", "model", skip=("data", "trl", "eval_rules_k")),
+        _trl_flag("--max-steps", type=int,
+                  help="Stop after this many optimizer steps (TRL max_steps; overrides epochs)."),
         _trl_flag("--epochs", type=float, help="Training epochs (TRL num_train_epochs; default 1)."),
-        _trl_flag("--learning-rate", type=float, help="Peak learning rate (TRL learning_rate; default: sft 2e-5, dpo 1e-6, grpo 1e-6)."),
-        _trl_flag("--batch-size", type=int, help="Examples per device per step (TRL per_device_train_batch_size; default 8)."),
+        _trl_flag("--learning-rate", type=float,
+                  help="Peak learning rate (TRL learning_rate; default: sft 2e-5, dpo 1e-6, grpo 1e-6)."),
+        _trl_flag("--batch-size", type=int,
+                  help="Examples per device per step (TRL per_device_train_batch_size; default 8)."),
         _trl_flag("--grad-accum", type=int, help="Gradient accumulation steps (TRL gradient_accumulation_steps)."),
-        _trl_flag("--bf16/--no-bf16", default=None, help="bf16 mixed precision (default: on for GPUs and CPUs with native bf16)."),
+        _trl_flag("--bf16/--no-bf16", default=None,
+                  help="bf16 mixed precision (default: on for GPUs and CPUs with native bf16)."),
         options_from(TrainConfig, "limit", "seed"),
         TRL_OPTION,
         options_from(TrainConfig, "force"),
@@ -77,9 +85,11 @@ def common_options(f):
 
 
 # Evaluation while training (trainers.dev_eval).
-eval_options = options_from(TrainConfig, "eval_pairs", "eval_split", "eval_index", "eval_every", "eval_limit", "select_best", "early_stop")
+eval_options = options_from(TrainConfig, "eval_pairs", "eval_split", "eval_index", "eval_every", "eval_limit",
+                            "select_best", "early_stop")
 template_option = options_from(TrainConfig, "template_options")
-lora_options = options_from(TrainConfig, "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge_lora", "save_dtype")
+lora_options = options_from(TrainConfig, "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge_lora",
+                            "save_dtype")
 
 
 def _pop_common(kw: dict) -> tuple[dict, dict]:
@@ -174,8 +184,10 @@ def dpo(beta, max_length, **kw):
 @template_option
 @eval_options
 @lora_options
-@options_from(GRPOTrainConfig, "rewards", "order", "dynamic_sampling", "dynamic_gamma", "max_refills", "dynamic_patience", skip=("use_vllm",))
-@_trl_flag("--num-generations", type=int, help="Group size G (TRL num_generations; default 8, the paper's team used 16).")
+@options_from(GRPOTrainConfig, "rewards", "order", "dynamic_sampling", "dynamic_gamma", "max_refills",
+              "dynamic_patience", skip=("use_vllm",))
+@_trl_flag("--num-generations", type=int,
+           help="Group size G (TRL num_generations; default 8, the paper's team used 16).")
 @_trl_flag("--temperature", type=float, help="Sampling temperature of the rollouts (default 0.99).")
 @_trl_flag("--beta", type=float, help="KL coefficient (default 0.02).")
 @_trl_flag("--epsilon", type=float, help="Clip range (default 0.2).")
@@ -193,7 +205,8 @@ def grpo(num_generations, temperature, beta, epsilon, loss_type, max_completion_
     \b
     Examples:
       toolkit train grpo out/demo/difficulty --model out/demo/dpo -o out/demo/grpo --max-steps 10 --num-generations 4
-      toolkit train grpo out/difficulty --model out/dpo -o out/grpo --reward grade_match --reward format --trl reward_weights=[1,0.1]
+      toolkit train grpo out/difficulty --model out/dpo -o out/grpo --reward grade_match --reward format \\
+          --trl reward_weights=[1,0.1]
     """
     from toolkit.training import train_grpo
 
@@ -205,7 +218,8 @@ def grpo(num_generations, temperature, beta, epsilon, loss_type, max_completion_
 @train.command("baseline")
 @config_option
 @click.argument("data", required=False, type=click.Path())
-@options_from(BaselineConfig, "out", "model", "split", "max_length", skip=("data", "trl"))  # data: the argument; trl: --trl
+# data: the argument; trl: --trl
+@options_from(BaselineConfig, "out", "model", "split", "max_length", skip=("data", "trl"))
 @_trl_flag("--max-steps", type=int, help="Stop after this many steps.")
 @_trl_flag("--epochs", type=float, help="Training epochs (default 2).")
 @_trl_flag("--learning-rate", type=float, help="Peak learning rate (default 5e-5).")

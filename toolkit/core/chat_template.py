@@ -50,6 +50,8 @@ def check_generation_prompt(text: str, model_id: str, options: dict) -> None:
     i = text.rfind(OPEN)
     if i >= 0 and CLOSE not in text[i:]:
         hint = "pass --template-option enable_thinking=false" if options.get(THINK_SWITCH) is not False else \
-            "this template opens it even with enable_thinking=false; pass the option your template uses to skip thinking"
-        raise UserError(f"model {model_id}: its chat template opens a {OPEN} block after the generation prompt, so the first answer "
-                        f"token cannot be a grade label (first-token scores and label-first answers would be wrong); {hint}")
+            "this template opens it even with enable_thinking=false; " \
+            "pass the option your template uses to skip thinking"
+        raise UserError(f"model {model_id}: its chat template opens a {OPEN} block after the generation prompt, "
+                        "so the first answer token cannot be a grade label "
+                        f"(first-token scores and label-first answers would be wrong); {hint}")

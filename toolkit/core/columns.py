@@ -50,7 +50,8 @@ SNIPPET_GRADE_HINT = "grade_hint"  # e.g. "<=3", "2"; null when the rule gives n
 SNIPPET_SCOPE = "category_scope"  # list of category paths the snippet is limited to; empty = everywhere
 SNIPPET_SOURCE = "source"  # file:line it came from
 SNIPPET_HASH = "text_hash"  # hash of the embedded text; the embeddings cache key
-SNIPPET_COLUMNS = [SNIPPET_ID, SNIPPET_KIND, SNIPPET_TEXT, SNIPPET_TAGS, SNIPPET_GRADE_HINT, SNIPPET_SCOPE, SNIPPET_SOURCE, SNIPPET_HASH]
+SNIPPET_COLUMNS = [SNIPPET_ID, SNIPPET_KIND, SNIPPET_TEXT, SNIPPET_TAGS, SNIPPET_GRADE_HINT, SNIPPET_SCOPE,
+                   SNIPPET_SOURCE, SNIPPET_HASH]
 
 # TRL's dataset column names, used by producers (gen-cot, make-prefs) and trainers alike.
 PROMPT = "prompt"

@@ -42,7 +42,8 @@ def redact(text: str, secrets) -> str:
 
 def _mask_parts(text: str, secret: str) -> str:
     """Replace each maximal run of `text` that is a MIN_PART+ character substring of `secret`."""
-    windows = re.compile("|".join(sorted({re.escape(secret[i : i + MIN_PART]) for i in range(len(secret) - MIN_PART + 1)})))
+    windows = re.compile("|".join(sorted({re.escape(secret[i : i + MIN_PART])
+                                          for i in range(len(secret) - MIN_PART + 1)})))
     out, pos = [], 0
     while m := windows.search(text, pos):
         start = end = m.start()

@@ -21,11 +21,13 @@ GOLD_GRADE = "__gold_grade"  # the column of read_gold's grades (beside the rows
 
 def read_gold(path: str) -> pl.DataFrame:
     """pair_id (String) -> grade (Int64) of a pairs folder or file; a pair id given two grades is an error."""
-    df = read_pairs(path, required=[C.PAIR_ID, C.GRADE]).select(pl.col(C.PAIR_ID).cast(pl.String), pl.col(C.GRADE).cast(pl.Int64))
+    df = read_pairs(path, required=[C.PAIR_ID, C.GRADE]).select(pl.col(C.PAIR_ID).cast(pl.String),
+                                                                pl.col(C.GRADE).cast(pl.Int64))
     df = df.filter(pl.col(C.GRADE).is_not_null()).unique()
     dup = df.filter(pl.col(C.PAIR_ID).is_duplicated())
     if dup.height:
-        raise UserError(f"--gold {path}: pair {dup[C.PAIR_ID][0]!r} has {dup.height} different grades; pass one version of the pairs")
+        raise UserError(f"--gold {path}: pair {dup[C.PAIR_ID][0]!r} has {dup.height} different grades; "
+                        "pass one version of the pairs")
     return df.rename({C.GRADE: GOLD_GRADE})
 
 
@@ -34,9 +36,11 @@ def regrade(lf: pl.LazyFrame, gold: pl.DataFrame, correct: bool = False) -> pl.L
     cols = lf.collect_schema().names()
     key_type = lf.collect_schema()[C.PAIR_ID]
     g = gold.lazy().with_columns(pl.col(C.PAIR_ID).cast(key_type))
-    out = lf.join(g, on=C.PAIR_ID, how="inner", maintain_order="left").with_columns(pl.col(GOLD_GRADE).alias(C.GRADE)).drop(GOLD_GRADE)
+    out = (lf.join(g, on=C.PAIR_ID, how="inner", maintain_order="left")
+           .with_columns(pl.col(GOLD_GRADE).alias(C.GRADE)).drop(GOLD_GRADE))
     if correct and C.CORRECT in cols:
-        out = out.with_columns((pl.col(C.PRED_GRADE).is_not_null() & (pl.col(C.PRED_GRADE) == pl.col(C.GRADE))).alias(C.CORRECT))
+        out = out.with_columns((pl.col(C.PRED_GRADE).is_not_null() & (pl.col(C.PRED_GRADE) == pl.col(C.GRADE)))
+                               .alias(C.CORRECT))
     return out.select(cols)
 
 
@@ -52,7 +56,8 @@ def gold_counts(before: pl.DataFrame, gold: pl.DataFrame) -> dict:
 
 def regrade_cot(df: pl.DataFrame, gold_path: str, label_only: bool) -> tuple[pl.DataFrame, dict]:
     """SFT rows under corrected gold: pairs the gold excludes leave; a rationale written for a grade the gold
-    corrected leaves too (it argues for the old grade), unless only the label is trained (then it takes the new grade)."""
+    corrected leaves too (it argues for the old grade), unless only the label is trained (then it takes the new
+    grade)."""
     if C.PAIR_ID not in df.columns or C.GRADE not in df.columns:
         raise UserError(f"--gold needs `{C.PAIR_ID}` and `{C.GRADE}` in the SFT rows; found: {', '.join(df.columns)}")
     gold = read_gold(gold_path)
@@ -61,7 +66,8 @@ def regrade_cot(df: pl.DataFrame, gold_path: str, label_only: bool) -> tuple[pl.
     excluded = j[GOLD_GRADE].is_null()
     changed = ~excluded & (j[GOLD_GRADE] != j[C.GRADE].cast(pl.Int64))
     if bool(excluded.all()):
-        raise UserError(f"--gold {gold_path}: none of its pair ids are in the SFT rows; pass the corrected version of the pairs gen-cot ran on")
+        raise UserError(f"--gold {gold_path}: none of its pair ids are in the SFT rows; "
+                        "pass the corrected version of the pairs gen-cot ran on")
     counts = {"gold_excluded_rows": int(excluded.sum()), "gold_regraded_rows": int(changed.sum())}
     if label_only:
         out = j.filter(~excluded).with_columns(pl.col(GOLD_GRADE).cast(df[C.GRADE].dtype).alias(C.GRADE))

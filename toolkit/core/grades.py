@@ -39,13 +39,16 @@ class GradeScale:
             seen = [getattr(g, field) for g in self.grades]
             dupes = sorted({str(x) for x in seen if seen.count(x) > 1})
             if dupes:
-                raise UserError(f"grade scale `{self.name}` repeats {field} {', '.join(dupes)}; each grade needs its own")
+                raise UserError(f"grade scale `{self.name}` repeats {field} {', '.join(dupes)}; "
+                                "each grade needs its own")
         values = [g.value for g in self.grades]
         if values != sorted(values, reverse=True):
-            raise UserError(f"grade scale `{self.name}` must list grades best first with decreasing values; got {values}")
+            raise UserError(f"grade scale `{self.name}` must list grades best first with decreasing values; "
+                            f"got {values}")
         for g in self.grades:
             if not g.label or any(ch.isspace() for ch in g.label):
-                raise UserError(f"grade scale `{self.name}`: label {g.label!r} of grade {g.value} must be non-empty with no whitespace")
+                raise UserError(f"grade scale `{self.name}`: label {g.label!r} of grade {g.value} "
+                                "must be non-empty with no whitespace")
 
     # -- lookups ---------------------------------------------------------
     @property
@@ -83,7 +86,8 @@ class GradeScale:
         return ", ".join(f"{g.label} {g.name}" for g in self.grades)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "grades": [{"value": g.value, "name": g.name, "label": g.label} for g in self.grades]}
+        return {"name": self.name,
+                "grades": [{"value": g.value, "name": g.name, "label": g.label} for g in self.grades]}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "grade scale") -> "GradeScale":
@@ -95,7 +99,8 @@ class GradeScale:
                 value = int(g["value"])
                 grades.append(Grade(value=value, name=str(g.get("name", value)), label=str(g.get("label", value))))
             except (KeyError, TypeError, ValueError):
-                raise UserError(f"{where}: grade #{i + 1} needs an integer `value` (and optional `name`, `label`); got {g!r}")
+                raise UserError(f"{where}: grade #{i + 1} needs an integer `value` (and optional `name`, `label`); "
+                                f"got {g!r}")
         return cls(name=str(data.get("name", "custom")), grades=tuple(grades))
 
 
@@ -129,7 +134,8 @@ def get_scale(spec: "str | GradeScale | dict | None" = None) -> GradeScale:
         import yaml
 
         return GradeScale.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), where=str(path))
-    raise UserError(f"unknown grade scale {spec!r}; use one of {', '.join(SCALES)} or a YAML file with `name` and `grades`")
+    raise UserError(f"unknown grade scale {spec!r}; use one of {', '.join(SCALES)} "
+                    "or a YAML file with `name` and `grades`")
 
 
 # -- mapping source labels onto a scale ----------------------------------------
@@ -159,7 +165,8 @@ class GradeMapper:
         if self.table is not None:
             bad = sorted({v for v in self.table.values() if v not in self.scale.values})
             if bad:
-                raise UserError(f"grade map targets {bad} not on scale `{self.scale.name}` (values: {self.scale.values})")
+                raise UserError(f"grade map targets {bad} not on scale `{self.scale.name}` "
+                                f"(values: {self.scale.values})")
         if self.thresholds is not None:
             t = list(self.thresholds)
             if len(t) != len(self.scale) - 1:
@@ -225,7 +232,8 @@ def parse_grade_map(text: str, scale: GradeScale) -> dict[str, int]:
         try:
             table[normalize_label(k)] = int(str(v).strip())
         except ValueError:
-            raise UserError(f"--grade-map: {k}={v} must map to an integer grade value of scale `{scale.name}` {scale.values}")
+            raise UserError(f"--grade-map: {k}={v} must map to an integer grade value of scale "
+                            f"`{scale.name}` {scale.values}")
     return table
 
 
@@ -242,8 +250,10 @@ _ESCI = {"e": 4, "exact": 4, "s": 3, "substitute": 3, "c": 2, "complement": 2, "
 BUILTIN_MAPS: dict[tuple[str, str], dict | tuple] = {
     ("esci", "taosr4"): _ESCI,
     ("esci", "esci"): _ESCI,
-    ("esci", "three"): {"e": 3, "exact": 3, "s": 2, "substitute": 2, "c": 1, "complement": 1, "i": 1, "irrelevant": 1},
-    ("esci", "binary"): {"e": 2, "exact": 2, "s": 2, "substitute": 2, "c": 1, "complement": 1, "i": 1, "irrelevant": 1},
+    ("esci", "three"): {"e": 3, "exact": 3, "s": 2, "substitute": 2, "c": 1, "complement": 1, "i": 1,
+                        "irrelevant": 1},
+    ("esci", "binary"): {"e": 2, "exact": 2, "s": 2, "substitute": 2, "c": 1, "complement": 1, "i": 1,
+                         "irrelevant": 1},
     ("wands", "taosr4"): {"exact": 4, "partial": 3, "irrelevant": 1},
     ("wands", "three"): {"exact": 3, "partial": 2, "irrelevant": 1},
     ("wands", "binary"): {"exact": 2, "partial": 2, "irrelevant": 1},

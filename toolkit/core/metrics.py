@@ -51,7 +51,8 @@ def grade_indices(values, scale: GradeScale, what: str = "grade", allow_missing:
     for row, v in enumerate(values):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             if not allow_missing:
-                raise UserError(f"row {row + 1}: {what} is missing; every row needs a {what} on scale `{scale.name}` {scale.values}")
+                raise UserError(f"row {row + 1}: {what} is missing; "
+                                f"every row needs a {what} on scale `{scale.name}` {scale.values}")
             out[row] = UNPARSED
             continue
         try:
@@ -90,7 +91,8 @@ def check_probs(rows, scale: GradeScale, tolerance: float = PROB_TOLERANCE, ids=
     bad = ~np.isfinite(out).all(axis=1) | (out < -tolerance).any(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise UserError(f"{where(i)}: grade_probs {list(out[i])} has a missing, infinite or negative value; give softmax probabilities")
+        raise UserError(f"{where(i)}: grade_probs {list(out[i])} has a missing, infinite or negative value; "
+                        "give softmax probabilities")
     out = np.clip(out, 0.0, None)
     sums = out.sum(axis=1)
     off = np.abs(sums - 1.0) > tolerance
@@ -252,16 +254,19 @@ def hallucination(emitted: list, rationales: list, gold: list, scale: GradeScale
 
 
 def probs_of(df: "pl.DataFrame", scale: GradeScale, tolerance: float = PROB_TOLERANCE) -> np.ndarray | None:
-    """The `grade_probs` column of a predictions frame as a rows x grades array (checked: check_probs); None when absent."""
+    """The `grade_probs` column of a predictions frame as a rows x grades array (checked: check_probs); None when
+    absent."""
     import polars as pl
 
     from toolkit.core import columns as C
 
     if C.GRADE_PROBS not in df.columns or df[C.GRADE_PROBS].null_count() == df.height:
-        return None  # none at all (e.g. `toolkit score --mode generate` of a CoT-first model): the parsed grades are evaluated
+        # none at all (e.g. `toolkit score --mode generate` of a CoT-first model): the parsed grades are evaluated
+        return None
     dtype = df.schema[C.GRADE_PROBS]
     if not isinstance(dtype, (pl.List, pl.Array)) or not (dtype.inner.is_numeric() or dtype.inner == pl.Null):
-        raise UserError(f"column `{C.GRADE_PROBS}` holds {dtype}, not lists of numbers; write it as list[float] in Parquet")
+        raise UserError(f"column `{C.GRADE_PROBS}` holds {dtype}, not lists of numbers; "
+                        "write it as list[float] in Parquet")
     col = df[C.GRADE_PROBS]
     col = col.cast(pl.List(pl.Float64)) if isinstance(col.dtype, pl.Array) else col
     ids = df[C.PAIR_ID].to_list() if C.PAIR_ID in df.columns else None

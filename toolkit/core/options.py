@@ -2,7 +2,8 @@
 
     @dataclass
     class SampleConfig(StageConfig):
-        n: int = opt(4, help="Rollouts per pair (N of pass@N; G of GRPO).", flags=("-n", "--samples"), show_default=True)
+        n: int = opt(4, help="Rollouts per pair (N of pass@N; G of GRPO).", flags=("-n", "--samples"),
+                     show_default=True)
 
 The help text, the flags and any extra option settings go into the field's `metadata` (under
 `CLI`); the field keeps its Python default and type, and `dataclasses.asdict`, equality and the
@@ -30,9 +31,11 @@ from typing import Any
 CLI = "toolkit.cli"  # the metadata key
 
 
-def opt(default: Any = MISSING, *, help: str, flags: tuple[str, ...] = (), default_factory: Any = MISSING, **cli: Any) -> Any:
+def opt(default: Any = MISSING, *, help: str, flags: tuple[str, ...] = (), default_factory: Any = MISSING,
+        **cli: Any) -> Any:
     """A dataclass field with its command-line option's help, flags and settings in its metadata."""
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={CLI: {"help": help, "flags": tuple(flags), **cli}})
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={CLI: {"help": help, "flags": tuple(flags), **cli}})
 
 
 def cli_spec(f: dataclasses.Field) -> dict | None:

@@ -27,7 +27,8 @@ from toolkit.core.grades import GradeScale
 
 log = logging.getLogger(__name__)
 
-MAX_FIELD_CHARS = 20_000  # ~4x the longest Home Depot description; a 10 MB "query" line is cut, not carried through every prompt
+# ~4x the longest Home Depot description; a 10 MB "query" line is cut, not carried through every prompt
+MAX_FIELD_CHARS = 20_000
 CONTROL = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]"
 TEXT_FIELDS = (C.QUERY, C.TITLE, C.DESCRIPTION, C.CATEGORY, C.BRAND, C.ATTRIBUTES)
 
@@ -43,17 +44,20 @@ def check_grades(df: pl.DataFrame, scale: GradeScale, where: str) -> pl.DataFram
     col = df[C.GRADE]
     as_int = col.cast(pl.Int64, strict=False) if col.dtype != pl.Int64 else col
     if col.dtype == pl.String:  # "4" is a grade, "4.5" or "Excellent" is not
-        as_int = pl.Series(C.GRADE, [int(v) if v is not None and v.strip().lstrip("-").isdigit() else None for v in col.to_list()], dtype=pl.Int64)
+        as_int = pl.Series(C.GRADE, [int(v) if v is not None and v.strip().lstrip("-").isdigit() else None
+                                     for v in col.to_list()], dtype=pl.Int64)
     elif col.dtype.is_float():
-        as_int = pl.Series(C.GRADE, [int(v) if v is not None and float(v).is_integer() else None for v in col.to_list()], dtype=pl.Int64)
+        as_int = pl.Series(C.GRADE, [int(v) if v is not None and float(v).is_integer() else None
+                                     for v in col.to_list()], dtype=pl.Int64)
     allowed = [g.value for g in scale.grades]
     bad = as_int.is_null() | ~as_int.is_in(allowed)
     if bad.any():
         i = int(bad.arg_max())
         n = int(bad.sum())
         raise UserError(
-            f"{where}: row {i + 1} has grade {col[i]!r}, which is not a grade of scale `{scale.name}` ({scale.describe()}) "
-            f"({n} row{'s' * (n > 1)} like it); fix the file, or map its labels with `toolkit ingest --grade-map`"
+            f"{where}: row {i + 1} has grade {col[i]!r}, which is not a grade of scale `{scale.name}` "
+            f"({scale.describe()}) ({n} row{'s' * (n > 1)} like it); fix the file, or map its labels with "
+            "`toolkit ingest --grade-map`"
         )
     return df.with_columns(as_int.alias(C.GRADE))
 
@@ -76,14 +80,16 @@ def _cut_attributes(text: str, limit: int) -> str:
 
 
 def clean_text(df: pl.DataFrame, where: str, max_chars: int = MAX_FIELD_CHARS) -> tuple[pl.DataFrame, dict]:
-    """Remove control characters and cut over-long fields; return the pairs and what was changed (empty when nothing)."""
+    """Remove control characters and cut over-long fields; return the pairs and what was changed (empty when
+    nothing)."""
     if max_chars < 1:
         raise UserError(f"--max-field-chars must be at least 1; got {max_chars}")
     counts: dict = {}
     for col in (c for c in TEXT_FIELDS if c in df.columns and df.schema[c] == pl.String):
         hits = df[col].str.count_matches(CONTROL).fill_null(0)
         if hits.sum():
-            found = "".join(df.filter(hits > 0)[col].str.extract_all(CONTROL).explode().drop_nulls().unique().sort().to_list())
+            found = "".join(df.filter(hits > 0)[col].str.extract_all(CONTROL)
+                            .explode().drop_nulls().unique().sort().to_list())
             counts.setdefault("control_chars_removed", {})[col] = int(hits.sum())
             counts.setdefault("control_chars", [])
             counts["control_chars"] = sorted(set(counts["control_chars"]) | {_char_name(ch) for ch in found})
@@ -92,22 +98,26 @@ def clean_text(df: pl.DataFrame, where: str, max_chars: int = MAX_FIELD_CHARS) -
         if long.any():
             counts.setdefault("truncated_fields", {})[col] = int(long.sum())
             if col == C.ATTRIBUTES:
-                cut = [_cut_attributes(v, max_chars) if is_long else v for v, is_long in zip(df[col].to_list(), long.to_list())]
+                cut = [_cut_attributes(v, max_chars) if is_long else v
+                       for v, is_long in zip(df[col].to_list(), long.to_list())]
                 df = df.with_columns(pl.Series(col, cut, dtype=pl.String))
             else:
-                df = df.with_columns(pl.when(long).then(pl.col(col).str.slice(0, max_chars)).otherwise(pl.col(col)).alias(col))
+                df = df.with_columns(pl.when(long).then(pl.col(col).str.slice(0, max_chars)).otherwise(pl.col(col))
+                                     .alias(col))
     if "control_chars_removed" in counts:
         per = ", ".join(f"{c} {n}" for c, n in counts["control_chars_removed"].items())
-        log.warning("%s: removed %d control character(s) (%s) from the text (%s)", where, sum(counts["control_chars_removed"].values()),
-                    ", ".join(counts["control_chars"]), per)
+        log.warning("%s: removed %d control character(s) (%s) from the text (%s)", where,
+                    sum(counts["control_chars_removed"].values()), ", ".join(counts["control_chars"]), per)
     if "truncated_fields" in counts:
         per = ", ".join(f"{c} {n}" for c, n in counts["truncated_fields"].items())
-        log.warning("%s: cut %d field(s) longer than %d characters (%s); `toolkit ingest --max-field-chars` sets the limit",
+        log.warning("%s: cut %d field(s) longer than %d characters (%s); "
+                    "`toolkit ingest --max-field-chars` sets the limit",
                     where, sum(counts["truncated_fields"].values()), max_chars, per)
     return df, counts
 
 
-def validate_pairs(df: pl.DataFrame, scale: GradeScale, where: str, max_chars: int = MAX_FIELD_CHARS) -> tuple[pl.DataFrame, dict]:
+def validate_pairs(df: pl.DataFrame, scale: GradeScale, where: str,
+                   max_chars: int = MAX_FIELD_CHARS) -> tuple[pl.DataFrame, dict]:
     """The one check of pairs wherever they are read: grades on the scale (else an error), clean text (counted)."""
     df = check_grades(df, scale, where)
     return clean_text(df, where, max_chars)
@@ -127,13 +137,17 @@ def select_split(df: pl.DataFrame, split: str | None, where: str) -> pl.DataFram
         return df.filter(pl.col(C.SPLIT) == split)
     found = sorted(s for s in set(df[C.SPLIT].to_list()) if s) if C.SPLIT in df.columns else []
     if found:
-        raise UserError(f"{where}: no rows with split {split!r}; splits found: {', '.join(found)} — pass --split with one of them, or --split '' for all rows")
-    log.warning("%s: the pairs are not split (no split %r); using all %d rows — pass --split '' to say so", where, split, df.height)
+        raise UserError(f"{where}: no rows with split {split!r}; splits found: {', '.join(found)} — "
+                        "pass --split with one of them, or --split '' for all rows")
+    log.warning("%s: the pairs are not split (no split %r); using all %d rows — pass --split '' to say so",
+                where, split, df.height)
     return df
 
 
-def load_pairs(path: "str | Path", split: str | None = None, limit: int | None = None, required: list[str] | None = None) -> pl.DataFrame:
-    """Pairs from a stage folder or file, checked against their recorded grade scale (validate_pairs), one split of them, the first `limit`."""
+def load_pairs(path: "str | Path", split: str | None = None, limit: int | None = None,
+               required: list[str] | None = None) -> pl.DataFrame:
+    """Pairs from a stage folder or file, checked against their recorded grade scale (validate_pairs), one split of
+    them, the first `limit`."""
     from toolkit.core.tables import read_pairs
     from toolkit.core.stagefolder import scale_of
 

@@ -27,8 +27,10 @@ CONFLICT = "conflicting_labels"
 TRUNCATED = "truncated"
 STATUSES = (OK, EMPTY, MISSING, INVALID, CONFLICT, TRUNCATED)
 
-_PREFIX = re.compile(r"^[\s>*_`\"'#\-\[\(]*(?:(?:final\s+)?(?:grade|answer|label|rating|relevance|score)\s*[:=\-]?\s*)?[\s*_`\"'\[\(]*", re.I)
-_MARKER = re.compile(r"(?:final\s+)?(?:grade|answer|label|rating|relevance)\s*[:=]\s*[*_`\"'\[\(]*([^\s*_`\"'\]\).,;]+)", re.I)
+_PREFIX = re.compile(r"^[\s>*_`\"'#\-\[\(]*(?:(?:final\s+)?(?:grade|answer|label|rating|relevance|score)"
+                     r"\s*[:=\-]?\s*)?[\s*_`\"'\[\(]*", re.I)
+_MARKER = re.compile(r"(?:final\s+)?(?:grade|answer|label|rating|relevance)\s*[:=]\s*"
+                     r"[*_`\"'\[\(]*([^\s*_`\"'\]\).,;]+)", re.I)
 _REASON = re.compile(r"^[\s\-:.)\]*_`]*(?:reason(?:ing)?|rationale|because|explanation)?\s*[:\-]?\s*", re.I)
 
 
@@ -48,7 +50,8 @@ def _token(text: str) -> str:
     return m.group(0) if m else ""
 
 
-def parse_answer(text: str | None, labels: list[str], order: str = LABEL_FIRST, finish_reason: str | None = None) -> Parsed:
+def parse_answer(text: str | None, labels: list[str], order: str = LABEL_FIRST,
+                 finish_reason: str | None = None) -> Parsed:
     """Parse a model answer into (label, status, rationale)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}; got {order!r}")
@@ -115,7 +118,8 @@ def decision_label(rationale: str, labels: list[str], names: list[str]) -> str |
         return None
     line = m.group(1).split("\n", 1)[0]
     low = line.lower()
-    hits = [(low.find(n.lower()), lab) for n, lab in zip(names, labels) if re.search(rf"\b{re.escape(n.lower())}\b", low)]
+    hits = [(low.find(n.lower()), lab) for n, lab in zip(names, labels)
+            if re.search(rf"\b{re.escape(n.lower())}\b", low)]
     if hits:
         return min(hits)[1]
     for tok in re.findall(r"[^\s*_`\"'\]\).,;:()\[]+", line):

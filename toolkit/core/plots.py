@@ -33,7 +33,8 @@ def _figure(w: float, h: float):
     return Figure(figsize=(w, h), dpi=120, layout="constrained")
 
 
-def confusion_png(matrix: list[list[int]], tick_labels: list[str], path: "str | Path", title: str = "Confusion matrix") -> Path:
+def confusion_png(matrix: list[list[int]], tick_labels: list[str], path: "str | Path",
+                  title: str = "Confusion matrix") -> Path:
     """Row-normalised colours, raw counts written in each cell; rows gold, columns predicted."""
     import numpy as np
 
@@ -46,7 +47,8 @@ def confusion_png(matrix: list[list[int]], tick_labels: list[str], path: "str | 
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.6 else "black", fontsize=9)
     ax.set_xticks(range(k), tick_labels, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(k), tick_labels, fontsize=8)
     ax.set_xlabel("predicted")
@@ -66,9 +68,10 @@ def reliability_png(bins: list[dict], ece: float, path: "str | Path") -> Path:
     acc = [b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins]
     conf = [b["confidence"] if b["confidence"] is not None else 0.0 for b in bins]
     filled = [i for i, b in enumerate(bins) if b["count"]]
-    top.bar([centers[i] for i in filled], [acc[i] for i in filled], width=width * 0.9, color="#4c72b0", edgecolor="black", label="accuracy")
-    top.scatter([centers[i] for i in filled], [conf[i] for i in filled], marker="_", s=max(60, 2400 * width), linewidths=2.5,
-                color="#dd8452", zorder=3, label="mean confidence")
+    top.bar([centers[i] for i in filled], [acc[i] for i in filled], width=width * 0.9, color="#4c72b0",
+            edgecolor="black", label="accuracy")
+    top.scatter([centers[i] for i in filled], [conf[i] for i in filled], marker="_", s=max(60, 2400 * width),
+                linewidths=2.5, color="#dd8452", zorder=3, label="mean confidence")
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
@@ -100,7 +103,8 @@ def beta_curve_png(betas, f1, good_rate, beta: float, baselines: dict[str, float
     right.set_ylim(0, 1.05)
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3,
+              fontsize=8)
     ax.set_title("CumPT: macro-F1 against β (dev)", fontsize=10)
     fig.savefig(path)
     return Path(path)

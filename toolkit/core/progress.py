@@ -26,7 +26,8 @@ from typing import Iterable, TypeVar
 
 T = TypeVar("T")
 
-OWN_LOGGERS = ("toolkit", "retrieval_index", "annotation", "trainers", "uvicorn")  # uvicorn: `toolkit serve`'s own lifecycle lines
+# uvicorn: `toolkit serve`'s own lifecycle lines
+OWN_LOGGERS = ("toolkit", "retrieval_index", "annotation", "trainers", "uvicorn")
 
 MARK = "TOOLKIT_LIBRARY_ENV"  # JSON of the variables below that a toolkit process set: a child toolkit may change them
 
@@ -74,7 +75,8 @@ def _clamp(level: int) -> int:
 def configure(verbose: int, quiet: int) -> None:
     """Set the toolkit's and the libraries' log levels and bars from -v/-q (called by the CLI)."""
     own = _clamp(logging.WARNING - 10 * verbose + 10 * quiet)
-    lib = _clamp(logging.WARNING - 10 * verbose + 10 * quiet + 10)  # one step quieter than the toolkit, before clamping (-vvv: library debug)
+    # one step quieter than the toolkit, before clamping (-vvv: library debug)
+    lib = _clamp(logging.WARNING - 10 * verbose + 10 * quiet + 10)
     _state.update(own=own, lib=lib, quiet=quiet > 0, verbose=verbose, configured=True)
     logging.basicConfig(level=own, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     for handler in logging.getLogger().handlers:
@@ -159,7 +161,8 @@ def quiet_libraries() -> None:
 
 
 def _through_ours(name: str, level: int) -> None:
-    """A library logger with a stream handler of its own (huggingface_hub, datasets): its records go through the toolkit's handler instead."""
+    """A library logger with a stream handler of its own (huggingface_hub, datasets): its records go through the
+    toolkit's handler instead."""
     logger = logging.getLogger(name)
     for h in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
         logger.removeHandler(h)

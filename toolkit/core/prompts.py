@@ -22,7 +22,8 @@ from toolkit.core.parsing import COT_FIRST, LABEL_FIRST, ORDERS
 Messages = list[dict]
 
 ANSWER_INSTRUCTIONS = {
-    LABEL_FIRST: "Answer with the grade alone on the first line, then a line starting with \"Reason:\" that explains it briefly.",
+    LABEL_FIRST: "Answer with the grade alone on the first line, then a line starting with \"Reason:\" "
+                 "that explains it briefly.",
     COT_FIRST: "First explain your reasoning briefly, then end with a last line of the form \"Grade: N\".",
 }
 MAX_DESCRIPTION_CHARS = 300
@@ -37,7 +38,8 @@ def load_template(spec: str) -> tuple[tuple[str, str], ...]:
         try:
             text = resources.files("toolkit").joinpath("templates", f"{spec}.txt").read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise UserError(f"unknown prompt template {spec!r}; use student, teacher or a .txt file with ### system / ### user sections") from None
+            raise UserError(f"unknown prompt template {spec!r}; "
+                            "use student, teacher or a .txt file with ### system / ### user sections") from None
     parts = re.split(r"^###\s*(system|user|assistant)\s*$", text, flags=re.M)
     sections = tuple((parts[i], parts[i + 1].strip("\n")) for i in range(1, len(parts) - 1, 2))
     if not sections or sections[-1][0] != "user":
@@ -65,7 +67,8 @@ def item_text(row: dict) -> str:
         lines.append(f"Attributes: {attrs}")
     desc = row.get(C.DESCRIPTION) or ""
     if desc:
-        lines.append(f"Description: {desc[:MAX_DESCRIPTION_CHARS]}{'…' if len(desc) > MAX_DESCRIPTION_CHARS else ''}")
+        lines.append(f"Description: {desc[:MAX_DESCRIPTION_CHARS]}"
+                     f"{'…' if len(desc) > MAX_DESCRIPTION_CHARS else ''}")
     return "\n".join(lines)
 
 
@@ -90,7 +93,8 @@ class PromptBuilder:
             try:
                 out.append({"role": role, "content": text.format_map(fields)})
             except KeyError as e:
-                raise UserError(f"prompt template {template!r} uses unknown field {e}; available: {', '.join(sorted(fields))}") from None
+                raise UserError(f"prompt template {template!r} uses unknown field {e}; "
+                                f"available: {', '.join(sorted(fields))}") from None
         return out
 
     def fields(self, row: dict, rules: list[str] | None) -> dict:
@@ -107,7 +111,8 @@ class PromptBuilder:
 
     def teacher(self, row: dict, rules: list[str] | None = None, grade: int | None = None) -> Messages:
         g = self.scale.by_value(int(grade if grade is not None else row[C.GRADE]))
-        return self._render(self.teacher_template, {**self.fields(row, rules), "gold_label": g.label, "gold_name": g.name})
+        return self._render(self.teacher_template,
+                            {**self.fields(row, rules), "gold_label": g.label, "gold_name": g.name})
 
     def target(self, label: str, rationale: str) -> str:
         """The assistant answer in this builder's order."""

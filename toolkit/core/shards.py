@@ -42,7 +42,8 @@ def written(folder: Path) -> set[str]:
 
 
 def _record(folder: Path, name: str) -> None:
-    with open(folder / RECORD, "a", encoding="utf-8") as f:  # before the shard is written: a kill can leave a name without a file, never a file without its name
+    # before the shard is written: a kill can leave a name without a file, never a file without its name
+    with open(folder / RECORD, "a", encoding="utf-8") as f:
         f.write(name + "\n")
 
 
@@ -58,7 +59,8 @@ SHARD_NAME = re.compile(r"^shard-\d{5}-[0-9a-f]{16}\.parquet$")
 
 
 def _adopt_legacy(out: Path) -> None:
-    """Move the shards an older toolkit kept in a visible `shards/` folder to `.shards/`, when every entry there is one of ours."""
+    """Move the shards an older toolkit kept in a visible `shards/` folder to `.shards/`, when every entry there is
+    one of ours."""
     legacy = out / LEGACY_SHARDS
     if not legacy.is_dir() or (out / SHARDS).exists():
         return
@@ -66,11 +68,12 @@ def _adopt_legacy(out: Path) -> None:
     if all(SHARD_NAME.match(n) or n == RECORD or n.startswith(".shard-") for n in names):
         legacy.rename(out / SHARDS)
     else:
-        log.warning("%s: holds files the toolkit did not write; left alone (the shards now live in %s)", legacy, SHARDS)
+        log.warning("%s: holds files the toolkit did not write; left alone (the shards now live in %s)",
+                    legacy, SHARDS)
 
 
-def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], dict], work: Callable[[int, list], pl.DataFrame], desc: str,
-               fresh: bool = False) -> ShardRun:
+def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], dict],
+               work: Callable[[int, list], pl.DataFrame], desc: str, fresh: bool = False) -> ShardRun:
     """Run `work(i, items_of_shard_i)` for each shard not already on disk; remove stale shards.
     `fresh` (a stage's --force) removes the finished shards first, so every shard is redone.
     Only shard files the toolkit recorded writing are ever removed; other files in .shards/ are left alone."""
@@ -86,7 +89,8 @@ def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], 
         part = items[i * size : (i + 1) * size]
         name = f"shard-{i:05d}-{sha256_json(key_of(i, part))[:16]}.parquet"
         names.append(name)
-        if name not in recorded:  # (a finished shard of a run before the record existed is named by its own key: ours too)
+        # (a finished shard of a run before the record existed is named by its own key: ours too)
+        if name not in recorded:
             _record(folder, name)
             recorded.add(name)
         if (folder / name).exists():

@@ -1,4 +1,5 @@
-"""Reading input tables (CSV, TSV, JSONL, Parquet) and pairs datasets, with one-line errors naming the file, line and fix."""
+"""Reading input tables (CSV, TSV, JSONL, Parquet) and pairs datasets, with one-line errors naming the file, line
+and fix."""
 
 from __future__ import annotations
 
@@ -30,14 +31,16 @@ def check_utf8(path: Path, encoding: str = "utf-8") -> None:
                 line += chunk[: e.start].count(b"\n")
                 raise UserError(
                     f"{path}: line {line} (byte {bad}) is not valid {encoding} "
-                    f"(byte 0x{chunk[e.start]:02x}); re-save the file as UTF-8 or pass --encoding latin-1 (or the file's encoding)"
+                    f"(byte 0x{chunk[e.start]:02x}); re-save the file as UTF-8 or pass --encoding latin-1 "
+                    "(or the file's encoding)"
                 ) from None
             line += chunk.count(b"\n")
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise UserError(f"{path}: the file ends in the middle of a {encoding} character; the file looks truncated") from None
+            raise UserError(f"{path}: the file ends in the middle of a {encoding} character; "
+                            "the file looks truncated") from None
 
 
 def sniff_separator(path: Path, encoding: str = "utf-8") -> str:
@@ -72,7 +75,8 @@ def read_table(path: "str | Path", encoding: str = "utf-8", separator: str | Non
         return pl.read_csv(path, separator=sep, infer_schema=False, quote_char='"')
     except pl.exceptions.PolarsError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a valid {'TSV' if sep == chr(9) else 'CSV'} file ({first}); check quoting and the column count of each row") from None
+        raise UserError(f"{path}: not a valid {'TSV' if sep == chr(9) else 'CSV'} file ({first}); "
+                        "check quoting and the column count of each row") from None
 
 
 def _read_csv_encoded(path: Path, sep: str, encoding: str) -> pl.DataFrame:
@@ -89,7 +93,8 @@ def _read_jsonl(path: Path, encoding: str) -> pl.DataFrame:
             try:
                 rows = json.load(f)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}: invalid JSON at line {e.lineno} ({e.msg}); fix the file or write one object per line") from None
+                raise UserError(f"{path}: invalid JSON at line {e.lineno} ({e.msg}); "
+                                "fix the file or write one object per line") from None
         else:
             for i, line in enumerate(f, 1):
                 if not line.strip():
@@ -97,9 +102,11 @@ def _read_jsonl(path: Path, encoding: str) -> pl.DataFrame:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise UserError(f"{path}: line {i} is not valid JSON ({e.msg}); write one JSON object per line") from None
+                    raise UserError(f"{path}: line {i} is not valid JSON ({e.msg}); "
+                                    "write one JSON object per line") from None
                 if not isinstance(obj, dict):
-                    raise UserError(f"{path}: line {i} is a JSON {type(obj).__name__}, not an object; write one object per line")
+                    raise UserError(f"{path}: line {i} is a JSON {type(obj).__name__}, not an object; "
+                                    "write one object per line")
                 rows.append(obj)
     if not rows:
         raise UserError(f"{path}: no rows; nothing to ingest")
@@ -125,7 +132,8 @@ def read_parquet(path: "str | Path") -> pl.DataFrame:
         return pl.read_parquet(path)
     except Exception as e:  # polars raises several types for corrupt files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot read Parquet ({msg[:160]}); the file is truncated or corrupt, re-create it") from None
+        raise UserError(f"{path}: cannot read Parquet ({msg[:160]}); "
+                        "the file is truncated or corrupt, re-create it") from None
 
 
 def read_pairs(path: "str | Path", required: list[str] | None = None) -> pl.DataFrame:
@@ -137,7 +145,8 @@ def read_pairs(path: "str | Path", required: list[str] | None = None) -> pl.Data
         check_complete(path)
         files = sorted(p for p in path.glob("*.parquet"))
         if not files:
-            raise UserError(f"{path}: no .parquet files in this folder; pass the output folder of `toolkit ingest` or `toolkit split`")
+            raise UserError(f"{path}: no .parquet files in this folder; "
+                            "pass the output folder of `toolkit ingest` or `toolkit split`")
         df = pl.concat([read_parquet(p) for p in files], how="diagonal_relaxed")
     elif path.exists():
         df = read_parquet(path) if path.suffix == ".parquet" else read_table(path)

@@ -74,10 +74,12 @@ class Generation:
 
 def merge_generations(parts: list[Generation]) -> Generation:
     """One prompt's samples from several requests, in request order, as one Generation."""
-    lps = [lp for g in parts for lp in (g.grade_logprobs or [])] if any(g.grade_logprobs is not None for g in parts) else None
+    lps = ([lp for g in parts for lp in (g.grade_logprobs or [])] if any(g.grade_logprobs is not None for g in parts)
+           else None)
     return Generation(
         texts=[t for g in parts for t in g.texts], finish_reasons=[f for g in parts for f in g.finish_reasons],
-        prompt_tokens=parts[0].prompt_tokens, completion_tokens=[c for g in parts for c in g.completion_tokens], grade_logprobs=lps,
+        prompt_tokens=parts[0].prompt_tokens, completion_tokens=[c for g in parts for c in g.completion_tokens],
+        grade_logprobs=lps,
     )
 
 
@@ -86,7 +88,8 @@ class GenerationBackend(Protocol):
     name: str
     model_id: str
 
-    def generate(self, prompts: list[Messages], sampling: SamplingConfig, grade_labels: list[str] | None = None) -> list[Generation]: ...
+    def generate(self, prompts: list[Messages], sampling: SamplingConfig,
+                 grade_labels: list[str] | None = None) -> list[Generation]: ...
 
     def score_grades(self, prompts: list[Messages], grade_labels: list[str]) -> list[list[float]]: ...
 
@@ -97,27 +100,36 @@ class GenerationBackend(Protocol):
 class BackendConfig:
     """A generation backend and its settings: the backend options of gen-cot, sample, score and atomize."""
 
-    kind: str = opt("transformers", flags=("--backend",), param="backend", choices=("transformers", "vllm", "openai"), show_default=True,
-                    help="transformers (CPU/GPU fallback), vllm (in-process engine), openai (any OpenAI-compatible server).")
-    model: str | None = opt(None, help="Model folder, hub id, or `default` (SmolLM2-135M-Instruct, embedded). For openai: the served model name.")
+    kind: str = opt("transformers", flags=("--backend",), param="backend", choices=("transformers", "vllm", "openai"),
+                    show_default=True, help="transformers (CPU/GPU fallback), vllm (in-process engine), "
+                                            "openai (any OpenAI-compatible server).")
+    model: str | None = opt(None, help="Model folder, hub id, or `default` (SmolLM2-135M-Instruct, embedded). "
+                                       "For openai: the served model name.")
     batch_size: int = opt(16, show_default=True, help="Prompts per batch (transformers).")
     dtype: str = opt("auto", choices=("auto", "float32", "bfloat16"), show_default=True,
-                     help="Weights' dtype: auto = bfloat16 on GPUs, float32 on CPUs (transformers); the engine's choice (vllm).")
+                     help="Weights' dtype: auto = bfloat16 on GPUs, float32 on CPUs (transformers); "
+                          "the engine's choice (vllm).")
     # openai-compatible server
     base_url: str | None = opt(None, help="[openai] server URL, e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str = opt("OPENAI_API_KEY", show_default=True, help="[openai] environment variable holding the API key (never logged).")
+    api_key_env: str = opt("OPENAI_API_KEY", show_default=True,
+                           help="[openai] environment variable holding the API key (never logged).")
     concurrency: int = opt(8, show_default=True, help="[openai] requests in flight.")
     timeout_s: float = opt(120.0, flags=("--timeout",), show_default=True, help="[openai] seconds per request.")
-    max_retries: int = opt(5, show_default=True, help="[openai] retries (exponential backoff) on 429/5xx, timeouts, dropped connections.")
-    n_per_request: int = opt(0, show_default=True,  # samples asked for in one request: 0 = all n at once; 1 for APIs that reject n > 1 (DeepSeek's)
-                             help="[openai] samples asked for in one request; 0 = all n at once, 1 for APIs that reject n > 1 (DeepSeek's).")
+    max_retries: int = opt(5, show_default=True,
+                           help="[openai] retries (exponential backoff) on 429/5xx, timeouts, dropped connections.")
+    # samples asked for in one request: 0 = all n at once; 1 for APIs that reject n > 1 (DeepSeek's)
+    n_per_request: int = opt(0, show_default=True,
+                             help="[openai] samples asked for in one request; 0 = all n at once, "
+                                  "1 for APIs that reject n > 1 (DeepSeek's).")
     # vllm
     max_model_len: int = opt(4096, show_default=True, help="[vllm] context length of the engine (prompt + answer).")
     enforce_eager: bool = opt(False, help="[vllm] skip torch.compile (faster start, slower steps).")
     extra: dict = field(default_factory=dict)  # no option: set from Python
-    # chat-template keyword arguments (--template-option KEY=VALUE), e.g. enable_thinking=false; toolkit.core.chat_template
-    template_options: dict = opt(default_factory=dict, flags=("--template-option",), multiple=True, metavar="KEY=VALUE",
-                                 help="A chat-template option, e.g. enable_thinking=false (set by default for templates that have it); repeatable.")
+    # chat-template keyword arguments (--template-option KEY=VALUE), e.g. enable_thinking=false;
+    # toolkit.core.chat_template
+    template_options: dict = opt(default_factory=dict, flags=("--template-option",), multiple=True,
+                                 metavar="KEY=VALUE", help="A chat-template option, e.g. enable_thinking=false "
+                                                           "(set by default for templates that have it); repeatable.")
 
     def __post_init__(self):
         if self.kind not in BACKENDS:

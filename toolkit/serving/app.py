@@ -42,7 +42,8 @@ from toolkit.serving.schemas import ITEM_FIELDS, ErrorResponse, ScoreRequest, Sc
 log = logging.getLogger(__name__)
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
-ERRORS = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+ERRORS = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+          503: {"model": ErrorResponse}}
 
 
 class ServiceState:
@@ -64,8 +65,9 @@ class ServiceState:
     def describe(self) -> dict:
         j = self.judge
         return {
-            "status": self.status, "error": self.error, "model": j.model_id, "backend": self.cfg.backend, "dtype": j.dtype,
-            "scale": j.scale.name, "beta": j.rule.beta if j.rule else None, "tiers": j.rule.tiers if j.rule else None,
+            "status": self.status, "error": self.error, "model": j.model_id, "backend": self.cfg.backend,
+            "dtype": j.dtype, "scale": j.scale.name, "beta": j.rule.beta if j.rule else None,
+            "tiers": j.rule.tiers if j.rule else None,
             "prefix_reuse": j.scorer is not None, "prefix_check_gap": j.prefix_gap, "rules_index": self.cfg.index,
             "uptime_s": round(time.time() - self.started, 1), "in_flight": self.in_flight, "answered": self.answered,
             "batching": self.batcher.stats.to_dict(), "version": __version__,
@@ -92,8 +94,8 @@ def create_app(judge: Judge, cfg: ServeConfig, on_fatal=None) -> FastAPI:
         title="toolkit serve: TaoSR1 relevance judge",
         version=__version__,
         description=(
-            "First-token grade probabilities for query–item pairs (label-first relevance model), the predicted grade, "
-            "and the CumPT grade and tier of a fitted tier rule. Optional rationales with `explain=true`."
+            "First-token grade probabilities for query–item pairs (label-first relevance model), the predicted "
+            "grade, and the CumPT grade and tier of a fitted tier rule. Optional rationales with `explain=true`."
         ),
         lifespan=lifespan,
     )
@@ -117,8 +119,8 @@ async def _load(state: ServiceState, on_fatal) -> None:
     state.status = READY
     d = state.describe()
     tiers = f", CumPT β = {d['beta']:.4f}" if d["beta"] is not None else ", no tier rule"
-    log.info("ready in %.1f s: %s (%s, %s, shared-prefix reuse %s%s)", time.perf_counter() - t0, d["model"], d["backend"], d["dtype"],
-             "on" if d["prefix_reuse"] else "off", tiers)
+    log.info("ready in %.1f s: %s (%s, %s, shared-prefix reuse %s%s)", time.perf_counter() - t0, d["model"],
+             d["backend"], d["dtype"], "on" if d["prefix_reuse"] else "off", tiers)
 
 
 def _error(status: int, message: str, detail=None, headers=None) -> JSONResponse:
@@ -132,7 +134,8 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         errors = exc.errors()
-        return _error(422, f"invalid request: {describe_errors(errors)}", jsonable_encoder(errors, exclude={"input", "url", "ctx"}))
+        return _error(422, f"invalid request: {describe_errors(errors)}",
+                      jsonable_encoder(errors, exclude={"input", "url", "ctx"}))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
@@ -155,7 +158,8 @@ def check_limits(req: ScoreRequest, rows: list[dict], cfg: ServeConfig) -> JSONR
     if n > cfg.max_pairs:
         return _error(413, f"too many pairs in one request: {n} > {cfg.max_pairs} (--max-pairs); split the request")
     if req.explain and n > cfg.max_explain_pairs:
-        return _error(413, f"explain=true is limited to {cfg.max_explain_pairs} pairs per request (--max-explain-pairs); got {n}")
+        return _error(413, f"explain=true is limited to {cfg.max_explain_pairs} pairs per request "
+                           f"(--max-explain-pairs); got {n}")
     where = "pairs" if req.pairs is not None else "items"
     lim = cfg.max_text_chars
     if len(rows[0][C.QUERY]) > lim and req.pairs is None:
@@ -163,10 +167,12 @@ def check_limits(req: ScoreRequest, rows: list[dict], cfg: ServeConfig) -> JSONR
     for i, row in enumerate(rows):
         for f in ((C.QUERY,) if req.pairs is not None else ()) + ITEM_FIELDS:
             if len(row[f]) > lim:
-                return _error(422, f"{where}[{i}].{f} is {len(row[f])} characters, over the limit of {lim} (--max-text-chars); shorten it")
+                return _error(422, f"{where}[{i}].{f} is {len(row[f])} characters, over the limit of {lim} "
+                                   "(--max-text-chars); shorten it")
         for j, rule in enumerate(row.get("rules") or []):
             if len(rule) > lim:
-                return _error(422, f"{where}[{i}].rules[{j}] is {len(rule)} characters, over the limit of {lim} (--max-text-chars)")
+                return _error(422, f"{where}[{i}].rules[{j}] is {len(rule)} characters, over the limit of {lim} "
+                                   "(--max-text-chars)")
     return None
 
 
@@ -175,14 +181,17 @@ def _routes(app: FastAPI) -> None:
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: the model is loaded and warm", responses={503: {"description": "loading or failed"}})
+    @app.get("/readyz", summary="Readiness: the model is loaded and warm",
+             responses={503: {"description": "loading or failed"}})
     async def readyz(request: Request):
         state: ServiceState = request.app.state.service
         return JSONResponse(state.describe(), status_code=200 if state.status == READY else 503)
 
-    @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True, responses=ERRORS, summary="Score query–item pairs")
+    @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True, responses=ERRORS,
+              summary="Score query–item pairs")
     async def score(body: ScoreRequest, request: Request):
-        """Grade probabilities (best grade first), argmax grade, and CumPT grade + tier + β when a tier rule is loaded.
+        """Grade probabilities (best grade first), argmax grade, and CumPT grade + tier + β when a tier rule is
+        loaded.
 
         Send one query with its items (`query` + `items`, a search request) or independent `pairs`.
         `explain=true` also generates each pair's label-first answer and returns its rationale (slow).
@@ -190,15 +199,17 @@ def _routes(app: FastAPI) -> None:
         t0 = time.perf_counter()
         state: ServiceState = request.app.state.service
         if state.status != READY:
-            why = "is still loading; retry when GET /readyz answers 200" if state.status == LOADING else f"failed to load: {state.error}"
+            why = ("is still loading; retry when GET /readyz answers 200" if state.status == LOADING
+                   else f"failed to load: {state.error}")
             return _error(503, f"the model {why}", headers={"Retry-After": "5"})
         rows = body.rows()
         bad = check_limits(body, rows, state.cfg)
         if bad is not None:
             return bad
         if state.batcher.stats.pending_pairs + len(rows) > state.cfg.max_queued_pairs:
-            return _error(503, f"busy: {state.batcher.stats.pending_pairs} pairs are waiting for the model (--max-queued-pairs "
-                               f"{state.cfg.max_queued_pairs}); retry shortly", headers={"Retry-After": "1"})
+            return _error(503, f"busy: {state.batcher.stats.pending_pairs} pairs are waiting for the model "
+                               f"(--max-queued-pairs {state.cfg.max_queued_pairs}); retry shortly",
+                          headers={"Retry-After": "1"})
         state.in_flight += 1
         try:
             results = await state.batcher.submit(rows)
@@ -214,4 +225,5 @@ def _routes(app: FastAPI) -> None:
         state.answered += 1
         j = state.judge
         return {"model": j.model_id, "scale": j.scale.name, "beta": j.rule.beta if j.rule else None,
-                "tiers": j.rule.tiers if j.rule else None, "results": results, "elapsed_ms": round(1000 * (time.perf_counter() - t0), 2)}
+                "tiers": j.rule.tiers if j.rule else None, "results": results,
+                "elapsed_ms": round(1000 * (time.perf_counter() - t0), 2)}

@@ -23,7 +23,8 @@ class BodyGuard:
         limit = self.max_body_bytes
         length = _content_length(scope)
         if length is not None and length > limit:
-            return await _reply(send, 413, f"request body is {length} bytes, over the limit of {limit} (--max-body-bytes); send fewer pairs per request")
+            return await _reply(send, 413, f"request body is {length} bytes, over the limit of {limit} "
+                                           "(--max-body-bytes); send fewer pairs per request")
         chunks, size = [], 0
         while True:
             msg = await receive()
@@ -32,7 +33,8 @@ class BodyGuard:
             chunk = msg.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await _reply(send, 413, f"request body is over the limit of {limit} bytes (--max-body-bytes); send fewer pairs per request")
+                return await _reply(send, 413, f"request body is over the limit of {limit} bytes (--max-body-bytes); "
+                                               "send fewer pairs per request")
             chunks.append(chunk)
             if not msg.get("more_body", False):
                 break
@@ -40,7 +42,8 @@ class BodyGuard:
         problem = _check_json(body)
         if problem:
             return await _reply(send, 400, problem)
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"] + [(b"content-type", b"application/json")]
+        headers = ([(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+                   + [(b"content-type", b"application/json")])
         scope = {**scope, "headers": headers}
         sent = False
 
@@ -70,7 +73,8 @@ def _check_json(body: bytes) -> str | None:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
-        return f"request body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start}); encode the JSON as UTF-8"
+        return (f"request body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start}); "
+                "encode the JSON as UTF-8")
     try:
         json.loads(text)
     except json.JSONDecodeError as e:
@@ -83,5 +87,6 @@ def _check_json(body: bytes) -> str | None:
 async def _reply(send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode("utf-8")
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

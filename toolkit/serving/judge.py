@@ -21,6 +21,7 @@ from toolkit.core.errors import UserError
 from toolkit.core.grades import GradeScale, get_scale
 from toolkit.core.parsing import LABEL_FIRST, parse_answer
 from toolkit.core.prompts import PromptBuilder
+from toolkit.core.stagefolder import Key
 from toolkit.serving.config import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,15 @@ def resolve_scale(cfg: ServeConfig, rule) -> GradeScale:
     model_scale = None
     if cfg.model and Path(cfg.model).is_dir():
         m = read_manifest(cfg.model)
-        if m and "grade_scale" in m:
-            model_scale = GradeScale.from_dict(m["grade_scale"], where=str(cfg.model))
+        if m and Key.GRADE_SCALE in m:
+            model_scale = GradeScale.from_dict(m[Key.GRADE_SCALE], where=str(cfg.model))
     chosen = get_scale(cfg.scale) if cfg.scale else (rule.scale if rule else (model_scale or get_scale(None)))
-    for other, where in ((rule.scale if rule else None, f"tier rule {cfg.tiers}"), (model_scale, f"checkpoint {cfg.model}")):
+    for other, where in ((rule.scale if rule else None, f"tier rule {cfg.tiers}"),
+                         (model_scale, f"checkpoint {cfg.model}")):
         if other is not None and not other.same_grades(chosen):
             raise UserError(
-                f"grade scale `{chosen.name}` ({chosen.describe()}) does not match the {where} (`{other.name}`: {other.describe()}); "
-                "pass the matching --scale, tier rule and checkpoint"
+                f"grade scale `{chosen.name}` ({chosen.describe()}) does not match the {where} "
+                f"(`{other.name}`: {other.describe()}); pass the matching --scale, tier rule and checkpoint"
             )
     return chosen
 
@@ -88,22 +90,24 @@ class Judge:
             raise UserError(f"--index {cfg.index}: no such folder; pass a rules index built by `toolkit build-index`")
         rec = lineage.recorded(cfg.model) or {}
         if rec.get("order", LABEL_FIRST) != LABEL_FIRST:
-            raise UserError(f"{cfg.model} answers {rec['order']} (its manifest), but the service reads the grade from the first answer token, "
-                            "which needs a label-first model; serve one trained on `toolkit gen-cot --order label_first` data")
+            raise UserError(f"{cfg.model} answers {rec['order']} (its manifest), but the service reads the grade "
+                            "from the first answer token, which needs a label-first model; "
+                            "serve one trained on `toolkit gen-cot --order label_first` data")
         if rec.get("rules") and not cfg.index:
-            log.warning("%s was trained with retrieved rules in its prompts; without --index, requests that bring no `rules` get none", cfg.model)
+            log.warning("%s was trained with retrieved rules in its prompts; without --index, requests that bring no "
+                        "`rules` get none", cfg.model)
         fitted_on = (rule.dev or {}).get("model") if rule else None
         if fitted_on and not _same_model(fitted_on, cfg.model):
-            log.warning("the tier rule's β was fitted on the probabilities of %s, not of the served %s; refit it with `toolkit tier fit` "
-                        "on this model's dev predictions", fitted_on, cfg.model)
+            log.warning("the tier rule's β was fitted on the probabilities of %s, not of the served %s; "
+                        "refit it with `toolkit tier fit` on this model's dev predictions", fitted_on, cfg.model)
         return cls(cfg, rule, scale)
 
     def load(self, backend=None) -> None:
         """Load the model (or adopt an already loaded `backend` of the configured kind)."""
         from toolkit.generation.base import BackendConfig, LazyBackend
 
-        bcfg = BackendConfig(kind=self.cfg.backend, model=self.cfg.model, batch_size=self.cfg.batch_size, dtype=self.cfg.dtype,
-                             enforce_eager=self.cfg.enforce_eager)
+        bcfg = BackendConfig(kind=self.cfg.backend, model=self.cfg.model, batch_size=self.cfg.batch_size,
+                             dtype=self.cfg.dtype, enforce_eager=self.cfg.enforce_eager)
         if self.cfg.threads and self.cfg.backend == "transformers":
             import torch
 
@@ -133,7 +137,8 @@ class Judge:
                             "serving full prompts instead", gap, allowed)
                 self.scorer = None
             else:
-                log.info("shared-prefix scoring matches full-prompt scoring (largest gap %.1e; batching alone: %.1e; %s)", gap, noise, self.dtype)
+                log.info("shared-prefix scoring matches full-prompt scoring "
+                         "(largest gap %.1e; batching alone: %.1e; %s)", gap, noise, self.dtype)
         self.score(rows)
 
     @property
@@ -184,7 +189,8 @@ class Judge:
             g = scale.grades[int(best[i])]
             res = {
                 "id": row.get("id"), "query": row[C.QUERY], "title": row[C.TITLE], "grade_probs": p,
-                "grades": [{"grade": gr.value, "label": gr.label, "name": gr.name, "prob": pk} for gr, pk in zip(scale.grades, p)],
+                "grades": [{"grade": gr.value, "label": gr.label, "name": gr.name, "prob": pk}
+                           for gr, pk in zip(scale.grades, p)],
                 "pred_grade": g.value, "pred_name": g.name,
             }
             if self.rule is not None:
@@ -197,13 +203,15 @@ class Judge:
         from toolkit.generation.base import SamplingConfig
 
         prompts = [self.builder.student(r, rl) for r, rl in zip(rows, self.rules_for(rows))]
-        gens = self.backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=self.cfg.explain_max_tokens, seed=0))
+        gens = self.backend.generate(
+            prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=self.cfg.explain_max_tokens, seed=0))
         out = []
         for g in gens:
             parsed = parse_answer(g.texts[0], self.scale.labels, LABEL_FIRST, g.finish_reasons[0])
             grade = self.scale.by_label(parsed.label) if parsed.ok else None
             rationale = parsed.rationale if parsed.ok else g.texts[0].strip()  # unparseable: show the whole answer
-            out.append({"explain_text": g.texts[0], "explain_grade": grade.value if grade else None, "rationale": rationale})
+            out.append({"explain_text": g.texts[0], "explain_grade": grade.value if grade else None,
+                        "rationale": rationale})
         return out
 
     def close(self) -> None:

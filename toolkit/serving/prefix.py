@@ -62,7 +62,8 @@ class PrefixScorer:
         self.labels = list(labels)
         self.label_ids = grade_token_ids(self.tokenizer, self.labels)
         self.batch_size = max(1, int(batch_size))
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                       else self.tokenizer.eos_token_id)
 
     def encode(self, prompts: list) -> list[list[int]]:
         texts = [self.backend.render(m) for m in prompts]
@@ -112,7 +113,8 @@ class PrefixScorer:
             input_ids[r, pad:] = torch.tensor(s, dtype=torch.long)
             mask[r, plen + pad :] = 1
             positions[r, pad:] = torch.arange(plen, plen + len(s))
-        kwargs = dict(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev), logits_to_keep=1)
+        kwargs = dict(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                      logits_to_keep=1)
         if cache is not None:
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(n)

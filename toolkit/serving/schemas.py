@@ -40,21 +40,25 @@ def clean_text(value: Any) -> str:
 class Item(BaseModel):
     """One item of a search result page."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"title": "Nordvik Trailstride Men's Running Shoe", "brand": "Nordvik"}]})
+    model_config = ConfigDict(extra="ignore", json_schema_extra={
+        "examples": [{"title": "Nordvik Trailstride Men's Running Shoe", "brand": "Nordvik"}]})
 
     id: Optional[Union[str, int]] = Field(None, description="Your id for the item; echoed back.")
     title: NonEmpty = Field(description="Item title (required, non-empty).")
     description: Optional[str] = None
-    attributes: Optional[Union[dict[str, Any], str]] = Field(None, description="Attributes: an object, or its JSON text.")
+    attributes: Optional[Union[dict[str, Any], str]] = Field(None,
+                                                             description="Attributes: an object, or its JSON text.")
     category: Optional[str] = Field(None, description="Category path, e.g. `Shoes > Athletic > Running`.")
     brand: Optional[str] = None
-    rules: Optional[list[NonEmpty]] = Field(None, description="Guideline rule texts for this pair's prompt (default: the server's rules index, if any).")
+    rules: Optional[list[NonEmpty]] = Field(None, description="Guideline rule texts for this pair's prompt (default: "
+                                                              "the server's rules index, if any).")
 
 
 class Pair(Item):
     """A query and one item."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"query": "running shoes", "title": "Nordvik Trailstride Men's Running Shoe"}]})
+    model_config = ConfigDict(extra="ignore", json_schema_extra={
+        "examples": [{"query": "running shoes", "title": "Nordvik Trailstride Men's Running Shoe"}]})
 
     query: NonEmpty = Field(description="The search query (required, non-empty).")
 
@@ -65,16 +69,19 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [
-            {"query": "running shoes", "items": [{"id": "sku-1", "title": "Nordvik Trailstride Men's Running Shoe"},
-                                                 {"id": "sku-2", "title": "Aurelo Heritage Leather Oxford Dress Shoe"}]},
-            {"pairs": [{"query": "running shoes", "title": "Keystrel Tempo Women's Road Running Shoe"}], "explain": True},
+            {"query": "running shoes",
+             "items": [{"id": "sku-1", "title": "Nordvik Trailstride Men's Running Shoe"},
+                       {"id": "sku-2", "title": "Aurelo Heritage Leather Oxford Dress Shoe"}]},
+            {"pairs": [{"query": "running shoes", "title": "Keystrel Tempo Women's Road Running Shoe"}],
+             "explain": True},
         ]},
     )
 
     query: Optional[NonEmpty] = Field(None, description="The query shared by all `items`.")
     items: Optional[list[Item]] = Field(None, description="Items to score against `query`.")
     pairs: Optional[list[Pair]] = Field(None, description="Independent query–item pairs (instead of query + items).")
-    explain: bool = Field(False, description="Also generate each pair's rationale (label first, then the reason); slow, for debugging.")
+    explain: bool = Field(False, description="Also generate each pair's rationale (label first, then the reason); "
+                                             "slow, for debugging.")
 
     @model_validator(mode="after")
     def _one_shape(self):
@@ -114,15 +121,21 @@ class PairScore(BaseModel):
     id: Optional[Union[str, int]] = None
     query: str
     title: str
-    grade_probs: list[float] = Field(description="P(grade) for each grade, best grade first (as `toolkit score` writes it).")
-    grades: list[GradeProb] = Field(description="The same probabilities with each grade's value, label and name, best grade first.")
+    grade_probs: list[float] = Field(description="P(grade) for each grade, best grade first (as `toolkit score` "
+                                                 "writes it).")
+    grades: list[GradeProb] = Field(description="The same probabilities with each grade's value, label and name, best "
+                                                "grade first.")
     pred_grade: int = Field(description="argmax of grade_probs (ties go to the better grade).")
     pred_name: str
-    cumpt_grade: Optional[int] = Field(None, description="CumPT grade: the best grade k with P(top)+...+P(k) >= beta (when a tier rule is loaded).")
-    tier: Optional[str] = Field(None, description="Tier of cumpt_grade, e.g. Good / Mid / Bad (when a tier rule is loaded).")
+    cumpt_grade: Optional[int] = Field(None, description="CumPT grade: the best grade k with P(top)+...+P(k) >= beta "
+                                                         "(when a tier rule is loaded).")
+    tier: Optional[str] = Field(None,
+                                description="Tier of cumpt_grade, e.g. Good / Mid / Bad (when a tier rule is loaded).")
     beta: Optional[float] = Field(None, description="The β of the loaded tier rule.")
-    rationale: Optional[str] = Field(None, description="With explain=true: the generated reason (the whole answer when it does not start with a grade label).")
-    explain_grade: Optional[int] = Field(None, description="With explain=true: the grade the generated answer starts with (null if unparseable).")
+    rationale: Optional[str] = Field(None, description="With explain=true: the generated reason (the whole answer "
+                                                       "when it does not start with a grade label).")
+    explain_grade: Optional[int] = Field(None, description="With explain=true: the grade the generated answer starts "
+                                                           "with (null if unparseable).")
     explain_text: Optional[str] = Field(None, description="With explain=true: the whole generated answer.")
 
 
@@ -145,7 +158,8 @@ def describe_errors(errors: list[dict]) -> str:
     parts = []
     for e in errors[:5]:
         loc = [x for x in e.get("loc", ()) if x != "body"]
-        where = "".join(f"[{x}]" if isinstance(x, int) else (f".{x}" if i else str(x)) for i, x in enumerate(loc)) or "body"
+        where = "".join(f"[{x}]" if isinstance(x, int) else (f".{x}" if i else str(x))
+                        for i, x in enumerate(loc)) or "body"
         msg = e.get("msg", "invalid")
         if e.get("type") == "string_too_short":
             msg = "must not be empty"

@@ -29,7 +29,8 @@ def check_port(host: str, port: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except OSError as e:
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port or stop what uses it") from None
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); "
+                        "pass another --port or stop what uses it") from None
 
 
 def serve(cfg: ServeConfig, log_level: str = "info") -> None:

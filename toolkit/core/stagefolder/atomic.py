@@ -32,10 +32,12 @@ log = logging.getLogger(__name__)
 # as theirs (an incomplete manifest) before the first byte and write the complete manifest last.
 
 
-SHARDS = ".shards"  # the sharded stages' finished work, inside their output folder (toolkit.core.shards); hidden, so that
+# the sharded stages' finished work, inside their output folder (toolkit.core.shards); hidden, so that
 # `datasets.load_dataset(<stage folder>)` reads the stage's data, not each row a second time from its shards
+SHARDS = ".shards"
 LEGACY_SHARDS = "shards"  # where toolkit versions before 0.1.1 kept them (moved on the next run)
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")  # what a killed run of ours leaves beside or inside a folder
+# what a killed run of ours leaves beside or inside a folder
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")
 
 
 def listing(names: list[str]) -> str:
@@ -66,22 +68,26 @@ def check_output_folder(out: "str | Path", stage: str | None = None) -> None:
 
 
 def check_output_path(out: "str | Path", inputs: "list[str | Path]" = ()) -> None:
-    """-o must not be the working folder or one above it, the root, an input, or a folder that holds or lies inside an input."""
+    """-o must not be the working folder or one above it, the root, an input, or a folder that holds or lies inside an
+    input."""
     o = Path(out).expanduser().resolve()
     cwd = Path.cwd().resolve()
     if o == cwd or o in cwd.parents:
-        raise UserError(f"{out}: -o is the working folder or a folder above it ({o}); a stage replaces its -o folder whole — pass a new "
-                        "folder such as -o out/NAME")
+        raise UserError(f"{out}: -o is the working folder or a folder above it ({o}); "
+                        "a stage replaces its -o folder whole — pass a new folder such as -o out/NAME")
     for p in inputs:
         r = Path(p).expanduser().resolve()
         if o == r or o in r.parents:
-            raise UserError(f"{out}: -o is or holds the input {p}; a stage replaces its -o folder whole — pass another -o")
+            raise UserError(f"{out}: -o is or holds the input {p}; "
+                            "a stage replaces its -o folder whole — pass another -o")
         if r.is_dir() and r in o.parents:
-            raise UserError(f"{out}: -o lies inside the input folder {p}, whose contents it would change; pass a folder outside it")
+            raise UserError(f"{out}: -o lies inside the input folder {p}, whose contents it would change; "
+                            "pass a folder outside it")
 
 
 def lock_dir() -> Path:
-    """Where the output-folder locks live: $TOOLKIT_LOCK_DIR, else a shared folder in the system's temp dir (one machine)."""
+    """Where the output-folder locks live: $TOOLKIT_LOCK_DIR, else a shared folder in the system's temp dir (one
+    machine)."""
     import tempfile
 
     d = Path(os.environ.get("TOOLKIT_LOCK_DIR") or Path(tempfile.gettempdir()) / "taosr-toolkit-locks")
@@ -129,7 +135,8 @@ def claim_output(out: "str | Path", stage: str | None, inputs: "list[str | Path]
         lock.acquire()
     except Timeout:
         who = owner.read_text(encoding="utf-8").strip() if owner.exists() else "another process"
-        raise UserError(f"{out}: another toolkit run ({who}) is writing this folder now; wait for it to finish, or pass another -o") from None
+        raise UserError(f"{out}: another toolkit run ({who}) is writing this folder now; "
+                        "wait for it to finish, or pass another -o") from None
     _HELD[key] = [lock, 1]
     try:
         import sys

@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 
 # Config fields added after outputs were made with the version before: at these defaults they are left out of the hash.
-ADDED_LATER = {"template_options": {}, "class_weights": "none", "gold": None, "eval_pairs": None, "eval_split": "dev", "eval_index": None,
-               "eval_rules_k": 3, "eval_every": 0, "eval_limit": 500, "select_best": "none", "early_stop": None}
+ADDED_LATER = {"template_options": {}, "class_weights": "none", "gold": None, "eval_pairs": None, "eval_split": "dev",
+               "eval_index": None, "eval_rules_k": 3, "eval_every": 0, "eval_limit": 500, "select_best": "none",
+               "early_stop": None}
 
 
 class StageConfig:
@@ -36,12 +37,14 @@ class StageConfig:
         d = asdict(self)  # type: ignore[call-overload]
         for key in self.NOT_HASHED:
             d.pop(key, None)
-        for added, default in ADDED_LATER.items():  # at their defaults, outputs made before these fields stay up to date
+        # at their defaults, outputs made before these fields stay up to date
+        for added, default in ADDED_LATER.items():
             if added in d and d[added] == default:
                 d.pop(added)
         if isinstance(d.get("backend"), dict):
             d["backend"].pop("api_key_env", None)
-            for added in ("n_per_request", "template_options"):  # added later: at their defaults, outputs made before stay up to date
+            # added later: at their defaults, outputs made before stay up to date
+            for added in ("n_per_request", "template_options"):
                 if not d["backend"].get(added):
                     d["backend"].pop(added, None)
         return d
@@ -56,7 +59,8 @@ def input_hashes(paths: list["str | Path"]) -> dict[str, str]:
         files = (
             sorted(
                 x for x in p.rglob("*")
-                if x.is_file() and x.name not in (MANIFEST, CONFIG) and not any(part.startswith(".") for part in x.relative_to(p).parts)
+                if x.is_file() and x.name not in (MANIFEST, CONFIG)
+                    and not any(part.startswith(".") for part in x.relative_to(p).parts)
             )
             if p.is_dir()
             else [p]
@@ -67,7 +71,8 @@ def input_hashes(paths: list["str | Path"]) -> dict[str, str]:
 
 
 def model_inputs(model: "str | Path | None") -> list[str]:
-    """A local model folder counts as an input (its hash changes when it is retrained); hub ids and `default` do not."""
+    """A local model folder counts as an input (its hash changes when it is retrained); hub ids and `default` do
+    not."""
     return [str(model)] if model and Path(model).is_dir() else []
 
 
@@ -76,7 +81,8 @@ def fingerprint(stage: str, config: dict, inputs: dict[str, str]) -> str:
     return sha256_json({"stage": stage, "config": config, "inputs": sorted(inputs.values()), "version": __version__})
 
 
-def write_manifest(out_dir: Path, stage: str, config: dict, inputs: dict[str, str], counts: dict, extra: dict | None = None) -> dict:
+def write_manifest(out_dir: Path, stage: str, config: dict, inputs: dict[str, str], counts: dict,
+                   extra: dict | None = None) -> dict:
     """Record the resolved config (config.yaml) and a manifest (manifest.json) in an output folder."""
     import yaml
 
@@ -94,7 +100,8 @@ def write_manifest(out_dir: Path, stage: str, config: dict, inputs: dict[str, st
     }
     atomic_write_text(out_dir / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     fault_point("manifest.before")
-    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))  # last: it says the folder is complete
+    # last: it says the folder is complete
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
     return manifest
 
 
@@ -118,4 +125,5 @@ def is_up_to_date(out_dir: "str | Path", stage: str, config: dict, inputs: dict[
     if not m or m.get("fingerprint") != fingerprint(stage, config, inputs):
         return False
     out_dir = Path(out_dir)
-    return all((out_dir / name).exists() and sha256_file(out_dir / name) == h for name, h in m.get("outputs", {}).items())
+    return all((out_dir / name).exists() and sha256_file(out_dir / name) == h
+               for name, h in m.get("outputs", {}).items())

@@ -59,8 +59,10 @@ class StageFolder:
         check_complete(self.folder)
         return [self.path] if self.path.is_file() else sorted(self.folder.glob("*.parquet"))
 
-    def pairs(self, split: str | None = None, limit: int | None = None, required: list[str] | None = None) -> pl.DataFrame:
-        """The pairs, checked against the recorded scale (toolkit.core.pairs.validate_pairs), one split of them, the first `limit`."""
+    def pairs(self, split: str | None = None, limit: int | None = None,
+              required: list[str] | None = None) -> pl.DataFrame:
+        """The pairs, checked against the recorded scale (toolkit.core.pairs.validate_pairs), one split of them, the
+        first `limit`."""
         from toolkit.core.pairs import select_split, validate_pairs
         from toolkit.core.tables import read_pairs
 

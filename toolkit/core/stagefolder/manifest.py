@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from toolkit.core.errors import UserError
-from toolkit.core.grades import GradeScale, get_scale
+from toolkit.core.grades import GradeScale
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def check_complete(folder: "str | Path") -> None:
     m = read_manifest(folder)
     if m is not None and m.get("complete") is False:
         stage = m.get("stage", "the stage")
-        raise UserError(f"{folder}: the run of `toolkit {stage}` that writes this folder was cut off before it finished; "
-                        f"rerun `toolkit {stage}` (or `toolkit run`) to complete it")
+        raise UserError(f"{folder}: the run of `toolkit {stage}` that writes this folder was cut off before it "
+                        f"finished; rerun `toolkit {stage}` (or `toolkit run`) to complete it")
 
 
 def read_manifest(out_dir: "str | Path") -> dict | None:
@@ -75,11 +75,10 @@ def read_manifest(out_dir: "str | Path") -> dict | None:
 
 
 def scale_of(path: "str | Path", default: "str | None" = None) -> GradeScale:
-    """The grade scale recorded in a stage's manifest (or the default scale)."""
-    m = manifest_of(path)
-    if m and Key.GRADE_SCALE in m:
-        return GradeScale.from_dict(m[Key.GRADE_SCALE])
-    return get_scale(default)
+    """The grade scale recorded in a stage's manifest (or the default scale): StageFolder.open(path).scale(default)."""
+    from toolkit.core.stagefolder.folder import StageFolder
+
+    return StageFolder.open(path).scale(default)
 
 
 def check_model_scale(scale: GradeScale, model: "str | Path | None", stage: str) -> None:
@@ -91,5 +90,6 @@ def check_model_scale(scale: GradeScale, model: "str | Path | None", stage: str)
         return
     theirs = GradeScale.from_dict(m[Key.GRADE_SCALE], where=str(model))
     if not theirs.same_grades(scale):
-        raise UserError(f"{stage}: the model {model} was trained on grade scale `{theirs.name}` ({theirs.describe()}) but the pairs are on "
-                        f"`{scale.name}` ({scale.describe()}); use a model trained on this scale, or ingest the pairs with --scale {theirs.name}")
+        raise UserError(f"{stage}: the model {model} was trained on grade scale `{theirs.name}` ({theirs.describe()}) "
+                        f"but the pairs are on `{scale.name}` ({scale.describe()}); "
+                        f"use a model trained on this scale, or ingest the pairs with --scale {theirs.name}")

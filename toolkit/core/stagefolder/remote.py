@@ -1,5 +1,6 @@
 """Inputs on the Hugging Face Hub: `hf://datasets/owner/name@revision` opens as a stage folder (fetched into the
-toolkit cache and rebuilt from the published configs and toolkit/manifest.json), or as a dataset for `toolkit ingest`."""
+toolkit cache and rebuilt from the published configs and toolkit/manifest.json), or as a dataset for
+`toolkit ingest`."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ def card_metadata(readme: "str | Path") -> dict:
 
 # -- back in from the Hub ----------------------------------------------------------------------
 
-HUB_URI = re.compile(r"^hf://datasets/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+?))?(?::(?P<config>[\w.-]+))?$")
+HUB_URI = re.compile(r"^hf://datasets/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
+                     r"(?:@(?P<rev>[\w./-]+?))?(?::(?P<config>[\w.-]+))?$")
 SPLIT_BACK = {"validation": "dev"}  # the Hub's split names back to the toolkit's
 
 
 def is_hub_dataset(spec: str) -> bool:
-    """A Hub dataset (`hf://datasets/owner/name[@revision][:config]`) or a local folder in the Hub layout (a README.md card with configs)."""
+    """A Hub dataset (`hf://datasets/owner/name[@revision][:config]`) or a local folder in the Hub layout (a README.md
+    card with configs)."""
     if str(spec).startswith("hf://"):
         return True
     p = Path(spec)
@@ -52,8 +55,8 @@ def _hub_ref(uri: str) -> tuple[str, str | None, str | None]:
     """(repo, revision, config) of `hf://datasets/OWNER/NAME[@REVISION][:CONFIG]`."""
     m = HUB_URI.match(uri)
     if not m:
-        raise UserError(f"{uri}: write a Hub dataset as hf://datasets/OWNER/NAME, with @REVISION (a tag such as round-3, a branch or "
-                        "a commit) and :CONFIG when needed")
+        raise UserError(f"{uri}: write a Hub dataset as hf://datasets/OWNER/NAME, "
+                        "with @REVISION (a tag such as round-3, a branch or a commit) and :CONFIG when needed")
     return m["repo"], m["rev"], m["config"]
 
 
@@ -62,7 +65,8 @@ def _cache_key(repo: str, rev: str | None) -> str:
 
 
 def _load(spec: str, what: str, load):
-    """`load(datasets)` with the `datasets` package, a failure (not found, private without a token, offline) as one line."""
+    """`load(datasets)` with the `datasets` package, a failure (not found, private without a token, offline) as one
+    line."""
     try:
         import datasets
     except ImportError:
@@ -71,8 +75,8 @@ def _load(spec: str, what: str, load):
         return load(datasets)
     except Exception as e:  # noqa: BLE001 - whatever the Hub or the loader says: one line with its first line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{spec}: cannot {what} ({first[:200]}); check the name, the revision and config, your token ($HF_TOKEN) "
-                        "and network") from None
+        raise UserError(f"{spec}: cannot {what} ({first[:200]}); "
+                        "check the name, the revision and config, your token ($HF_TOKEN) and network") from None
 
 
 def _frame(ds):
@@ -82,7 +86,8 @@ def _frame(ds):
 
 def fetch_dataset(spec: str) -> Path:
     """Load a Hub dataset (or a local folder in its layout) with `datasets`, every split of one config, into one
-    Parquet file with a `split` column (the Hub's `validation` back to `dev`) under the toolkit cache; returns its path."""
+    Parquet file with a `split` column (the Hub's `validation` back to `dev`) under the toolkit cache; returns its
+    path."""
     from toolkit.core.stagefolder import write_parquet
     from toolkit.core.models import cache_dir
 
@@ -94,8 +99,10 @@ def fetch_dataset(spec: str) -> Path:
     else:
         source, rev, config = str(Path(spec).resolve()), None, None
         key = "local__" + hashlib.sha256(source.encode()).hexdigest()[:12]
-    loaded = _load(spec, "load it with `datasets`", lambda datasets: datasets.load_dataset(source, config, revision=rev))
-    frames = [_frame(ds).with_columns(pl.lit(SPLIT_BACK.get(name, name)).alias("split")) for name, ds in loaded.items() if ds.num_rows]
+    loaded = _load(spec, "load it with `datasets`",
+                   lambda datasets: datasets.load_dataset(source, config, revision=rev))
+    frames = [_frame(ds).with_columns(pl.lit(SPLIT_BACK.get(name, name)).alias("split"))
+              for name, ds in loaded.items() if ds.num_rows]
     if not frames:
         raise UserError(f"{spec}: the dataset has no rows")
     out = cache_dir() / "hub" / key / f"{config or 'default'}.parquet"
@@ -105,9 +112,10 @@ def fetch_dataset(spec: str) -> Path:
 
 
 def fetch_stage_folder(uri: str) -> Path:
-    """A stage folder rebuilt from a dataset `toolkit push` published (`hf://datasets/owner/name@revision`), for any stage
-    that reads a folder: each config back to its file (`sft.parquet`, `rollouts.parquet`, the split files of `default`),
-    and the published `toolkit/manifest.json` as its manifest (grade scale, prompt lineage). Under the toolkit cache."""
+    """A stage folder rebuilt from a dataset `toolkit push` published (`hf://datasets/owner/name@revision`), for any
+    stage that reads a folder: each config back to its file (`sft.parquet`, `rollouts.parquet`, the split files of
+    `default`), and the published `toolkit/manifest.json` as its manifest (grade scale, prompt lineage). Under the
+    toolkit cache."""
 
     from toolkit.core.stagefolder import atomic_dir, write_parquet
     from toolkit.core.models import cache_dir
@@ -118,7 +126,8 @@ def fetch_stage_folder(uri: str) -> Path:
         from huggingface_hub import hf_hub_download
 
         names = [only] if only else datasets.get_dataset_config_names(repo, revision=rev)
-        manifest = json.loads(Path(hf_hub_download(repo, "toolkit/manifest.json", repo_type="dataset", revision=rev)).read_text(encoding="utf-8"))
+        manifest = json.loads(Path(hf_hub_download(repo, "toolkit/manifest.json", repo_type="dataset", revision=rev))
+                              .read_text(encoding="utf-8"))
         return manifest, {name: datasets.load_dataset(repo, name, revision=rev) for name in names}
 
     manifest, loaded = _load(uri, "read it as a stage folder published by `toolkit push`", load)
@@ -137,12 +146,14 @@ def fetch_stage_folder(uri: str) -> Path:
             else:
                 for split, df in frames.items():
                     write_parquet(df, tmp / f"{SPLIT_BACK.get(split, split)}.parquet")
-        (tmp / MANIFEST).write_text(json.dumps({**manifest, "outputs": {}, "fetched_from": uri}, indent=2), encoding="utf-8")
+        (tmp / MANIFEST).write_text(json.dumps({**manifest, "outputs": {}, "fetched_from": uri}, indent=2),
+                                    encoding="utf-8")
     return out
 
 
 def hub_inputs(cfg) -> None:
-    """Replace each `hf://datasets/...` folder a stage config names by the stage folder fetched from the Hub (fetch_stage_folder)."""
+    """Replace each `hf://datasets/...` folder a stage config names by the stage folder fetched from the Hub
+    (fetch_stage_folder)."""
     from dataclasses import fields
 
     for f in fields(cfg):

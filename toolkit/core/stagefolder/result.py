@@ -54,7 +54,8 @@ class StageResult:
 
     def headline(self) -> str:
         """What the run did, from its counts (one phrase)."""
-        return ", ".join(f"{k} {v}" for k, v in self.counts.items() if isinstance(v, (int, float)) and not k.startswith("dropped_"))
+        return ", ".join(f"{k} {v}" for k, v in self.counts.items()
+                         if isinstance(v, (int, float)) and not k.startswith("dropped_"))
 
     def brief(self) -> str | None:
         """What an up-to-date folder holds, for the skip line."""
@@ -79,13 +80,14 @@ class StageResult:
         return f"{self.stage}: {self.headline()}" + (f"; dropped: {drops}" if drops else "") + f" {self.where()}"
 
 
-def recorded_result(cls: "type[R]", cfg, inputs: dict[str, str], out: "str | Path | None" = None, stage: str | None = None,
-                    resolved: dict | None = None, **fields) -> "R | None":
+def recorded_result(cls: "type[R]", cfg, inputs: dict[str, str], out: "str | Path | None" = None,
+                    stage: str | None = None, resolved: dict | None = None, **fields) -> "R | None":
     """The result of the run already in `out` when it is up to date with this config (`resolved`, default
     cfg.resolved()) and these inputs, and the config has no `force`; None when the stage has work to do."""
     out = Path(out if out is not None else cfg.out)
     stage = stage or cls.STAGE
-    if getattr(cfg, "force", False) or not is_up_to_date(out, stage, resolved if resolved is not None else cfg.resolved(), inputs):
+    if getattr(cfg, "force", False) or not is_up_to_date(out, stage,
+                                                         resolved if resolved is not None else cfg.resolved(), inputs):
         return None
     return cls.recorded(out, read_manifest(out) or {}, skipped=True, **fields)
 
@@ -103,11 +105,13 @@ def run_stage(cls: "type[R]", cfg, inputs: dict[str, str], write: Callable[[Path
 
 
 def write_stage(cls: "type[R]", cfg, inputs: dict[str, str], write: Callable[[Path], "tuple[dict, dict | None]"],
-                out: "str | Path | None" = None, stage: str | None = None, resolved: dict | None = None, **fields) -> R:
+                out: "str | Path | None" = None, stage: str | None = None, resolved: dict | None = None,
+                **fields) -> R:
     """run_stage's writing half, for a stage that has already asked recorded_result."""
     out = Path(out if out is not None else cfg.out)
     stage = stage or cls.STAGE
     with atomic_dir(out) as tmp:
         counts, extra = write(tmp)
-        manifest = write_manifest(tmp, stage, resolved if resolved is not None else cfg.resolved(), inputs, counts, extra)
+        manifest = write_manifest(tmp, stage, resolved if resolved is not None else cfg.resolved(),
+                                  inputs, counts, extra)
     return cls.recorded(out, manifest, **fields)
