@@ -38,6 +38,7 @@ from toolkit.model_stage import open_pairs, run_model_shards
 from toolkit.core.prompts import PromptBuilder
 from toolkit.core.shards import ShardRun
 from toolkit.core.stagefolder.files import REJECTS_FILE, SFT_FILE, STATS_FILE
+from toolkit.executors import ExecutorOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ TEACHER = "teacher"
 
 
 @dataclass
-class GenCotConfig(StageConfig):
+class GenCotConfig(ExecutorOptions, StageConfig):
     pairs: str
     out: str = opt(flags=("-o", "--out"), type="path",
                    help="Output folder: sft.parquet, rejects.parquet, stats.json, .shards/.")

@@ -87,6 +87,8 @@ def run_model_shards(cfg, stage: str, lazy, items: list, key_of: Callable[[int, 
     lazy.check()
     mark_incomplete(out, stage)  # the folder is ours from its first byte; complete when the manifest is written last
     try:
-        return run_shards(out, items, cfg.shard_size, key_of, work, desc, fresh=cfg.force)
+        from toolkit.executors import make_executor
+
+        return run_shards(out, items, cfg.shard_size, key_of, work, desc, fresh=cfg.force, executor=make_executor(cfg))
     finally:
         lazy.close()

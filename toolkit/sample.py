@@ -24,6 +24,7 @@ from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_
 from toolkit.core.parsing import LABEL_FIRST
 from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
+from toolkit.executors import ExecutorOptions
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ PAIR_TEXT = [C.QUERY, C.TITLE, C.DESCRIPTION, C.ATTRIBUTES, C.CATEGORY, C.BRAND,
 
 
 @dataclass
-class SampleConfig(StageConfig):
+class SampleConfig(ExecutorOptions, StageConfig):
     pairs: str
     out: str = opt(flags=("-o", "--out"), type="path",
                    help="Output rollouts folder: rollouts.parquet, prompts.parquet, passk.*")

@@ -31,6 +31,7 @@ from toolkit.core.parsing import LABEL_FIRST, parse_answer
 from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
 from toolkit.core.stagefolder.files import PREDICTIONS_FILE
+from toolkit.executors import ExecutorOptions
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.SPLIT: pl.String, C.GRADE_P
 
 
 @dataclass
-class ScoreConfig(StageConfig):
+class ScoreConfig(ExecutorOptions, StageConfig):
     pairs: str
     out: str = opt(flags=("-o", "--out"), type="path", help="Output folder: predictions.parquet (+ .shards/).")
     split: str | None = opt(None, help="Score only rows of this split (default: all rows).")

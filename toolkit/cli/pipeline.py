@@ -14,7 +14,11 @@ from toolkit.hub import PushConfig
 @click.option("--redo", multiple=True,
               help="Run this stage again even if it is up to date (repeatable); later stages follow.")
 @click.option("--list", "list_only", is_flag=True, help="Print the stages and their commands, run nothing.")
-def run_cmd(pipeline, redo, list_only):
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the model stages (gen-cot, sample, score) run their shards: here, or on a Ray cluster.")
+@click.option("--ray-address", default="auto", show_default=True,
+              help="[ray] the cluster: auto, HOST:PORT, or local (a private one for this run).")
+def run_cmd(pipeline, redo, list_only, executor, ray_address):
     """Run a pipeline file: every stage in order, skipping those whose inputs and config are unchanged.
 
     Each stage is a toolkit command writing <out>/<stage name>; `{name}` in a stage's
@@ -22,9 +26,14 @@ def run_cmd(pipeline, redo, list_only):
     redoes only the stages that changed and the stages after them. Ends with a table of
     what ran, what was skipped, and where each dataset was written.
 
+    With --executor ray the model stages' shards run on a Ray cluster (one model per
+    actor) and land in the same folders as a local run's; the trainers keep
+    `accelerate launch` (docs/training.md).
+
     \b
-    Example:
+    Examples:
       toolkit run demo/pipeline.yaml
+      ray start --head && toolkit run demo/pipeline.yaml --executor ray
     """
     from toolkit.cli.runner import Pipeline, run_pipeline, summary_table
 
@@ -33,7 +42,7 @@ def run_cmd(pipeline, redo, list_only):
         for st in pipe.stages:
             click.echo(f"{st.name:18s} toolkit {' '.join(pipe.argv(st))}")
         return
-    outcomes = run_pipeline(pipe, only=list(redo), echo=click.echo)
+    outcomes = run_pipeline(pipe, only=list(redo), echo=click.echo, executor=executor, ray_address=ray_address)
     click.echo("")
     click.echo(summary_table(outcomes))
     ran = sum(o.status == "ran" for o in outcomes)

@@ -184,8 +184,25 @@ class StageOutcome:
     folder: Path | None
 
 
-def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, echo=print) -> list[StageOutcome]:
-    """Run the stages in order; `invoke(argv)` runs one toolkit command (default: in-process)."""
+def executor_args(st: Stage, executor: str, address: str) -> list[str]:
+    """`--executor ray --ray-address A` for a stage whose command takes them (gen-cot, sample, score); none for
+    the rest (the trainers keep `accelerate launch`). Not part of the fingerprint: where shards run changes no row."""
+    if executor == "local":
+        return []
+    from toolkit.cli import cli
+
+    cmd = cli
+    for part in st.run.split():
+        cmd = getattr(cmd, "commands", {}).get(part, cmd)
+    if not any(p.name == "executor" for p in getattr(cmd, "params", [])):
+        return []
+    return ["--executor", executor, "--ray-address", address]
+
+
+def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, echo=print, executor: str = "local",
+                 ray_address: str = "auto") -> list[StageOutcome]:
+    """Run the stages in order; `invoke(argv)` runs one toolkit command (default: in-process); `executor` ray runs
+    the model stages' shards on the Ray cluster at `ray_address`."""
     invoke = invoke or _invoke
     stamps: dict[str, str] = {}
     outcomes = []
@@ -199,10 +216,11 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
             echo(f"[{i}/{len(pipe.stages)}] {st.name}: up to date, skipped")
             outcomes.append(StageOutcome(st.name, "skipped", 0.0, folder))
             continue
-        echo(f"[{i}/{len(pipe.stages)}] {st.name}: toolkit {' '.join(pipe.argv(st))}")
+        argv = pipe.argv(st) + executor_args(st, executor, ray_address)
+        echo(f"[{i}/{len(pipe.stages)}] {st.name}: toolkit {' '.join(argv)}")
         t0 = time.time()
         try:
-            invoke(pipe.argv(st))
+            invoke(argv)
         except BaseException:
             outcomes.append(StageOutcome(st.name, "failed", time.time() - t0, folder))
             echo(summary_table(outcomes))

@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import polars as pl
 
@@ -72,10 +72,24 @@ def _adopt_legacy(out: Path) -> None:
                     legacy, SHARDS)
 
 
+Task = tuple[int, list]  # (shard number, the items of the shard)
+Executor = Callable[[Callable[[int, list], pl.DataFrame], list[Task]], Iterator[tuple[int, pl.DataFrame]]]
+
+
+def run_local(work: Callable[[int, list], pl.DataFrame], tasks: list[Task]) -> Iterator[tuple[int, pl.DataFrame]]:
+    """The local executor: the shards one after another in this process, in order."""
+    for i, part in tasks:
+        yield i, work(i, part)
+
+
 def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], dict],
-               work: Callable[[int, list], pl.DataFrame], desc: str, fresh: bool = False) -> ShardRun:
+               work: Callable[[int, list], pl.DataFrame], desc: str, fresh: bool = False,
+               executor: Executor | None = None) -> ShardRun:
     """Run `work(i, items_of_shard_i)` for each shard not already on disk; remove stale shards.
     `fresh` (a stage's --force) removes the finished shards first, so every shard is redone.
+    `executor(work, tasks)` runs the shards and yields `(i, rows)` as each finishes, in any order (run_local, or
+    toolkit.executors' Ray pool); this process writes each shard the moment it arrives, under the same name whatever
+    ran it, so a run killed anywhere resumes, with either executor.
     Only shard files the toolkit recorded writing are ever removed; other files in .shards/ are left alone."""
     folder = Path(out) / SHARDS
     _adopt_legacy(Path(out))
@@ -83,9 +97,9 @@ def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], 
     if fresh:
         _forget(folder, written(folder))
     n = (len(items) + size - 1) // size
-    names, done, skipped = [], 0, 0
+    names, todo, skipped = [], {}, 0
     recorded = written(folder)
-    for i in progress(range(n), total=n, desc=desc, unit="shard"):
+    for i in range(n):
         part = items[i * size : (i + 1) * size]
         name = f"shard-{i:05d}-{sha256_json(key_of(i, part))[:16]}.parquet"
         names.append(name)
@@ -95,8 +109,12 @@ def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], 
             recorded.add(name)
         if (folder / name).exists():
             skipped += 1
-            continue
-        write_parquet(work(i, part), folder / name)
+        else:
+            todo[i] = part
+    done = 0
+    results = (executor or run_local)(work, list(todo.items()))
+    for i, rows in progress(results, total=len(todo), desc=desc, unit="shard"):
+        write_parquet(rows, folder / names[i])
         fault_point("shard.written")
         done += 1
     stale = written(folder) - set(names)

@@ -182,6 +182,12 @@ class LazyBackend:
 
     @property
     def model_id(self) -> str:
+        """The backend's model id; before (or without) loading it, the same id resolved from the config, so a run
+        whose shards were all reused, or ran on Ray actors, records the model as a fresh local run does."""
+        if self.backend is None and self.cfg.kind in ("transformers", "vllm"):
+            from toolkit.core.models import resolve_model
+
+            return resolve_model(self.cfg.model)
         return getattr(self.backend, "model_id", None) or self.cfg.model or "default"
 
     def close(self) -> None:
