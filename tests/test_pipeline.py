@@ -252,3 +252,35 @@ def test_a_folder_named_in_a_list_option_reruns_the_stage_when_it_appears(tmp_pa
     after = fingerprint(pipe, st, {})
     (later / "a.parquet").write_bytes(b"y")
     assert before != after != fingerprint(pipe, st, {})
+
+
+def test_run_with_the_ray_executor_passes_it_to_the_model_stages_only(tmp_path):
+    """`toolkit run --executor ray`: gen-cot, sample and score get --executor/--ray-address, the others nothing;
+    where shards run is not part of a stage's fingerprint, so switching executors reruns nothing."""
+    from toolkit.cli.runner import executor_args
+
+    spec = tmp_path / "p.yaml"
+    spec.write_text(f"out: {tmp_path / 'out'}\nstages:\n"
+                    "  - {name: pairs, run: ingest, args: [x.jsonl]}\n"
+                    "  - {name: scores, run: score, args: ['{pairs}'], options: {model: m}}\n"
+                    "  - {name: sft, run: train sft, args: ['{pairs}']}\n")
+    pipe = Pipeline.load(spec)
+    pairs, scores, sft = pipe.stages
+    assert executor_args(scores, "ray", "127.0.0.1:6379") == ["--executor", "ray", "--ray-address", "127.0.0.1:6379"]
+    assert executor_args(pairs, "ray", "auto") == [] and executor_args(sft, "ray", "auto") == []  # trainers: accelerate
+    assert executor_args(scores, "local", "auto") == []
+
+    seen = []
+
+    def invoke(argv):  # records the commands and writes a stage folder as a stage would
+        seen.append(argv)
+        out = tmp_path / "out" / {"ingest": "pairs", "score": "scores", "train": "sft"}[argv[0]]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").write_text(json.dumps({"stage": argv[0], "fingerprint": "f", "outputs": {}}))
+
+    quiet = lambda *a: None  # noqa: E731
+    run_pipeline(pipe, invoke=invoke, echo=quiet, executor="ray", ray_address="127.0.0.1:6379")
+    assert [a[-4:] for a in seen if a[0] == "score"] == [["--executor", "ray", "--ray-address", "127.0.0.1:6379"]]
+    assert all("--executor" not in a for a in seen if a[0] != "score")
+    again = run_pipeline(Pipeline.load(spec), invoke=invoke, echo=quiet)  # the local executor now: all up to date
+    assert _statuses(again) == {"pairs": "skipped", "scores": "skipped", "sft": "skipped"}
