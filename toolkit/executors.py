@@ -30,34 +30,25 @@ from toolkit.core.shards import Executor, Task, run_local
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "ray")
-# how shards run, not what they hold: not hashed, so shards are reused when the executor changes
-EXECUTOR_FIELDS = ("executor", "ray_address", "ray_workers", "ray_cpus")
-# the option settings of those fields, declared on each model stage's config (gen-cot, sample, score)
-OPTS = {
-    "executor": dict(choices=EXECUTORS, show_default=True,
-                     help="Where the shards run: local (this process) or ray (actors on a Ray cluster, "
-                          "one model each)."),
-    "ray_address": dict(show_default=True,
-                        help="[ray] the cluster: auto (the one `ray start` made here, or RAY_ADDRESS), "
-                             "HOST:PORT, or local (a private one for this run)."),
-    "ray_workers": dict(type=int,
-                        help="[ray] actors, each with its own model (default: the cluster's CPUs / --ray-cpus)."),
-    "ray_cpus": dict(show_default=True,
-                     help="[ray] CPUs each actor asks for; fractions keep Ray's own tasks running."),
-}
-
-
 @dataclass(kw_only=True)
 class ExecutorOptions:
     """The executor fields of a model stage's config (gen-cot, sample, score): a base class, keyword-only, so the
     stage's own fields keep their order. Not hashed: where shards run changes no row."""
 
-    executor: str = opt("local", **OPTS["executor"])
-    ray_address: str = opt("auto", **OPTS["ray_address"])
-    ray_workers: int | None = opt(None, **OPTS["ray_workers"])
-    ray_cpus: float = opt(0.5, **OPTS["ray_cpus"])
+    executor: str = opt("local", choices=EXECUTORS, show_default=True,
+                        help="Where the shards run: local (this process) or ray (actors on a Ray cluster, "
+                             "one model each).")
+    ray_address: str = opt("auto", show_default=True,
+                           help="[ray] the cluster: auto (the one `ray start` made here, or RAY_ADDRESS), "
+                                "HOST:PORT, or local (a private one for this run).")
+    ray_workers: int | None = opt(None, type=int,
+                                  help="[ray] actors, each with its own model (default: the cluster's CPUs / "
+                                       "--ray-cpus).")
+    ray_cpus: float = opt(0.5, show_default=True,
+                          help="[ray] CPUs each actor asks for; fractions keep Ray's own tasks running.")
 
-    NOT_HASHED: ClassVar[tuple[str, ...]] = ("force", *EXECUTOR_FIELDS)
+    # how shards run, not what they hold: not hashed, so shards are reused when the executor changes
+    NOT_HASHED: ClassVar[tuple[str, ...]] = ("force", "executor", "ray_address", "ray_workers", "ray_cpus")
 
 
 class _ShardWorker:

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import Key, manifest_of
+from toolkit.core.stagefolder import Key, StageFolder
 from toolkit.core.parsing import LABEL_FIRST, ORDERS
 
 __all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "warn_if_rules_missing"]
@@ -33,12 +33,9 @@ def facts(order: str, rules: list[list[str]]) -> dict:
 def recorded(path: "str | Path | None") -> dict | None:
     """The `student_prompt` record of a stage folder, a file in one, or a checkpoint; None for
     hub ids, `default` and folders made before the record existed."""
-    if not path:
+    if not path or not Path(path).exists():
         return None
-    if not Path(path).exists():
-        return None
-    rec = (manifest_of(path) or {}).get(KEY)
-    return rec if isinstance(rec, dict) else None
+    return StageFolder.open(path).lineage
 
 
 def resolve_order(given: str | None, *sources: "str | Path | None") -> str:
