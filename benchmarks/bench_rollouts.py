@@ -33,15 +33,38 @@ GRADE_P = [0.4, 0.3, 0.15, 0.15]
 # -- synthetic rollouts folder ------------------------------------------------------------
 
 
-def generate(folder: Path, pairs: int, samples: int, seed: int = 0) -> None:
-    """rollouts.parquet + prompts.parquet + manifest.json with realistic pass rates and ~2% unparseable."""
+def generate(folder: Path, pairs: int, samples: int, seed: int = 0, chunk: int = 1_000_000) -> None:
+    """rollouts.parquet + prompts.parquet + manifest.json with realistic pass rates and ~2% unparseable,
+    written `chunk` pairs at a time (each chunk seeded by (seed, chunk number)), so any size fits in memory."""
+    import pyarrow.parquet as pq
+
+    from toolkit.core.grades import get_scale
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for c, lo in enumerate(range(0, pairs, chunk)):
+            for name, df in zip(("rollouts", "prompts"), _chunk(lo, min(pairs, lo + chunk), samples, (seed, c))):
+                table = df.to_arrow()
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(folder / f"{name}.parquet", table.schema, compression="zstd")
+                writers[name].write_table(table, row_group_size=250_000)
+    finally:
+        for w in writers.values():
+            w.close()
+    manifest = {"stage": "sample", "grade_scale": get_scale("taosr4").to_dict(), "counts": {"pairs": pairs, "samples": samples}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _chunk(lo: int, hi: int, samples: int, seed: tuple):
+    """Rollouts and prompts of pairs lo..hi-1."""
     import numpy as np
     import polars as pl
 
     from toolkit.core import columns as C
-    from toolkit.core.grades import get_scale
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(list(seed))
+    pairs = hi - lo
     gold = rng.choice(GRADES, size=pairs, p=GRADE_P)
     skill = rng.beta(2.0, 1.2, size=pairs)  # per-pair chance of a correct sample: mostly easy, a long hard tail
     pid = np.repeat(np.arange(pairs), samples)
@@ -51,7 +74,7 @@ def generate(folder: Path, pairs: int, samples: int, seed: int = 0) -> None:
     g = gold[pid]
     wrong = np.array(GRADES)[(np.searchsorted(-np.array(GRADES), -g) + off) % len(GRADES)]
     pred = np.where(correct, g, wrong)
-    ids = pl.Series(C.PAIR_ID, np.arange(pairs)).cast(pl.String).str.zfill(16)
+    ids = pl.Series(C.PAIR_ID, np.arange(lo, hi)).cast(pl.String).str.zfill(16)
     ro = pl.DataFrame({
         C.PAIR_ID: ids.gather(pid), C.SAMPLE_IDX: np.tile(np.arange(samples, dtype=np.int32), pairs),
         C.PRED_GRADE: pred, C.GRADE: g, "_bad": unparseable,
@@ -64,8 +87,6 @@ def generate(folder: Path, pairs: int, samples: int, seed: int = 0) -> None:
         pl.when("_bad").then(None).otherwise(pl.col(C.PRED_GRADE)).alias(C.PRED_GRADE),
         pl.lit(None, dtype=pl.List(pl.Float64)).alias(C.GRADE_PROBS),
     ).with_columns((pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).fill_null(False).alias(C.CORRECT)).drop("_bad")
-    folder.mkdir(parents=True, exist_ok=True)
-    ro.write_parquet(folder / "rollouts.parquet", compression="zstd")  # polars' default row groups, as toolkit.core.stagefolder writes
     system = "You are a relevance judge for e-commerce search. Grade how well the item matches the query: 4 Excellent, 3 Related, 2 Mismatch, 1 Irrelevant."
     prompts = pl.DataFrame({C.PAIR_ID: ids, C.GRADE: gold}).with_columns(
         pl.concat_list(
@@ -74,9 +95,7 @@ def generate(folder: Path, pairs: int, samples: int, seed: int = 0) -> None:
         ).alias(C.PROMPT),
         pl.format("query {}", C.PAIR_ID).alias(C.QUERY), pl.format("product {}", C.PAIR_ID).alias(C.TITLE),
     )
-    prompts.write_parquet(folder / "prompts.parquet", compression="zstd")
-    manifest = {"stage": "sample", "grade_scale": get_scale("taosr4").to_dict(), "counts": {"pairs": pairs, "samples": samples}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return ro, prompts
 
 
 def slice_folder(src: Path, dst: Path, pairs: int) -> None:

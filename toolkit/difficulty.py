@@ -33,6 +33,7 @@ import polars as pl
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
+from toolkit.core.parts import check_part_rows, n_rows, pair_parts, PART_HELP, PART_ROWS
 from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult,
                                       write_parquet, write_stage, writes_output)
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
@@ -87,10 +88,14 @@ class LabelDifficultyConfig(StageConfig):
     gold: str | None = opt(None, type="path",  # pass rates counted against their grades
                            help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against "
                                 "their grades and pairs they exclude are left out.")
+    part_rows: int = opt(PART_ROWS, show_default=True, help=PART_HELP)
     force: bool = opt(False, help="Redo even when the output is up to date.")
+
+    NOT_HASHED = ("force", "part_rows")
 
     def __post_init__(self):
         self.rollouts, self.out = str(self.rollouts), str(self.out)
+        self.part_rows = check_part_rows(self.part_rows)
         try:
             self.gamma = float(self.gamma)
         except (TypeError, ValueError):
@@ -189,7 +194,8 @@ def _counts(pairs: pl.DataFrame, window: pl.DataFrame, grpo: pl.DataFrame, grade
 
 @writes_output(STAGE)
 def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
-    """Write difficulty.parquet (every pair) and grpo.parquet (the GRPO training set); see the module docstring."""
+    """Write difficulty.parquet (every pair) and grpo.parquet (the GRPO training set); see the module docstring.
+    Inputs larger than --part-rows go part by part (pair-id ranges); only the window's ids are balanced at once."""
     inputs = input_hashes(input_files(cfg.rollouts) + ([cfg.gold] if cfg.gold else []))
     done = recorded_result(LabelDifficultyResult, cfg, inputs)
     if done is not None:
@@ -197,27 +203,52 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
     source = StageFolder.open(cfg.rollouts)
     scale = source.scale()
     rollouts, prompts, regraded = scan_regraded(cfg.rollouts, cfg.gold)
-    pairs, n_groups = label_pairs(rollouts, prompts, cfg)
-    off = sorted(set(pairs[C.GRADE].drop_nulls().unique().to_list()) - set(scale.values))
-    if off:
-        raise UserError(f"{cfg.rollouts}: gold grade(s) {off} are not on scale `{scale.name}` "
-                        f"(values: {scale.values}); check the rollouts folder's manifest")
-    grades = [g for g in scale.values if g in set(pairs[C.GRADE].to_list())]
-    window = pairs.filter("_in_window")
-    grpo, absent = balance(window, grades, cfg.seed) if cfg.balance else (window, [])
-    if absent and cfg.balance:
-        log.warning("grade(s) %s have no pair in the GRPO window (0 < n_correct < %g*G); balanced over the others",
-                    absent, cfg.gamma)
-    counts = _counts(pairs, window, grpo, grades, n_groups) | {"grades_absent": absent} | regraded
+    rollouts = rollouts.select(C.PAIR_ID, C.GRADE, C.CORRECT)
     label = pl.col(C.GRADE).replace_strict({g.value: g.label for g in scale.grades},
                                            return_dtype=pl.String).alias(C.GOLD_LABEL)
     keep = [C.PROMPT, C.PAIR_ID, C.GRADE, C.GOLD_LABEL, C.PASS_RATE, C.N_SAMPLES, C.N_CORRECT, C.DIFFICULTY]
 
     def write(tmp: Path) -> tuple[dict, dict]:
-        write_parquet(pairs.drop(C.PROMPT, "_in_window").with_columns(label), tmp / DIFFICULTY_FILE)
-        write_parquet(grpo.with_columns(label).select(keep), tmp / GRPO_FILE)
+        stats, windows, n_groups, files = [], [], 0, []
+        with pair_parts({"rollouts": rollouts, "prompts": prompts}, n_rows(rollouts), cfg.part_rows,
+                        tmp / "_parts", bounds_from="prompts") as parts:
+            one = len(parts) == 1
+            for i, part in enumerate(parts):
+                pairs, n = label_pairs(part["rollouts"], part["prompts"], cfg)
+                _check_scale(pairs, scale, cfg)
+                n_groups += n
+                files.append(tmp / DIFFICULTY_FILE if one else tmp / "_parts" / f"difficulty-{i:05d}.parquet")
+                write_parquet(pairs.drop(C.PROMPT, "_in_window").with_columns(label), files[-1])
+                stats.append(pairs.select(C.GRADE, C.N_SAMPLES, C.N_CORRECT, C.DIFFICULTY))
+                # the window without the prompt and text columns
+                windows.append(pairs.filter("_in_window").select(C.PAIR_ID, C.GRADE, C.PASS_RATE, C.N_SAMPLES,
+                                                                 C.N_CORRECT, C.DIFFICULTY))
+            stats, window = pl.concat(stats), pl.concat(windows)
+            grades = [g for g in scale.values if g in set(stats[C.GRADE].to_list())]
+            grpo, absent = balance(window, grades, cfg.seed) if cfg.balance else (window, [])
+            if absent and cfg.balance:
+                log.warning("grade(s) %s have no pair in the GRPO window (0 < n_correct < %g*G); balanced over the "
+                            "others", absent, cfg.gamma)
+            # the GRPO set with its prompts, part by part (increasing pair-id ranges: concatenated, in order)
+            sets = []
+            for i, part in enumerate(parts):
+                sets.append(tmp / GRPO_FILE if one else tmp / "_parts" / f"grpo-{i:05d}.parquet")
+                rows = part["prompts"].select(C.PAIR_ID, C.PROMPT).join(grpo.lazy(), on=C.PAIR_ID, how="inner",
+                                                                         maintain_order="right")
+                write_parquet(rows.with_columns(label).select(keep).collect(), sets[-1])
+            if not one:
+                for name, parted in ((DIFFICULTY_FILE, files), (GRPO_FILE, sets)):
+                    pl.scan_parquet(parted).sink_parquet(tmp / name, compression="zstd", statistics=True)
+        counts = _counts(stats, window, grpo, grades, n_groups) | {"grades_absent": absent} | regraded
         return counts, {Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: source.lineage}
 
     result = write_stage(LabelDifficultyResult, cfg, inputs, write)
     log.info("%s", result.summary())
     return result
+
+
+def _check_scale(pairs: pl.DataFrame, scale, cfg: LabelDifficultyConfig) -> None:
+    off = sorted(set(pairs[C.GRADE].drop_nulls().unique().to_list()) - set(scale.values))
+    if off:
+        raise UserError(f"{cfg.rollouts}: gold grade(s) {off} are not on scale `{scale.name}` "
+                        f"(values: {scale.values}); check the rollouts folder's manifest")

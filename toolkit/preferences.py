@@ -33,7 +33,9 @@ Answers are stored in teacher_answers.parquet and reused on rerun for the same `
 the teacher fails midway, the answers so far are kept beside the output folder and reused too.
 
 The heavy part is two lazy passes over rollouts.parquet: ranking without the texts (a hash stands in
-for dedupe), then fetching only the texts of the picked samples.
+for dedupe), then fetching only the texts of the picked samples. An input of more than `part_rows` rollouts
+is cut into pair-id ranges (toolkit.core.parts) handled one after another, so memory stays bounded (100M
+rollouts: 5.7 GB peak, benchmarks/README.md); the pairs are the same as in one pass.
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ from toolkit.core.options import opt
 from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, scale_of, StageConfig, StageFolder,
                                       StageResult, write_parquet, write_stage, writes_output)
 from toolkit.core.parsing import OK
+from toolkit.core.parts import check_part_rows, n_rows, pair_parts, PART_HELP, PART_ROWS
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
 from toolkit.core.stagefolder.files import PREFS_FILE, TEACHER_FILE
-from toolkit.teacher import Teacher, partial_file, teacher_answers
+from toolkit.teacher import partial_file, Teacher, teacher_answers, teacher_cache
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +88,12 @@ class MakePrefsConfig(StageConfig):
     gold: str | None = opt(None, type="path",  # rollouts re-marked against their grades
                            help="Corrected pairs from `toolkit review apply`: rollouts are re-marked correct against "
                                 "their grades and pairs they exclude are left out.")
+    part_rows: int = opt(PART_ROWS, show_default=True, help=PART_HELP)
     force: bool = opt(False, help="Redo even when the output is up to date.")
 
     def __post_init__(self):
         self.rollouts, self.out = str(self.rollouts), str(self.out)
+        self.part_rows = check_part_rows(self.part_rows)
         if int(self.pairs_per_prompt) < 1:
             raise UserError(f"pairs_per_prompt must be >= 1; got {self.pairs_per_prompt}")
         if self.reject not in REJECT_MODES:
@@ -98,7 +103,7 @@ class MakePrefsConfig(StageConfig):
         if int(self.teacher_batch_size) < 1:
             raise UserError(f"teacher_batch_size must be >= 1; got {self.teacher_batch_size}")
 
-    NOT_HASHED = ("force", "teacher_batch_size")
+    NOT_HASHED = ("force", "teacher_batch_size", "part_rows")
 
 
 @dataclass
@@ -120,6 +125,7 @@ class MakePrefsResult(StageResult):
 # Group keys on the 10M-row side are a 64-bit hash of the pair id (`_gid`): grouping on it is several
 # times faster than on strings. A collision between two of the pairs would be caught in group_kinds.
 
+USED_COLUMNS = [C.PAIR_ID, C.SAMPLE_IDX, C.TEXT, C.FINISH_REASON, C.PARSE_STATUS, C.PRED_GRADE, C.GRADE, C.CORRECT]
 _GID = "_gid"
 _GID_SEED = 20250817
 _DIST_CAP = 2047  # |pred - gold| is capped here; "always" puts unparseable samples at the cap (farthest)
@@ -307,7 +313,7 @@ def _group_counts(kinds: pl.DataFrame, n_prompts: int, rejected: pl.DataFrame) -
 
 
 def _teacher_table(prompts: pl.LazyFrame, kinds: pl.DataFrame, rejected: pl.DataFrame, teacher: Teacher | None,
-                   cfg: MakePrefsConfig, counts: dict) -> pl.DataFrame:
+                   cfg: MakePrefsConfig, counts: dict, known: dict) -> pl.DataFrame:
     need = kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) == ALL_WRONG)).join(rejected.select(_GID), on=_GID)
     empty = pl.DataFrame(schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean})
     counts.update(dropped_all_wrong_no_teacher=0, dropped_teacher_invalid=0, groups_teacher=0)
@@ -318,10 +324,30 @@ def _teacher_table(prompts: pl.LazyFrame, kinds: pl.DataFrame, rejected: pl.Data
         return empty
     rows = prompts.join(need.lazy().select(C.PAIR_ID), on=C.PAIR_ID, how="semi").sort(C.PAIR_ID).collect().to_dicts()
     scale = scale_of(cfg.rollouts)
-    answers = teacher_answers(rows, teacher, cfg, {g.value: g.label for g in scale.grades}, scale.labels)
+    answers = teacher_answers(rows, teacher, cfg, {g.value: g.label for g in scale.grades}, scale.labels, known)
     counts["groups_teacher"] = int(answers["valid"].sum())
     counts["dropped_teacher_invalid"] = answers.height - counts["groups_teacher"]
     return answers
+
+
+def _part_pairs(rollouts: pl.LazyFrame, prompts: pl.LazyFrame, teacher: Teacher | None, cfg: MakePrefsConfig,
+                known: dict, path: Path) -> tuple[dict, pl.DataFrame]:
+    """The preference pairs of one part of the pairs, written to `path`; its counts and teacher answers."""
+    kinds = group_kinds(rollouts, prompts.select(C.PAIR_ID))
+    n_prompts = check_pairs(prompts, kinds, cfg.rollouts)
+    chosen, rejected, dups = pick(rollouts, kinds, cfg)
+    counts = _group_counts(kinds, n_prompts, rejected)
+    answers = _teacher_table(prompts, kinds, rejected, teacher, cfg, counts, known)
+    index = _pair_index(chosen, rejected, answers, kinds)
+    counts["duplicate_samples"] = dups
+    cutoff = kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) == MIXED)
+                          & pl.col(_GID).is_in(rejected[_GID].implode())
+                          & ~pl.col(_GID).is_in(chosen[_GID].implode())).height
+    counts["dropped_chosen_truncated"] = cutoff
+    counts["groups_self"] -= cutoff
+    counts["_index"] = index.height
+    assemble(index, rollouts, prompts).sink_parquet(path, compression="zstd", statistics=True)
+    return counts, answers
 
 
 @writes_output(STAGE)
@@ -333,27 +359,26 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
         return done
     upstream = StageFolder.open(cfg.rollouts)
     rollouts, prompts, regraded = scan_regraded(cfg.rollouts, cfg.gold)
-    kinds = group_kinds(rollouts, prompts.select(C.PAIR_ID))
-    n_prompts = check_pairs(prompts, kinds, cfg.rollouts)
-    chosen, rejected, dups = pick(rollouts, kinds, cfg)
-    counts = _group_counts(kinds, n_prompts, rejected)
-    answers = _teacher_table(prompts, kinds, rejected, teacher, cfg, counts)
-    index = _pair_index(chosen, rejected, answers, kinds)
-    counts["duplicate_samples"] = dups
-    counts.update(regraded)
-    cutoff = kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) == MIXED)
-                          & pl.col(_GID).is_in(rejected[_GID].implode())
-                          & ~pl.col(_GID).is_in(chosen[_GID].implode())).height
-    counts["dropped_chosen_truncated"] = cutoff
-    counts["groups_self"] -= cutoff
+    rollouts = rollouts.select(c for c in USED_COLUMNS if c in rollouts.collect_schema().names())
 
     def write(tmp: Path) -> tuple[dict, dict]:
-        assemble(index, rollouts, prompts).sink_parquet(tmp / PREFS_FILE, compression="zstd", statistics=True)
+        counts, answers, files, known = {}, [], [], teacher_cache(cfg)
+        with pair_parts({"rollouts": rollouts, "prompts": prompts}, n_rows(rollouts), cfg.part_rows,
+                        tmp / "_parts", bounds_from="prompts") as parts:
+            for i, part in enumerate(parts):
+                files.append(tmp / PREFS_FILE if len(parts) == 1 else tmp / "_parts" / f"prefs-{i:05d}.parquet")
+                c, a = _part_pairs(part["rollouts"], part["prompts"], teacher, cfg, known, files[-1])
+                answers.append(a)
+                counts = {k: counts.get(k, 0) + v for k, v in c.items()}
+            if len(parts) > 1:  # the parts are increasing pair-id ranges: their concatenation is in order
+                pl.scan_parquet(files).sink_parquet(tmp / PREFS_FILE, compression="zstd", statistics=True)
+        counts.update(regraded)
         source = pl.scan_parquet(tmp / PREFS_FILE).group_by(C.CHOSEN_SOURCE).len().collect()
         by = dict(source.iter_rows())
         counts.update(pairs=sum(by.values()), pairs_self=by.get(SELF, 0), pairs_teacher=by.get(TEACHER, 0))
-        counts["dropped_identical_texts"] = index.height - counts["pairs"]
+        counts["dropped_identical_texts"] = counts.pop("_index") - counts["pairs"]
         counts["length_chars"] = length_report(tmp / PREFS_FILE)
+        answers = pl.concat(answers)
         if answers.height:
             write_parquet(answers, tmp / TEACHER_FILE)
         return counts, {Key.GRADE_SCALE: upstream.scale().to_dict(), "teacher_id": cfg.teacher_id,

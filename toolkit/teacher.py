@@ -38,7 +38,7 @@ def partial_file(cfg: MakePrefsConfig) -> Path:
     return out.with_name(f".{out.name}.{TEACHER_FILE}.partial")
 
 
-def _cached_teacher(cfg: MakePrefsConfig) -> dict[tuple[str, int], str]:
+def teacher_cache(cfg: MakePrefsConfig) -> dict[tuple[str, int], str]:
     """Answers of the same teacher from the last complete run, or from an interrupted one."""
     if cfg.teacher_id is None:
         return {}
@@ -65,9 +65,10 @@ def _save_partial(cfg: MakePrefsConfig, known: dict[tuple[str, int], str]) -> No
 
 
 def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, labels: dict[int, str],
-                    all_labels: list[str]) -> pl.DataFrame:
-    """pair_id, grade, text, valid for each row: cached answers reused, the rest asked in batches."""
-    known = _cached_teacher(cfg)
+                    all_labels: list[str], known: dict | None = None) -> pl.DataFrame:
+    """pair_id, grade, text, valid for each row: cached answers reused, the rest asked in batches. `known`
+    (from `teacher_cache`) carries the answers across calls of one run, so an interruption keeps them all."""
+    known = teacher_cache(cfg) if known is None else known
     todo = [r for r in rows if (r[C.PAIR_ID], r[C.GRADE]) not in known]
     if todo:
         log.info("asking the teacher for %d answers (%d cached)", len(todo), len(rows) - len(todo))

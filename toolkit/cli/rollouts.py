@@ -67,7 +67,7 @@ def passk(rollouts, **kw):
               help="[openai] base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
 @click.option("--teacher-max-tokens", default=768, show_default=True, type=int,
               help="Token limit of a teacher answer.")
-@options_from(MakePrefsConfig, "teacher_batch_size", "gold", "force")
+@options_from(MakePrefsConfig, "teacher_batch_size", "gold", "part_rows", "force")
 def make_prefs(rollouts, no_teacher, teacher_backend, teacher_model, teacher_base_url, teacher_max_tokens, **kw):
     """Build DPO preference pairs from pass@N rollouts, as TaoSR1 does.
 
