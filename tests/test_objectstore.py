@@ -200,9 +200,43 @@ def test_shards_go_up_as_they_are_written_and_a_killed_run_resumes_on_another_ma
     assert len(shards) == 2 and _manifest(fs, url).get("complete") is False
     r = _toolkit([*args, "-o", url], {**base, "TOOLKIT_STAGING": str(tmp_path / "m2")})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "2 reused" in r.stdout + r.stderr
+    counts = _manifest(fs, url)["counts"]
+    assert (counts["shards_skipped"], counts["shards_done"]) == (2, 2)  # the 2 shards found on S3 were not redone
     r = _toolkit([*args, "-o", tmp_path / "local"], base)
     assert r.returncode == 0, r.stderr[-2000:]
     remote = pl.read_parquet(fs.cat_file("bucket/score/run/predictions.parquet"))
     local = pl.read_parquet(tmp_path / "local" / "predictions.parquet")
     assert remote.drop("grade_probs").equals(local.drop("grade_probs"))
+
+
+def test_mistakes_are_one_line_errors_naming_the_url_and_leave_nothing_behind(s3, staging, cli, tmp_path):
+    fs, _ = s3
+    ro = write_rollouts(tmp_path / "rollouts", GROUPS)
+    r = cli("label-difficulty", ro, "-o", "s3://no-such-bucket/x")
+    assert r.exit_code != 0 and "s3://no-such-bucket/x: cannot reach the storage" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert cli("label-difficulty", ro, "-o", "s3://bucket/m/diff").exit_code == 0
+    # -o inside an input URL
+    r = cli("label-difficulty", "s3://bucket/m/diff", "-o", "s3://bucket/m/diff/sub")
+    assert r.exit_code != 0 and "lies inside the input s3://bucket/m/diff" in r.output
+    # a stage that fails on its input names the URL (not the local mirror) and writes nothing at its -o
+    r = cli("make-prefs", "s3://bucket/m/diff", "-o", "s3://bucket/m/prefs", "--no-teacher")
+    assert r.exit_code != 0 and r.output.startswith("error: s3://bucket/m/diff: no rollouts.parquet"), r.output
+    assert _ls(fs, "s3://bucket/m/prefs") == {}
+
+
+def test_a_pipeline_whose_out_is_a_url(s3, staging, cli, tmp_path, repo, monkeypatch):
+    fs, _ = s3
+    spec = tmp_path / "pipe.yaml"
+    spec.write_text("out: s3://bucket/pipe\nstages:\n"
+                    f"  - {{name: pairs, run: ingest, args: [{repo / 'demo' / 'pairs.jsonl'}]}}\n"
+                    "  - {name: splits, run: split, args: ['{pairs}']}\n")
+    r = cli("run", spec)
+    assert r.exit_code == 0, r.output
+    assert "split s3://bucket/pipe/pairs -o s3://bucket/pipe/splits" in r.output
+    assert "run: 2 stages, 2 ran, 0 up to date -> s3://bucket/pipe" in r.output
+    assert {"pairs/manifest.json", "splits/train.parquet", "splits/manifest.json"} <= set(_ls(fs, "s3://bucket/pipe"))
+    assert "0 ran, 2 up to date" in cli("run", spec).output
+    monkeypatch.setenv("TOOLKIT_STAGING", str(tmp_path / "elsewhere"))  # another machine: each stage is up to date
+    r = cli("run", spec)
+    assert r.exit_code == 0 and r.output.count("is up to date") == 2, r.output

@@ -11,6 +11,7 @@ import click
 from toolkit import __version__
 from toolkit.cli.common import QUIET_HELP, VERBOSE_HELP, VERBOSITY, ToolkitError, add_verbosity_options, setup_logging
 from toolkit.core.errors import UserError
+from toolkit.core.stagefolder.aliases import in_text
 
 
 _depth = 0  # toolkit commands running in this process (`toolkit run` invokes each stage in-process)
@@ -23,7 +24,7 @@ class ToolkitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            raise ToolkitError(str(e)) from None
+            raise ToolkitError(in_text(str(e))) from None  # a staging or mirror folder named by its URL
         # a bad flag or value: one line like every other mistake, not click's usage block
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else "toolkit"

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from toolkit.core.errors import UserError
 from toolkit.core.stagefolder import atomic_write_text, input_hashes, read_manifest, sha256_json
+from toolkit.core.stagefolder.objectstore import is_url, join, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Stage:
 
 @dataclass
 class Pipeline:
-    out: Path
+    out: "Path | str"  # a local folder, or a storage URL (s3://...: toolkit.core.stagefolder.objectstore)
     stages: list[Stage]
     path: Path | None = None
 
@@ -92,10 +93,11 @@ class Pipeline:
             _check_command(path, st)
             seen.add(st.name)
             stages.append(st)
-        return cls(Path(data.get("out", "out/pipeline")), stages, path)
+        out = str(data.get("out", "out/pipeline"))
+        return cls(out if is_url(out) else Path(out), stages, path)
 
-    def folder(self, name: str) -> Path:
-        return self.out / name
+    def folder(self, name: str) -> "Path | str":
+        return join(self.out, name) if isinstance(self.out, str) else self.out / name
 
     def argv(self, st: Stage) -> list[str]:
         def fill(x: str) -> str:
@@ -181,7 +183,7 @@ class StageOutcome:
     name: str
     status: str  # ran | skipped | failed
     seconds: float
-    folder: Path | None
+    folder: "Path | str | None"
 
 
 def executor_args(st: Stage, executor: str, address: str) -> list[str]:
@@ -207,14 +209,16 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
     stamps: dict[str, str] = {}
     outcomes = []
     for i, st in enumerate(pipe.stages, 1):
-        folder = pipe.folder(st.name) if st.out else None
+        folder = shown = pipe.folder(st.name) if st.out else None
+        if isinstance(folder, str):  # on a storage URL: the run's record lives in the local staging folder
+            folder = staging_dir(folder)
         fp = fingerprint(pipe, st, stamps)
         rec = _record(folder) if folder else None
         if (folder and rec and rec.get("fingerprint") == fp and folder.exists() and _holds_its_output(folder, rec)
                 and (not only or st.name not in only)):
             stamps[st.name] = rec["stamp"]
             echo(f"[{i}/{len(pipe.stages)}] {st.name}: up to date, skipped")
-            outcomes.append(StageOutcome(st.name, "skipped", 0.0, folder))
+            outcomes.append(StageOutcome(st.name, "skipped", 0.0, shown))
             continue
         argv = pipe.argv(st) + executor_args(st, executor, ray_address)
         echo(f"[{i}/{len(pipe.stages)}] {st.name}: toolkit {' '.join(argv)}")
@@ -222,7 +226,7 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
         try:
             invoke(argv)
         except BaseException:
-            outcomes.append(StageOutcome(st.name, "failed", time.time() - t0, folder))
+            outcomes.append(StageOutcome(st.name, "failed", time.time() - t0, shown))
             echo(summary_table(outcomes))
             raise
         stamp = uuid.uuid4().hex
@@ -234,7 +238,7 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
             record = {"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2),
                       "output": output_id(read_manifest(folder))}
             atomic_write_text(folder / RECORD, json.dumps(record))
-        outcomes.append(StageOutcome(st.name, "ran", time.time() - t0, folder))
+        outcomes.append(StageOutcome(st.name, "ran", time.time() - t0, shown))
     return outcomes
 
 

@@ -32,6 +32,8 @@ class ShardRun:
         return pl.concat([pl.read_parquet(out / SHARDS / n) for n in self.names], how="vertical_relaxed")
 
 
+ON_WRITTEN: list[Callable[[Path], None]] = []  # called with each shard file the moment it is written
+
 RECORD = ".written"  # inside .shards/: the names of the shard files the toolkit wrote there, one a line
 
 
@@ -115,6 +117,8 @@ def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], 
     results = (executor or run_local)(work, list(todo.items()))
     for i, rows in progress(results, total=len(todo), desc=desc, unit="shard"):
         write_parquet(rows, folder / names[i])
+        for hook in ON_WRITTEN:  # e.g. the upload of a stage folder on an object store
+            hook(folder / names[i])
         fault_point("shard.written")
         done += 1
     stale = written(folder) - set(names)

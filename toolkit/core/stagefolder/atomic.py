@@ -182,8 +182,22 @@ def writes_output(stage, out_field: str = "out"):
                 from toolkit.core.stagefolder.remote import hub_inputs
 
                 hub_inputs(cfg)  # a stage folder published with `toolkit push`, fetched into the toolkit cache
-            with claim_output(getattr(cfg, out_field), name, config_paths(cfg, out_field)):
-                return fn(cfg, *args, **kwargs)
+            from toolkit.core.stagefolder import objectstore as store
+
+            out = getattr(cfg, out_field)
+            urls = {k: v for k, v in vars(cfg).items() if k != out_field and store.is_url(v)}
+            if store.is_url(out):
+                store.check_apart(out, list(urls.values()))
+            for key, value in urls.items():
+                setattr(cfg, key, str(store.fetch_input(value)))  # a complete stage folder, mirrored locally
+            if not store.is_url(out):
+                with claim_output(out, name, config_paths(cfg, out_field)):
+                    return fn(cfg, *args, **kwargs)
+            remote = store.pull(out, name)  # -o on an object store: the commit protocol in objectstore's docstring
+            setattr(cfg, out_field, str(remote[-1]))
+            with claim_output(remote[-1], name, config_paths(cfg, out_field)):
+                with store.remote_output(out, name, *remote):
+                    return fn(cfg, *args, **kwargs)
 
         return wrapper
 

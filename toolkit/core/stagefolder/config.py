@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from toolkit import __version__
 from toolkit.core.errors import UserError
+from toolkit.core.stagefolder.aliases import unalias
 from toolkit.core.stagefolder.atomic import atomic_dir, atomic_write_text, fault_point
 from toolkit.core.stagefolder.manifest import CONFIG, MANIFEST, read_manifest, sha256_file, sha256_json
 
@@ -78,7 +79,8 @@ def model_inputs(model: "str | Path | None") -> list[str]:
 
 def fingerprint(stage: str, config: dict, inputs: dict[str, str]) -> str:
     """What a stage's output depends on: stage, resolved config, input contents, toolkit version."""
-    return sha256_json({"stage": stage, "config": config, "inputs": sorted(inputs.values()), "version": __version__})
+    return sha256_json({"stage": stage, "config": unalias(config), "inputs": sorted(inputs.values()),
+                        "version": __version__})
 
 
 def write_manifest(out_dir: Path, stage: str, config: dict, inputs: dict[str, str], counts: dict,
@@ -86,6 +88,7 @@ def write_manifest(out_dir: Path, stage: str, config: dict, inputs: dict[str, st
     """Record the resolved config (config.yaml) and a manifest (manifest.json) in an output folder."""
     import yaml
 
+    config = unalias(config)  # a staging or mirror folder as the URL it stands for
     outputs = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir())
                if p.is_file() and p.name not in (MANIFEST, CONFIG) and not p.name.startswith(".")}
     manifest = {

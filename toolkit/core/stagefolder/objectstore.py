@@ -6,8 +6,9 @@ shards, manifest last), and the staging folder is then committed to the URL. Obj
 the commit protocol is:
 
 1. Claim: before the run, a remote folder that is not empty must hold a manifest.json of this stage (the -o
-   rules of a local folder); an empty one gets an incomplete manifest (`{"stage": ..., "complete": false}`)
-   first, so the prefix is marked as the toolkit's before any data lands.
+   rules of a local folder). An empty one gets an incomplete manifest (`{"stage": ..., "complete": false}`)
+   before its first object, so the prefix is marked as the toolkit's before any data lands; a run that fails
+   before writing anything leaves nothing.
 2. Pull: the remote folder is mirrored into the staging folder (only files whose size differs are fetched),
    so a run on any machine sees the shards every earlier run committed, and skips an up-to-date output.
 3. Shards: a sharded stage uploads each shard the moment it is written locally (one PUT; an object appears
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Iterator
 
 from toolkit.core.errors import UserError
+from toolkit.core.stagefolder.aliases import ALIASES
 from toolkit.core.stagefolder.atomic import fault_point
 from toolkit.core.stagefolder.manifest import MANIFEST
 
@@ -44,14 +46,13 @@ log = logging.getLogger(__name__)
 _SCHEME = re.compile(r"^(?P<proto>[a-zA-Z][a-zA-Z0-9+.-]*)://")
 _LEFTOVER = re.compile(r"^\..+\.(?:tmp|old)-\d+$")  # what a killed local run leaves: never uploaded
 
-# local path -> the URL it stands for; StageConfig.resolved() writes the URL into configs and fingerprints
-ALIASES: dict[str, str] = {}
 
 
 def is_url(value) -> bool:
     """A stage folder on an fsspec filesystem (`s3://...`), not a Hub dataset (`hf://`, toolkit.core.stagefolder
     .remote) and not a local path."""
-    return isinstance(value, str) and bool(_SCHEME.match(value)) and not value.startswith("hf://")
+    m = _SCHEME.match(value) if isinstance(value, str) else None
+    return bool(m) and m["proto"].lower() not in ("hf", "http", "https", "ws", "wss")
 
 
 def join(url: str, name: str) -> str:
@@ -71,6 +72,29 @@ def _fs(url: str):
         raise UserError(f"{url}: {proto}:// needs a package that is not installed ({hint})") from e
     except ValueError as e:
         raise UserError(f"{url}: not a storage URL fsspec knows ({e})") from None
+
+
+@contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """Whatever the storage client raises (no such bucket, no credentials, no server) as one line naming the URL."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - s3fs, gcsfs, botocore ... each raise their own types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{url}: cannot reach the storage ({type(e).__name__}: {first}); check the URL and bucket, "
+                        "and the credentials (S3: AWS_* variables; an S3-compatible server: FSSPEC_S3_ENDPOINT_URL)"
+                        ) from None
+
+
+def check_apart(out: str, inputs: list[str]) -> None:
+    """-o as a URL must not be, hold or lie inside an input URL (the -o rule of local folders)."""
+    o = out.rstrip("/")
+    for i in (x.rstrip("/") for x in inputs):
+        if o == i or o.startswith(i + "/") or i.startswith(o + "/"):
+            raise UserError(f"{out}: -o is, holds or lies inside the input {i}; a stage replaces its -o folder "
+                            "whole, pass another -o")
 
 
 def _key(url: str) -> str:
@@ -140,8 +164,14 @@ def _incomplete(stage: str) -> bytes:
 def claim(url: str, stage: str) -> tuple[object, str, dict[str, int]]:
     """Check a remote output folder against the -o rules and mark an empty one as this stage's; returns the
     filesystem, the path and the remote listing."""
+    with reaching(url):
+        return _claim(url, stage)
+
+
+def _claim(url: str, stage: str) -> tuple[object, str, dict[str, int]]:
     fs, root = _fs(url)
     root = root.rstrip("/")
+    fs.invalidate_cache()
     files = _remote_files(fs, root)
     if files:
         m = _read_json(fs, f"{root}/{MANIFEST}")
@@ -152,9 +182,6 @@ def claim(url: str, stage: str) -> tuple[object, str, dict[str, int]]:
         if m.get("stage") != stage:
             raise UserError(f"{url}: this folder holds the output of `toolkit {m.get('stage')}`, which `toolkit "
                             f"{stage}` would replace (is it this stage's input?); pass another -o")
-    else:
-        fs.pipe_file(f"{root}/{MANIFEST}", _incomplete(stage))
-        files = {MANIFEST: len(_incomplete(stage))}
     return fs, root, files
 
 
@@ -163,9 +190,11 @@ def commit(fs, root: str, local: Path, stage: str, before: dict[str, int]) -> in
     manifest = (local / MANIFEST).read_bytes()
     remote_manifest = fs.cat_file(f"{root}/{MANIFEST}") if MANIFEST in before else None
     files = _local_files(local)
+    fs.invalidate_cache()
     if remote_manifest == manifest and set(files) == set(_remote_files(fs, root)):
         return 0  # up to date: the remote folder already holds this output
     fs.pipe_file(f"{root}/{MANIFEST}", _incomplete(stage))
+    fs.invalidate_cache()
     put = 0
     now = _remote_files(fs, root)
     for rel, path in sorted(files.items()):
@@ -183,38 +212,54 @@ def commit(fs, root: str, local: Path, stage: str, before: dict[str, int]) -> in
     return put + 1
 
 
-@contextmanager
-def remote_output(url: str, stage: str) -> Iterator[Path]:
-    """Run a stage whose -o is a URL: claim and pull, yield the staging folder, upload each shard as it is
-    written, commit on success."""
-    from toolkit.core import shards
-
+def pull(url: str, stage: str) -> tuple[object, str, dict[str, int], Path]:
+    """Steps 1 and 2: claim the remote folder and mirror it into its staging folder (returned last)."""
     fs, root, before = claim(url, stage)
     local = staging_dir(url)
-    got = _mirror(fs, root, local, before)
+    with reaching(url):
+        got = _mirror(fs, root, local, before)
     if got > 1:
         log.info("%s: fetched %d files of the existing output into %s", url, got, local)
+    ALIASES[str(local)] = url
+    return fs, root, before, local
+
+
+@contextmanager
+def remote_output(url: str, stage: str, fs, root: str, before: dict[str, int], local: Path) -> Iterator[Path]:
+    """Around a stage run in `local` (after `pull`): upload each shard as it is written (step 3), commit on success
+    (step 4)."""
+    from toolkit.core import shards
 
     def upload_shard(path: Path) -> None:
-        fs.put_file(str(path), f"{root}/{path.relative_to(local).as_posix()}")
+        with reaching(url):
+            if not before:  # a new folder: marked as this stage's before its first object
+                fs.pipe_file(f"{root}/{MANIFEST}", _incomplete(stage))
+                before[MANIFEST] = 0
+            fs.put_file(str(path), f"{root}/{path.relative_to(local).as_posix()}")
 
-    ALIASES[str(local)] = url
     shards.ON_WRITTEN.append(upload_shard)
     try:
         yield local
-        n = commit(fs, root, local, stage, before)
-        if n:
-            log.info("%s: committed (%d files put, manifest last)", url, n)
     finally:
         shards.ON_WRITTEN.remove(upload_shard)
+    with reaching(url):
+        n = commit(fs, root, local, stage, before)
+    if n:
+        log.info("%s: committed (%d files put, manifest last)", url, n)
 
 
 def fetch_input(url: str) -> Path:
     """A complete stage folder at `url`, mirrored into the toolkit cache; its local path."""
+    with reaching(url):
+        return _fetch(url)
+
+
+def _fetch(url: str) -> Path:
     from toolkit.core.models import cache_dir
 
     fs, root = _fs(url)
     root = root.rstrip("/")
+    fs.invalidate_cache()
     m = _read_json(fs, f"{root}/{MANIFEST}")
     if m is None:
         raise UserError(f"{url}: no stage folder here (no manifest.json); check the URL")

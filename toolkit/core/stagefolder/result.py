@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, TypeVar
 
+from toolkit.core.stagefolder.aliases import in_text
 from toolkit.core.stagefolder.atomic import atomic_dir
 from toolkit.core.stagefolder.config import is_up_to_date, write_manifest
 from toolkit.core.stagefolder.manifest import Key, read_manifest
@@ -75,9 +76,10 @@ class StageResult:
 
     def summary(self) -> str:
         if self.skipped:
-            return up_to_date_line(self.stage, self.out, self.brief())
+            return in_text(up_to_date_line(self.stage, self.out, self.brief()))
         drops = dropped_text(self.counts) if self.SHOW_DROPPED else ""
-        return f"{self.stage}: {self.headline()}" + (f"; dropped: {drops}" if drops else "") + f" {self.where()}"
+        line = f"{self.stage}: {self.headline()}" + (f"; dropped: {drops}" if drops else "") + f" {self.where()}"
+        return in_text(line)
 
 
 def recorded_result(cls: "type[R]", cfg, inputs: dict[str, str], out: "str | Path | None" = None,
