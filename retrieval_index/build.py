@@ -20,6 +20,7 @@ from retrieval_index.snippets import Snippet, load_snippets
 from retrieval_index.store import METRIC, IndexSpec, build_faiss, write_faiss
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
+from toolkit.core.executors import ExecutorOptions
 from toolkit.core.options import opt
 from toolkit.core.stagefolder import (input_hashes, read_manifest, recorded_result, StageResult, write_parquet,
                                       write_stage, writes_output)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class BuildIndexConfig:
+class BuildIndexConfig(ExecutorOptions):
     sources: list[str]
     out: str = opt(flags=("-o", "--out"), type="path",
                    help="Index folder (snippets.parquet, embeddings.npy, index.faiss, manifest.json).")
@@ -52,8 +53,8 @@ class BuildIndexConfig:
 
     def resolved(self, model_id: str) -> dict:
         d = asdict(self)
-        for k in ("force", "batch_size"):
-            d.pop(k)
+        for k in ("force", "batch_size", *ExecutorOptions.NOT_HASHED):
+            d.pop(k, None)
         d["model"] = model_id
         return d
 
@@ -89,11 +90,13 @@ def snippets_frame(snippets: list[Snippet]) -> pl.DataFrame:
     )
 
 
-def cached_vectors(out: Path, model_id: str, dim: int) -> tuple[dict[str, int], np.ndarray | None]:
-    """Vectors of the previous build in `out` (text hash -> row), if made by the same model."""
+def cached_vectors(out: Path, model_id: str, dim: int | None) -> tuple[dict[str, int], np.ndarray | None]:
+    """Vectors of the previous build in `out` (text hash -> row), if made by the same model (and of dimension
+    `dim`, when known)."""
     m = read_manifest(out)
     if not m or m.get("stage") != STAGE or not (out / EMBEDDINGS_FILE).exists():
         return {}, None
+    dim = int(m.get("dim", -1)) if dim is None else dim
     if m.get("model_id") != model_id or int(m.get("dim", -1)) != dim:
         log.info("%s was built with %s (dim %s); embedding everything with %s", out, m.get("model_id"), m.get("dim"),
                  model_id)
@@ -113,7 +116,7 @@ def cached_vectors(out: Path, model_id: str, dim: int) -> tuple[dict[str, int], 
 @writes_output(STAGE)
 def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
     """Load, embed (only what changed) and index the snippets of `cfg.sources` into `cfg.out`."""
-    from retrieval_index.embedder import encode_in_chunks, load_embedder, resolve_model
+    from retrieval_index.embedder import load_embedder, resolve_model
 
     out = Path(cfg.out)
     for s in cfg.sources:
@@ -126,18 +129,37 @@ def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
     if done is not None:
         return done
     snippets = load_snippets(cfg.sources)
+    if embedder is None and cfg.executor != "local":  # the snippets embedded by actors: the model loads there
+        return _build(cfg, out, snippets, inputs, resolved, None, model_id)
     embedder = embedder or load_embedder(cfg.model, cfg.batch_size)
+    return _build(cfg, out, snippets, inputs, resolved, embedder, embedder.model_id)
 
-    reuse, old = cached_vectors(out, embedder.model_id, embedder.dim)
-    vectors = np.empty((len(snippets), embedder.dim), dtype=np.float32)
-    todo = []
+
+def _build(cfg: BuildIndexConfig, out: Path, snippets: list[Snippet], inputs: dict, resolved: dict, embedder,
+           model_id: str) -> BuildIndexResult:
+    """Embed what changed (here with `embedder`, or by cfg's executor when it is None), index, write."""
+    from retrieval_index.embedder import encode_in_chunks, encode_on, resolve_model
+    from toolkit.core.executors import make_executor
+
+    reuse, old = cached_vectors(out, model_id, embedder.dim if embedder is not None else None)
+    todo = [i for i, s in enumerate(snippets) if s.text_hash not in reuse]
+    texts = [snippets[i].text for i in todo]
+    new = None
+    if todo and embedder is not None:
+        new = encode_in_chunks(embedder, texts, desc="embedding snippets")
+    elif todo:
+        new = encode_on(make_executor(cfg), resolve_model(cfg.model), texts, batch_size=cfg.batch_size,
+                        desc="embedding snippets")
+    dim = embedder.dim if embedder is not None else (new.shape[1] if new is not None else old.shape[1])
+    if old is not None and old.shape[1] != dim:
+        raise UserError(f"{out}: the stored vectors have dimension {old.shape[1]}, {model_id} now gives {dim}; "
+                        "rebuild with --force into a new -o")
+    vectors = np.empty((len(snippets), dim), dtype=np.float32)
     for i, s in enumerate(snippets):
         if s.text_hash in reuse:
             vectors[i] = old[reuse[s.text_hash]]
-        else:
-            todo.append(i)
     if todo:
-        vectors[todo] = encode_in_chunks(embedder, [snippets[i].text for i in todo], desc="embedding snippets")
+        vectors[todo] = new
     del old
 
     spec = cfg.index.resolve(len(snippets))
@@ -145,11 +167,11 @@ def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
     kinds = Counter(s.kind for s in snippets)
     counts = {
         "snippets": len(snippets), "rules": kinds.get("rule", 0), "knowledge": kinds.get("knowledge", 0),
-        "embedded": len(todo), "reused": len(snippets) - len(todo), "index_type": spec.type, "dim": embedder.dim,
+        "embedded": len(todo), "reused": len(snippets) - len(todo), "index_type": spec.type, "dim": dim,
         "sources": dict(Counter(s.source.rsplit(":", 1)[0] for s in snippets)),
     }
     extra = {
-        "model_id": embedder.model_id, "dim": embedder.dim, "metric": METRIC, "normalized": True,
+        "model_id": model_id, "dim": dim, "metric": METRIC, "normalized": True,
         "count": len(snippets), "index_spec": spec.as_dict(), "snippet_hashes": {s.id: s.text_hash for s in snippets},
     }
 

@@ -132,3 +132,36 @@ def encode_in_chunks(embedder: Embedder, texts: list[str], *, query: bool = Fals
         rows = order[start : start + ENCODE_CHUNK]
         out[rows] = embedder.encode([texts[i] for i in rows], query=query)
     return out
+
+
+class EmbedWork:
+    """The embedding of one chunk of texts, as an executor's work (toolkit.core.executors): shipped to each Ray
+    actor, which loads the model on its first chunk and keeps it."""
+
+    def __init__(self, spec: ModelSpec, batch_size: int, query: bool):
+        self.spec, self.batch_size, self.query = spec, batch_size, query
+
+    def __call__(self, i: int, texts: list[str]):
+        import polars as pl
+
+        vectors = load_embedder(self.spec, self.batch_size).encode(list(texts), query=self.query)
+        return pl.DataFrame({"vector": np.asarray(vectors, dtype=np.float32)})
+
+
+def encode_on(executor, spec: ModelSpec, texts: list[str], *, query: bool = False, batch_size: int = 64,
+              desc: str = "embedding") -> np.ndarray:
+    """encode_in_chunks with the chunks run by `executor` (e.g. a pool of Ray actors, one model each): the same
+    chunks in the same order of length, so the same vectors as a local run (to float rounding)."""
+    from toolkit.core.progress import progress
+
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    tasks = [(k, [texts[i] for i in order[start : start + ENCODE_CHUNK]])
+             for k, start in enumerate(range(0, len(texts), ENCODE_CHUNK))]
+    out = None
+    for k, df in progress(executor(EmbedWork(spec, batch_size, query), tasks), total=len(tasks), desc=desc,
+                          unit="chunk"):
+        v = df["vector"].to_numpy()
+        if out is None:
+            out = np.empty((len(texts), v.shape[1]), dtype=np.float32)
+        out[order[k * ENCODE_CHUNK : k * ENCODE_CHUNK + len(v)]] = v
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)

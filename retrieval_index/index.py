@@ -103,16 +103,24 @@ class RuleIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def embedder_spec(self):
+        """Where this index's embedding model loads from (ModelSpec), checked against the recorded id."""
+        from retrieval_index.embedder import resolve_model
+
+        spec = resolve_model(self._model or self.model_id)
+        if self._model is None and spec.model_id != self.model_id:
+            raise UserError(f"{self.folder}: built with embedder {self.model_id}, which resolves to "
+                            f"{spec.model_id} here; pass --model with the original model's path")
+        if spec.model_id != self.model_id:
+            check_embedder(spec, self.manifest, self.folder)  # the id check; the dimension is checked on use
+        return spec
+
     @property
     def embedder(self):
         if self._embedder is None:
-            from retrieval_index.embedder import load_embedder, resolve_model
+            from retrieval_index.embedder import load_embedder
 
-            spec = resolve_model(self._model or self.model_id)
-            if self._model is None and spec.model_id != self.model_id:
-                raise UserError(f"{self.folder}: built with embedder {self.model_id}, which resolves to "
-                                f"{spec.model_id} here; pass --model with the original model's path")
-            self._embedder = check_embedder(load_embedder(spec), self.manifest, self.folder)
+            self._embedder = check_embedder(load_embedder(self.embedder_spec()), self.manifest, self.folder)
         return self._embedder
 
     def mask(self, kind: str | None = None, tags: "tuple[str, ...] | list[str]" = (),

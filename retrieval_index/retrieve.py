@@ -20,6 +20,7 @@ import polars as pl
 from retrieval_index.index import RuleIndex
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
+from toolkit.core.executors import ExecutorOptions, make_executor
 from toolkit.core.options import opt
 from toolkit.core.pairs import validate_pairs
 from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult,
@@ -116,7 +117,7 @@ def _scope_groups(index: RuleIndex, categories: list[str | None] | None,
 
 
 @dataclass
-class RetrieveConfig(StageConfig):
+class RetrieveConfig(StageConfig, ExecutorOptions):
     input: str
     index: str = opt(flags=("-i", "--index"), type="path", help="Index folder from `toolkit build-index`.")
     out: str = opt(flags=("-o", "--out"), type="path",
@@ -206,7 +207,8 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
     cats = every[C.CATEGORY].to_list() if C.CATEGORY in every.columns else None
     kind = None if cfg.kind == "any" else cfg.kind
     common = dict(categories=cats, text=cfg.text, lexical_weight=cfg.lexical_weight, tags=cfg.tags, scope=cfg.scope)
-    vectors = pair_vectors(index, queries, titles, cfg.text)
+    vectors = pair_vectors(index, queries, titles, cfg.text,
+                           executor=None if cfg.executor == "local" else make_executor(cfg))
     ids, scores = retrieve_for_pairs(index, queries, titles, k=cfg.k, kind=kind, vectors=vectors, **common)
     cols = {C.RULE_IDS: ids, C.RULE_SCORES: scores}
     if cfg.knowledge_k:
@@ -239,12 +241,19 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
     return write_stage(RetrieveResult, cfg, inputs, write)
 
 
-def pair_vectors(index: RuleIndex, queries: list[str], titles: list[str], text: str) -> np.ndarray:
-    """One query vector per pair; each distinct text is embedded once."""
-    from retrieval_index.embedder import encode_in_chunks
+def pair_vectors(index: RuleIndex, queries: list[str], titles: list[str], text: str, executor=None) -> np.ndarray:
+    """One query vector per pair; each distinct text is embedded once: here, or in chunks by `executor`
+    (toolkit.core.executors; a Ray actor pool loads the index's model once per actor)."""
+    from retrieval_index.embedder import encode_in_chunks, encode_on
 
     dense_texts, _ = pair_texts(queries, titles, text)
     unique = list(dict.fromkeys(dense_texts))
     where = {t: i for i, t in enumerate(unique)}
-    return encode_in_chunks(index.embedder, unique, query=True,
-                            desc="embedding pairs")[[where[t] for t in dense_texts]]
+    if executor is None:
+        vectors = encode_in_chunks(index.embedder, unique, query=True, desc="embedding pairs")
+    else:
+        vectors = encode_on(executor, index.embedder_spec(), unique, query=True, desc="embedding pairs")
+        if len(unique) and vectors.shape[1] != int(index.manifest["dim"]):
+            raise UserError(f"{index.folder}: built with vectors of dimension {index.manifest['dim']} but the "
+                            f"embedder gives {vectors.shape[1]}; rebuild the index")
+    return vectors[[where[t] for t in dense_texts]]

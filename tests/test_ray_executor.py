@@ -70,7 +70,7 @@ def pairs(repo, tmp_path_factory):
 def test_the_cluster_has_two_nodes(ray_cluster):
     import ray
 
-    from toolkit.executors import connect
+    from toolkit.core.executors import connect
 
     connect(ray, ray_cluster)
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2 and ray.cluster_resources()["CPU"] == 3
@@ -135,3 +135,28 @@ def test_no_cluster_at_the_address_is_a_one_line_error(cli, pairs, tiny_model_di
     r = cli("score", pairs, "--model", tiny_model_dir, "--limit", "2", "--split", "", "--executor", "ray",
             "--ray-address", "127.0.0.1:1", "-o", tmp_path / "s")
     assert r.exit_code != 0 and "no Ray cluster there" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_build_index_and_retrieve_embed_on_ray_as_locally(cli, ray_cluster, pairs, repo, tmp_path, monkeypatch):
+    """The embedding chunks (16 texts here, so 7 chunks over 2 actors) run on Ray: the same vectors to float
+    rounding, the same index and the same retrieved rules as a local run."""
+    import numpy as np
+
+    import retrieval_index.embedder as E
+
+    monkeypatch.setattr(E, "ENCODE_CHUNK", 16)
+    ray = ["--executor", "ray", "--ray-address", ray_cluster, "--ray-workers", "2"]
+    src = repo / "demo" / "guideline.md"
+    assert cli("build-index", src, "-o", tmp_path / "index").exit_code == 0
+    r = cli("build-index", src, *ray, "-o", tmp_path / "index_ray")
+    assert r.exit_code == 0, r.output
+    a, b = (np.load(tmp_path / d / "embeddings.npy") for d in ("index", "index_ray"))
+    assert a.shape == b.shape and a.shape[0] > 16 and np.abs(a - b).max() < 1e-5
+    assert cli("build-index", src, "-o", tmp_path / "index_ray").stdout.count("up to date") == 1  # executor not hashed
+    assert cli("retrieve", pairs, "-i", tmp_path / "index", "-o", tmp_path / "local").exit_code == 0
+    r = cli("retrieve", pairs, "-i", tmp_path / "index", *ray, "-o", tmp_path / "ray")
+    assert r.exit_code == 0, r.output
+    x, y = (pl.read_parquet(tmp_path / d / "pairs.parquet") for d in ("local", "ray"))
+    assert x.height > 100 and x[C.RULE_IDS].to_list() == y[C.RULE_IDS].to_list()
+    diff = [abs(p - q) for rp, rq in zip(x[C.RULE_SCORES].to_list(), y[C.RULE_SCORES].to_list()) for p, q in zip(rp, rq)]
+    assert max(diff) < 1e-4

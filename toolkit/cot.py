@@ -38,7 +38,7 @@ from toolkit.model_stage import open_pairs, run_model_shards
 from toolkit.core.prompts import PromptBuilder
 from toolkit.core.shards import ShardRun
 from toolkit.core.stagefolder.files import REJECTS_FILE, SFT_FILE, STATS_FILE
-from toolkit.executors import ExecutorOptions
+from toolkit.core.executors import ExecutorOptions
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ def run_model_shards(cfg, stage: str, lazy, items: list, key_of: Callable[[int, 
     lazy.check()
     mark_incomplete(out, stage)  # the folder is ours from its first byte; complete when the manifest is written last
     try:
-        from toolkit.executors import make_executor
+        from toolkit.core.executors import make_executor
 
         return run_shards(out, items, cfg.shard_size, key_of, work, desc, fresh=cfg.force, executor=make_executor(cfg))
     finally:

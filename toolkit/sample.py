@@ -24,7 +24,7 @@ from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_
 from toolkit.core.parsing import LABEL_FIRST
 from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
-from toolkit.executors import ExecutorOptions
+from toolkit.core.executors import ExecutorOptions
 
 log = logging.getLogger(__name__)
 

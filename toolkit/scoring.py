@@ -31,7 +31,7 @@ from toolkit.core.parsing import LABEL_FIRST, parse_answer
 from toolkit.core.prompts import PromptBuilder
 from toolkit.rollouts import grade_probs as softmax_labels
 from toolkit.core.stagefolder.files import PREDICTIONS_FILE
-from toolkit.executors import ExecutorOptions
+from toolkit.core.executors import ExecutorOptions
 
 log = logging.getLogger(__name__)
 

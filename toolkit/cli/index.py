@@ -16,7 +16,7 @@ from toolkit.cli.options import config_from, options_from
 @click.argument("sources", nargs=-1, type=click.Path())
 @options_from(BuildIndexConfig, "out", "model", skip=("sources", "index"))  # index: IndexSpec's options, next line
 @options_from(IndexSpec, skip=("ef_construction",))  # ef_construction: Python only
-@options_from(BuildIndexConfig, "batch_size", "force")
+@options_from(BuildIndexConfig, "batch_size", "executor", "ray_address", "ray_workers", "ray_cpus", "force")
 def build_index(sources, **kw):
     """Embed guideline rules and knowledge snippets into a faiss index folder.
 
@@ -95,7 +95,7 @@ def search(query, index, title, k, kind, tags, category, lexical_weight, model):
 @options_from(RetrieveConfig, "index", "out", "k", "text", "lexical_weight", "kind", "knowledge_k", "tags", "scope",
               "model", skip=("input", "force"))  # force: after --show
 @click.option("--show", type=int, default=0, help="Print the first N pairs with their retrieved snippets.")  # CLI-only
-@options_from(RetrieveConfig, "force")
+@options_from(RetrieveConfig, "executor", "ray_address", "ray_workers", "ray_cpus", "force")
 def retrieve(input, show, **kw):
     """Retrieve the top-k guideline rules for every query-item pair (batched).
 

@@ -98,7 +98,7 @@ def _option(cls: type, f: dataclasses.Field, spec: dict, param_format: str):
 
 def options_from(cls: type, *names: Any, skip: tuple[str, ...] = (), override: dict | None = None, param: str = "{}"):
     """A decorator adding the options of `cls`'s fields (see the module's docstring)."""
-    # keyword-only fields (an inherited group such as toolkit.executors.ExecutorOptions) come after the class's own
+    # keyword-only fields (an inherited group such as core.executors.ExecutorOptions) come after the class's own
     fields = {f.name: f for f in sorted(dataclasses.fields(cls), key=lambda f: f.kw_only is True)}
     override = override or {}
     unknown = [n for n in (*names, *skip, *override) if n is not Ellipsis and n not in fields]

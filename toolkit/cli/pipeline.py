@@ -15,7 +15,8 @@ from toolkit.hub import PushConfig
               help="Run this stage again even if it is up to date (repeatable); later stages follow.")
 @click.option("--list", "list_only", is_flag=True, help="Print the stages and their commands, run nothing.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Where the model stages (gen-cot, sample, score) run their shards: here, or on a Ray cluster.")
+              help="Where the model stages (gen-cot, sample, score; retrieve and build-index's embedding) run: "
+                   "here, or on a Ray cluster.")
 @click.option("--ray-address", default="auto", show_default=True,
               help="[ray] the cluster: auto, HOST:PORT, or local (a private one for this run).")
 def run_cmd(pipeline, redo, list_only, executor, ray_address):

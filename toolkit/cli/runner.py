@@ -187,8 +187,9 @@ class StageOutcome:
 
 
 def executor_args(st: Stage, executor: str, address: str) -> list[str]:
-    """`--executor ray --ray-address A` for a stage whose command takes them (gen-cot, sample, score); none for
-    the rest (the trainers keep `accelerate launch`). Not part of the fingerprint: where shards run changes no row."""
+    """`--executor ray --ray-address A` for a stage whose command takes them (gen-cot, sample, score, retrieve,
+    build-index); none for the rest (the trainers keep `accelerate launch`). Not part of the fingerprint: where shards
+    run changes no row."""
     if executor == "local":
         return []
     from toolkit.cli import cli

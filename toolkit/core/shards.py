@@ -90,7 +90,7 @@ def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], 
     """Run `work(i, items_of_shard_i)` for each shard not already on disk; remove stale shards.
     `fresh` (a stage's --force) removes the finished shards first, so every shard is redone.
     `executor(work, tasks)` runs the shards and yields `(i, rows)` as each finishes, in any order (run_local, or
-    toolkit.executors' Ray pool); this process writes each shard the moment it arrives, under the same name whatever
+    core.executors' Ray pool); this process writes each shard the moment it arrives, under the same name whatever
     ran it, so a run killed anywhere resumes, with either executor.
     Only shard files the toolkit recorded writing are ever removed; other files in .shards/ are left alone."""
     folder = Path(out) / SHARDS
