@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import polars as pl
 
 from toolkit.core.stagefolder import LEGACY_SHARDS, SHARDS, atomic_write_text, fault_point, sha256_json, write_parquet
+from toolkit.core.stagefolder.aliases import unalias
 from toolkit.core.progress import progress
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def run_shards(out: Path, items: list, size: int, key_of: Callable[[int, list], 
     recorded = written(folder)
     for i in range(n):
         part = items[i * size : (i + 1) * size]
-        name = f"shard-{i:05d}-{sha256_json(key_of(i, part))[:16]}.parquet"
+        # a staging folder counts as the URL it stands for (objectstore): shards resume on any machine
+        name = f"shard-{i:05d}-{sha256_json(unalias(key_of(i, part)))[:16]}.parquet"
         names.append(name)
         # (a finished shard of a run before the record existed is named by its own key: ours too)
         if name not in recorded:
