@@ -160,3 +160,31 @@ def test_build_index_and_retrieve_embed_on_ray_as_locally(cli, ray_cluster, pair
     assert x.height > 100 and x[C.RULE_IDS].to_list() == y[C.RULE_IDS].to_list()
     diff = [abs(p - q) for rp, rq in zip(x[C.RULE_SCORES].to_list(), y[C.RULE_SCORES].to_list()) for p, q in zip(rp, rq)]
     assert max(diff) < 1e-4
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_the_run_equals_local(ray_cluster, pairs, tiny_model_dir, tmp_path):
+    """SIGKILL one actor process (`ray::_ShardWorker`) once the first shard is written: Ray restarts the actor and
+    retries its shard (max_restarts, max_task_retries); the run finishes with the local executor's rows."""
+    args = [str(pairs), "--model", str(tiny_model_dir), "--dtype", "float32", "--limit", "16", "--shard-size", "2",
+            "-n", "2", "--max-tokens", "8", "--temperature", "1.0", "--split", ""]
+    exe = [sys.executable, "-m", "toolkit", "sample"]
+    env = {**os.environ, **RAY_ENV}
+    subprocess.run(exe + args + ["-o", str(tmp_path / "ref")], check=True, env=env, capture_output=True, timeout=600)
+    driver = subprocess.Popen(exe + args + ["--executor", "ray", "--ray-address", ray_cluster, "--ray-workers", "2",
+                                            "-o", str(tmp_path / "run")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.time() + 300
+    while killed is None and driver.poll() is None and time.time() < deadline:
+        if list((tmp_path / "run" / SHARDS).glob("shard-*.parquet")):
+            found = subprocess.run(["pgrep", "-f", "ray::_ShardWorker"], capture_output=True, text=True).stdout.split()
+            if found:
+                killed = int(found[0])
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    out, err = driver.communicate(timeout=600)
+    assert killed is not None, "the run ended before a worker could be killed"
+    assert driver.returncode == 0, err[-2000:]
+    assert "shards 8 new, 0 reused" in out
+    ref = pl.read_parquet(tmp_path / "ref" / "rollouts.parquet").sort(C.PAIR_ID, C.SAMPLE_IDX)
+    run = pl.read_parquet(tmp_path / "run" / "rollouts.parquet").sort(C.PAIR_ID, C.SAMPLE_IDX)
+    assert ref.equals(run)
