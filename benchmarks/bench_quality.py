@@ -100,24 +100,29 @@ def _row(name: str, ev: Path) -> dict:
     preds = pl.read_parquet(ev / "predictions.parquet")
     gold = grade_indices(preds["grade"].to_list(), scale)
     cum = classification_metrics(gold, grade_indices(preds["cumpt_grade"].to_list(), scale, "cumpt_grade", allow_missing=True), scale)
+    boot = m.get("bootstrap") or {}
+    ece = (m.get("calibration") or {}).get("ece")
     return {
         "row": name, "n": m["n"],
-        "argmax": {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "f1": {str(g["grade"]): g["f1"] for g in m["per_grade"]}},
+        "argmax": {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "f1": {str(g["grade"]): g["f1"] for g in m["per_grade"]},
+                   "ci": boot.get("macro_f1"), "ece": ece},
         "cumpt": {"macro_f1": cum["macro_f1"], "accuracy": cum["accuracy"], "f1": {str(g["grade"]): g["f1"] for g in cum["per_grade"]},
-                  "beta": m["tiering"]["beta"]},
+                  "beta": m["tiering"]["beta"], "ci": boot.get("cumpt_macro_f1"), "ece": ece},
     }
 
 
 def markdown(table: list[dict]) -> str:
     grades = list(table[0]["argmax"]["f1"])
-    head = "| model | decision | " + " | ".join(f"F1 {g}" for g in grades) + " | macro-F1 | accuracy |"
-    lines = [head, "|" + "---|" * (len(grades) + 4)]
+    head = "| model | decision | " + " | ".join(f"F1 {g}" for g in grades) + " | macro-F1 | 95% interval (queries) | accuracy | ECE |"
+    lines = [head, "|" + "---|" * (len(grades) + 6)]
     for t in table:
         for d in ("argmax", "cumpt"):
             x = t[d]
             label = d if d == "argmax" else f"CumPT β={x['beta']:.2f}"
+            ci = f"{100 * x['ci'][0]:.1f}–{100 * x['ci'][1]:.1f}" if x.get("ci") else "n/a"
+            ece = f"{x['ece']:.3f}" if x.get("ece") is not None else "n/a"
             lines.append(f"| {t['row']} | {label} | " + " | ".join(f"{100 * x['f1'][g]:.1f}" for g in grades)
-                         + f" | **{100 * x['macro_f1']:.1f}** | {100 * x['accuracy']:.1f} |")
+                         + f" | **{100 * x['macro_f1']:.1f}** | {ci} | {100 * x['accuracy']:.1f} | {ece} |")
     return "\n".join(lines)
 
 

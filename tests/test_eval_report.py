@@ -53,7 +53,7 @@ def test_eval_writes_report_metrics_and_plots(cli, preds, tmp_path):
     out = tmp_path / "eval"
     r = cli("eval", "--predictions", preds, "-o", out)
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip().splitlines()[-1].startswith("eval: 6 rows, macro-F1 0.4167, accuracy 0.5000, ECE 0.3500")
+    assert r.stdout.strip().splitlines()[-1].startswith("eval: 6 rows, macro-F1 0.4167 [0.0833, 0.6667], accuracy 0.5000, ECE 0.3500")
     for name in ("metrics.json", "report.md", "confusion.png", "reliability.png", "predictions.parquet", "manifest.json", "config.yaml"):
         assert (out / name).is_file(), name
     for png in ("confusion.png", "reliability.png"):

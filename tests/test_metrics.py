@@ -161,3 +161,69 @@ def test_hallucination_by_hand():
     assert h["rate"] == pytest.approx(2 / 3)
     assert (h["n_answers"], h["n_parsed"], h["no_decision"], h["rationale_right_label_wrong"]) == (5, 4, 1, 1)
     assert hallucination([None], ["x"], [4], TAOSR4)["rate"] is None
+
+
+# -- bootstrap intervals over query groups ---------------------------------------------------
+
+
+def _reference_bootstrap(gold, pred, groups, k, resamples, seed, level=0.95):
+    """The slow way: draw whole groups with replacement (the same generator calls), concatenate their rows, macro_f1."""
+    names = sorted(set(groups))
+    rows = {g: [i for i, x in enumerate(groups) if x == g] for g in names}
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(resamples):
+        idx = [i for j in rng.integers(0, len(names), len(names)) for i in rows[names[j]]]
+        vals.append(macro_f1(gold[idx], pred[idx], k))
+    return list(np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2]))
+
+
+def test_bootstrap_interval_is_the_resampled_macro_f1_of_whole_groups():
+    from toolkit.core.metrics import bootstrap_macro_f1
+
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 4, 300)
+    pred = np.where(rng.random(300) < 0.6, gold, rng.integers(0, 4, 300))
+    pred[::17] = UNPARSED
+    groups = [f"q{i % 37}" for i in range(300)]
+    got = bootstrap_macro_f1(gold, pred, groups, 4, resamples=200, seed=3)
+    assert got["groups"] == 37 and got["resamples"] == 200
+    assert np.allclose(got["macro_f1"], _reference_bootstrap(gold, pred, groups, 4, 200, 3))
+    lo, hi = got["macro_f1"]
+    assert lo < macro_f1(gold, pred, 4) < hi
+    assert bootstrap_macro_f1(gold, pred, groups, 4, resamples=200, seed=3) == got  # seeded
+
+
+def test_correlated_pairs_of_one_query_widen_the_interval():
+    """20 queries of 10 pairs, each query all right or all wrong: resampling queries, not pairs, shows how little
+    200 such pairs tell."""
+    from toolkit.core.metrics import bootstrap_macro_f1
+
+    gold = np.tile(np.arange(4).repeat(5)[:10], 20) % 4
+    right = np.repeat(np.random.default_rng(0).random(20) < 0.5, 10)
+    pred = np.where(right, gold, (gold + 1) % 4)
+    by_query = bootstrap_macro_f1(gold, pred, [f"q{i // 10}" for i in range(200)], 4, resamples=500)["macro_f1"]
+    by_pair = bootstrap_macro_f1(gold, pred, [f"p{i}" for i in range(200)], 4, resamples=500)["macro_f1"]
+    assert by_query[1] - by_query[0] > 1.5 * (by_pair[1] - by_pair[0])
+
+
+def test_eval_reports_the_interval_over_queries(tmp_path, cli):
+    rng = np.random.default_rng(1)
+    n = 60
+    gold = rng.integers(1, 5, n)
+    probs = rng.dirichlet(np.ones(4), n)
+    df = pl.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "grade": gold, "query": [f"q{i // 6}" for i in range(n)],
+                       "grade_probs": probs.tolist()})
+    df.write_parquet(tmp_path / "preds.parquet")
+    r = cli("eval", "--predictions", tmp_path / "preds.parquet", "-o", tmp_path / "ev", "--no-plots")
+    assert r.exit_code == 0, r.output
+    import json
+
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["bootstrap"]["by"] == "query" and m["bootstrap"]["groups"] == 10
+    lo, hi = m["bootstrap"]["macro_f1"]
+    assert lo <= m["macro_f1"] <= hi and f"[{lo:.4f}, {hi:.4f}]" in r.stdout
+    r = cli("eval", "--predictions", tmp_path / "preds.parquet", "-o", tmp_path / "ev0", "--no-plots", "--bootstrap", 0)
+    assert json.loads((tmp_path / "ev0" / "metrics.json").read_text())["bootstrap"] is None
+    r = cli("eval", "--predictions", tmp_path / "preds.parquet", "-o", tmp_path / "ev1", "--bootstrap", -1)
+    assert r.exit_code != 0 and "--bootstrap must be >= 0" in r.output

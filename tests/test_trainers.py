@@ -258,7 +258,7 @@ def test_baseline_cross_encoder_learns_and_feeds_toolkit_eval(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline", "pairs-data"]  # no trainer scratch folder left beside it
     preds = pl.read_parquet(out / "predictions.parquet")
-    assert preds.columns == ["pair_id", "grade", "split", "grade_probs", "pred_grade"] and preds.height == len(rows)
+    assert preds.columns == ["pair_id", "grade", "split", "query", "grade_probs", "pred_grade"] and preds.height == len(rows)
     assert all(abs(sum(p) - 1) < 1e-4 and len(p) == 4 for p in preds["grade_probs"])
     acc = (preds["pred_grade"] == preds["grade"]).mean()
     print(f"baseline accuracy: untrained head {acc0:.3f}, trained {acc:.3f}")

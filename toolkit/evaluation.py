@@ -104,6 +104,9 @@ class EvalConfig(StageConfig):
                                 help="tiers.json (or its folder) from `toolkit tier fit`: adds CumPT and "
                                      "expected-score rows and a tier column.")
     bins: int = opt(10, show_default=True, help="Equal-width confidence bins for ECE and the reliability diagram.")
+    bootstrap: int = opt(1000, show_default=True,
+                         help="Resamples of the 95% interval of macro-F1, over queries (the `query` column; else "
+                              "pairs); 0 = none.")
     order: str | None = opt(None, choices=("label_first", "cot_first"),  # None: the predictions' recorded order
                             help="Answer order used to parse a `text` column (for pred_grade and the hallucination "
                                  "measure); default: the order in the predictions' manifest, else label_first.")
@@ -120,6 +123,8 @@ class EvalConfig(StageConfig):
         self.order = lineage.resolve_order(self.order, self.predictions)
         if int(self.bins) < 1:
             raise UserError(f"--bins must be a positive number of bins; got {self.bins}")
+        if int(self.bootstrap) < 0:
+            raise UserError(f"--bootstrap must be >= 0 resamples (0 = no interval); got {self.bootstrap}")
         if not 0 < float(self.prob_tolerance) < 0.5:
             raise UserError(f"--prob-tolerance must be in (0, 0.5); got {self.prob_tolerance}")
 
@@ -131,7 +136,9 @@ class EvalResult(StageResult):
 
     def headline(self) -> str:
         m = self.metrics
-        parts = [f"{m['n']} rows", f"macro-F1 {m['macro_f1']:.4f}", f"accuracy {m['accuracy']:.4f}"]
+        ci = (m.get("bootstrap") or {}).get("macro_f1")
+        ci = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        parts = [f"{m['n']} rows", f"macro-F1 {m['macro_f1']:.4f}{ci}", f"accuracy {m['accuracy']:.4f}"]
         if m.get("calibration"):
             parts.append(f"ECE {m['calibration']['ece']:.4f}")
         h = m.get("hallucination")
@@ -237,7 +244,24 @@ def compute(df: pl.DataFrame, scale: GradeScale, cfg: EvalConfig,
             raise UserError(f"{where}: --tier-rule needs a `{C.GRADE_PROBS}` column; found: {', '.join(df.columns)}")
         metrics["tiering"], tier_cols = _tiering(cfg.tier_rule, probs, gold, scale)
         extra += tier_cols
+    metrics["bootstrap"] = _intervals(df, gold, pred, extra, scale, int(cfg.bootstrap)) if cfg.bootstrap else None
     return metrics, df.with_columns(extra)
+
+
+def _intervals(df: pl.DataFrame, gold: np.ndarray, pred: np.ndarray, extra: list[pl.Series], scale: GradeScale,
+               resamples: int) -> dict:
+    """95% bootstrap intervals of macro-F1 over queries (pairs when there is no query column), for the evaluated
+    decision and, with a tier rule, CumPT's."""
+    from toolkit.core.metrics import bootstrap_macro_f1
+
+    by = C.QUERY if C.QUERY in df.columns else C.PAIR_ID
+    groups = df[by].to_list()
+    out = {"by": by, **bootstrap_macro_f1(gold, pred, groups, len(scale), resamples)}
+    cumpt = next((x for x in extra if x.name == C.CUMPT_GRADE), None)
+    if cumpt is not None:
+        cum = grade_indices(cumpt.to_list(), scale, C.CUMPT_GRADE, allow_missing=True)
+        out["cumpt_macro_f1"] = bootstrap_macro_f1(gold, cum, groups, len(scale), resamples)["macro_f1"]
+    return out
 
 
 def _by_split(df: pl.DataFrame, gold: np.ndarray, pred: np.ndarray, scale: GradeScale) -> dict | None:

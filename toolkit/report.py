@@ -56,6 +56,14 @@ def render_eval(m: dict, scale: GradeScale) -> str:
         "",
     ]
     rows = [["**macro-F1** (headline)", f"**{_f(m['macro_f1'])}**"], ["accuracy", _f(m["accuracy"])]]
+    b = m.get("bootstrap")
+    if b:
+        what = "queries" if b["by"] == "query" else "pairs"
+        rows.insert(1, [f"macro-F1, {100 * b['level']:.0f}% interval ({b['resamples']} resamples of {b['groups']} "
+                        f"{what})", f"[{_f(b['macro_f1'][0])}, {_f(b['macro_f1'][1])}]"])
+        if b.get("cumpt_macro_f1"):
+            rows.insert(2, ["CumPT macro-F1, same interval", f"[{_f(b['cumpt_macro_f1'][0])}, "
+                                                               f"{_f(b['cumpt_macro_f1'][1])}]"])
     if m["absent_grades"]:
         rows.append([f"macro-F1 over present grades (absent: {m['absent_grades']})", _f(m["macro_f1_present"])])
     cal = m.get("calibration")

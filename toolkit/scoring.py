@@ -138,6 +138,8 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
 
     run = run_model_shards(cfg, STAGE, lazy, list(zip(rows, rules)), key_of, work, "scoring shards")
     preds = run.read(out)
+    if rows and C.QUERY in rows[0]:  # eval's bootstrap intervals resample whole queries
+        preds = preds.insert_column(3, pl.Series(C.QUERY, [r.get(C.QUERY) for r in rows], dtype=pl.String))
     write_parquet(preds, out / PREDICTIONS_FILE)
     acc = float((preds[C.PRED_GRADE] == preds[C.GRADE]).fill_null(False).mean())
     counts = {"pairs": preds.height, "mode": cfg.mode, "accuracy": acc, "shards_done": run.done,

@@ -99,7 +99,7 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
 
         counts_dev = finish(curve, model, cfg.select_best == "macro_f1")
     probs = predict(model, df)
-    preds = df.select([c for c in (C.PAIR_ID, C.GRADE, C.SPLIT) if c in df.columns]).with_columns(
+    preds = df.select([c for c in (C.PAIR_ID, C.GRADE, C.SPLIT, C.QUERY) if c in df.columns]).with_columns(
         pl.Series(C.GRADE_PROBS, probs, dtype=pl.List(pl.Float64)),
         pl.Series(C.PRED_GRADE, [scale.grades[max(range(len(p)), key=p.__getitem__)].value for p in probs],
                   dtype=pl.Int64),
