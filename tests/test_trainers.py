@@ -524,3 +524,31 @@ def test_dynamic_sampling_stops_with_a_message_when_the_pool_runs_dry(tmp_path, 
     assert trainer.state.global_step == 2 and "the pool has run dry" in trainer.ds_stop_reason
     assert trainer.weights_moved == 0  # no group with a spread: no gradient, which is why it stops
     assert trainer.dynamic_counts["groups_kept"] == 0 and trainer.dynamic_counts["dropped_all_wrong"] == trainer.dynamic_counts["groups_generated"]
+
+
+@pytest.mark.slow
+def test_label_only_sft_straight_from_a_pairs_folder(cli, tmp_path, tiny_model_dir, repo, monkeypatch):
+    """`train sft SPLITS --label-only`: every pair of the train split, student prompts built as `toolkit score`
+    builds them, no gen-cot; the config names the pairs folder; a rerun is up to date."""
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    assert cli("ingest", repo / "demo" / "pairs.jsonl", "-o", tmp_path / "pairs").exit_code == 0
+    assert cli("split", tmp_path / "pairs", "-o", tmp_path / "splits").exit_code == 0
+    n_train = pl.read_parquet(tmp_path / "splits" / "train.parquet").height
+    args = ["train", "sft", tmp_path / "splits", "--model", tiny_model_dir, "--max-steps", 2, "--batch-size", 4,
+            "--no-bf16", "--label-only", "--class-weights", "inverse"]
+    r = cli(*args, "-o", tmp_path / "o")
+    assert r.exit_code == 0, r.stderr
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["counts"]["rows"] == n_train and set(m["counts"]["class_weights"]) == {"1", "2", "3", "4"}
+    assert f"data: {tmp_path / 'splits'}" in (tmp_path / "o" / "config.yaml").read_text()
+    made = list((tmp_path / "cache" / "label-only").iterdir())
+    assert len(made) == 1
+    rows = pl.read_parquet(made[0] / "sft.parquet")
+    assert rows.height == n_train and rows["prompt"][0][-1]["role"] == "user"
+    assert {c[0]["content"] for c in rows["completion"].to_list()} == {"1", "2", "3", "4"}
+    assert "is up to date" in cli(*args, "-o", tmp_path / "o").stdout
+    dev = cli(*args, "--pairs-split", "dev", "-o", tmp_path / "dev")
+    assert dev.exit_code == 0 and json.loads((tmp_path / "dev" / "manifest.json").read_text())["counts"]["rows"] == \
+        pl.read_parquet(tmp_path / "splits" / "dev.parquet").height
+    one_line_error(cli("train", "sft", tmp_path / "splits", "-o", tmp_path / "p", "--model", tiny_model_dir),
+                   "trains label-only SFT only; pass --label-only")

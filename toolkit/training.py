@@ -83,7 +83,67 @@ def dev_scorer(cfg) -> DevScorer | None:
 def train_sft(cfg):
     from trainers.sft import train_sft
 
+    label_only_from_pairs(cfg)
     return train_sft(cfg, dev=dev_scorer(cfg))
+
+
+LABEL_ONLY_STAGE = "label-only-prompts"
+
+
+def label_only_from_pairs(cfg) -> None:
+    """`toolkit train sft PAIRS --label-only`: when cfg.data is a pairs folder (`toolkit split` or `retrieve`
+    output, no sft.parquet), label-only SFT trains on every pair of its `pairs_split`, no rationale needed: the
+    student prompts (rules from `pairs_index`, as `toolkit score` builds them) and the gold labels are written once
+    into the toolkit cache as an sft.parquet folder, which cfg.data then names. Configs and fingerprints record the
+    pairs folder (toolkit.core.stagefolder.aliases)."""
+    import json
+    from pathlib import Path
+
+    import polars as pl
+
+    from toolkit import __version__
+    from toolkit.core import columns as C
+    from toolkit.core import lineage
+    from toolkit.core.models import cache_dir
+    from toolkit.core.pairs import load_pairs
+    from toolkit.core.parsing import LABEL_FIRST
+    from toolkit.core.stagefolder import (atomic_dir, input_hashes, Key, MANIFEST, sha256_json, StageFolder,
+                                          write_parquet)
+    from toolkit.core.stagefolder.aliases import ALIASES
+    from toolkit.core.stagefolder.files import SFT_FILE
+    from toolkit.model_stage import attach_rules
+
+    data = Path(cfg.data)
+    if not data.is_dir() or (data / SFT_FILE).exists() or not any(data.glob("*.parquet")):
+        return  # gen-cot output, or something the trainer's own checks explain
+    if not cfg.label_only:
+        raise UserError(f"{data}: a pairs folder (no {SFT_FILE}) trains label-only SFT only; pass --label-only, or "
+                        "the output folder of `toolkit gen-cot` for CoT SFT")
+    index = cfg.pairs_index
+    key = sha256_json({"pairs": sorted(input_hashes([data]).values()),
+                       "index": sorted(input_hashes([index]).values()) if index else None,
+                       "split": cfg.pairs_split, "k": cfg.pairs_rules_k, "version": __version__})[:16]
+    folder = cache_dir() / "label-only" / f"{data.name}-{key}"
+    if not (folder / MANIFEST).exists():
+        df = load_pairs(data, cfg.pairs_split or None, None)
+        if df.height == 0:
+            raise UserError(f"{data}: no pairs in split {cfg.pairs_split!r}; pass --pairs-split with one it has")
+        scale = StageFolder.open(data).scale()
+        rules = attach_rules(df, index, cfg.pairs_rules_k, str(data))
+        builder = PromptBuilder(scale, LABEL_FIRST)
+        msg = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+        frame = df.select(C.PAIR_ID, C.GRADE).with_columns(
+            pl.Series(C.PROMPT, [builder.student(r, rl) for r, rl in zip(df.to_dicts(), rules)], dtype=msg),
+            pl.Series(C.COMPLETION, [[{"role": "assistant", "content": scale.by_value(int(g)).label}]
+                                     for g in df[C.GRADE].to_list()], dtype=msg))
+        with atomic_dir(folder) as tmp:
+            write_parquet(frame, tmp / SFT_FILE)
+            (tmp / MANIFEST).write_text(json.dumps({
+                "stage": LABEL_ONLY_STAGE, "source": str(data), "split": cfg.pairs_split,
+                Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: lineage.facts(LABEL_FIRST, rules),
+                Key.COUNTS: {"rows": frame.height}}), encoding="utf-8")
+    ALIASES[str(folder)] = str(cfg.data)
+    cfg.data = str(folder)
 
 
 def train_dpo(cfg):

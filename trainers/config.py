@@ -135,6 +135,13 @@ class SFTTrainConfig(TrainConfig):
     class_weights: str = opt("none", choices=("none", "inverse"), show_default=True,
                              help="Weight the grade label token's loss by N / (K * n_grade) of the train rows, "
                                   "against collapse to the majority grade.")
+    # DATA may be a pairs folder (split/retrieve output) for --label-only: every pair of one split, no rationale
+    pairs_split: str = opt("train", show_default=True,
+                           help="[DATA a pairs folder, --label-only] the split whose pairs train.")
+    pairs_index: str | None = opt(None, type="path",
+                                  help="[DATA a pairs folder] the rules index of the student prompts (the one "
+                                       "retrieve used; with its rule ids); none: prompts without rules.")
+    pairs_rules_k: int = opt(3, show_default=True, help="[DATA a pairs folder] rules per prompt.")
 
     stage = "train-sft"
     trl_class = "trl:SFTConfig"

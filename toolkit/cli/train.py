@@ -134,7 +134,7 @@ def train():
 @template_option
 @eval_options
 @lora_options
-@options_from(SFTTrainConfig, "label_only", "class_weights", "gold")
+@options_from(SFTTrainConfig, "label_only", "class_weights", "gold", "pairs_split", "pairs_index", "pairs_rules_k")
 @_trl_flag("--max-length", type=int, help="Longest tokenized example (TRL max_length; default 1024).")
 def sft(max_length, **kw):
     """Supervised fine-tuning on `toolkit gen-cot` output (TaoSR1 stage 1).
@@ -147,6 +147,8 @@ def sft(max_length, **kw):
     Examples:
       toolkit train sft out/demo/cot -o out/demo/sft --max-steps 20
       toolkit train sft out/cot -o out/sft-label-only --label-only --lora
+      toolkit train sft out/retrieved -o out/sft-label --label-only --class-weights inverse \\
+          --pairs-index out/index --eval-pairs out/retrieved --eval-index out/index
       toolkit train sft --config trainers/configs/sft.yaml
     """
     from toolkit.training import train_sft
