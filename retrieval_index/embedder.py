@@ -126,12 +126,16 @@ def encode_in_chunks(embedder: Embedder, texts: list[str], *, query: bool = Fals
     from toolkit.core.progress import progress
 
     out = np.empty((len(texts), embedder.dim), dtype=np.float32)
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    starts = range(0, len(texts), ENCODE_CHUNK)
-    for start in progress(starts, total=len(starts), desc=desc, unit="chunk"):
-        rows = order[start : start + ENCODE_CHUNK]
+    chunks = _chunks(texts)
+    for rows in progress(chunks, total=len(chunks), desc=desc, unit="chunk"):
         out[rows] = embedder.encode([texts[i] for i in rows], query=query)
     return out
+
+
+def _chunks(texts: list[str]) -> list[np.ndarray]:
+    """Row numbers of the texts in order of length (longest first), in chunks of ENCODE_CHUNK."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    return [order[start : start + ENCODE_CHUNK] for start in range(0, len(texts), ENCODE_CHUNK)]
 
 
 class EmbedWork:
@@ -154,14 +158,13 @@ def encode_on(executor, spec: ModelSpec, texts: list[str], *, query: bool = Fals
     chunks in the same order of length, so the same vectors as a local run (to float rounding)."""
     from toolkit.core.progress import progress
 
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    tasks = [(k, [texts[i] for i in order[start : start + ENCODE_CHUNK]])
-             for k, start in enumerate(range(0, len(texts), ENCODE_CHUNK))]
+    chunks = _chunks(texts)
+    tasks = [(k, [texts[i] for i in rows]) for k, rows in enumerate(chunks)]
     out = None
     for k, df in progress(executor(EmbedWork(spec, batch_size, query), tasks), total=len(tasks), desc=desc,
                           unit="chunk"):
         v = df["vector"].to_numpy()
         if out is None:
             out = np.empty((len(texts), v.shape[1]), dtype=np.float32)
-        out[order[k * ENCODE_CHUNK : k * ENCODE_CHUNK + len(v)]] = v
+        out[chunks[k]] = v
     return out if out is not None else np.empty((0, 0), dtype=np.float32)

@@ -33,7 +33,7 @@ import polars as pl
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.options import opt
-from toolkit.core.parts import check_part_rows, n_rows, pair_parts, PART_HELP, PART_ROWS
+from toolkit.core.parts import check_part_rows, join_parts, n_rows, pair_parts, part_file, PART_HELP, PART_ROWS
 from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageConfig, StageFolder, StageResult,
                                       write_parquet, write_stage, writes_output)
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
@@ -212,12 +212,11 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
         stats, windows, n_groups, files = [], [], 0, []
         with pair_parts({"rollouts": rollouts, "prompts": prompts}, n_rows(rollouts), cfg.part_rows,
                         tmp / "_parts", bounds_from="prompts") as parts:
-            one = len(parts) == 1
             for i, part in enumerate(parts):
                 pairs, n = label_pairs(part["rollouts"], part["prompts"], cfg)
                 _check_scale(pairs, scale, cfg)
                 n_groups += n
-                files.append(tmp / DIFFICULTY_FILE if one else tmp / "_parts" / f"difficulty-{i:05d}.parquet")
+                files.append(part_file(tmp, DIFFICULTY_FILE, i, len(parts)))
                 write_parquet(pairs.drop(C.PROMPT, "_in_window").with_columns(label), files[-1])
                 stats.append(pairs.select(C.GRADE, C.N_SAMPLES, C.N_CORRECT, C.DIFFICULTY))
                 # the window without the prompt and text columns
@@ -232,13 +231,12 @@ def label_difficulty(cfg: LabelDifficultyConfig) -> LabelDifficultyResult:
             # the GRPO set with its prompts, part by part (increasing pair-id ranges: concatenated, in order)
             sets = []
             for i, part in enumerate(parts):
-                sets.append(tmp / GRPO_FILE if one else tmp / "_parts" / f"grpo-{i:05d}.parquet")
+                sets.append(part_file(tmp, GRPO_FILE, i, len(parts)))
                 rows = part["prompts"].select(C.PAIR_ID, C.PROMPT).join(grpo.lazy(), on=C.PAIR_ID, how="inner",
                                                                          maintain_order="right")
                 write_parquet(rows.with_columns(label).select(keep).collect(), sets[-1])
-            if not one:
-                for name, parted in ((DIFFICULTY_FILE, files), (GRPO_FILE, sets)):
-                    pl.scan_parquet(parted).sink_parquet(tmp / name, compression="zstd", statistics=True)
+            join_parts(files, tmp / DIFFICULTY_FILE)
+            join_parts(sets, tmp / GRPO_FILE)
         counts = _counts(stats, window, grpo, grades, n_groups) | {"grades_absent": absent} | regraded
         return counts, {Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: source.lineage}
 

@@ -52,7 +52,7 @@ from toolkit.core.options import opt
 from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, scale_of, StageConfig, StageFolder,
                                       StageResult, write_parquet, write_stage, writes_output)
 from toolkit.core.parsing import OK
-from toolkit.core.parts import check_part_rows, n_rows, pair_parts, PART_HELP, PART_ROWS
+from toolkit.core.parts import check_part_rows, join_parts, n_rows, pair_parts, part_file, PART_HELP, PART_ROWS
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
 from toolkit.core.stagefolder.files import PREFS_FILE, TEACHER_FILE
 from toolkit.teacher import partial_file, Teacher, teacher_answers, teacher_cache
@@ -366,12 +366,11 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
         with pair_parts({"rollouts": rollouts, "prompts": prompts}, n_rows(rollouts), cfg.part_rows,
                         tmp / "_parts", bounds_from="prompts") as parts:
             for i, part in enumerate(parts):
-                files.append(tmp / PREFS_FILE if len(parts) == 1 else tmp / "_parts" / f"prefs-{i:05d}.parquet")
+                files.append(part_file(tmp, PREFS_FILE, i, len(parts)))
                 c, a = _part_pairs(part["rollouts"], part["prompts"], teacher, cfg, known, files[-1])
                 answers.append(a)
                 counts = {k: counts.get(k, 0) + v for k, v in c.items()}
-            if len(parts) > 1:  # the parts are increasing pair-id ranges: their concatenation is in order
-                pl.scan_parquet(files).sink_parquet(tmp / PREFS_FILE, compression="zstd", statistics=True)
+            join_parts(files, tmp / PREFS_FILE)
         counts.update(regraded)
         source = pl.scan_parquet(tmp / PREFS_FILE).group_by(C.CHOSEN_SOURCE).len().collect()
         by = dict(source.iter_rows())

@@ -72,6 +72,19 @@ def _read(folder: Path, i: int, schema: pl.Schema) -> pl.LazyFrame:
     return pl.scan_parquet(files) if files else pl.LazyFrame(schema=schema)
 
 
+def part_file(tmp: Path, name: str, i: int, parts: int) -> Path:
+    """Where part i of an output file goes: the file itself when there is one part, else a file under tmp/_parts
+    that `join_parts` concatenates."""
+    return tmp / name if parts == 1 else tmp / "_parts" / f"{Path(name).stem}-{i:05d}.parquet"
+
+
+def join_parts(files: list[Path], dest: Path) -> None:
+    """The parts' files, concatenated in order (increasing pair-id ranges: the result is in order) into `dest`;
+    nothing to do for one part written as `dest` itself."""
+    if files != [dest]:
+        pl.scan_parquet(files).sink_parquet(dest, compression="zstd", statistics=True)
+
+
 @contextmanager
 def pair_parts(frames: dict[str, pl.LazyFrame], rows: int, per_part: int, tmp: "str | Path",
                bounds_from: str | None = None, key: str = C.PAIR_ID) -> Iterator[list[dict[str, pl.LazyFrame]]]:

@@ -38,14 +38,12 @@ from typing import Iterator
 
 from toolkit.core.errors import UserError
 from toolkit.core.stagefolder.aliases import ALIASES
-from toolkit.core.stagefolder.atomic import fault_point
+from toolkit.core.stagefolder.atomic import _LEFTOVER, fault_point  # what a killed local run leaves: never uploaded
 from toolkit.core.stagefolder.manifest import MANIFEST
 
 log = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^(?P<proto>[a-zA-Z][a-zA-Z0-9+.-]*)://")
-_LEFTOVER = re.compile(r"^\..+\.(?:tmp|old)-\d+$")  # what a killed local run leaves: never uploaded
-
 
 
 def is_url(value) -> bool:
