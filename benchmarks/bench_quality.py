@@ -29,10 +29,17 @@ BUDGETS = {
     "tiny": dict(train=24, eval=40, sft_steps=4, dpo_steps=2, grpo_steps=2, baseline_steps=10, n=4),
     "small": dict(train=160, eval=300, sft_steps=40, dpo_steps=20, grpo_steps=8, baseline_steps=150, n=4),
     "medium": dict(train=600, eval=800, sft_steps=150, dpo_steps=60, grpo_steps=20, baseline_steps=600, n=6),
+    # issue 19's CPU budget (~2 h on 2 cores): the cross-encoder and label-only SFT on the FULL train split (label-only
+    # capped by steps: 120 x 8 rows drawn from all 5,599), gen-cot / sample on a seeded sample of train pairs, the
+    # full test split, dev capped for β and the trainers' dev evaluation
+    "cpu": dict(full=True, gen=320, dev=400, label_steps=120, label_lr=1e-4, cot_steps=60, dpo_steps=24, grpo_steps=10,
+                baseline_epochs=2, n=4, eval_every=40, eval_limit=200),
 }
 
 
 def pipeline(args, b: dict) -> dict:
+    if b.get("full"):
+        return full_pipeline(args, b)
     stages = []
     if args.pairs:
         src = str(Path(args.pairs).resolve())
@@ -69,16 +76,71 @@ def pipeline(args, b: dict) -> dict:
     return {"out": str(Path(args.out).resolve()), "stages": stages, "_rows": list(models)}
 
 
-def evaluate_rows(out: Path, rows: list[str], echo) -> list[dict]:
+def full_pipeline(args, b: dict) -> dict:
+    """The full-split budget: every row trains on the same train split, label-only SFT and the baseline on all of it.
+
+    Stages build on each other as a team would run them: CoT SFT starts from the class-weighted label-only model
+    (which has seen far more pairs than the teacher's filtered rationales), DPO from CoT SFT on its own pass@N pairs,
+    GRPO from DPO with online difficulty sampling. Every LLM trainer evaluates on dev and keeps its best step.
+    """
+    stages = []
+    if args.pairs:
+        src = str(Path(args.pairs).resolve())
+    else:
+        stages.append({"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}})
+        src = "{pairs}"
+    split = {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed}
+    gen = {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
+    dev = {"eval-pairs": "{retrieved}", "eval-index": "{index}", "eval-every": b["eval_every"], "eval-limit": b["eval_limit"],
+           "select-best": "macro_f1"}
+    label = {"label-only": True, "pairs-index": "{index}", "max-steps": b["label_steps"], "batch-size": 8,
+             "learning-rate": b["label_lr"], **dev}
+    stages += [
+        # the same query assignment (seed) twice: all train pairs, and a seeded sample of them for generation
+        {"name": "splits", "run": "split", "args": [src], "options": {**split, "max-rows": f"dev={b['dev']}"}},
+        {"name": "splits_gen", "run": "split", "args": [src], "options": {**split, "max-rows": f"train={b['gen']}"}},
+        {"name": "index", "run": "build-index", "args": [str(REPO / "demo/guideline.md")]},
+        {"name": "retrieved", "run": "retrieve", "args": ["{splits}"], "options": {"index": "{index}", "k": 3}},
+        {"name": "retrieved_gen", "run": "retrieve", "args": ["{splits_gen}"], "options": {"index": "{index}", "k": 3}},
+        {"name": "baseline", "run": "train baseline", "args": ["{splits}"], "options": {"epochs": b["baseline_epochs"]}},
+        {"name": "sft_label", "run": "train sft", "args": ["{retrieved}"], "options": label},
+        {"name": "sft_label_w", "run": "train sft", "args": ["{retrieved}"], "options": {**label, "class-weights": "inverse"}},
+        {"name": "cot", "run": "gen-cot", "args": ["{retrieved_gen}"], "options": {"index": "{index}", "split": "train", "step-tokens": 40, **gen}},
+        {"name": "sft_cot", "run": "train sft", "args": ["{cot}"], "options": {"model": "{sft_label_w}", "class-weights": "inverse",
+                                                                     "max-steps": b["cot_steps"], "batch-size": 4,
+                                                                     "learning-rate": 5e-5, **dev}},
+        {"name": "rollouts", "run": "sample", "args": ["{retrieved_gen}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"],
+                                                                       "split": "train", "max-tokens": 64, **gen}},
+        # groups the model got wrong every time take the teacher's (the base model's) answer for the gold grade as chosen
+        {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"teacher-backend": gen["backend"], "teacher-model": "default",
+                                                                    "teacher-max-tokens": 64}},
+        {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"], "batch-size": 4,
+                                                                 "learning-rate": 5e-6, **dev, "eval-every": 8}},
+        {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},
+        {"name": "grpo", "run": "train grpo", "args": ["{difficulty}"], "options": {"model": "{dpo}", "max-steps": b["grpo_steps"],
+                                                                        "num-generations": b["n"], "batch-size": 2 * b["n"],
+                                                                        "learning-rate": 5e-6, "max-completion-length": 48,
+                                                                        **dev, "eval-every": 5}},
+    ]
+    models = {"SFT label-only": "{sft_label}", "SFT label-only, class-weighted": "{sft_label_w}",
+              "SFT CoT (label-first)": "{sft_cot}", "+ DPO": "{dpo}", "+ GRPO": "{grpo}"}
+    for i, model in enumerate(models.values()):
+        for s in ("dev", "test"):
+            stages.append({"name": f"m{i}_{s}", "run": "score", "args": ["{retrieved}"],
+                           "options": {"model": model, "index": "{index}", "split": s}})
+    return {"out": str(Path(args.out).resolve()), "stages": stages, "_rows": list(models), "_baseline_at": 0}
+
+
+def evaluate_rows(out: Path, rows: list[str], echo, baseline_at: int = 1) -> list[dict]:
     """Fit β on dev and evaluate test for each model (and the baseline's own predictions)."""
     from toolkit.cli import cli
 
     table = []
     sources = [(row, out / f"m{i}_dev", out / f"m{i}_test") for i, row in enumerate(rows)]
-    sources.insert(1, ("cross-encoder baseline", out / "baseline", out / "baseline"))
+    sources.insert(baseline_at, ("cross-encoder baseline", out / "baseline", out / "baseline"))
     for row, dev, test in sources:
         tiers, ev = out / "eval" / f"{_slug(row)}-tiers", out / "eval" / _slug(row)
-        cli.main(["tier", "fit", "--predictions", str(dev), "--split", "dev", "-o", str(tiers), "--no-plots"], standalone_mode=False)
+        cli.main(["tier", "fit", "--predictions", str(dev), "--split", "dev", "-o", str(tiers)], standalone_mode=False)
         cli.main(["eval", "--predictions", str(test), "--split", "test", "--tier-rule", str(tiers), "-o", str(ev), "--no-plots"],
                  standalone_mode=False)
         table.append(_row(row, ev))
@@ -111,6 +173,49 @@ def _row(name: str, ev: Path) -> dict:
     }
 
 
+def plots(out: Path, table: list[dict]) -> list[Path]:
+    """quality.png: test macro-F1 per stage, argmax and CumPT, with the bootstrap intervals; beta_curves.png: each row's
+    dev macro-F1 against β (from its `tier fit` folder)."""
+    from toolkit.core import plots as P
+
+    if not P.available():
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    x = np.arange(len(table))
+    for k, (d, color) in enumerate((("argmax", "#7f7f7f"), ("cumpt", "#1f77b4"))):
+        f1 = np.array([100 * t[d]["macro_f1"] for t in table])
+        ci = [t[d].get("ci") or (t[d]["macro_f1"], t[d]["macro_f1"]) for t in table]
+        err = np.array([[f - 100 * lo for f, (lo, _) in zip(f1, ci)], [100 * hi - f for f, (_, hi) in zip(f1, ci)]])
+        ax.bar(x + (k - 0.5) * 0.38, f1, 0.38, yerr=err, capsize=3, color=color, label="argmax" if d == "argmax" else "CumPT (β on dev)")
+    ax.set_xticks(x, [t["row"] for t in table], rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("test macro-F1 (95% interval over queries)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = [out / "quality.png"]
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for t in table:
+        curve = out / "eval" / f"{_slug(t['row'])}-tiers" / "beta_curve.json"
+        if curve.exists():
+            g = json.loads(curve.read_text())["grid"]
+            ax.plot(g["beta"], [100 * v for v in g["macro_f1"]], label=f"{t['row']} (β={t['cumpt']['beta']:.2f})")
+    ax.set_xlabel("β (CumPT)")
+    ax.set_ylabel("dev macro-F1")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "beta_curves.png")
+    fig.savefig(paths[1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
 def markdown(table: list[dict]) -> str:
     grades = list(table[0]["argmax"]["f1"])
     head = "| model | decision | " + " | ".join(f"F1 {g}" for g in grades) + " | macro-F1 | 95% interval (queries) | accuracy | ECE |"
@@ -132,12 +237,14 @@ def main() -> None:
     ap.add_argument("--format", default="crowdflower")
     ap.add_argument("--pairs", help="An ingested pairs folder (instead of --data).")
     ap.add_argument("--budget", choices=list(BUDGETS), default="small")
-    ap.add_argument("--out", default=str(REPO / "benchmarks/out/quality"))
+    ap.add_argument("--out", help="Pipeline folder (default benchmarks/out/quality, or quality-BUDGET for the full-split budgets).")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
                     help="generation backend of gen-cot and sample (scoring is one forward pass: transformers); "
                          "auto = vllm when installed")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = str(REPO / "benchmarks/out" / ("quality-" + args.budget if BUDGETS[args.budget].get("full") else "quality"))
     if not args.pairs and not args.data:
         ap.error("pass --data FILE --format NAME, or --pairs FOLDER")
     import importlib.util
@@ -151,17 +258,20 @@ def main() -> None:
 
     spec = pipeline(args, BUDGETS[args.budget])
     rows = spec.pop("_rows")
+    baseline_at = spec.pop("_baseline_at", 1)
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     t0 = time.time()
     outcomes = run_pipeline(Pipeline.load(out / "pipeline.yaml"), echo=lambda s: print(s, flush=True))
     print(summary_table(outcomes))
-    table = evaluate_rows(out, rows, print)
+    table = evaluate_rows(out, rows, print, baseline_at)
     md = markdown(table)
     (out / "quality.md").write_text(md + "\n")
     (out / "quality.json").write_text(json.dumps(table, indent=2))
     print(md)
+    for p in plots(out, table):
+        print(f"plot: {p}")
     print(f"\nbudget {args.budget} {BUDGETS[args.budget]}; {time.time() - t0:.0f} s; command: {' '.join(sys.argv)}")
 
 
