@@ -33,7 +33,10 @@ BUDGETS = {
     # capped by steps: 120 x 8 rows drawn from all 5,599), gen-cot / sample on a seeded sample of train pairs, the
     # full test split, dev capped for β and the trainers' dev evaluation
     "cpu": dict(full=True, gen=320, dev=400, label_steps=120, label_lr=1e-4, cot_steps=60, dpo_steps=24, grpo_steps=10,
-                baseline_epochs=2, n=4, eval_every=40, eval_limit=200),
+                baseline_epochs=2, n=4, eval_every=40, eval_limit=200,
+                # room for the CoT SFT model's 5-step reason (~150 tokens) and the teacher's CoT-first answer: at 64 and
+                # 64 (the run of 2026-12-05) 1,274 of 1,280 rollouts and every teacher answer were cut, leaving DPO 2 pairs
+                rollout_tokens=192, teacher_tokens=256),
 }
 
 
@@ -110,10 +113,10 @@ def full_pipeline(args, b: dict) -> dict:
                                                                      "max-steps": b["cot_steps"], "batch-size": 4,
                                                                      "learning-rate": 5e-5, **dev}},
         {"name": "rollouts", "run": "sample", "args": ["{retrieved_gen}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"],
-                                                                       "split": "train", "max-tokens": 64, **gen}},
+                                                                       "split": "train", "max-tokens": b["rollout_tokens"], **gen}},
         # groups the model got wrong every time take the teacher's (the base model's) answer for the gold grade as chosen
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"teacher-backend": gen["backend"], "teacher-model": "default",
-                                                                    "teacher-max-tokens": 64}},
+                                                                    "teacher-max-tokens": b["teacher_tokens"]}},
         {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"], "batch-size": 4,
                                                                  "learning-rate": 5e-6, **dev, "eval-every": 8}},
         {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},
