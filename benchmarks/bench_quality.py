@@ -40,15 +40,17 @@ BUDGETS = {
 }
 
 
+def _source(args) -> tuple[list[dict], str]:
+    """The pairs every budget starts from: an ingest stage of --data, or the given --pairs folder."""
+    if args.pairs:
+        return [], str(Path(args.pairs).resolve())
+    return [{"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}}], "{pairs}"
+
+
 def pipeline(args, b: dict) -> dict:
     if b.get("full"):
         return full_pipeline(args, b)
-    stages = []
-    if args.pairs:
-        src = str(Path(args.pairs).resolve())
-    else:
-        stages.append({"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}})
-        src = "{pairs}"
+    stages, src = _source(args)
     # a 135M model at small step counts: higher learning rates than the trainers' defaults (which are for 7B+ models)
     sft = {"max-steps": b["sft_steps"], "batch-size": 4, "learning-rate": 5e-5}
     gen = {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
@@ -86,12 +88,7 @@ def full_pipeline(args, b: dict) -> dict:
     (which has seen far more pairs than the teacher's filtered rationales), DPO from CoT SFT on its own pass@N pairs,
     GRPO from DPO with online difficulty sampling. Every LLM trainer evaluates on dev and keeps its best step.
     """
-    stages = []
-    if args.pairs:
-        src = str(Path(args.pairs).resolve())
-    else:
-        stages.append({"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}})
-        src = "{pairs}"
+    stages, src = _source(args)
     split = {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed}
     gen = {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
     dev = {"eval-pairs": "{retrieved}", "eval-index": "{index}", "eval-every": b["eval_every"], "eval-limit": b["eval_limit"],
