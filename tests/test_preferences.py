@@ -248,12 +248,15 @@ def test_inconsistent_rollouts_folders_are_user_errors(tmp_path):
 class FakeBackend:
     name, model_id = "fake", "fake"
 
-    def __init__(self, texts):
-        self.texts, self.prompts = texts, []
+    def __init__(self, texts, finish=None):
+        self.texts, self.prompts = list(texts), []
+        self.finish = list(finish or ["stop"] * len(self.texts))
 
     def generate(self, prompts, sampling, grade_labels=None):
         self.prompts.extend(prompts)
-        return [Generation(texts=[t], finish_reasons=["stop"]) for t in self.texts[: len(prompts)]]
+        texts, self.texts = self.texts[: len(prompts)], self.texts[len(prompts):]
+        finish, self.finish = self.finish[: len(prompts)], self.finish[len(prompts):]
+        return [Generation(texts=[t], finish_reasons=[f]) for t, f in zip(texts, finish)]
 
     def close(self):
         pass
@@ -267,6 +270,48 @@ def test_teacher_from_backend_rewrites_cot_first_answers_label_first():
     assert out[0].startswith("2\nReason: 1. Query: shoes.") and "Decision: Mismatch." in out[0]
     assert out[1] == ""
     assert "The correct grade for this pair is 2" in backend.prompts[0][-1]["content"]
+
+
+def test_dropped_teacher_answers_keep_their_raw_text_and_say_why(tmp_path):
+    cut = "1. Query: running shoes for a marathon.\n2. Item: a pair of"
+    answers = ["1. Query: q.\nGrade: 2", cut, "1. Query: q.\n5. Decision: a perfect match.\nGrade: 4"]
+    backend = FakeBackend(answers, finish=["stop", "length", "stop"])
+    folder = write_rollouts(tmp_path / "r", {"a": (2, [1]), "b": (4, [1]), "c": (3, [1])})
+    cfg = dict(rollouts=folder, out=tmp_path / "p", teacher_id="t")
+    result = make_preferences(MakePrefsConfig(**cfg), teacher_from_backend(backend, get_scale("taosr4")))
+    df = pl.read_parquet(tmp_path / "p" / TEACHER_FILE).sort(C.PAIR_ID)
+    assert df["status"].to_list() == ["ok", "truncated", "wrong_grade"]
+    assert df["valid"].to_list() == [True, False, False] and df[C.TEXT][1] == ""
+    assert df["raw"].to_list() == [None, cut, None] and df[C.TEXT][2].startswith("4\nReason:")
+    assert result.counts["teacher_status"] == {"ok": 1, "truncated": 1, "wrong_grade": 1}
+    assert result.counts["dropped_teacher_invalid"] == 2
+    assert "2 teacher answers dropped (1 truncated, 1 wrong_grade; raise --teacher-max-tokens" in result.headline()
+    # a rerun with the same teacher reuses all three answers, the dropped ones with their raw text and status
+    asked = _Counting()
+    again = make_preferences(MakePrefsConfig(**cfg, pairs_per_prompt=2), asked)
+    assert asked.ids == [] and again.counts["teacher_status"] == result.counts["teacher_status"]
+    assert pl.read_parquet(tmp_path / "p" / TEACHER_FILE).sort(C.PAIR_ID)["raw"].to_list() == [None, cut, None]
+
+
+def test_a_failed_teacher_run_keeps_the_raw_text_of_dropped_answers(tmp_path):
+    folder = write_rollouts(tmp_path / "r", {"a": (2, [1]), "b": (4, [1])})
+    good = teacher_from_backend(FakeBackend(["no grade here"], finish=["length"]), get_scale("taosr4"))
+    calls = []
+
+    def flaky(rows):
+        calls.append(rows)
+        if len(calls) > 1:
+            raise ConnectionError("teacher server went away")
+        return good(rows)
+
+    cfg = dict(rollouts=folder, out=tmp_path / "p", teacher_id="t", teacher_batch_size=1)
+    with pytest.raises(ConnectionError):
+        make_preferences(MakePrefsConfig(**cfg), flaky)
+    second = _Counting()
+    make_preferences(MakePrefsConfig(**cfg), second)
+    assert second.ids == ["b"]
+    df = pl.read_parquet(tmp_path / "p" / TEACHER_FILE).sort(C.PAIR_ID)
+    assert df.select("status", "raw").row(0) == ("truncated", "no grade here") and df["status"][1] == "ok"
 
 
 # -- the command line ------------------------------------------------------------------

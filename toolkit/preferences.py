@@ -28,9 +28,11 @@ Choices (MakePrefsConfig):
 
 Teacher answers come from a callable `teacher(rows) -> texts`: rows are prompts.parquet rows as
 dicts (pair id, prompt, gold grade, pair text columns), texts are label-first answers for the gold
-grade. An answer that does not parse to the gold grade is dropped (`dropped_teacher_invalid`).
-Answers are stored in teacher_answers.parquet and reused on rerun for the same `teacher_id`; when
-the teacher fails midway, the answers so far are kept beside the output folder and reused too.
+grade. An answer that does not parse to the gold grade is dropped (`dropped_teacher_invalid`;
+`teacher_status` counts why: wrong_grade, or a parse status such as truncated, which asks for a larger
+--teacher-max-tokens). Answers are stored in teacher_answers.parquet, with the raw output of those
+that did not parse, and reused on rerun for the same `teacher_id`; when the teacher fails midway,
+the answers so far are kept beside the output folder and reused too.
 
 The heavy part is two lazy passes over rollouts.parquet: ranking without the texts (a hash stands in
 for dedupe), then fetching only the texts of the picked samples. An input of more than `part_rows` rollouts
@@ -55,7 +57,7 @@ from toolkit.core.parsing import OK
 from toolkit.core.parts import check_part_rows, join_parts, n_rows, pair_parts, part_file, PART_HELP, PART_ROWS
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
 from toolkit.core.stagefolder.files import PREFS_FILE, TEACHER_FILE
-from toolkit.teacher import partial_file, Teacher, teacher_answers, teacher_cache
+from toolkit.teacher import ANSWERS_SCHEMA, partial_file, Teacher, teacher_answers, teacher_cache
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,12 @@ class MakePrefsResult(StageResult):
         c = self.counts
         gap = (c.get("length_chars") or {}).get("gap_mean")
         gap = f"; chosen - rejected length {gap:+.0f} chars" if gap is not None else ""
+        bad = {k: v for k, v in (c.get("teacher_status") or {}).items() if k != "ok"}
+        hint = "; raise --teacher-max-tokens" if "truncated" in bad else ""
+        bad = (f"; {sum(bad.values())} teacher answers dropped ("
+               + ", ".join(f"{v} {k}" for k, v in bad.items()) + f"{hint}; see {TEACHER_FILE})") if bad else ""
         return (f"{c['prompts']} prompts -> {c['pairs']} preference pairs ({c['pairs_self']} self, "
-                f"{c['pairs_teacher']} teacher{gap})")
+                f"{c['pairs_teacher']} teacher{gap}{bad})")
 
 
 # -- ranking (pass 1, no texts) ------------------------------------------------------
@@ -315,7 +321,7 @@ def _group_counts(kinds: pl.DataFrame, n_prompts: int, rejected: pl.DataFrame) -
 def _teacher_table(prompts: pl.LazyFrame, kinds: pl.DataFrame, rejected: pl.DataFrame, teacher: Teacher | None,
                    cfg: MakePrefsConfig, counts: dict, known: dict) -> pl.DataFrame:
     need = kinds.filter(pl.col("_has_prompt") & (pl.col(_KIND) == ALL_WRONG)).join(rejected.select(_GID), on=_GID)
-    empty = pl.DataFrame(schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean})
+    empty = pl.DataFrame(schema=ANSWERS_SCHEMA)
     counts.update(dropped_all_wrong_no_teacher=0, dropped_teacher_invalid=0, groups_teacher=0)
     if need.height == 0:
         return empty
@@ -380,6 +386,7 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
         answers = pl.concat(answers)
         if answers.height:
             write_parquet(answers, tmp / TEACHER_FILE)
+            counts["teacher_status"] = dict(sorted(answers.group_by("status").len().iter_rows()))
         return counts, {Key.GRADE_SCALE: upstream.scale().to_dict(), "teacher_id": cfg.teacher_id,
                         Key.LINEAGE: upstream.lineage}
 

@@ -6,6 +6,10 @@ gold grade, pair text columns), texts are answers for the gold grade in the poli
 CoT-first answer re-written in the policy's order); `BackendTeacher` is the one the CLI builds from its
 --teacher-* flags, loading its backend on the first call only. `teacher_answers` asks it in batches,
 reusing the answers of the same teacher from the last complete or interrupted run.
+
+An answer that does not parse is an `Unparsed`: an empty text (counted invalid) that keeps the model's raw
+output and its parse status, so teacher_answers.parquet shows why a teacher's answers were dropped (column
+`status`: ok, wrong_grade, or the parse status such as truncated; column `raw`: the unparsed output).
 """
 
 from __future__ import annotations
@@ -31,6 +35,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Teacher = Callable[[list[dict]], list[str]]
+WRONG_GRADE = "wrong_grade"  # parsed, but to another grade than the gold one
+ANSWERS_SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean,
+                  "status": pl.String, "raw": pl.String}
+
+
+class Unparsed(str):
+    """A teacher answer that did not parse: the empty text, with the raw output and its parse status."""
+
+    raw: str
+    status: str
+
+    def __new__(cls, raw: str, status: str):
+        self = super().__new__(cls, "")
+        self.raw, self.status = raw, status
+        return self
 
 
 def partial_file(cfg: MakePrefsConfig) -> Path:
@@ -50,15 +69,23 @@ def teacher_cache(cfg: MakePrefsConfig) -> dict[tuple[str, int], str]:
             df = read_parquet(path)
             if "teacher_id" in df.columns:
                 df = df.filter(pl.col("teacher_id") == cfg.teacher_id)
-            known.update({(p, g): t for p, g, t in df.select(C.PAIR_ID, C.GRADE, C.TEXT).iter_rows()})
+            raw = df["raw"] if "raw" in df.columns else pl.Series([None] * df.height, dtype=pl.String)
+            status = df["status"] if "status" in df.columns else raw
+            for p, g, t, r, st in zip(df[C.PAIR_ID], df[C.GRADE], df[C.TEXT], raw, status):
+                known[(p, g)] = Unparsed(r, st) if r is not None and not t else t
     return known
+
+
+def _raw(text: str) -> tuple[str | None, str | None]:
+    return (text.raw, text.status) if isinstance(text, Unparsed) else (None, None)
 
 
 def _save_partial(cfg: MakePrefsConfig, known: dict[tuple[str, int], str]) -> None:
     if cfg.teacher_id is None or not known:
         return
-    rows = [(p, g, t, cfg.teacher_id) for (p, g), t in known.items()]
-    schema = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "teacher_id": pl.String}
+    rows = [(p, g, t, *_raw(t), cfg.teacher_id) for (p, g), t in known.items()]
+    schema = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "raw": pl.String, "status": pl.String,
+              "teacher_id": pl.String}
     write_parquet(pl.DataFrame(rows, schema=schema, orient="row"), partial_file(cfg))
     log.warning("kept %d teacher answers in %s; the next run with the same teacher reuses them", len(known),
                 partial_file(cfg))
@@ -66,8 +93,9 @@ def _save_partial(cfg: MakePrefsConfig, known: dict[tuple[str, int], str]) -> No
 
 def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, labels: dict[int, str],
                     all_labels: list[str], known: dict | None = None) -> pl.DataFrame:
-    """pair_id, grade, text, valid for each row: cached answers reused, the rest asked in batches. `known`
-    (from `teacher_cache`) carries the answers across calls of one run, so an interruption keeps them all."""
+    """pair_id, grade, text, valid, status, raw for each row: cached answers reused, the rest asked in batches.
+    `known` (from `teacher_cache`) carries the answers across calls of one run, so an interruption keeps them
+    all. status is ok, wrong_grade or the parse status; raw is the teacher's output when it did not parse."""
     known = teacher_cache(cfg) if known is None else known
     todo = [r for r in rows if (r[C.PAIR_ID], r[C.GRADE]) not in known]
     if todo:
@@ -85,11 +113,16 @@ def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, la
         raise
     out = []
     for r in rows:
-        text = known[(r[C.PAIR_ID], r[C.GRADE])] or ""
-        parsed = parse_answer(text, all_labels, answer_order(cfg.rollouts))
-        out.append((r[C.PAIR_ID], r[C.GRADE], text, parsed.status == OK and parsed.label == labels.get(r[C.GRADE])))
-    return pl.DataFrame(out, schema={C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean},
-                        orient="row")
+        answer = known[(r[C.PAIR_ID], r[C.GRADE])]
+        answer = "" if answer is None else answer  # not `or ""`: an Unparsed is falsy and keeps its raw text
+        raw, status = _raw(answer)
+        parsed = parse_answer(str(answer), all_labels, answer_order(cfg.rollouts))
+        if status is None:
+            status = parsed.status
+            if status == OK and parsed.label != labels.get(r[C.GRADE]):
+                status = WRONG_GRADE
+        out.append((r[C.PAIR_ID], r[C.GRADE], str(answer), status == OK, status, raw))
+    return pl.DataFrame(out, schema=ANSWERS_SCHEMA, orient="row")
 
 
 def answer_order(rollouts: str) -> str:
@@ -100,7 +133,7 @@ def answer_order(rollouts: str) -> str:
 def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict], list[str] | None] | None = None,
                          order: str = LABEL_FIRST) -> Teacher:
     """A teacher callable over any generation backend: the teacher prompt for the gold grade, its
-    CoT-first answer re-written in the policy's `order`; "" when it does not parse (counted as invalid)."""
+    CoT-first answer re-written in the policy's `order`; an `Unparsed` ("" with the raw output) when it does not."""
     from toolkit.generation.base import SamplingConfig
     from toolkit.core.parsing import COT_FIRST
     from toolkit.core.prompts import PromptBuilder
@@ -112,9 +145,9 @@ def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict
         prompts = [builder.teacher(r, rules_of(r) if rules_of else None, r[C.GRADE]) for r in rows]
         out = []
         for gen in backend.generate(prompts, sampling):
-            parsed = parse_answer(gen.texts[0] if gen.texts else "", scale.labels, COT_FIRST,
-                                  gen.finish_reasons[0] if gen.finish_reasons else None)
-            out.append(builder.target(parsed.label, parsed.rationale) if parsed.ok else "")
+            raw = gen.texts[0] if gen.texts else ""
+            parsed = parse_answer(raw, scale.labels, COT_FIRST, gen.finish_reasons[0] if gen.finish_reasons else None)
+            out.append(builder.target(parsed.label, parsed.rationale) if parsed.ok else Unparsed(raw, parsed.status))
         return out
 
     return teacher
