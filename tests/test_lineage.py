@@ -150,6 +150,26 @@ def test_make_prefs_teacher_sees_the_policys_rules_and_answers_in_its_order(cli,
     assert chosen.startswith("1. Query: q.") and chosen.rstrip().endswith("2")
 
 
+def test_a_larger_teacher_token_cap_asks_the_teacher_again(cli, tmp_path, monkeypatch):
+    import polars as pl
+
+    import toolkit.generation.base as base
+    from test_preferences import FakeBackend
+
+    cut, whole = "1. Query: q.\n2. Item: a", "1. Query: q.\n5. Decision: Mismatch.\nGrade: 2"
+    backends = iter([FakeBackend([cut], finish=["length"]), FakeBackend([whole])])
+    monkeypatch.setattr(base, "make_backend", lambda cfg: next(backends))
+    folder = write_rollouts(tmp_path / "r", {"a": (2, [1, 3])})
+    args = ["make-prefs", folder, "-o", tmp_path / "p", "--teacher-backend", "openai", "--teacher-base-url",
+            "http://127.0.0.1:9/v1", "--teacher-model", "judge", "--teacher-max-tokens"]
+    r = cli(*args, "64")
+    assert r.exit_code == 0 and "1 teacher answers dropped (1 truncated; raise --teacher-max-tokens" in r.output, r.output
+    r = cli(*args, "256")  # not the cut answer of the 64-token teacher again
+    assert r.exit_code == 0 and "(0 self, 1 teacher;" in r.output, r.output
+    answers = pl.read_parquet(tmp_path / "p/teacher_answers.parquet")
+    assert answers["status"].to_list() == ["ok"] and answers[C.TEXT][0].startswith("2\nReason: 1. Query: q.")
+
+
 def test_rule_ids_from_another_build_of_the_index_warn(cli, repo, tmp_path, tiny_model_dir, minilm):
     guide = tmp_path / "guideline.md"
     guide.write_text((repo / "demo/guideline.md").read_text())

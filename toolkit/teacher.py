@@ -172,7 +172,9 @@ class BackendTeacher:
 
     @property
     def id(self) -> str | None:
-        return f"{self.kind}:{self.model or ''}@{self.base_url or ''}" if self.configured else None
+        # the token cap is part of the teacher: answers cut at 64 tokens must not be reused at 256
+        return (f"{self.kind}:{self.model or ''}@{self.base_url or ''}:max_tokens={self.max_tokens}"
+                if self.configured else None)
 
     def __call__(self, rows: list[dict]) -> list[str]:
 
