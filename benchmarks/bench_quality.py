@@ -34,9 +34,10 @@ BUDGETS = {
     # full test split, dev capped for β and the trainers' dev evaluation
     "cpu": dict(full=True, gen=320, dev=400, label_steps=120, label_lr=1e-4, cot_steps=60, dpo_steps=24, grpo_steps=10,
                 baseline_epochs=2, n=4, eval_every=40, eval_limit=200,
-                # room for the CoT SFT model's 5-step reason (~150 tokens) and the teacher's CoT-first answer: at 64 and
-                # 64 (the run of 2026-12-05) 1,274 of 1,280 rollouts and every teacher answer were cut, leaving DPO 2 pairs
-                rollout_tokens=192, teacher_tokens=256),
+                # room for the CoT SFT model's 5-step reason (~150 tokens): at 64 (the run of 2026-12-05) 1,274 of 1,280
+                # rollouts were cut, leaving DPO 2 pairs. The teacher is guided (40 tokens a step, as gen-cot): free, the
+                # 135M teacher echoed the prompt and 112 of 115 answers had no grade even at 256 tokens
+                rollout_tokens=192),
 }
 
 
@@ -113,7 +114,7 @@ def full_pipeline(args, b: dict) -> dict:
                                                                        "split": "train", "max-tokens": b["rollout_tokens"], **gen}},
         # groups the model got wrong every time take the teacher's (the base model's) answer for the gold grade as chosen
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"teacher-backend": gen["backend"], "teacher-model": "default",
-                                                                    "teacher-max-tokens": b["teacher_tokens"]}},
+                                                                    "teacher-mode": "guided", "teacher-step-tokens": 40}},
         {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"], "batch-size": 4,
                                                                  "learning-rate": 5e-6, **dev, "eval-every": 8}},
         {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},

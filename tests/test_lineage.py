@@ -143,7 +143,7 @@ def test_make_prefs_teacher_sees_the_policys_rules_and_answers_in_its_order(cli,
     prompts.with_columns(pl.Series(C.RULE_TEXTS, rules, dtype=pl.List(pl.String))).write_parquet(folder / "prompts.parquet")
     _record(folder, order=COT_FIRST, rules=True)
     r = cli("make-prefs", folder, "-o", tmp_path / "p", "--teacher-backend", "openai", "--teacher-base-url", "http://127.0.0.1:9/v1",
-            "--teacher-model", "judge")
+            "--teacher-model", "judge", "--teacher-mode", "free")
     assert r.exit_code == 0, r.stderr
     assert "- R1: a case is not the phone" in teacher.prompts[0][-1]["content"]
     chosen = pl.read_parquet(tmp_path / "p/preferences.parquet").filter(pl.col(C.CHOSEN_SOURCE) == "teacher")[C.CHOSEN][0][0]["content"]
@@ -161,7 +161,7 @@ def test_a_larger_teacher_token_cap_asks_the_teacher_again(cli, tmp_path, monkey
     monkeypatch.setattr(base, "make_backend", lambda cfg: next(backends))
     folder = write_rollouts(tmp_path / "r", {"a": (2, [1, 3])})
     args = ["make-prefs", folder, "-o", tmp_path / "p", "--teacher-backend", "openai", "--teacher-base-url",
-            "http://127.0.0.1:9/v1", "--teacher-model", "judge", "--teacher-max-tokens"]
+            "http://127.0.0.1:9/v1", "--teacher-model", "judge", "--teacher-mode", "free", "--teacher-max-tokens"]
     r = cli(*args, "64")
     assert r.exit_code == 0 and "1 teacher answers dropped (1 truncated; raise --teacher-max-tokens" in r.output, r.output
     r = cli(*args, "256")  # not the cut answer of the 64-token teacher again

@@ -272,6 +272,56 @@ def test_teacher_from_backend_rewrites_cot_first_answers_label_first():
     assert "The correct grade for this pair is 2" in backend.prompts[0][-1]["content"]
 
 
+class StepBackend:
+    """A guided teacher: fills each step header with a short clause, the grade step with `grade`; the step
+    numbered `cut` (if any) is cut at its token budget."""
+    name, model_id = "step", "step"
+
+    def __init__(self, grade="2", cut=None):
+        self.grade, self.cut, self.calls = grade, cut, []
+
+    def generate(self, prompts, sampling, grade_labels=None):
+        self.calls.append((prompts, sampling))
+        out = []
+        for p in prompts:
+            turn = p[-1]["content"]
+            if turn.endswith("Grade:"):
+                out.append(Generation(texts=[f" {self.grade}\nmore text"], finish_reasons=["stop"]))
+            else:
+                cut = self.cut is not None and turn.rsplit("\n", 1)[-1].startswith(f"{self.cut}.")
+                out.append(Generation(texts=[" a clause" if not cut else " a clause that goes on and"],
+                                      finish_reasons=["length" if cut else "stop"]))
+        return out
+
+    def close(self):
+        pass
+
+
+def test_guided_teacher_fills_the_five_steps_and_answers_for_the_gold_grade():
+    backend = StepBackend("2")
+    rows = [{C.PAIR_ID: "a", C.GRADE: 2, C.QUERY: "red shoes", C.TITLE: "blue hat"}]
+    out = teacher_from_backend(backend, get_scale("taosr4"), mode="guided", step_tokens=7)(rows)
+    assert out[0].startswith('2\nReason: 1. Query understanding: The shopper searching for "red shoes" wants a clause')
+    assert "5. Decision: a clause" in out[0] and "more text" not in out[0]
+    prompts, sampling = backend.calls[0]
+    assert len(backend.calls) == 6 and sampling.max_tokens == 7 and sampling.stop == ["\n"]
+    assert "Explain why in five short steps" in prompts[0][-2]["content"]  # the guided teacher template
+    assert prompts[0][-1]["role"] == "assistant" and prompts[0][-1]["content"].startswith("1. Query understanding")
+
+
+@pytest.mark.parametrize("grade,cut,status", [("3", None, "wrong_grade"), ("2", 4, "truncated_step"),
+                                              ("banana", None, "invalid_label")])
+def test_guided_teacher_answers_that_cannot_be_used_are_dropped_with_their_cause(tmp_path, grade, cut, status):
+    folder = write_rollouts(tmp_path / "r", {"a": (2, [1])})
+    teacher = teacher_from_backend(StepBackend(grade, cut), get_scale("taosr4"), mode="guided")
+    result = make_preferences(MakePrefsConfig(rollouts=folder, out=tmp_path / "p", teacher_id="t"), teacher)
+    assert result.counts["teacher_status"] == {status: 1} and result.counts["pairs"] == 0
+    df = pl.read_parquet(tmp_path / "p" / TEACHER_FILE)
+    assert df["status"][0] == status and (df["raw"][0] is None) == (status == "wrong_grade")
+    if status == "truncated_step":
+        assert "raise --teacher-step-tokens" in result.headline() and "goes on and" in df["raw"][0]
+
+
 def test_dropped_teacher_answers_keep_their_raw_text_and_say_why(tmp_path):
     cut = "1. Query: running shoes for a marathon.\n2. Item: a pair of"
     answers = ["1. Query: q.\nGrade: 2", cut, "1. Query: q.\n5. Decision: a perfect match.\nGrade: 4"]
@@ -359,7 +409,7 @@ def test_cli_teacher_backend_is_built_lazily_and_used(cli, tmp_path, monkeypatch
 
     def fake_make_backend(cfg):
         built.append(cfg)
-        return FakeBackend(["Steps...\nGrade: 2"] * 8)
+        return StepBackend("2")
 
     monkeypatch.setattr(base, "make_backend", fake_make_backend)
     folder = write_rollouts(tmp_path / "r", {"a": (2, [1, 3]), "b": (4, [4, 1])})
@@ -368,7 +418,8 @@ def test_cli_teacher_backend_is_built_lazily_and_used(cli, tmp_path, monkeypatch
     assert r.exit_code == 0, r.stderr
     assert [(c.kind, c.model, c.base_url) for c in built] == [("openai", "judge", "http://127.0.0.1:9/v1")]
     df = pl.read_parquet(tmp_path / "p" / PREFS_FILE)
-    assert df[C.CHOSEN_SOURCE].to_list() == ["teacher", "self"] and df[C.CHOSEN][0][0]["content"] == "2\nReason: Steps..."
+    assert df[C.CHOSEN_SOURCE].to_list() == ["teacher", "self"]  # the default teacher mode is guided:
+    assert df[C.CHOSEN][0][0]["content"].startswith("2\nReason: 1. Query understanding: The shopper searching for")
     built.clear()
     folder2 = write_rollouts(tmp_path / "r2", {"b": (4, [4, 1])})
     assert cli("make-prefs", folder2, "-o", tmp_path / "p2", *args).exit_code == 0

@@ -120,7 +120,9 @@ class MakePrefsResult(StageResult):
         gap = (c.get("length_chars") or {}).get("gap_mean")
         gap = f"; chosen - rejected length {gap:+.0f} chars" if gap is not None else ""
         bad = {k: v for k, v in (c.get("teacher_status") or {}).items() if k != "ok"}
-        hint = "; raise --teacher-max-tokens" if "truncated" in bad else ""
+        hint = "".join(f"; raise --teacher-{flag}" for status, flag in (("truncated", "max-tokens"),
+                                                                          ("truncated_step", "step-tokens"))
+                       if status in bad)
         bad = (f"; {sum(bad.values())} teacher answers dropped ("
                + ", ".join(f"{v} {k}" for k, v in bad.items()) + f"{hint}; see {TEACHER_FILE})") if bad else ""
         return (f"{c['prompts']} prompts -> {c['pairs']} preference pairs ({c['pairs_self']} self, "

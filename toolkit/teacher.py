@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Teacher = Callable[[list[dict]], list[str]]
 WRONG_GRADE = "wrong_grade"  # parsed, but to another grade than the gold one
+TRUNCATED_STEP = "truncated_step"  # guided: a step was cut at its token budget
+GUIDED, FREE = "guided", "free"
+TEACHER_MODES = (GUIDED, FREE)
 ANSWERS_SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean,
                   "status": pl.String, "raw": pl.String}
 
@@ -131,23 +134,40 @@ def answer_order(rollouts: str) -> str:
 
 
 def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict], list[str] | None] | None = None,
-                         order: str = LABEL_FIRST) -> Teacher:
+                         order: str = LABEL_FIRST, mode: str = "free", step_tokens: int = 48) -> Teacher:
     """A teacher callable over any generation backend: the teacher prompt for the gold grade, its
-    CoT-first answer re-written in the policy's `order`; an `Unparsed` ("" with the raw output) when it does not."""
+    CoT-first answer re-written in the policy's `order`; an `Unparsed` ("" with the raw output) when it does not.
+
+    mode `free` is one generation per answer (capable teachers); `guided` writes the five step headers into the
+    answer and lets the teacher fill each in `step_tokens` tokens, as gen-cot's guided mode does (small local
+    teachers follow the format that way); an answer with a step cut at `step_tokens` is dropped (truncated_step)."""
     from toolkit.generation.base import SamplingConfig
     from toolkit.core.parsing import COT_FIRST
     from toolkit.core.prompts import PromptBuilder
 
-    builder = PromptBuilder(scale, order)
+    if mode not in TEACHER_MODES:
+        raise UserError(f"the teacher mode must be one of {', '.join(TEACHER_MODES)}; got {mode!r}")
+    builder = PromptBuilder(scale, order, teacher_template="teacher_guided" if mode == GUIDED else "teacher")
     sampling = sampling or SamplingConfig(n=1, temperature=0.0, max_tokens=768)
 
     def teacher(rows: list[dict]) -> list[str]:
         prompts = [builder.teacher(r, rules_of(r) if rules_of else None, r[C.GRADE]) for r in rows]
+        if mode == GUIDED:
+            from toolkit.cot import guided_generate
+
+            outs = guided_generate(backend, prompts, rows, sampling, step_tokens)
+        else:
+            outs = [(g.texts[0] if g.texts else "", g.finish_reasons[0] if g.finish_reasons else None)
+                    for g in backend.generate(prompts, sampling)]
         out = []
-        for gen in backend.generate(prompts, sampling):
-            raw = gen.texts[0] if gen.texts else ""
-            parsed = parse_answer(raw, scale.labels, COT_FIRST, gen.finish_reasons[0] if gen.finish_reasons else None)
-            out.append(builder.target(parsed.label, parsed.rationale) if parsed.ok else Unparsed(raw, parsed.status))
+        for raw, finish in outs:
+            parsed = parse_answer(raw, scale.labels, COT_FIRST, finish)
+            if not parsed.ok:
+                out.append(Unparsed(raw, parsed.status))
+            elif mode == GUIDED and finish == "length":
+                out.append(Unparsed(raw, TRUNCATED_STEP))
+            else:
+                out.append(builder.target(parsed.label, parsed.rationale))
         return out
 
     return teacher
@@ -161,8 +181,14 @@ def rules_of(row: dict) -> list[str] | None:
 class BackendTeacher:
     """The teacher for all-wrong groups: a generation backend, built on the first call only."""
 
-    def __init__(self, kind: str, model: str | None, base_url: str | None, max_tokens: int, rollouts: str):
+    def __init__(self, kind: str, model: str | None, base_url: str | None, max_tokens: int, rollouts: str,
+                 mode: str = FREE, step_tokens: int = 48):
+        if mode not in TEACHER_MODES:
+            raise UserError(f"--teacher-mode must be one of {', '.join(TEACHER_MODES)}; got {mode!r}")
+        if int(step_tokens) < 1 or int(max_tokens) < 1:
+            raise UserError("--teacher-max-tokens and --teacher-step-tokens must be >= 1")
         self.kind, self.model, self.base_url, self.max_tokens = kind, model, base_url, max_tokens
+        self.mode, self.step_tokens = mode, int(step_tokens)
         self.rollouts = rollouts  # the folder whose grade scale the teacher answers on
         self.backend = self.fn = None
 
@@ -172,9 +198,9 @@ class BackendTeacher:
 
     @property
     def id(self) -> str | None:
-        # the token cap is part of the teacher: answers cut at 64 tokens must not be reused at 256
-        return (f"{self.kind}:{self.model or ''}@{self.base_url or ''}:max_tokens={self.max_tokens}"
-                if self.configured else None)
+        # how it generates is part of the teacher: answers cut at 64 tokens must not be reused at 256
+        how = f"max_tokens={self.max_tokens}" if self.mode == FREE else f"guided,step_tokens={self.step_tokens}"
+        return f"{self.kind}:{self.model or ''}@{self.base_url or ''}:{how}" if self.configured else None
 
     def __call__(self, rows: list[dict]) -> list[str]:
 
@@ -190,7 +216,8 @@ class BackendTeacher:
             self.backend = make_backend(BackendConfig(kind=self.kind, model=self.model, base_url=self.base_url))
             self.fn = teacher_from_backend(self.backend, scale_of(self.rollouts),
                                            SamplingConfig(n=1, max_tokens=self.max_tokens),
-                                           rules_of=rules_of, order=answer_order(self.rollouts))
+                                           rules_of=rules_of, order=answer_order(self.rollouts),
+                                           mode=self.mode, step_tokens=self.step_tokens)
         return self.fn(rows)
 
     def close(self) -> None:

@@ -65,10 +65,17 @@ def passk(rollouts, **kw):
 @click.option("--teacher-model", help="Teacher model (a folder or hub id; for openai the served model name).")
 @click.option("--teacher-base-url",
               help="[openai] base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--teacher-mode", type=click.Choice(("guided", "free")), default="guided", show_default=True,
+              help="guided: the five step headers are written into the answer and the teacher fills each "
+                   "(small local teachers follow the format that way, as in gen-cot); free: one generation "
+                   "(capable teachers).")
 @click.option("--teacher-max-tokens", default=768, show_default=True, type=int,
-              help="Token limit of a teacher answer.")
+              help="[free] token limit of a teacher answer.")
+@click.option("--teacher-step-tokens", default=48, show_default=True, type=int,
+              help="[guided] token budget per step; an answer with a step cut there is dropped.")
 @options_from(MakePrefsConfig, "teacher_batch_size", "gold", "part_rows", "force")
-def make_prefs(rollouts, no_teacher, teacher_backend, teacher_model, teacher_base_url, teacher_max_tokens, **kw):
+def make_prefs(rollouts, no_teacher, teacher_backend, teacher_model, teacher_base_url, teacher_mode,
+               teacher_max_tokens, teacher_step_tokens, **kw):
     """Build DPO preference pairs from pass@N rollouts, as TaoSR1 does.
 
     Mixed groups: chosen = an own correct sample, rejected = an own wrong one. All-wrong
@@ -83,7 +90,8 @@ def make_prefs(rollouts, no_teacher, teacher_backend, teacher_model, teacher_bas
     Examples:
       toolkit make-prefs out/demo/rollouts -o out/demo/prefs --no-teacher
       toolkit make-prefs out/rollouts -o out/prefs -p 2 --reject random --seed 1 \\
-          --teacher-backend openai --teacher-base-url http://127.0.0.1:8000/v1 --teacher-model teacher
+          --teacher-backend openai --teacher-base-url http://127.0.0.1:8000/v1 --teacher-model teacher \\
+          --teacher-mode free
     """
     from toolkit.core.errors import UserError
     from toolkit.preferences import make_preferences
@@ -91,7 +99,8 @@ def make_prefs(rollouts, no_teacher, teacher_backend, teacher_model, teacher_bas
 
     if not rollouts or not kw["out"]:
         raise UserError("pass a rollouts folder and an output folder: `toolkit make-prefs out/rollouts -o out/prefs`")
-    teacher = BackendTeacher(teacher_backend, teacher_model, teacher_base_url, teacher_max_tokens, rollouts)
+    teacher = BackendTeacher(teacher_backend, teacher_model, teacher_base_url, teacher_max_tokens, rollouts,
+                             mode=teacher_mode, step_tokens=teacher_step_tokens)
     cfg = config_from(MakePrefsConfig, kw, rollouts=rollouts, teacher_id=None if no_teacher else teacher.id)
     try:
         result = make_preferences(cfg, teacher=None if no_teacher else teacher)
