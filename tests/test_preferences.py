@@ -310,7 +310,7 @@ def test_guided_teacher_fills_the_five_steps_and_answers_for_the_gold_grade():
 
 
 @pytest.mark.parametrize("grade,cut,status", [("3", None, "wrong_grade"), ("2", 4, "truncated_step"),
-                                              ("banana", None, "invalid_label")])
+                                              ("Excellent", 2, "truncated_step"), ("banana", None, "invalid_label")])
 def test_guided_teacher_answers_that_cannot_be_used_are_dropped_with_their_cause(tmp_path, grade, cut, status):
     folder = write_rollouts(tmp_path / "r", {"a": (2, [1])})
     teacher = teacher_from_backend(StepBackend(grade, cut), get_scale("taosr4"), mode="guided")
@@ -320,6 +320,7 @@ def test_guided_teacher_answers_that_cannot_be_used_are_dropped_with_their_cause
     assert df["status"][0] == status and (df["raw"][0] is None) == (status == "wrong_grade")
     if status == "truncated_step":
         assert "raise --teacher-step-tokens" in result.headline() and "goes on and" in df["raw"][0]
+        assert "--teacher-max-tokens" not in result.headline()
 
 
 def test_dropped_teacher_answers_keep_their_raw_text_and_say_why(tmp_path):

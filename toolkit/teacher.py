@@ -162,10 +162,10 @@ def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict
         out = []
         for raw, finish in outs:
             parsed = parse_answer(raw, scale.labels, COT_FIRST, finish)
-            if not parsed.ok:
-                out.append(Unparsed(raw, parsed.status))
-            elif mode == GUIDED and finish == "length":
+            if mode == GUIDED and finish == "length":  # the cause, whether or not a grade follows the cut step
                 out.append(Unparsed(raw, TRUNCATED_STEP))
+            elif not parsed.ok:
+                out.append(Unparsed(raw, parsed.status))
             else:
                 out.append(builder.target(parsed.label, parsed.rationale))
         return out
