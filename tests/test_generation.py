@@ -173,6 +173,20 @@ def test_gen_cot_free_mode_asks_for_a_pairs_k_samples_in_one_request(cli, repo, 
     assert r.exit_code == 0 and "shards 1 new, 0 reused" in r.stdout and calls == [(4, 3)] * 2
 
 
+def test_gen_cot_guided_grade_written_by_name_counts_as_its_label(cli, repo, tmp_path, tiny_model_dir, monkeypatch):
+    import toolkit.generation.base as base
+    from test_preferences import StepBackend
+
+    monkeypatch.setattr(base, "make_backend", lambda cfg: StepBackend("Excellent."))
+    pairs = _pairs(cli, repo, tmp_path)
+    r = cli("gen-cot", pairs, "-o", tmp_path / "cot", "--model", tiny_model_dir, "--limit", "8", "--samples", "1", "--split", "")
+    assert r.exit_code == 0, r.stderr
+    rows = pl.concat([pl.read_parquet(tmp_path / "cot" / f) for f in ("sft.parquet", "rejects.parquet")], how="diagonal_relaxed")
+    assert rows.height == 8 and (rows[C.PRED_GRADE] == 4).all() and rows[C.TEXT].str.ends_with("\nGrade: 4").all()
+    kept = pl.read_parquet(tmp_path / "cot/sft.parquet")
+    assert kept.height == (rows[C.GRADE] == 4).sum() >= 1 and (kept[C.GRADE] == 4).all()  # the others: grade_mismatch
+
+
 def test_pairs_with_retrieved_rule_ids_but_no_index_warn_that_prompts_get_no_rules(caplog):
     from toolkit.model_stage import attach_rules
 

@@ -297,8 +297,9 @@ class StepBackend:
         pass
 
 
-def test_guided_teacher_fills_the_five_steps_and_answers_for_the_gold_grade():
-    backend = StepBackend("2")
+@pytest.mark.parametrize("written", ["2", "Mismatch", "mismatch."])  # a grade written by name is its label
+def test_guided_teacher_fills_the_five_steps_and_answers_for_the_gold_grade(written):
+    backend = StepBackend(written)
     rows = [{C.PAIR_ID: "a", C.GRADE: 2, C.QUERY: "red shoes", C.TITLE: "blue hat"}]
     out = teacher_from_backend(backend, get_scale("taosr4"), mode="guided", step_tokens=7)(rows)
     assert out[0].startswith('2\nReason: 1. Query understanding: The shopper searching for "red shoes" wants a clause')
@@ -310,7 +311,8 @@ def test_guided_teacher_fills_the_five_steps_and_answers_for_the_gold_grade():
 
 
 @pytest.mark.parametrize("grade,cut,status", [("3", None, "wrong_grade"), ("2", 4, "truncated_step"),
-                                              ("Excellent", 2, "truncated_step"), ("banana", None, "invalid_label")])
+                                              ("Excellent", 2, "truncated_step"), ("banana", None, "invalid_label"),
+                                              ("Excellent", None, "wrong_grade")])  # by name: grade 4, not gold 2
 def test_guided_teacher_answers_that_cannot_be_used_are_dropped_with_their_cause(tmp_path, grade, cut, status):
     folder = write_rollouts(tmp_path / "r", {"a": (2, [1])})
     teacher = teacher_from_backend(StepBackend(grade, cut), get_scale("taosr4"), mode="guided")

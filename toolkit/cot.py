@@ -123,8 +123,11 @@ def step_openers(row: dict, scale) -> list[str]:
 
 
 def guided_generate(backend, prompts: list[list[dict]], rows: list[dict], sampling: SamplingConfig,
-                    step_tokens: int) -> list[tuple[str, str]]:
-    """Fill the five steps one by one in the assistant turn, then the final grade."""
+                    step_tokens: int, scale=None) -> list[tuple[str, str]]:
+    """Fill the five steps one by one in the assistant turn, then the final grade. With a grade `scale`, a grade
+    written by name ("Grade: Excellent", as small teachers do after "the correct grade is 4 (Excellent)") is
+    written as its label."""
+    by_name = {g.name.lower(): g.label for g in scale.grades} if scale is not None else {}
     texts = [""] * len(prompts)
     reasons = ["stop"] * len(prompts)
     openers = [step_openers(r, None) for r in rows]
@@ -137,6 +140,8 @@ def guided_generate(backend, prompts: list[list[dict]], rows: list[dict], sampli
         gens = backend.generate([p + [{"role": "assistant", "content": t}] for p, t in zip(prompts, texts)], step)
         for i, g in enumerate(gens):
             part = g.texts[0].split("\n")[0].rstrip()
+            if header == "Grade:" and part.strip().rstrip(".").lower() in by_name:
+                part = by_name[part.strip().rstrip(".").lower()]
             texts[i] += part if part.startswith(" ") else " " + part
             if g.finish_reasons[0] == "length" and header != "Grade:":
                 reasons[i] = "length"
@@ -157,7 +162,7 @@ def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: lis
     sampling = SamplingConfig(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                               seed=cfg.seed + 7919 * shard)
     if cfg.mode == "guided":
-        outs = guided_generate(backend, prompts, owner_rows, sampling, cfg.step_tokens)
+        outs = guided_generate(backend, prompts, owner_rows, sampling, cfg.step_tokens, builder.scale)
     else:  # one request per pair for its k samples (they share the prompt: one prefill, or one HTTP call)
         per_pair = dataclasses.replace(sampling, n=cfg.samples)
         gens = backend.generate(prompts[:: cfg.samples], per_pair)

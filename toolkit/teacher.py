@@ -155,7 +155,7 @@ def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict
         if mode == GUIDED:
             from toolkit.cot import guided_generate
 
-            outs = guided_generate(backend, prompts, rows, sampling, step_tokens)
+            outs = guided_generate(backend, prompts, rows, sampling, step_tokens, scale)
         else:
             outs = [(g.texts[0] if g.texts else "", g.finish_reasons[0] if g.finish_reasons else None)
                     for g in backend.generate(prompts, sampling)]
