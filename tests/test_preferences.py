@@ -346,6 +346,18 @@ def test_dropped_teacher_answers_keep_their_raw_text_and_say_why(tmp_path):
     assert pl.read_parquet(tmp_path / "p" / TEACHER_FILE).sort(C.PAIR_ID)["raw"].to_list() == [None, cut, None]
 
 
+def test_answers_kept_by_an_older_version_without_raw_and_status_are_reused(tmp_path):
+    folder = write_rollouts(tmp_path / "r", {"a": (2, [1]), "b": (4, [1])})
+    old = pl.DataFrame({C.PAIR_ID: ["a", "b"], C.GRADE: [2, 4], C.TEXT: [gold_teacher([{C.PAIR_ID: "a", C.GRADE: 2}])[0], ""],
+                        "teacher_id": ["t", "t"]})
+    old.write_parquet(tmp_path / f".p.{TEACHER_FILE}.partial")
+    asked = _Counting()
+    result = make_preferences(MakePrefsConfig(rollouts=folder, out=tmp_path / "p", teacher_id="t"), asked)
+    assert asked.ids == [] and result.counts["teacher_status"] == {"empty": 1, "ok": 1}
+    df = pl.read_parquet(tmp_path / "p" / TEACHER_FILE).sort(C.PAIR_ID)
+    assert df["valid"].to_list() == [True, False] and df["raw"].to_list() == [None, None]
+
+
 def test_a_failed_teacher_run_keeps_the_raw_text_of_dropped_answers(tmp_path):
     folder = write_rollouts(tmp_path / "r", {"a": (2, [1]), "b": (4, [1])})
     good = teacher_from_backend(FakeBackend(["no grade here"], finish=["length"]), get_scale("taosr4"))

@@ -29,10 +29,11 @@ Choices (MakePrefsConfig):
 Teacher answers come from a callable `teacher(rows) -> texts`: rows are prompts.parquet rows as
 dicts (pair id, prompt, gold grade, pair text columns), texts are label-first answers for the gold
 grade. An answer that does not parse to the gold grade is dropped (`dropped_teacher_invalid`;
-`teacher_status` counts why: wrong_grade, or a parse status such as truncated, which asks for a larger
---teacher-max-tokens). Answers are stored in teacher_answers.parquet, with the raw output of those
-that did not parse, and reused on rerun for the same `teacher_id`; when the teacher fails midway,
-the answers so far are kept beside the output folder and reused too.
+`teacher_status` counts why: wrong_grade; truncated_step, a guided step cut at --teacher-step-tokens;
+or a parse status such as truncated, cut at --teacher-max-tokens). Answers are stored in
+teacher_answers.parquet, with the raw output of those that did not parse, and reused on rerun for the
+same `teacher_id`; when the teacher fails midway, the answers so far are kept beside the output folder
+and reused too.
 
 The heavy part is two lazy passes over rollouts.parquet: ranking without the texts (a hash stands in
 for dedupe), then fetching only the texts of the picked samples. An input of more than `part_rows` rollouts

@@ -7,9 +7,10 @@ CoT-first answer re-written in the policy's order); `BackendTeacher` is the one 
 --teacher-* flags, loading its backend on the first call only. `teacher_answers` asks it in batches,
 reusing the answers of the same teacher from the last complete or interrupted run.
 
-An answer that does not parse is an `Unparsed`: an empty text (counted invalid) that keeps the model's raw
-output and its parse status, so teacher_answers.parquet shows why a teacher's answers were dropped (column
-`status`: ok, wrong_grade, or the parse status such as truncated; column `raw`: the unparsed output).
+An answer that cannot be used (it does not parse, or a guided step was cut) is an `Unparsed`: an empty text
+(counted invalid) that keeps the model's raw output and the cause, so teacher_answers.parquet shows why a
+teacher's answers were dropped (column `status`: ok, wrong_grade, truncated_step, or the parse status such as
+truncated; column `raw`: the raw output of the dropped ones that never became an answer).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ ANSWERS_SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "v
 
 
 class Unparsed(str):
-    """A teacher answer that did not parse: the empty text, with the raw output and its parse status."""
+    """A teacher answer that cannot be used: the empty text, with the raw output and the cause (a status)."""
 
     raw: str
     status: str
@@ -72,8 +73,9 @@ def teacher_cache(cfg: MakePrefsConfig) -> dict[tuple[str, int], str]:
             df = read_parquet(path)
             if "teacher_id" in df.columns:
                 df = df.filter(pl.col("teacher_id") == cfg.teacher_id)
-            raw = df["raw"] if "raw" in df.columns else pl.Series([None] * df.height, dtype=pl.String)
-            status = df["status"] if "status" in df.columns else raw
+            none = pl.Series([None] * df.height, dtype=pl.String)  # answers stored before these columns existed
+            raw = df["raw"] if "raw" in df.columns else none
+            status = df["status"] if "status" in df.columns else none
             for p, g, t, r, st in zip(df[C.PAIR_ID], df[C.GRADE], df[C.TEXT], raw, status):
                 known[(p, g)] = Unparsed(r, st) if r is not None and not t else t
     return known
