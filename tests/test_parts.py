@@ -51,13 +51,14 @@ def folder(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("k,reject", [(1, "farthest"), (3, "random")])
-def test_make_prefs_in_parts_equals_one_pass(folder, tmp_path, k, reject):
-    opts = dict(rollouts=folder, pairs_per_prompt=k, reject=reject, teacher_id="t")
+@pytest.mark.parametrize("k,reject,balance", [(1, "farthest", False), (3, "random", False), (2, "farthest", True)])
+def test_make_prefs_in_parts_equals_one_pass(folder, tmp_path, k, reject, balance):
+    opts = dict(rollouts=folder, pairs_per_prompt=k, reject=reject, teacher_id="t", balance=balance)
     one = make_preferences(MakePrefsConfig(out=tmp_path / "one", **opts), teacher=gold_teacher)
     many = make_preferences(MakePrefsConfig(out=tmp_path / "many", part_rows=97, **opts), teacher=gold_teacher)
     assert one.counts == many.counts
     assert one.counts["pairs_teacher"] > 0 and one.counts["dropped_no_prompt"] == 1
+    assert (one.counts.get("dropped_balance", 0) > 0) == balance
     for name in (PREFS_FILE, TEACHER_FILE):
         a, b = pl.read_parquet(tmp_path / "one" / name), pl.read_parquet(tmp_path / "many" / name)
         assert a.height > 0 and a.equals(b), name

@@ -325,6 +325,22 @@ def test_guided_teacher_answers_that_cannot_be_used_are_dropped_with_their_cause
         assert "--teacher-max-tokens" not in result.headline()
 
 
+def test_balance_keeps_equal_pairs_per_gold_grade_with_all_rows_of_a_pair(tmp_path, caplog):
+    groups = {"a": (4, [4, 1, 2]), "b": (4, [4, 2]), "c": (4, [4, 1]), "d": (2, [2, 4]), "e": (2, [2, 1]), "f": (1, [1, 3])}
+    unbalanced = run(tmp_path / "u", groups, pairs_per_prompt=2)[2]
+    counts, _, df = run(tmp_path, groups, pairs_per_prompt=2, balance=True, seed=3)
+    per_pair = dict(df.group_by(C.PAIR_ID).len().iter_rows())
+    grades = dict(df.select(C.PAIR_ID, C.CHOSEN_GRADE).unique().iter_rows())
+    assert sorted(grades.values()) == [1, 2, 4]  # one query-item pair per grade present; grade 3 has none
+    assert all(per_pair[p] == unbalanced.filter(pl.col(C.PAIR_ID) == p).height for p in per_pair)  # rows stay together
+    assert counts["pairs"] == df.height and counts["dropped_balance"] == unbalanced.height - df.height > 0
+    assert counts["balanced_pairs_per_grade"] == {"4": 1, "3": 0, "2": 1, "1": 1}
+    assert "grade(s) [3] have no preference pair" in caplog.text
+    assert df[C.PAIR_ID].to_list() == sorted(df[C.PAIR_ID].to_list())  # the unbalanced file's order
+    again = run(tmp_path / "again", groups, pairs_per_prompt=2, balance=True, seed=3)[2]
+    assert again.equals(df)  # seeded
+
+
 def test_dropped_teacher_answers_keep_their_raw_text_and_say_why(tmp_path):
     cut = "1. Query: running shoes for a marathon.\n2. Item: a pair of"
     answers = ["1. Query: q.\nGrade: 2", cut, "1. Query: q.\n5. Decision: a perfect match.\nGrade: 4"]

@@ -85,7 +85,11 @@ class MakePrefsConfig(StageConfig):
                            help="Unparseable samples (always wrong) as rejected: after all parseable wrong ones, "
                                 "never, or first.")
     dedupe: bool = opt(True, show_default=True, help="Identical texts within a group count once.")
-    seed: int = opt(0, show_default=True, help="Seed of --reject random.")
+    seed: int = opt(0, show_default=True, help="Seed of --reject random and of --balance.")
+    balance: bool = opt(False, show_default=True,
+                        help="Downsample to equal counts of query-item pairs per gold grade (a pair's preference "
+                             "rows stay together), as label-difficulty does for GRPO: with imbalanced grades DPO "
+                             "learns the majority grade from the label-first token.")
     teacher_id: str | None = None  # names the teacher in the manifest; cached answers are reused only for the same id
     teacher_batch_size: int = opt(64, show_default=True, help="Rows per teacher call.")
     gold: str | None = opt(None, type="path",  # rollouts re-marked against their grades
@@ -292,6 +296,25 @@ def assemble(index: pl.DataFrame, rollouts: pl.LazyFrame, prompts: pl.LazyFrame)
 # -- the stage -------------------------------------------------------------------------------
 
 
+def _balance(path: Path, grades: list[int], seed: int) -> dict:
+    """Rewrite preferences.parquet keeping, per gold grade, as many query-item pairs as the rarest grade has."""
+    from toolkit.difficulty import balance
+
+    lf = pl.scan_parquet(path).with_row_index("_row")
+    ids = lf.select(C.PAIR_ID, pl.col(C.CHOSEN_GRADE).alias(C.GRADE)).unique(C.PAIR_ID).collect()
+    kept, absent = balance(ids, grades, seed)
+    if absent:
+        log.warning("grade(s) %s have no preference pair; balanced over the others", absent)
+    tmp = path.with_name(f"_balanced.{path.name}")
+    lf.join(kept.lazy().select(C.PAIR_ID), on=C.PAIR_ID, how="semi").sort("_row").drop("_row").sink_parquet(
+        tmp, compression="zstd", statistics=True)
+    before = pl.scan_parquet(path).select(pl.len()).collect().item()
+    tmp.replace(path)
+    per = dict(kept.group_by(C.GRADE).len().iter_rows())
+    return {"dropped_balance": before - pl.scan_parquet(path).select(pl.len()).collect().item(),
+            "balanced_pairs_per_grade": {str(g): int(per.get(g, 0)) for g in grades}}
+
+
 def length_report(path: Path) -> dict:
     """Mean length in characters of chosen and rejected answers, overall and per chosen source."""
     content = lambda col: pl.col(col).list.first().struct.field("content").str.len_chars()  # noqa: E731
@@ -380,6 +403,8 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
                 answers.append(a)
                 counts = {k: counts.get(k, 0) + v for k, v in c.items()}
             join_parts(files, tmp / PREFS_FILE)
+        if cfg.balance:
+            counts.update(_balance(tmp / PREFS_FILE, upstream.scale().values, cfg.seed))
         counts.update(regraded)
         source = pl.scan_parquet(tmp / PREFS_FILE).group_by(C.CHOSEN_SOURCE).len().collect()
         by = dict(source.iter_rows())

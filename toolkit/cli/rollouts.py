@@ -53,7 +53,7 @@ def passk(rollouts, **kw):
 @click.command("make-prefs")
 @config_option
 @click.argument("rollouts", required=False, type=click.Path())
-@options_from(MakePrefsConfig, "out", "pairs_per_prompt", "reject", "unparseable", "dedupe", "seed",
+@options_from(MakePrefsConfig, "out", "pairs_per_prompt", "reject", "unparseable", "dedupe", "balance", "seed",
               skip=("rollouts", "teacher_id"))  # teacher_id: named by the teacher flags below
 # deprecated: -k means rules per pair (gen-cot, sample, score, serve, retrieve)
 @alias_option("-k", "pairs_per_prompt")
