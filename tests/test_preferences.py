@@ -334,6 +334,7 @@ def test_balance_keeps_equal_pairs_per_gold_grade_with_all_rows_of_a_pair(tmp_pa
     assert sorted(grades.values()) == [1, 2, 4]  # one query-item pair per grade present; grade 3 has none
     assert all(per_pair[p] == unbalanced.filter(pl.col(C.PAIR_ID) == p).height for p in per_pair)  # rows stay together
     assert counts["pairs"] == df.height and counts["dropped_balance"] == unbalanced.height - df.height > 0
+    assert counts["dropped_identical_texts"] == 0  # balancing is not counted as something else
     assert counts["balanced_pairs_per_grade"] == {"4": 1, "3": 0, "2": 1, "1": 1}
     assert "grade(s) [3] have no preference pair" in caplog.text
     assert df[C.PAIR_ID].to_list() == sorted(df[C.PAIR_ID].to_list())  # the unbalanced file's order

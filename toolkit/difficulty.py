@@ -164,6 +164,24 @@ def balance(window: pl.DataFrame, grades: list[int], seed: int) -> tuple[pl.Data
     return out, absent
 
 
+def balance_file(path: Path, grade_col: str, grades: list[int], seed: int) -> dict:
+    """Rewrite a Parquet file of rows keyed by pair id (several rows a pair allowed), keeping per grade (`grade_col`)
+    as many pairs as the rarest grade present has, in the file's row order; make-prefs' --balance."""
+    lf = pl.scan_parquet(path).with_row_index("_row")
+    ids = lf.select(C.PAIR_ID, pl.col(grade_col).alias(C.GRADE)).unique(C.PAIR_ID).collect()
+    kept, absent = balance(ids, grades, seed)
+    if absent:
+        log.warning("grade(s) %s have no preference pair; balanced over the others", absent)
+    tmp = path.with_name(f"_balanced.{path.name}")
+    lf.join(kept.lazy().select(C.PAIR_ID), on=C.PAIR_ID, how="semi").sort("_row").drop("_row").sink_parquet(
+        tmp, compression="zstd", statistics=True)
+    before = pl.scan_parquet(path).select(pl.len()).collect().item()
+    tmp.replace(path)
+    per = dict(kept.group_by(C.GRADE).len().iter_rows())
+    return {"dropped_balance": before - pl.scan_parquet(path).select(pl.len()).collect().item(),
+            "balanced_pairs_per_grade": {str(g): int(per.get(g, 0)) for g in grades}}
+
+
 def _per_grade(df: pl.DataFrame, grades: list[int]) -> dict[int, int]:
     have = dict(df.group_by(C.GRADE).len().iter_rows()) if df.height else {}
     return {g: int(have.get(g, 0)) for g in grades}

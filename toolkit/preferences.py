@@ -25,20 +25,17 @@ Choices (MakePrefsConfig):
   excludes them (a group left without a rejectable sample is dropped, `dropped_no_rejectable`);
   `always` treats them as the farthest wrong answers.
 * `dedupe`: identical texts within a group count once (`duplicate_samples`), so no two pairs repeat.
+* `balance`: equal numbers of query-item pairs per gold grade (`dropped_balance`); off by default.
 
 Teacher answers come from a callable `teacher(rows) -> texts`: rows are prompts.parquet rows as
 dicts (pair id, prompt, gold grade, pair text columns), texts are label-first answers for the gold
-grade. An answer that does not parse to the gold grade is dropped (`dropped_teacher_invalid`;
-`teacher_status` counts why: wrong_grade; truncated_step, a guided step cut at --teacher-step-tokens;
-or a parse status such as truncated, cut at --teacher-max-tokens). Answers are stored in
-teacher_answers.parquet, with the raw output of those that did not parse, and reused on rerun for the
-same `teacher_id`; when the teacher fails midway, the answers so far are kept beside the output folder
-and reused too.
+grade. An answer that does not parse to the gold grade is dropped, counted by cause (`teacher_status`:
+wrong_grade, truncated_step, or a parse status). Answers, with the raw output of dropped ones, are kept in
+teacher_answers.parquet and reused for the same `teacher_id`, also after the teacher fails midway.
 
-The heavy part is two lazy passes over rollouts.parquet: ranking without the texts (a hash stands in
-for dedupe), then fetching only the texts of the picked samples. An input of more than `part_rows` rollouts
-is cut into pair-id ranges (toolkit.core.parts) handled one after another, so memory stays bounded (100M
-rollouts: 5.7 GB peak, benchmarks/README.md); the pairs are the same as in one pass.
+The heavy part is two lazy passes over rollouts.parquet: ranking without the texts, then fetching the picked
+texts. Inputs over `part_rows` rollouts go by pair-id ranges (toolkit.core.parts), so memory stays bounded
+(100M rollouts: 5.7 GB peak, benchmarks/README.md); the pairs are the same as in one pass.
 """
 
 from __future__ import annotations
@@ -58,7 +55,7 @@ from toolkit.core.parsing import OK
 from toolkit.core.parts import check_part_rows, join_parts, n_rows, pair_parts, part_file, PART_HELP, PART_ROWS
 from toolkit.rollouts import check_pairs, input_files, pass_rates, scan_regraded
 from toolkit.core.stagefolder.files import PREFS_FILE, TEACHER_FILE
-from toolkit.teacher import ANSWERS_SCHEMA, partial_file, Teacher, teacher_answers, teacher_cache
+from toolkit.teacher import ANSWERS_SCHEMA, dropped_summary, partial_file, Teacher, teacher_answers, teacher_cache
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +83,8 @@ class MakePrefsConfig(StageConfig):
                                 "never, or first.")
     dedupe: bool = opt(True, show_default=True, help="Identical texts within a group count once.")
     seed: int = opt(0, show_default=True, help="Seed of --reject random and of --balance.")
-    balance: bool = opt(False, show_default=True,
-                        help="Downsample to equal counts of query-item pairs per gold grade (a pair's preference "
-                             "rows stay together), as label-difficulty does for GRPO: with imbalanced grades DPO "
-                             "learns the majority grade from the label-first token.")
+    balance: bool = opt(False, help="Keep equal numbers of query-item pairs per gold grade (seeded; a pair's rows "
+                                    "stay together): else DPO learns the majority grade from the label token.")
     teacher_id: str | None = None  # names the teacher in the manifest; cached answers are reused only for the same id
     teacher_batch_size: int = opt(64, show_default=True, help="Rows per teacher call.")
     gold: str | None = opt(None, type="path",  # rollouts re-marked against their grades
@@ -124,14 +119,8 @@ class MakePrefsResult(StageResult):
         c = self.counts
         gap = (c.get("length_chars") or {}).get("gap_mean")
         gap = f"; chosen - rejected length {gap:+.0f} chars" if gap is not None else ""
-        bad = {k: v for k, v in (c.get("teacher_status") or {}).items() if k != "ok"}
-        hint = "".join(f"; raise --teacher-{flag}" for status, flag in (("truncated", "max-tokens"),
-                                                                          ("truncated_step", "step-tokens"))
-                       if status in bad)
-        bad = (f"; {sum(bad.values())} teacher answers dropped ("
-               + ", ".join(f"{v} {k}" for k, v in bad.items()) + f"{hint}; see {TEACHER_FILE})") if bad else ""
         return (f"{c['prompts']} prompts -> {c['pairs']} preference pairs ({c['pairs_self']} self, "
-                f"{c['pairs_teacher']} teacher{gap}{bad})")
+                f"{c['pairs_teacher']} teacher{gap}{dropped_summary(c.get('teacher_status'))})")
 
 
 # -- ranking (pass 1, no texts) ------------------------------------------------------
@@ -296,25 +285,6 @@ def assemble(index: pl.DataFrame, rollouts: pl.LazyFrame, prompts: pl.LazyFrame)
 # -- the stage -------------------------------------------------------------------------------
 
 
-def _balance(path: Path, grades: list[int], seed: int) -> dict:
-    """Rewrite preferences.parquet keeping, per gold grade, as many query-item pairs as the rarest grade has."""
-    from toolkit.difficulty import balance
-
-    lf = pl.scan_parquet(path).with_row_index("_row")
-    ids = lf.select(C.PAIR_ID, pl.col(C.CHOSEN_GRADE).alias(C.GRADE)).unique(C.PAIR_ID).collect()
-    kept, absent = balance(ids, grades, seed)
-    if absent:
-        log.warning("grade(s) %s have no preference pair; balanced over the others", absent)
-    tmp = path.with_name(f"_balanced.{path.name}")
-    lf.join(kept.lazy().select(C.PAIR_ID), on=C.PAIR_ID, how="semi").sort("_row").drop("_row").sink_parquet(
-        tmp, compression="zstd", statistics=True)
-    before = pl.scan_parquet(path).select(pl.len()).collect().item()
-    tmp.replace(path)
-    per = dict(kept.group_by(C.GRADE).len().iter_rows())
-    return {"dropped_balance": before - pl.scan_parquet(path).select(pl.len()).collect().item(),
-            "balanced_pairs_per_grade": {str(g): int(per.get(g, 0)) for g in grades}}
-
-
 def length_report(path: Path) -> dict:
     """Mean length in characters of chosen and rejected answers, overall and per chosen source."""
     content = lambda col: pl.col(col).list.first().struct.field("content").str.len_chars()  # noqa: E731
@@ -404,12 +374,14 @@ def make_preferences(cfg: MakePrefsConfig, teacher: Teacher | None = None) -> Ma
                 counts = {k: counts.get(k, 0) + v for k, v in c.items()}
             join_parts(files, tmp / PREFS_FILE)
         if cfg.balance:
-            counts.update(_balance(tmp / PREFS_FILE, upstream.scale().values, cfg.seed))
+            from toolkit.difficulty import balance_file
+
+            counts.update(balance_file(tmp / PREFS_FILE, C.CHOSEN_GRADE, upstream.scale().values, cfg.seed))
         counts.update(regraded)
         source = pl.scan_parquet(tmp / PREFS_FILE).group_by(C.CHOSEN_SOURCE).len().collect()
         by = dict(source.iter_rows())
         counts.update(pairs=sum(by.values()), pairs_self=by.get(SELF, 0), pairs_teacher=by.get(TEACHER, 0))
-        counts["dropped_identical_texts"] = counts.pop("_index") - counts["pairs"]
+        counts["dropped_identical_texts"] = counts.pop("_index") - counts["pairs"] - counts.get("dropped_balance", 0)
         counts["length_chars"] = length_report(tmp / PREFS_FILE)
         answers = pl.concat(answers)
         if answers.height:

@@ -130,6 +130,17 @@ def teacher_answers(rows: list[dict], teacher: Teacher, cfg: MakePrefsConfig, la
     return pl.DataFrame(out, schema=ANSWERS_SCHEMA, orient="row")
 
 
+def dropped_summary(status_counts: dict | None) -> str:
+    """"; 49 teacher answers dropped (10 invalid_label, 36 truncated_step; raise --teacher-step-tokens; ...)"."""
+    bad = {k: v for k, v in (status_counts or {}).items() if k != OK}
+    if not bad:
+        return ""
+    flags = {"truncated": "max-tokens", TRUNCATED_STEP: "step-tokens"}
+    hint = "".join(f"; raise --teacher-{flag}" for status, flag in flags.items() if status in bad)
+    causes = ", ".join(f"{v} {k}" for k, v in bad.items())
+    return f"; {sum(bad.values())} teacher answers dropped ({causes}{hint}; see {TEACHER_FILE})"
+
+
 def answer_order(rollouts: str) -> str:
     """The rollouts' answer order (toolkit.core.lineage): teacher answers must be written the same way."""
     return (lineage.recorded(rollouts) or {}).get("order") or LABEL_FIRST
