@@ -48,13 +48,18 @@ def _source(args) -> tuple[list[dict], str]:
     return [{"name": "pairs", "run": "ingest", "args": [str(Path(args.data).resolve())], "options": {"format": args.format}}], "{pairs}"
 
 
+def _gen(args) -> dict:
+    """gen-cot's and sample's backend options (vLLM on CPU needs eager mode)."""
+    return {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
+
+
 def pipeline(args, b: dict) -> dict:
     if b.get("full"):
         return full_pipeline(args, b)
     stages, src = _source(args)
     # a 135M model at small step counts: higher learning rates than the trainers' defaults (which are for 7B+ models)
     sft = {"max-steps": b["sft_steps"], "batch-size": 4, "learning-rate": 5e-5}
-    gen = {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
+    gen = _gen(args)
     stages += [
         {"name": "splits", "run": "split", "args": [src], "options": {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed,
                                                                        "max-rows": f"train={b['train']},dev={b['eval']},test={b['eval']}"}},
@@ -91,7 +96,7 @@ def full_pipeline(args, b: dict) -> dict:
     """
     stages, src = _source(args)
     split = {"fractions": "train=0.7,dev=0.15,test=0.15", "seed": args.seed}
-    gen = {"backend": "vllm", "enforce-eager": True} if args.backend == "vllm" else {"backend": args.backend}
+    gen = _gen(args)
     dev = {"eval-pairs": "{retrieved}", "eval-index": "{index}", "eval-every": b["eval_every"], "eval-limit": b["eval_limit"],
            "select-best": "macro_f1"}
     label = {"label-only": True, "pairs-index": "{index}", "max-steps": b["label_steps"], "batch-size": 8,

@@ -158,22 +158,27 @@ def test_teacher_answers_are_stored_and_reused_for_the_same_teacher(tmp_path):
 
 def test_answers_of_a_failed_teacher_run_are_kept_and_reused(tmp_path):
     folder = write_rollouts(tmp_path / "r", {f"w{i}": (2, [1]) for i in range(4)})
-    asked = []
-
-    def flaky(rows):
-        asked.extend(r[C.PAIR_ID] for r in rows)
-        if len(asked) > 2:
-            raise ConnectionError("teacher server went away")
-        return gold_teacher(rows)
-
     cfg = dict(rollouts=folder, out=tmp_path / "p", teacher_id="t", teacher_batch_size=2)
     with pytest.raises(ConnectionError):
-        make_preferences(MakePrefsConfig(**cfg), flaky)
+        make_preferences(MakePrefsConfig(**cfg), _fails_after(2, gold_teacher))
     assert not (tmp_path / "p").exists() and (tmp_path / f".p.{TEACHER_FILE}.partial").exists()
     second = _Counting()
     counts = make_preferences(MakePrefsConfig(**cfg), second).counts
     assert second.ids == ["w2", "w3"] and counts["groups_teacher"] == 4
     assert not (tmp_path / f".p.{TEACHER_FILE}.partial").exists()
+
+
+def _fails_after(n: int, teacher):
+    """`teacher`, until more than `n` rows have been asked of it; then its server goes away."""
+    asked = []
+
+    def flaky(rows):
+        asked.extend(rows)
+        if len(asked) > n:
+            raise ConnectionError("teacher server went away")
+        return teacher(rows)
+
+    return flaky
 
 
 class _Counting:
@@ -377,18 +382,10 @@ def test_answers_kept_by_an_older_version_without_raw_and_status_are_reused(tmp_
 
 def test_a_failed_teacher_run_keeps_the_raw_text_of_dropped_answers(tmp_path):
     folder = write_rollouts(tmp_path / "r", {"a": (2, [1]), "b": (4, [1])})
-    good = teacher_from_backend(FakeBackend(["no grade here"], finish=["length"]), get_scale("taosr4"))
-    calls = []
-
-    def flaky(rows):
-        calls.append(rows)
-        if len(calls) > 1:
-            raise ConnectionError("teacher server went away")
-        return good(rows)
-
+    cut = teacher_from_backend(FakeBackend(["no grade here"], finish=["length"]), get_scale("taosr4"))
     cfg = dict(rollouts=folder, out=tmp_path / "p", teacher_id="t", teacher_batch_size=1)
     with pytest.raises(ConnectionError):
-        make_preferences(MakePrefsConfig(**cfg), flaky)
+        make_preferences(MakePrefsConfig(**cfg), _fails_after(1, cut))
     second = _Counting()
     make_preferences(MakePrefsConfig(**cfg), second)
     assert second.ids == ["b"]

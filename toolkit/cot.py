@@ -28,7 +28,7 @@ import polars as pl
 from toolkit.core import columns as C
 from toolkit.core import lineage
 from toolkit.core import parsing as P
-from toolkit.cot_filters import FilterConfig, NearDuplicates, check
+from toolkit.cot_filters import FilterConfig, NearDuplicates, TRUNCATED_STEP, check
 from toolkit.core.errors import UserError
 from toolkit.generation.base import BackendConfig, LazyBackend, SamplingConfig
 from toolkit.core.options import opt
@@ -140,8 +140,8 @@ def guided_generate(backend, prompts: list[list[dict]], rows: list[dict], sampli
         gens = backend.generate([p + [{"role": "assistant", "content": t}] for p, t in zip(prompts, texts)], step)
         for i, g in enumerate(gens):
             part = g.texts[0].split("\n")[0].rstrip()
-            if header == "Grade:" and part.strip().rstrip(".").lower() in by_name:
-                part = by_name[part.strip().rstrip(".").lower()]
+            if header == "Grade:":
+                part = by_name.get(part.strip().rstrip(".").lower(), part)
             texts[i] += part if part.startswith(" ") else " " + part
             if g.finish_reasons[0] == "length" and header != "Grade:":
                 reasons[i] = "length"
@@ -174,7 +174,7 @@ def generate_shard(backend, builder: PromptBuilder, rows: list[dict], rules: lis
         parsed = P.parse_answer(text, labels, P.COT_FIRST, finish)
         reason = check(parsed, gold, cfg.filters, "\n".join(m["content"] for m in prompt))
         if reason is None and cfg.mode == "guided" and finish == "length":
-            reason = "truncated_step"  # a step was cut at --step-tokens: the rationale reads cut off mid-sentence
+            reason = TRUNCATED_STEP  # a step was cut at --step-tokens: the rationale reads cut off mid-sentence
         if reason is None and dedupe.seen(row[C.PAIR_ID], parsed.rationale):
             reason = "near_duplicate"
         result.append({
@@ -244,7 +244,7 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
     allrows = run.read(out)
     if cfg.mode == "guided":  # here as well as per shard: shards written before this rule are reused, and get it too
         cut = pl.col(DROP_REASON).is_null() & (pl.col(C.FINISH_REASON) == "length")
-        allrows = allrows.with_columns(pl.when(cut).then(pl.lit("truncated_step"))
+        allrows = allrows.with_columns(pl.when(cut).then(pl.lit(TRUNCATED_STEP))
                                        .otherwise(pl.col(DROP_REASON)).alias(DROP_REASON))
     kept = allrows.filter(pl.col(DROP_REASON).is_null())
     rejects = allrows.filter(pl.col(DROP_REASON).is_not_null()).select(
@@ -258,7 +258,7 @@ def _finish(cfg, out: Path, run: ShardRun, df: pl.DataFrame, scale, resolved: di
     parsed = allrows.filter(pl.col(C.PARSE_STATUS) == P.OK)
     agree = parsed.filter(pl.col(C.PRED_GRADE) == pl.col(C.GRADE)).height / parsed.height if parsed.height else 0.0
     reasons = ["grade_mismatch", "too_short", "too_long", "missing_steps", "repetitive", "copies_prompt",
-               "truncated_step", "near_duplicate", *[s for s in P.STATUSES if s != P.OK]]
+               TRUNCATED_STEP, "near_duplicate", *[s for s in P.STATUSES if s != P.OK]]
     dropped = {r: rejects.filter(pl.col(DROP_REASON) == r).height for r in reasons}
     stats = {
         "pairs": df.height, "samples": cfg.samples, "generated": allrows.height, "kept": sft.height,

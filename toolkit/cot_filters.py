@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from toolkit.core import parsing as P
 from toolkit.core.options import opt
 
+TRUNCATED_STEP = "truncated_step"  # guided: a step was cut at its token budget; it reads cut off mid-sentence
 STEP_NAMES = ("query understanding", "item understanding", "category match", "attribute match", "decision")
 
 

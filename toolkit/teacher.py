@@ -29,6 +29,7 @@ from toolkit.core.progress import progress
 from toolkit.core.stagefolder import read_manifest, write_parquet
 from toolkit.core.stagefolder.files import TEACHER_FILE
 from toolkit.core.tables import read_parquet
+from toolkit.cot_filters import TRUNCATED_STEP
 
 if TYPE_CHECKING:
     from toolkit.preferences import MakePrefsConfig
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 Teacher = Callable[[list[dict]], list[str]]
 WRONG_GRADE = "wrong_grade"  # parsed, but to another grade than the gold one
-TRUNCATED_STEP = "truncated_step"  # guided: a step was cut at its token budget
 GUIDED, FREE = "guided", "free"
 TEACHER_MODES = (GUIDED, FREE)
 ANSWERS_SCHEMA = {C.PAIR_ID: pl.String, C.GRADE: pl.Int64, C.TEXT: pl.String, "valid": pl.Boolean,
@@ -147,7 +147,7 @@ def answer_order(rollouts: str) -> str:
 
 
 def teacher_from_backend(backend, scale, sampling=None, rules_of: Callable[[dict], list[str] | None] | None = None,
-                         order: str = LABEL_FIRST, mode: str = "free", step_tokens: int = 48) -> Teacher:
+                         order: str = LABEL_FIRST, mode: str = FREE, step_tokens: int = 48) -> Teacher:
     """A teacher callable over any generation backend: the teacher prompt for the gold grade, its
     CoT-first answer re-written in the policy's `order`; an `Unparsed` ("" with the raw output) when it does not.
 
