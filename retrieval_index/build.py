@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from retrieval_index.index import EMBEDDINGS_FILE, FAISS_FILE, SNIPPETS_FILE, STAGE, check_outputs
-from retrieval_index.snippets import Snippet, load_snippets
+from retrieval_index.snippets import Snippet, load_snippets, portable_sources
 from retrieval_index.store import METRIC, IndexSpec, build_faiss, write_faiss
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
@@ -128,7 +128,7 @@ def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
     done = recorded_result(BuildIndexResult, cfg, inputs, resolved=resolved)
     if done is not None:
         return done
-    snippets = load_snippets(cfg.sources)
+    snippets = portable_sources(load_snippets(cfg.sources), cfg.sources)
     if embedder is None and cfg.executor != "local":  # the snippets embedded by actors: the model loads there
         return _build(cfg, out, snippets, inputs, resolved, None, model_id)
     embedder = embedder or load_embedder(cfg.model, cfg.batch_size)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from toolkit.core.errors import UserError
@@ -321,6 +321,18 @@ def load_snippets(paths: list["str | Path"]) -> list[Snippet]:
                                 "each snippet its own id or remove one")
             seen[s.id] = s
             out.append(s)
+    return out
+
+
+def portable_sources(snippets: list[Snippet], paths: list["str | Path"]) -> list[Snippet]:
+    """Each snippet's `source` as `<file name>:<place>`, not the path it was read from: an index built from the same
+    guideline in another folder (another checkout, a moved project) is then byte-identical, and the stages after it
+    are not redone."""
+    prefixes = sorted(((f"{Path(p)}:", f"{Path(p).name}:") for p in paths), key=lambda x: -len(x[0]))
+    out = []
+    for s in snippets:
+        long, short = next(((a, b) for a, b in prefixes if s.source.startswith(a)), ("", ""))
+        out.append(replace(s, source=short + s.source[len(long):]) if long else s)
     return out
 
 

@@ -41,9 +41,9 @@ def test_runner_skips_and_redoes_only_what_changed(tmp_path, repo):
     # delete one stage's output: that stage and the ones after it run again
     shutil.rmtree(tmp_path / "out/splits")
     assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "skipped", "splits": "ran", "dist": "ran"}
-    # delete the first stage's output: everything after it reruns too
+    # delete the first stage's output: it reruns; it writes the same pairs, so the splits made from them stand
     shutil.rmtree(tmp_path / "out/pairs")
-    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "ran", "splits": "ran", "dist": "ran"}
+    assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "ran", "splits": "skipped", "dist": "ran"}
     # edit a stage's options: only it (and what follows) reruns
     path = _pipe(tmp_path, repo, fractions="train=0.5,dev=0.25,test=0.25")
     assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet)) == {"pairs": "skipped", "splits": "ran", "dist": "ran"}
@@ -69,6 +69,34 @@ def test_a_stage_run_by_hand_into_a_pipeline_folder_is_redone(cli, tmp_path, rep
     rec = json.loads((tmp_path / "out/splits/.pipeline.json").read_text())
     (tmp_path / "out/splits/.pipeline.json").write_text(json.dumps({k: v for k, v in rec.items() if k != "output"}))
     assert _statuses(run_pipeline(Pipeline.load(path), echo=quiet))["splits"] == "skipped"
+
+
+def test_a_rerun_that_writes_the_same_output_does_not_redo_the_stages_after_it(tmp_path, repo):
+    """The input moved to another folder (another checkout): ingest reruns, as its command line changed, but its
+    pairs are the same, so the split is kept; an edit of the data reaches the split; --redo still takes the stages
+    after it along."""
+    data = tmp_path / "a/pairs.jsonl"
+    data.parent.mkdir()
+    data.write_text((repo / "demo/pairs.jsonl").read_text())
+    p = tmp_path / "p.yaml"
+    quiet = lambda *a: None  # noqa: E731
+
+    def run(src, **kw):
+        p.write_text(f"out: {tmp_path / 'out'}\nstages:\n  - {{name: pairs, run: ingest, args: [{src}]}}\n"
+                     "  - {name: splits, run: split, args: ['{pairs}'], options: {seed: 1}}\n")
+        return _statuses(run_pipeline(Pipeline.load(p), echo=quiet, **kw))
+
+    assert run(data) == {"pairs": "ran", "splits": "ran"}
+    moved = tmp_path / "b/c/pairs.jsonl"
+    moved.parent.mkdir(parents=True)
+    shutil.move(data, moved)
+    assert run(moved) == {"pairs": "ran", "splits": "skipped"}
+    assert run(moved) == {"pairs": "skipped", "splits": "skipped"}
+    lines = moved.read_text().splitlines()
+    moved.write_text("\n".join(lines[1:]) + "\n")  # one pair fewer
+    assert run(moved) == {"pairs": "ran", "splits": "ran"}
+    assert sum(pl.read_parquet(f).height for f in (tmp_path / "out/splits").glob("*.parquet")) == len(lines) - 1
+    assert run(moved, only=["pairs"]) == {"pairs": "ran", "splits": "ran"}
 
 
 def test_input_file_edit_is_noticed(tmp_path, repo):

@@ -218,6 +218,20 @@ def test_build_writes_index_folder(tmp_path, rules_md, hash_emb):
     assert v.shape == (5, 64) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
 
 
+def test_the_same_guideline_in_another_folder_builds_a_byte_identical_index(tmp_path, rules_md, hash_emb):
+    """Found by rerunning the quality benchmark from another checkout: `source` held the absolute path, so the
+    snippets file changed and every stage after the index was retrained."""
+    moved = tmp_path / "elsewhere/deeper/rules.md"
+    moved.parent.mkdir(parents=True)
+    moved.write_text(rules_md.read_text())
+    _build([rules_md], tmp_path / "a", hash_emb)
+    _build([moved], tmp_path / "b", hash_emb)
+    a, b = (pl.read_parquet(tmp_path / x / "snippets.parquet") for x in "ab")
+    assert a[C.SNIPPET_SOURCE].to_list()[:2] == ["rules.md:6", "rules.md:7"] and a.equals(b)
+    for name in ("snippets.parquet", "embeddings.npy", "index.faiss"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
 def test_rebuild_reembeds_only_changed_snippets(tmp_path, rules_md, hash_emb):
     out = tmp_path / "idx"
     _build([rules_md], out, hash_emb)

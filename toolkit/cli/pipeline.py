@@ -24,7 +24,8 @@ def run_cmd(pipeline, redo, list_only, executor, ray_address):
 
     Each stage is a toolkit command writing <out>/<stage name>; `{name}` in a stage's
     arguments or options is an earlier stage's folder. After a crash or an edit, a rerun
-    redoes only the stages that changed and the stages after them. Ends with a table of
+    redoes only the stages that changed and the stages after them whose inputs changed
+    (a stage that wrote the same files again leaves them be). Ends with a table of
     what ran, what was skipped, and where each dataset was written.
 
     With --executor ray the model stages' shards run on a Ray cluster (one model per

@@ -18,8 +18,11 @@ names (outside the pipeline), and the run stamps of the stages it refers to. It 
 `<stage folder>/.pipeline.json` after the stage succeeds, with the identity of what the stage
 wrote (its manifest's fingerprint and output hashes); a rerun skips a stage whose fingerprint is
 unchanged and whose folder still holds that output (a stage run by hand into the same folder with
-other options is noticed and redone). A stage that runs again gets a new stamp, so
-every stage after it runs again too. `out: false` on a stage means it writes no folder of its
+other options is noticed and redone). A stage that runs again gets a stamp made from what it wrote
+(its manifest without the time, the config fingerprint and the input paths), so the stages after it run
+again only if its output changed: rebuilding an index from the same guideline moved to another folder
+redoes that stage alone. A stage forced with `--redo`, or one without a manifest, gets a new random
+stamp, and every stage after it runs again too. `out: false` on a stage means it writes no folder of its
 own (e.g. `stats`); it then always runs.
 """
 
@@ -162,6 +165,16 @@ def _holds_its_output(folder: Path, rec: dict) -> bool:
     return "output" not in rec or rec["output"] == output_id(m)  # records from before 2026-11-26 have no "output"
 
 
+# how a stage was made, not what it holds: left out of its content stamp
+_HOW_MADE = ("created", "fingerprint", "inputs")
+
+
+def content_stamp(folder: Path) -> str | None:
+    """What a stage folder holds, independent of where its inputs lived and when it ran: None without a manifest."""
+    m = read_manifest(folder)
+    return sha256_json({k: v for k, v in m.items() if k not in _HOW_MADE}) if m and m.get("outputs") else None
+
+
 def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
     files = []
     # a list option names several files
@@ -230,7 +243,8 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
             outcomes.append(StageOutcome(st.name, "failed", time.time() - t0, shown))
             echo(summary_table(outcomes))
             raise
-        stamp = uuid.uuid4().hex
+        forced = bool(only) and st.name in only
+        stamp = (None if forced or not folder else content_stamp(folder)) or uuid.uuid4().hex
         stamps[st.name] = stamp
         if folder:
             if not folder.exists():
