@@ -20,7 +20,7 @@ import polars as pl
 from retrieval_index.store import IndexSpec, read_faiss, search_faiss
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError
-from toolkit.core.stagefolder import read_manifest, sha256_file
+from toolkit.core.stagefolder import read_manifest, sha256_file, sha256_json
 from toolkit.core.stagefolder.files import EMBEDDINGS_FILE, FAISS_FILE, SNIPPETS_FILE
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,12 @@ class RuleIndex:
             raise UserError(f"{folder}: {snippets.height} snippets but {index.ntotal} vectors; "
                             f"{rebuild_hint(folder, m)}")
         return cls(folder, m, snippets, index, IndexSpec(**m["index_spec"]), model, embedder)
+
+    @property
+    def rules_id(self) -> str:
+        """Which rule texts the ids stand for (the per-snippet text hashes), independent of where the rules file was
+        and of the embedder: retrieved ids stay valid for any build with the same id."""
+        return sha256_json(self.manifest.get("snippet_hashes") or {})
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -233,7 +233,8 @@ def retrieve(cfg: RetrieveConfig, embedder=None) -> RetrieveResult:
                     for name, vals in cols.items()]
             write_parquet(df.with_columns(part), tmp / (f.stem + ".parquet"))
             start += df.height
-        extra = {"index_model_id": index.model_id, "index_fingerprint": index.manifest.get("fingerprint")}
+        extra = {"index_model_id": index.model_id, "index_fingerprint": index.manifest.get("fingerprint"),
+                 "index_rules_id": index.rules_id}
         if source.get(Key.GRADE_SCALE):  # the pairs' scale travels on (3- and 5-grade data)
             extra[Key.GRADE_SCALE] = source.get(Key.GRADE_SCALE)
         return counts, extra

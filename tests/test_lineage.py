@@ -180,6 +180,12 @@ def test_rule_ids_from_another_build_of_the_index_warn(cli, repo, tmp_path, tiny
             "--dtype", "float32"]
     r = cli(*args, "-o", tmp_path / "s1")
     assert r.exit_code == 0 and "another build of the index" not in r.stderr
+    moved = tmp_path / "checkout2/guideline.md"  # the same rules from another folder: the same ids, no warning
+    moved.parent.mkdir()
+    moved.write_text(guide.read_text())
+    assert cli("build-index", moved, "-o", tmp_path / "index").exit_code == 0
+    r = cli(*args, "-o", tmp_path / "s1b")
+    assert r.exit_code == 0 and "another build of the index" not in r.stderr, r.stderr
     guide.write_text(guide.read_text() + "\n- [R99] A bundle that contains the queried product is Related.\n")  # the rules change
     assert cli("build-index", guide, "-o", tmp_path / "index").exit_code == 0
     r = cli(*args, "-o", tmp_path / "s2")

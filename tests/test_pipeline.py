@@ -99,6 +99,25 @@ def test_a_rerun_that_writes_the_same_output_does_not_redo_the_stages_after_it(t
     assert run(moved, only=["pairs"]) == {"pairs": "ran", "splits": "ran"}
 
 
+def test_the_guideline_from_another_checkout_rebuilds_the_index_only(tmp_path, repo, minilm):
+    """The quality benchmark rerun from another checkout retrained everything after the index: the snippets kept
+    the guideline's path, and the rebuild's tallies (embedded 0, reused 44) differ from the first build's."""
+    for d in ("one", "two"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "guideline.md").write_text((repo / "demo/guideline.md").read_text())
+    p = tmp_path / "p.yaml"
+
+    def run(checkout):
+        p.write_text(f"out: {tmp_path / 'out'}\nstages:\n  - {{name: pairs, run: ingest, args: [{repo / 'demo/pairs.jsonl'}]}}\n"
+                     f"  - {{name: index, run: build-index, args: [{tmp_path / checkout / 'guideline.md'}]}}\n"
+                     "  - {name: retrieved, run: retrieve, args: ['{pairs}'], options: {index: '{index}'}}\n")
+        return _statuses(run_pipeline(Pipeline.load(p), echo=lambda *a: None))
+
+    assert run("one") == {"pairs": "ran", "index": "ran", "retrieved": "ran"}
+    assert run("two") == {"pairs": "skipped", "index": "ran", "retrieved": "skipped"}
+    assert json.loads((tmp_path / "out/index/manifest.json").read_text())["counts"]["reused"] == 44
+
+
 def test_input_file_edit_is_noticed(tmp_path, repo):
     data = tmp_path / "d.csv"
     data.write_text("query,title,grade\nmug,Red mug,4\nmug,Mug rack,2\n")

@@ -36,8 +36,11 @@ def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int, pairs_path: st
     index = RuleIndex.load(index_dir)
     if C.RULE_IDS in df.columns:
         if pairs_path:
-            retrieved_from = StageFolder.open(pairs_path).get("index_fingerprint")
-            if retrieved_from and retrieved_from != index.manifest.get("fingerprint"):
+            source = StageFolder.open(pairs_path)
+            # by the rule texts; folders retrieved before 2026-12-05 have only the build's config fingerprint
+            retrieved_from, now = ((source.get("index_rules_id"), index.rules_id) if source.get("index_rules_id")
+                                   else (source.get("index_fingerprint"), index.manifest.get("fingerprint")))
+            if retrieved_from and retrieved_from != now:
                 log.warning("%s: the rule ids were retrieved from another build of the index than --index %s "
                             "(rules edited since?); the prompts get the texts of this build; "
                             "rerun `toolkit retrieve` to match", pairs_path, index_dir)

@@ -19,10 +19,10 @@ names (outside the pipeline), and the run stamps of the stages it refers to. It 
 wrote (its manifest's fingerprint and output hashes); a rerun skips a stage whose fingerprint is
 unchanged and whose folder still holds that output (a stage run by hand into the same folder with
 other options is noticed and redone). A stage that runs again gets a stamp made from what it wrote
-(its manifest without the time, the config fingerprint and the input paths), so the stages after it run
-again only if its output changed: rebuilding an index from the same guideline moved to another folder
-redoes that stage alone. A stage forced with `--redo`, or one without a manifest, gets a new random
-stamp, and every stage after it runs again too. `out: false` on a stage means it writes no folder of its
+(its manifest without the time, the config fingerprint, the input paths and the run's tallies), so the
+stages after it run again only if its output changed: rebuilding an index from the same guideline moved
+to another folder redoes that stage alone. A stage forced with `--redo`, or one without a manifest, gets
+a new random stamp, and every stage after it runs again too. `out: false` on a stage means it writes no folder of its
 own (e.g. `stats`); it then always runs.
 """
 
@@ -165,8 +165,9 @@ def _holds_its_output(folder: Path, rec: dict) -> bool:
     return "output" not in rec or rec["output"] == output_id(m)  # records from before 2026-11-26 have no "output"
 
 
-# how a stage was made, not what it holds: left out of its content stamp
-_HOW_MADE = ("created", "fingerprint", "inputs")
+# how a stage was made, not what it holds (the output hashes say that): left out of its content stamp. `counts`
+# are the run's tallies, e.g. build-index's embedded/reused
+_HOW_MADE = ("created", "fingerprint", "inputs", "counts")
 
 
 def content_stamp(folder: Path) -> str | None:
