@@ -324,11 +324,26 @@ def load_snippets(paths: list["str | Path"]) -> list[Snippet]:
     return out
 
 
+def _short_names(paths: list[Path]) -> list[str]:
+    """Each path's shortest trailing part that no other path shares: `rules.md`, or `teamA/rules.md` beside
+    `teamB/rules.md`."""
+    parts = [p.resolve().parts for p in paths]
+    out = []
+    for mine in parts:
+        n = 1
+        while n < len(mine) and sum(other[-n:] == mine[-n:] for other in parts) > 1:
+            n += 1
+        out.append("/".join(mine[-n:]))
+    return out
+
+
 def portable_sources(snippets: list[Snippet], paths: list["str | Path"]) -> list[Snippet]:
     """Each snippet's `source` as `<file name>:<place>`, not the path it was read from: an index built from the same
     guideline in another folder (another checkout, a moved project) is then byte-identical, and the stages after it
-    are not redone."""
-    prefixes = sorted(((f"{Path(p)}:", f"{Path(p).name}:") for p in paths), key=lambda x: -len(x[0]))
+    are not redone. Two files of the same name keep as much of their folders as tells them apart."""
+    given = [Path(p) for p in paths]
+    prefixes = sorted(((f"{p}:", f"{short}:") for p, short in zip(given, _short_names(given))),
+                      key=lambda x: -len(x[0]))
     out = []
     for s in snippets:
         long, short = next(((a, b) for a, b in prefixes if s.source.startswith(a)), ("", ""))

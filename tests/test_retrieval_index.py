@@ -230,6 +230,12 @@ def test_the_same_guideline_in_another_folder_builds_a_byte_identical_index(tmp_
     assert a[C.SNIPPET_SOURCE].to_list()[:2] == ["rules.md:6", "rules.md:7"] and a.equals(b)
     for name in ("snippets.parquet", "embeddings.npy", "index.faiss"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    # two files of the same name: each keeps the folder that tells it apart, and the summary counts two files
+    moved.write_text("- [Z1] A rule of the second team's guideline.\n")
+    res = _build([rules_md, moved], tmp_path / "c", hash_emb)
+    sources = pl.read_parquet(tmp_path / "c/snippets.parquet")[C.SNIPPET_SOURCE].to_list()
+    assert sources[0] == f"{tmp_path.name}/rules.md:6" and sources[-1] == "deeper/rules.md:1"
+    assert "from 2 file(s)" in res.headline()
 
 
 def test_rebuild_reembeds_only_changed_snippets(tmp_path, rules_md, hash_emb):
