@@ -24,7 +24,7 @@ import polars as pl
 from toolkit.core import columns as C
 from toolkit.core import lineage
 from toolkit.core.errors import UserError
-from toolkit.core.parsing import LABEL_FIRST, OK, parse_answer
+from toolkit.core.parsing import LABEL_FIRST, OK, parse_answer, TRUNCATED
 from toolkit.core.progress import progress
 from toolkit.core.stagefolder import read_manifest, write_parquet
 from toolkit.core.stagefolder.files import TEACHER_FILE
@@ -135,7 +135,7 @@ def dropped_summary(status_counts: dict | None) -> str:
     bad = {k: v for k, v in (status_counts or {}).items() if k != OK}
     if not bad:
         return ""
-    flags = {"truncated": "max-tokens", TRUNCATED_STEP: "step-tokens"}
+    flags = {TRUNCATED: "max-tokens", TRUNCATED_STEP: "step-tokens"}
     hint = "".join(f"; raise --teacher-{flag}" for status, flag in flags.items() if status in bad)
     causes = ", ".join(f"{v} {k}" for k, v in bad.items())
     return f"; {sum(bad.values())} teacher answers dropped ({causes}{hint}; see {TEACHER_FILE})"

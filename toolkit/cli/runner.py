@@ -170,10 +170,10 @@ def _holds_its_output(folder: Path, rec: dict) -> bool:
 _HOW_MADE = ("created", "fingerprint", "inputs", "counts")
 
 
-def content_stamp(folder: Path) -> str | None:
+def content_stamp(manifest: dict | None) -> str | None:
     """What a stage folder holds, independent of where its inputs lived and when it ran: None without a manifest."""
-    m = read_manifest(folder)
-    return sha256_json({k: v for k, v in m.items() if k not in _HOW_MADE}) if m and m.get("outputs") else None
+    return (sha256_json({k: v for k, v in manifest.items() if k not in _HOW_MADE})
+            if manifest and manifest.get("outputs") else None)
 
 
 def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
@@ -229,8 +229,9 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
             folder = staging_dir(folder)
         fp = fingerprint(pipe, st, stamps)
         rec = _record(folder) if folder else None
+        forced = bool(only) and st.name in only
         if (folder and rec and rec.get("fingerprint") == fp and folder.exists() and _holds_its_output(folder, rec)
-                and (not only or st.name not in only)):
+                and not forced):
             stamps[st.name] = rec["stamp"]
             echo(f"[{i}/{len(pipe.stages)}] {st.name}: up to date, skipped")
             outcomes.append(StageOutcome(st.name, "skipped", 0.0, shown))
@@ -244,15 +245,15 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, invoke=None, ech
             outcomes.append(StageOutcome(st.name, "failed", time.time() - t0, shown))
             echo(summary_table(outcomes))
             raise
-        forced = bool(only) and st.name in only
-        stamp = (None if forced or not folder else content_stamp(folder)) or uuid.uuid4().hex
+        manifest = read_manifest(folder) if folder else None
+        stamp = (None if forced else content_stamp(manifest)) or uuid.uuid4().hex
         stamps[st.name] = stamp
         if folder:
             if not folder.exists():
                 raise UserError(f"stage {st.name!r} ran but wrote no folder {folder}; "
                                 f"does `toolkit {st.run}` take -o?")
             record = {"fingerprint": fp, "stamp": stamp, "seconds": round(time.time() - t0, 2),
-                      "output": output_id(read_manifest(folder))}
+                      "output": output_id(manifest)}
             atomic_write_text(folder / RECORD, json.dumps(record))
         outcomes.append(StageOutcome(st.name, "ran", time.time() - t0, shown))
     return outcomes
