@@ -30,16 +30,17 @@ BUDGETS = {
     "small": dict(train=160, eval=300, sft_steps=40, dpo_steps=20, grpo_steps=8, baseline_steps=150, n=4),
     "medium": dict(train=600, eval=800, sft_steps=150, dpo_steps=60, grpo_steps=20, baseline_steps=600, n=6),
     # issue 19's CPU budget (~2 h on 2 cores): the cross-encoder and label-only SFT on the FULL train split (label-only
-    # capped by steps: 120 x 8 rows drawn from all 5,599), gen-cot / sample on a seeded sample of train pairs, the
-    # full test split, dev capped for β and the trainers' dev evaluation
-    "cpu": dict(full=True, gen=320, dev=400, label_steps=120, label_lr=1e-4, cot_steps=60, dpo_steps=24, grpo_steps=10,
+    # capped by steps: 120 x 8 rows drawn from all 5,599), gen-cot / sample on a seeded sample of train pairs, test capped
+    # at 2,000 pairs (CrowdFlower's whole test split is 1,203; Home Depot's ~10,700 would take 25 min a model to score),
+    # dev capped for β and the trainers' dev evaluation
+    "cpu": dict(full=True, gen=320, dev=400, test=2000, label_steps=120, label_lr=1e-4, cot_steps=60, dpo_steps=24, grpo_steps=10,
                 baseline_epochs=2, n=4, eval_every=40, eval_limit=200,
                 # room for the CoT SFT model's 5-step reason (~150 tokens): at 64 (the run of 2026-12-05) 1,274 of 1,280
                 # rollouts were cut, leaving DPO 2 pairs. The teacher is guided (40 tokens a step, as gen-cot): free, the
                 # 135M teacher echoed the prompt and 112 of 115 answers had no grade even at 256 tokens
                 rollout_tokens=192,
-                # gen-cot's step cap, chosen on dev (2026-12-05): at 40, 90 of 320 rationales had a step cut and 145
-                # were kept (CoT SFT dev 17.3); at 64, 238 kept (dev 21.8)
+                # gen-cot's and the make-prefs teacher's step cap, chosen on dev (2026-12-05): at 40, 90 of 320 rationales
+                # had a step cut and 145 were kept (CoT SFT dev 17.3); at 64, 238 kept (dev 21.8)
                 cot_step_tokens=64),
 }
 
@@ -106,7 +107,7 @@ def full_pipeline(args, b: dict) -> dict:
              "learning-rate": b["label_lr"], **dev}
     stages += [
         # the same query assignment (seed) twice: all train pairs, and a seeded sample of them for generation
-        {"name": "splits", "run": "split", "args": [src], "options": {**split, "max-rows": f"dev={b['dev']}"}},
+        {"name": "splits", "run": "split", "args": [src], "options": {**split, "max-rows": f"dev={b['dev']},test={b['test']}"}},
         {"name": "splits_gen", "run": "split", "args": [src], "options": {**split, "max-rows": f"train={b['gen']}"}},
         {"name": "index", "run": "build-index", "args": [str(REPO / "demo/guideline.md")]},
         {"name": "retrieved", "run": "retrieve", "args": ["{splits}"], "options": {"index": "{index}", "k": 3}},
@@ -123,7 +124,8 @@ def full_pipeline(args, b: dict) -> dict:
                                                                        "split": "train", "max-tokens": b["rollout_tokens"], **gen}},
         # groups the model got wrong every time take the teacher's (the base model's) answer for the gold grade as chosen
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"teacher-backend": gen["backend"], "teacher-model": "default",
-                                                                    "teacher-mode": "guided", "teacher-step-tokens": 40}},
+                                                                    "teacher-mode": "guided",
+                                                                    "teacher-step-tokens": b["cot_step_tokens"]}},
         {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"], "batch-size": 4,
                                                                  "learning-rate": 5e-6, **dev, "eval-every": 8}},
         {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},
