@@ -136,10 +136,11 @@ def full_pipeline(args, b: dict) -> dict:
     ]
     models = {"SFT label-only": "{sft_label}", "SFT label-only, class-weighted": "{sft_label_w}",
               "SFT CoT (label-first)": "{sft_cot}", "+ DPO": "{dpo}", "+ GRPO": "{grpo}"}
+    # each model is scored right after the stage that trains it, so a run stopped part way has whole rows
     for i, model in enumerate(models.values()):
-        for s in ("dev", "test"):
-            stages.append({"name": f"m{i}_{s}", "run": "score", "args": ["{retrieved}"],
-                           "options": {"model": model, "index": "{index}", "split": s}})
+        after = next(k for k, st in enumerate(stages) if st["name"] == model.strip("{}")) + 1
+        stages[after:after] = [{"name": f"m{i}_{s}", "run": "score", "args": ["{retrieved}"],
+                                "options": {"model": model, "index": "{index}", "split": s}} for s in ("dev", "test")]
     return {"out": str(Path(args.out).resolve()), "stages": stages, "_rows": list(models), "_baseline_at": 0}
 
 
