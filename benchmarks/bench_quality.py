@@ -29,15 +29,16 @@ BUDGETS = {
     "tiny": dict(train=24, eval=40, sft_steps=4, dpo_steps=2, grpo_steps=2, baseline_steps=10, n=4),
     "small": dict(train=160, eval=300, sft_steps=40, dpo_steps=20, grpo_steps=8, baseline_steps=150, n=4),
     "medium": dict(train=600, eval=800, sft_steps=150, dpo_steps=60, grpo_steps=20, baseline_steps=600, n=6),
-    # issue 19's CPU budget (~2 h on 2 cores): the cross-encoder and label-only SFT on the FULL train split (label-only
-    # capped by steps: 120 x 8 rows drawn from all 5,599), gen-cot / sample on a seeded sample of train pairs, test capped
+    # issue 19's CPU budget (2 h 35 min on 2 cores for CrowdFlower; ~3 h 10 min for Home Depot, whose 49,750 train
+    # pairs make the cross-encoder's 2 epochs 39 min; benchmarks/README.md): the cross-encoder and label-only SFT on the
+    # FULL train split (label-only capped by steps: 120 x 8 rows drawn from all 5,599), gen-cot / sample on a seeded sample of train pairs, test capped
     # at 2,000 pairs (CrowdFlower's whole test split is 1,203; Home Depot's ~10,700 would take 25 min a model to score),
     # dev capped for β and the trainers' dev evaluation
     "cpu": dict(full=True, gen=320, dev=400, test=2000, label_steps=120, label_lr=1e-4, cot_steps=60, dpo_steps=24, grpo_steps=10,
                 baseline_epochs=2, n=4, eval_every=40, eval_limit=200,
                 # room for the CoT SFT model's 5-step reason (~150 tokens): at 64 (the run of 2026-12-05) 1,274 of 1,280
-                # rollouts were cut, leaving DPO 2 pairs. The teacher is guided (40 tokens a step, as gen-cot): free, the
-                # 135M teacher echoed the prompt and 112 of 115 answers had no grade even at 256 tokens
+                # rollouts were cut, leaving DPO 2 pairs. The teacher is guided (cot_step_tokens a step, as gen-cot):
+                # free, the 135M teacher echoed the prompt and 112 of 115 answers had no grade even at 256 tokens
                 rollout_tokens=192,
                 # gen-cot's and the make-prefs teacher's step cap, chosen on dev (2026-12-05): at 40, 90 of 320 rationales
                 # had a step cut and 145 were kept (CoT SFT dev 17.3); at 64, 238 kept (dev 21.8)
