@@ -32,8 +32,8 @@ BUDGETS = {
     # issue 19's CPU budget (2 h 35 min on 2 cores for CrowdFlower; ~3 h 10 min for Home Depot, whose 49,750 train
     # pairs make the cross-encoder's 2 epochs 39 min; benchmarks/README.md): the cross-encoder and label-only SFT on the
     # FULL train split (label-only capped by steps: 120 x 8 rows drawn from all 5,599), gen-cot / sample on a seeded
-    # sample of train pairs, test capped at 2,000 pairs (CrowdFlower's whole test split is 1,203; Home Depot's ~10,700 would take 25 min a model to score),
-    # dev capped for β and the trainers' dev evaluation
+    # sample of train pairs, test capped at 2,000 pairs (CrowdFlower's whole test split is 1,203; Home Depot's ~10,700
+    # would take 25 min a model to score), dev capped for β and the trainers' dev evaluation
     "cpu": dict(full=True, gen=320, dev=400, test=2000, label_steps=120, label_lr=1e-4, cot_steps=60, dpo_steps=24, grpo_steps=10,
                 baseline_epochs=2, n=4, eval_every=40, eval_limit=200,
                 # room for the CoT SFT model's 5-step reason (~150 tokens): at 64 (the run of 2026-12-05) 1,274 of 1,280
