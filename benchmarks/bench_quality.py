@@ -43,6 +43,14 @@ BUDGETS = {
                 # gen-cot's and the make-prefs teacher's step cap, chosen on dev (2026-12-05): at 40, 90 of 320 rationales
                 # had a step cut and 145 were kept (CoT SFT dev 17.3); at 64, 238 kept (dev 21.8)
                 cot_step_tokens=64),
+    # issue 19's GPU budget: one borrowed H100/H200 for 15 device minutes, of which ~9 compute once the wheels and the
+    # GGUF have travelled (benchmarks/README.md, "The GPU budget"). Label-only SFT takes 2 whole epochs of the train
+    # split at batch 64; generation runs at batch 64 prompts (the transformers backend: no vLLM there). Plain label-only
+    # SFT trains last (`plain_last`), so a run cut at its time limit still has the pipeline's rows. The cross-encoder
+    # (2 epochs, no GPU needed) and the data stages (split, index, retrieve) run on the CPU machine beforehand.
+    "gpu": dict(full=True, gen=480, dev=400, test=2000, label_epochs=2, label_batch=64, label_lr=1e-4, cot_steps=60,
+                cot_batch=16, dpo_steps=24, grpo_steps=10, baseline_epochs=2, n=4, eval_every=25, eval_limit=400,
+                rollout_tokens=192, cot_step_tokens=64, gen_batch=64, plain_last=True),
 }
 
 
@@ -104,8 +112,10 @@ def full_pipeline(args, b: dict) -> dict:
     gen = _gen(args)
     dev = {"eval-pairs": "{retrieved}", "eval-index": "{index}", "eval-every": b["eval_every"], "eval-limit": b["eval_limit"],
            "select-best": "macro_f1"}
-    label = {"label-only": True, "pairs-index": "{index}", "max-steps": b["label_steps"], "batch-size": 8,
+    length = {"max-steps": b["label_steps"]} if "label_steps" in b else {"epochs": b["label_epochs"]}
+    label = {"label-only": True, "pairs-index": "{index}", **length, "batch-size": b.get("label_batch", 8),
              "learning-rate": b["label_lr"], **dev}
+    gen_batch = {"batch-size": b["gen_batch"]} if "gen_batch" in b else {}
     stages += [
         # the same query assignment (seed) twice: all train pairs, and a seeded sample of them for generation
         {"name": "splits", "run": "split", "args": [src], "options": {**split, "max-rows": f"dev={b['dev']},test={b['test']}"}},
@@ -117,12 +127,12 @@ def full_pipeline(args, b: dict) -> dict:
         {"name": "sft_label", "run": "train sft", "args": ["{retrieved}"], "options": label},
         {"name": "sft_label_w", "run": "train sft", "args": ["{retrieved}"], "options": {**label, "class-weights": "inverse"}},
         {"name": "cot", "run": "gen-cot", "args": ["{retrieved_gen}"], "options": {"index": "{index}", "split": "train",
-                                                                             "step-tokens": b["cot_step_tokens"], **gen}},
+                                                                             "step-tokens": b["cot_step_tokens"], **gen, **gen_batch}},
         {"name": "sft_cot", "run": "train sft", "args": ["{cot}"], "options": {"model": "{sft_label_w}", "class-weights": "inverse",
-                                                                     "max-steps": b["cot_steps"], "batch-size": 4,
+                                                                     "max-steps": b["cot_steps"], "batch-size": b.get("cot_batch", 4),
                                                                      "learning-rate": 5e-5, **dev}},
         {"name": "rollouts", "run": "sample", "args": ["{retrieved_gen}"], "options": {"model": "{sft_cot}", "index": "{index}", "n": b["n"],
-                                                                       "split": "train", "max-tokens": b["rollout_tokens"], **gen}},
+                                                                       "split": "train", "max-tokens": b["rollout_tokens"], **gen, **gen_batch}},
         # groups the model got wrong every time take the teacher's (the base model's) answer for the gold grade as chosen
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"teacher-backend": gen["backend"], "teacher-model": "default",
                                                                     "teacher-mode": "guided",
@@ -135,6 +145,8 @@ def full_pipeline(args, b: dict) -> dict:
                                                                         "learning-rate": 5e-6, "max-completion-length": 48,
                                                                         **dev, "eval-every": 5}},
     ]
+    if b.get("plain_last"):
+        stages.append(stages.pop(next(k for k, st in enumerate(stages) if st["name"] == "sft_label")))
     models = {"SFT label-only": "{sft_label}", "SFT label-only, class-weighted": "{sft_label_w}",
               "SFT CoT (label-first)": "{sft_cot}", "+ DPO": "{dpo}", "+ GRPO": "{grpo}"}
     # each model is scored right after the stage that trains it, so a run stopped part way has whole rows

@@ -71,7 +71,7 @@ class RuleIndex:
 
     def __init__(self, folder: Path, manifest: dict, snippets: pl.DataFrame, faiss_index, spec: IndexSpec,
                  model: str | None = None, embedder=None):
-        self.folder, self.manifest, self.snippets, self.faiss, self.spec = (
+        self.folder, self.manifest, self.snippets, self._faiss, self.spec = (
             folder, manifest, snippets, faiss_index, spec)
         self.model_id: str = manifest["model_id"]
         self.dim: int = int(manifest["dim"])
@@ -84,9 +84,12 @@ class RuleIndex:
         self._row = {sid: i for i, sid in enumerate(self.ids)}
 
     @classmethod
-    def load(cls, folder: "str | Path", model: str | None = None, verify: bool = True, embedder=None) -> "RuleIndex":
+    def load(cls, folder: "str | Path", model: str | None = None, verify: bool = True, embedder=None,
+             search: bool = True) -> "RuleIndex":
         """Open an index folder. `model` (a --model value) or `embedder` (an Embedder object), when
-        given, must be the embedder the index was built with; by default the recorded model is used."""
+        given, must be the embedder the index was built with; by default the recorded model is used.
+        `search=False`: for looking rules up by id only; the faiss file is read on the first search, so faiss
+        need not be installed (e.g. a GPU machine that scores pairs retrieved elsewhere)."""
         folder = Path(folder)
         m = read_index_manifest(folder)
         if model is not None:
@@ -94,11 +97,24 @@ class RuleIndex:
         if verify:
             check_outputs(folder, m, (SNIPPETS_FILE, FAISS_FILE))
         snippets = pl.read_parquet(folder / SNIPPETS_FILE)
-        index = read_faiss(folder / FAISS_FILE, int(m["count"]), int(m["dim"]), rebuild_hint(folder, m))
-        if snippets.height != index.ntotal:
-            raise UserError(f"{folder}: {snippets.height} snippets but {index.ntotal} vectors; "
+        if snippets.height != int(m["count"]):
+            raise UserError(f"{folder}: {snippets.height} snippets but the manifest says {m['count']}; "
                             f"{rebuild_hint(folder, m)}")
+        index = cls._read_faiss(folder, m, snippets.height) if search else None
         return cls(folder, m, snippets, index, IndexSpec(**m["index_spec"]), model, embedder)
+
+    @staticmethod
+    def _read_faiss(folder: Path, m: dict, n: int):
+        index = read_faiss(folder / FAISS_FILE, int(m["count"]), int(m["dim"]), rebuild_hint(folder, m))
+        if n != index.ntotal:
+            raise UserError(f"{folder}: {n} snippets but {index.ntotal} vectors; {rebuild_hint(folder, m)}")
+        return index
+
+    @property
+    def faiss(self):
+        if self._faiss is None:
+            self._faiss = self._read_faiss(self.folder, self.manifest, len(self.ids))
+        return self._faiss
 
     @property
     def rules_id(self) -> str:

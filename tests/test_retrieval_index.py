@@ -370,6 +370,29 @@ def test_refuses_unverified_corrupt_faiss(tmp_path, rules_md, hash_emb):
         RuleIndex.load(tmp_path)
 
 
+def test_rules_by_id_need_no_faiss_file(tmp_path, rules_md, hash_emb, monkeypatch):
+    """Scoring and training on retrieved pairs only look rules up by id: the faiss file is not read (a GPU machine
+    without faiss runs them); the first search reads it, and a damaged one is refused then."""
+    from toolkit.model_stage import attach_rules
+
+    out = tmp_path / "idx"
+    _build([rules_md], out, hash_emb)
+    expected = RuleIndex.load(out, embedder=hash_emb).search(["charger for a laptop"], k=2)
+    (out / "index.faiss").write_bytes(b"\x00" * 64)  # unreadable: any read of it fails
+    df = pl.DataFrame({C.QUERY: ["laptop charger"], C.TITLE: ["USB-C charger"], C.RULE_IDS: [["A2", "A1"]]})
+    texts = [RuleIndex.load(out, verify=False, search=False).get(i)[C.SNIPPET_TEXT] for i in ("A2", "A1")]
+    assert texts[0].startswith("A charger that fits")
+    (out / "index.faiss").write_bytes(b"")
+    monkeypatch.setattr("retrieval_index.index.check_outputs", lambda *a: None)
+    assert attach_rules(df, str(out), 3) == [texts]
+    lazy = RuleIndex.load(out, verify=False, search=False, embedder=hash_emb)
+    with pytest.raises(UserError, match="corrupt faiss index"):
+        lazy.search(["charger for a laptop"], k=2)
+    _build([rules_md], out, hash_emb, force=True)
+    lazy = RuleIndex.load(out, search=False, embedder=hash_emb)
+    assert lazy._faiss is None and lazy.search(["charger for a laptop"], k=2) == expected
+
+
 # -- retrieval for pairs ------------------------------------------------------------
 
 

@@ -33,8 +33,9 @@ def attach_rules(df: pl.DataFrame, index_dir: str | None, k: int, pairs_path: st
         return [[] for _ in range(df.height)]
     from retrieval_index.index import RuleIndex
 
-    index = RuleIndex.load(index_dir)
-    if C.RULE_IDS in df.columns:
+    by_id = C.RULE_IDS in df.columns
+    index = RuleIndex.load(index_dir, search=not by_id)  # rules looked up by id need no faiss
+    if by_id:
         if pairs_path:
             source = StageFolder.open(pairs_path)
             # by the rule texts; folders retrieved before 2026-12-05 have only the build's config fingerprint

@@ -1,0 +1,175 @@
+"""Issue 19's GPU budget on a borrowed GPU machine: the CPU half (prepare, then read the rows back).
+
+The borrowed machine (one H100/H200 for 15 device minutes a session, no network, 64 MiB per call) lacks polars,
+datasets, trl and gguf, and the default model (a 98 MB GGUF) is larger than one call may carry. So the run is split:
+
+1. here, on the CPU machine::
+
+       .venv/bin/python benchmarks/gpu_quality.py prep --data ../shared/data/crowdflower/train_shared.csv
+
+   runs the data stages (ingest, split, index, retrieve; under a minute) and, unless --no-baseline, the cross-encoder
+   (2 epochs on the full train split, ~26 min on 2 cores; it needs no GPU), and fills .gpu/ and .whl/ (both ignored by
+   git) with what the device needs. It prints the three device calls to make, back to back (a machine waits 30 s).
+
+2. on the device, three calls: the wheels (installed into /tmp/site), the GGUF's first chunk, then the GGUF's second
+   chunk with the pipeline folder, running benchmarks/gpu_quality_device.sh: every stage of `bench_quality.py
+   --budget gpu` but the cross-encoder, cut at its time limit (plain label-only SFT trains last), and a tar of the
+   folder without the weights.
+
+3. here again::
+
+       .venv/bin/python benchmarks/gpu_quality.py rows --tgz /work/.device/.../qgpu.tgz
+
+   unpacks the device's folder, runs what is missing of the data stages and the cross-encoder, and evaluates every
+   row that has predictions (β fitted on dev, test macro-F1 with bootstrap intervals): quality.md, quality.json and
+   the plots in the pipeline folder, as bench_quality.py writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_quality as bq  # noqa: E402
+
+REPO = bq.REPO
+BUNDLE, WHEELS = REPO / ".gpu", REPO / ".whl"
+DATA_STAGES = ("pairs", "splits", "splits_gen", "index", "retrieved", "retrieved_gen")
+# what the device lacks (ENVIRONMENT.md), at this venv's versions: the pure-Python ones and polars' runtime
+CARRIED = ("polars", "polars-runtime-32", "datasets", "dill", "multiprocess", "trl", "gguf")
+CALL_LIMIT = 64 << 20
+RUN_CARRY = ("g2", "run", "data_file", "device.yaml", "paths.sh")  # the third call's paths under .gpu/ (not g1)
+CHUNK = 60_000_000  # the GGUF's first chunk: the rest travels with the pipeline folder
+
+
+def spec_of(args) -> dict:
+    ns = argparse.Namespace(data=args.data, format=args.format, pairs=None, out=args.out, seed=args.seed,
+                            backend="transformers")
+    spec = bq.pipeline(ns, bq.BUDGETS["gpu"])
+    spec.pop("_baseline_at", None)
+    return spec
+
+
+def _write(spec: dict, names, path: Path) -> Path:
+    part = {k: v for k, v in spec.items() if not k.startswith("_")}
+    part["stages"] = [s for s in spec["stages"] if names(s["name"])]
+    path.write_text(yaml.safe_dump(part, sort_keys=False))
+    return path
+
+
+def _toolkit_run(path: Path) -> None:
+    subprocess.run([str(Path(sys.executable).with_name("toolkit")), "run", str(path)], check=True)
+
+
+def _size(paths) -> int:
+    return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+
+
+def tracked_size() -> int:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    return _size([REPO / f for f in files if (REPO / f).is_file()])
+
+
+def prep(args) -> None:
+    from toolkit.core.models import _find_gguf
+
+    spec = spec_of(args)
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    keep = DATA_STAGES if args.no_baseline else DATA_STAGES + ("baseline",)
+    _toolkit_run(_write(spec, lambda n: n in keep, out / "cpu.yaml"))
+    shutil.rmtree(BUNDLE, ignore_errors=True)
+    BUNDLE.mkdir()
+    # the device runs every stage but the cross-encoder; the data stages are "up to date" there by content, at the
+    # same paths: the pipeline folder, this checkout (the guideline) and the dataset file
+    _write(spec, lambda n: n != "baseline", BUNDLE / "device.yaml")
+    for name in DATA_STAGES:
+        shutil.copytree(out / name, BUNDLE / "run" / name)
+    data = Path(spec["stages"][0]["args"][0])
+    shutil.copyfile(data, BUNDLE / "data_file")
+    (BUNDLE / "paths.sh").write_text(f"RUN_DIR={out}\nDATA_FILE={data}\nREPO_DIR={REPO}\n")
+    gguf = _find_gguf().read_bytes()
+    (BUNDLE / "g1").write_bytes(gguf[:CHUNK])
+    (BUNDLE / "g2").write_bytes(gguf[CHUNK:])
+    shutil.rmtree(WHEELS, ignore_errors=True)
+    pins = [f"{p}=={importlib.metadata.version(p)}" for p in CARRIED]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(WHEELS),
+                    *pins], check=True)
+    tree = tracked_size()
+    calls = [("wheels", [WHEELS]), ("chunk 1", [BUNDLE / "g1"]), ("run", [BUNDLE / n for n in RUN_CARRY])]
+    for name, paths in calls:
+        size = tree + _size(paths)
+        print(f"call {name}: {size / 2**20:.1f} MiB{'  (OVER the 64 MiB a call may carry)' if size > CALL_LIMIT else ''}")
+    print(f"""
+Device calls, back to back (each within 30 s of the last; ~2 of the 15 device minutes before the run):
+1. carry [".whl"], timeout_s 180:
+   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \\
+     && PYTHONPATH=/tmp/site:$PWD python3 -c "import pyarrow; print('pyarrow', pyarrow.__version__); \\
+     import polars, datasets, trl, gguf, trainers.sft; print('ok')"
+   (datasets needs pyarrow >= 24: if the image's is older, carry its wheel too, in a call of its own)
+2. carry [".gpu/g1"], timeout_s 60:   cp .gpu/g1 /tmp/g1 && ls -l /tmp/g1
+3. carry {json.dumps([".gpu/" + n for n in RUN_CARRY])}, timeout_s 600:
+   bash benchmarks/gpu_quality_device.sh 520
+Then: .venv/bin/python benchmarks/gpu_quality.py rows --tgz FILES_AT/qgpu.tgz --out {out}""")
+
+
+def rows(args) -> None:
+    spec = spec_of(args)
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    if args.tgz:
+        with tarfile.open(args.tgz) as tar:
+            members = [m for m in tar.getmembers() if m.name.split("/")[1:2] not in (["baseline"], ["eval"])]
+            tar.extractall(out, members=members, filter="data")
+    _toolkit_run(_write(spec, lambda n: n in DATA_STAGES + ("baseline",), out / "cpu.yaml"))
+    names = spec["_rows"]
+    have = [(i, r) for i, r in enumerate(names) if (out / f"m{i}_dev").is_dir() and (out / f"m{i}_test").is_dir()]
+    missing = [r for r in names if r not in dict(have).values()]
+    from toolkit.cli import cli
+
+    table = []
+    for i, row in [(None, "cross-encoder baseline")] + have:
+        dev, test = (out / "baseline",) * 2 if i is None else (out / f"m{i}_dev", out / f"m{i}_test")
+        tiers, ev = out / "eval" / f"{bq._slug(row)}-tiers", out / "eval" / bq._slug(row)
+        cli.main(["tier", "fit", "--predictions", str(dev), "--split", "dev", "-o", str(tiers)], standalone_mode=False)
+        cli.main(["eval", "--predictions", str(test), "--split", "test", "--tier-rule", str(tiers), "-o", str(ev),
+                  "--no-plots"], standalone_mode=False)
+        table.append(bq._row(row, ev))
+    md = bq.markdown(table)
+    (out / "quality.md").write_text(md + "\n")
+    (out / "quality.json").write_text(json.dumps(table, indent=2))
+    print(md)
+    if missing:
+        print(f"\nno predictions yet (not run, or the device run stopped before them): {', '.join(missing)}")
+    for p in bq.plots(out, table):
+        print(f"plot: {p}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["prep", "rows"])
+    ap.add_argument("--data", default=str(REPO.parent / "shared/data/crowdflower/train_shared.csv"))
+    ap.add_argument("--format", default="crowdflower")
+    ap.add_argument("--out", default="/tmp/qgpu", help="The pipeline folder (the same path is used on the device).")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-baseline", action="store_true", help="prep: leave the cross-encoder to the rows step.")
+    ap.add_argument("--tgz", help="rows: the device's qgpu.tgz.")
+    args = ap.parse_args()
+    args.data = str(Path(args.data).resolve())
+    (prep if args.step == "prep" else rows)(args)
+
+
+if __name__ == "__main__":
+    main()
