@@ -89,6 +89,9 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     labels = grade_indices(train_df[C.GRADE].to_list(), scale).tolist()
     dataset = to_dataset([{"query": r[C.QUERY], "item": item_text(r), "label": y}
                           for r, y in zip(train_df.to_dicts(), labels)])
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # the new classifier head is drawn in load_model, before the trainer seeds
     model = load_model(model_path, len(scale), cfg.max_length, scale.labels)
     trainer = _trainer(cfg, model, dataset, out)
     curve = _dev_callback(cfg, trainer, model, df, scale)
