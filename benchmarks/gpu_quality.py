@@ -8,7 +8,7 @@ datasets, trl and gguf, and the default model (a 98 MB GGUF) is larger than one 
        .venv/bin/python benchmarks/gpu_quality.py prep --data ../shared/data/crowdflower/train_shared.csv
 
    runs the data stages (ingest, split, index, retrieve; under a minute) and, unless --no-baseline, the cross-encoder
-   (2 epochs on the full train split, ~26 min on 2 cores; it needs no GPU), and fills .gpu/ and .whl/ (both ignored by
+   (2 epochs on the full train split, ~13 min on 2 cores; it needs no GPU), and fills .gpu/ and .whl/ (both ignored by
    git) with what the device needs. It prints the three device calls to make, back to back (a machine waits 30 s).
 
 2. on the device, three calls: the wheels (installed into /tmp/site), the GGUF's first chunk, then the GGUF's second
@@ -22,7 +22,8 @@ datasets, trl and gguf, and the default model (a 98 MB GGUF) is larger than one 
 
    unpacks the device's folder, runs what is missing of the data stages and the cross-encoder, and evaluates every
    row that has predictions (β fitted on dev, test macro-F1 with bootstrap intervals): quality.md, quality.json and
-   the plots in the pipeline folder, as bench_quality.py writes them.
+   the plots in the pipeline folder, as bench_quality.py writes them. The unpacked model folders hold no weights:
+   `bench_quality.py --budget gpu` on the same folder here would train those models again.
 """
 
 from __future__ import annotations
