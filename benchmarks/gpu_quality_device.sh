@@ -13,7 +13,11 @@ dest=${OUT:-/tmp/gpu_out}
 mkdir -p "$dest" /tmp/tc/gguf "$(dirname "$DATA_FILE")" "$(dirname "$REPO_DIR")"
 [ -e "$REPO_DIR" ] || ln -s "$PWD" "$REPO_DIR"
 cmp -s "$REPO_DIR/demo/guideline.md" demo/guideline.md || echo "warning: $REPO_DIR is another checkout"
-[ -f /tmp/tc/gguf/SmolLM2-135M-Instruct.Q4_1.gguf ] || cat /tmp/g1 .gpu/g2 > /tmp/tc/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+gguf=/tmp/tc/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$gguf" ]; then
+    [ -f /tmp/g1 ] || { echo "no /tmp/g1: make the second call (the GGUF's first chunk) first"; exit 1; }
+    cat /tmp/g1 .gpu/g2 > "$gguf.part" && mv "$gguf.part" "$gguf" || exit 1
+fi
 cmp -s .gpu/data_file "$DATA_FILE" || cp .gpu/data_file "$DATA_FILE"
 [ -d "$RUN_DIR" ] || cp -r .gpu/run "$RUN_DIR"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
