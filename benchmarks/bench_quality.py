@@ -159,18 +159,33 @@ def full_pipeline(args, b: dict) -> dict:
 
 def evaluate_rows(out: Path, rows: list[str], echo, baseline_at: int = 1) -> list[dict]:
     """Fit β on dev and evaluate test for each model (and the baseline's own predictions)."""
-    from toolkit.cli import cli
-
     table = []
     sources = [(row, out / f"m{i}_dev", out / f"m{i}_test") for i, row in enumerate(rows)]
     sources.insert(baseline_at, ("cross-encoder baseline", out / "baseline", out / "baseline"))
     for row, dev, test in sources:
-        tiers, ev = out / "eval" / f"{_slug(row)}-tiers", out / "eval" / _slug(row)
-        cli.main(["tier", "fit", "--predictions", str(dev), "--split", "dev", "-o", str(tiers)], standalone_mode=False)
-        cli.main(["eval", "--predictions", str(test), "--split", "test", "--tier-rule", str(tiers), "-o", str(ev), "--no-plots"],
-                 standalone_mode=False)
-        table.append(_row(row, ev))
+        table.append(evaluate_row(out, row, dev, test))
     return table
+
+
+def evaluate_row(out: Path, row: str, dev: Path, test: Path) -> dict:
+    """One row: β fitted on the dev predictions, the test predictions evaluated with it."""
+    from toolkit.cli import cli
+
+    tiers, ev = out / "eval" / f"{_slug(row)}-tiers", out / "eval" / _slug(row)
+    cli.main(["tier", "fit", "--predictions", str(dev), "--split", "dev", "-o", str(tiers)], standalone_mode=False)
+    cli.main(["eval", "--predictions", str(test), "--split", "test", "--tier-rule", str(tiers), "-o", str(ev), "--no-plots"],
+             standalone_mode=False)
+    return _row(row, ev)
+
+
+def report(out: Path, table: list[dict]) -> None:
+    """quality.md, quality.json and the plots in the pipeline folder; the table printed."""
+    md = markdown(table)
+    (out / "quality.md").write_text(md + "\n")
+    (out / "quality.json").write_text(json.dumps(table, indent=2))
+    print(md)
+    for p in plots(out, table):
+        print(f"plot: {p}")
 
 
 def _slug(s: str) -> str:
@@ -291,13 +306,7 @@ def main() -> None:
     t0 = time.time()
     outcomes = run_pipeline(Pipeline.load(out / "pipeline.yaml"), echo=lambda s: print(s, flush=True))
     print(summary_table(outcomes))
-    table = evaluate_rows(out, rows, print, baseline_at)
-    md = markdown(table)
-    (out / "quality.md").write_text(md + "\n")
-    (out / "quality.json").write_text(json.dumps(table, indent=2))
-    print(md)
-    for p in plots(out, table):
-        print(f"plot: {p}")
+    report(out, evaluate_rows(out, rows, print, baseline_at))
     print(f"\nbudget {args.budget} {BUDGETS[args.budget]}; {time.time() - t0:.0f} s; command: {' '.join(sys.argv)}")
 
 

@@ -138,24 +138,11 @@ def rows(args) -> None:
     names = spec["_rows"]
     have = [(i, r) for i, r in enumerate(names) if (out / f"m{i}_dev").is_dir() and (out / f"m{i}_test").is_dir()]
     missing = [r for r in names if r not in dict(have).values()]
-    from toolkit.cli import cli
-
-    table = []
-    for i, row in [(None, "cross-encoder baseline")] + have:
-        dev, test = (out / "baseline",) * 2 if i is None else (out / f"m{i}_dev", out / f"m{i}_test")
-        tiers, ev = out / "eval" / f"{bq._slug(row)}-tiers", out / "eval" / bq._slug(row)
-        cli.main(["tier", "fit", "--predictions", str(dev), "--split", "dev", "-o", str(tiers)], standalone_mode=False)
-        cli.main(["eval", "--predictions", str(test), "--split", "test", "--tier-rule", str(tiers), "-o", str(ev),
-                  "--no-plots"], standalone_mode=False)
-        table.append(bq._row(row, ev))
-    md = bq.markdown(table)
-    (out / "quality.md").write_text(md + "\n")
-    (out / "quality.json").write_text(json.dumps(table, indent=2))
-    print(md)
+    sources = [("cross-encoder baseline", out / "baseline", out / "baseline")]
+    sources += [(r, out / f"m{i}_dev", out / f"m{i}_test") for i, r in have]
+    bq.report(out, [bq.evaluate_row(out, *src) for src in sources])
     if missing:
         print(f"\nno predictions yet (not run, or the device run stopped before them): {', '.join(missing)}")
-    for p in bq.plots(out, table):
-        print(f"plot: {p}")
 
 
 def main() -> None:
