@@ -45,12 +45,13 @@ BUDGETS = {
                 cot_step_tokens=64),
     # issue 19's GPU budget: one borrowed H100/H200 for 15 device minutes, of which ~9 compute once the wheels and the
     # GGUF have travelled (benchmarks/README.md, "The GPU budget"). Label-only SFT takes 2 whole epochs of the train
-    # split at batch 64; generation runs at batch 64 prompts (the transformers backend: no vLLM there). Plain label-only
+    # split at batch 64; generation runs at batch 160 prompts, the teacher's too (the transformers backend: no vLLM there;
+    # `generate` of a 135M model is bound by its decode steps, not the batch: 3 batches of 480 prompts, not 8). Plain label-only
     # SFT trains last (`plain_last`), so a run cut at its time limit still has the pipeline's rows. The cross-encoder
     # (2 epochs, no GPU needed) and the data stages (split, index, retrieve) run on the CPU machine beforehand.
     "gpu": dict(full=True, gen=480, dev=400, test=2000, label_epochs=2, label_batch=64, label_lr=1e-4, cot_steps=60,
                 cot_batch=16, dpo_steps=24, grpo_steps=10, baseline_epochs=2, n=4, eval_every=25, eval_limit=400,
-                rollout_tokens=192, cot_step_tokens=64, gen_batch=64, plain_last=True),
+                rollout_tokens=192, cot_step_tokens=64, gen_batch=160, plain_last=True),
 }
 
 
@@ -136,7 +137,8 @@ def full_pipeline(args, b: dict) -> dict:
         # groups the model got wrong every time take the teacher's (the base model's) answer for the gold grade as chosen
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"teacher-backend": gen["backend"], "teacher-model": "default",
                                                                     "teacher-mode": "guided",
-                                                                    "teacher-step-tokens": b["cot_step_tokens"]}},
+                                                                    "teacher-step-tokens": b["cot_step_tokens"],
+                                                                    **({"teacher-batch-size": b["gen_batch"]} if "gen_batch" in b else {})}},
         {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"], "batch-size": 4,
                                                                  "learning-rate": 5e-6, **dev, "eval-every": 8}},
         {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},

@@ -8,8 +8,9 @@ datasets, trl and gguf, and the default model (a 98 MB GGUF) is larger than one 
        .venv/bin/python benchmarks/gpu_quality.py prep --data ../shared/data/crowdflower/train_shared.csv
 
    runs the data stages (ingest, split, index, retrieve; under a minute) and, unless --no-baseline, the cross-encoder
-   (2 epochs on the full train split, ~13 min on 2 cores; it needs no GPU), and fills .gpu/ and .whl/ (both ignored by
-   git) with what the device needs. It prints the three device calls to make, back to back (a machine waits 30 s).
+   (2 epochs on the full train split, ~13 min on 2 cores; it needs no GPU), and fills .gpu/, .whl/ and .whl-pyarrow/
+   (ignored by git) with what the device needs. It prints the three device calls to make, back to back (a machine
+   waits 30 s), and a fourth, pyarrow's wheel, to make after the first only if the device's pyarrow is too old.
 
 2. on the device, three calls: the wheels (installed into /tmp/site), the GGUF's first chunk, then the GGUF's second
    chunk with the pipeline folder, running benchmarks/gpu_quality_device.sh: every stage of `bench_quality.py
@@ -29,6 +30,7 @@ datasets, trl and gguf, and the default model (a 98 MB GGUF) is larger than one 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -43,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as bq  # noqa: E402
 
 REPO = bq.REPO
-BUNDLE, WHEELS = REPO / ".gpu", REPO / ".whl"
+BUNDLE, WHEELS, PYARROW = REPO / ".gpu", REPO / ".whl", REPO / ".whl-pyarrow"
+RECORD = ".pipeline.json"  # toolkit.cli.runner writes it into a stage's folder when the stage has finished
 DATA_STAGES = ("pairs", "splits", "splits_gen", "index", "retrieved", "retrieved_gen")
 # what the device lacks (ENVIRONMENT.md), at this venv's versions: the pure-Python ones and polars' runtime
 CARRIED = ("polars", "polars-runtime-32", "datasets", "dill", "multiprocess", "trl", "gguf")
@@ -75,6 +78,23 @@ def _size(paths) -> int:
     return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
 
 
+def _download(dest: Path, packages) -> None:
+    """Wheels of `packages` at this venv's versions, for the device's Python 3.12 on x86-64, into `dest`."""
+    shutil.rmtree(dest, ignore_errors=True)
+    pins = [f"{p}=={importlib.metadata.version(p)}" for p in packages]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(dest),
+                    *pins], check=True)
+
+
+def _pyarrow_need() -> str:
+    """What datasets asks of pyarrow, as its metadata says (e.g. `datasets 5.2.0 needs pyarrow>=24.0.0`)."""
+    need = next((r.split(";")[0].replace(" ", "") for r in importlib.metadata.requires("datasets") or []
+                 if r.startswith("pyarrow")), "pyarrow")
+    return f"datasets {importlib.metadata.version('datasets')} needs {need}"
+
+
 def tracked_size() -> int:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split()
@@ -98,18 +118,18 @@ def prep(args) -> None:
         shutil.copytree(out / name, BUNDLE / "run" / name)
     data = Path(spec["stages"][0]["args"][0])
     shutil.copyfile(data, BUNDLE / "data_file")
-    (BUNDLE / "paths.sh").write_text(f"RUN_DIR={out}\nDATA_FILE={data}\nREPO_DIR={REPO}\n")
     gguf = _find_gguf().read_bytes()
+    (BUNDLE / "paths.sh").write_text(f"RUN_DIR={out}\nDATA_FILE={data}\nREPO_DIR={REPO}\n"
+                                     f"GGUF_SHA256={hashlib.sha256(gguf).hexdigest()}\n")
     (BUNDLE / "g1").write_bytes(gguf[:CHUNK])
     (BUNDLE / "g2").write_bytes(gguf[CHUNK:])
-    shutil.rmtree(WHEELS, ignore_errors=True)
-    pins = [f"{p}=={importlib.metadata.version(p)}" for p in CARRIED]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
-                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(WHEELS),
-                    *pins], check=True)
+    _download(WHEELS, CARRIED)
+    # datasets needs pyarrow >= 24; the device's own pyarrow is not known beforehand: its wheel (55 MB) is kept
+    # ready for a call of its own, made only when the first call prints an older version
+    _download(PYARROW, ("pyarrow",))
     tree = tracked_size()
-    calls = [("wheels", [WHEELS]), ("chunk 1", [BUNDLE / "g1"]), ("run", [BUNDLE / n for n in RUN_CARRY])]
+    calls = [("wheels", [WHEELS]), ("pyarrow, only if needed", [PYARROW]), ("chunk 1", [BUNDLE / "g1"]),
+             ("run", [BUNDLE / n for n in RUN_CARRY])]
     for name, paths in calls:
         size = tree + _size(paths)
         print(f"call {name}: {size / 2**20:.1f} MiB{'  (OVER the 64 MiB a call may carry)' if size > CALL_LIMIT else ''}")
@@ -119,10 +139,14 @@ Device calls, back to back (each within 30 s of the last; ~2 of the 15 device mi
    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \\
      && PYTHONPATH=/tmp/site:$PWD python3 -c "import pyarrow; print('pyarrow', pyarrow.__version__); \\
      import polars, datasets, trl, gguf, trainers.sft; print('ok')"
-   (datasets needs pyarrow >= 24: if the image's is older, carry its wheel too, in a call of its own)
+   only if that import failed on pyarrow ({_pyarrow_need()}), a call of its own: carry [".whl-pyarrow"], timeout_s 120:
+   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl-pyarrow/*.whl \\
+     && PYTHONPATH=/tmp/site:$PWD python3 -c "import pyarrow, datasets; print('pyarrow', pyarrow.__version__, 'ok')"
 2. carry [".gpu/g1"], timeout_s 60:   cp .gpu/g1 /tmp/g1 && ls -l /tmp/g1
 3. carry {json.dumps([".gpu/" + n for n in RUN_CARRY])}, timeout_s 600:
-   bash benchmarks/gpu_quality_device.sh 520
+   bash benchmarks/gpu_quality_device.sh SECONDS
+   SECONDS = min(520, budget_left_s - 120), with budget_left_s from `status` just before the call: the tool cuts a
+   call at the device time left, and the script needs ~60 s after the run to pack the folder
 Then: .venv/bin/python benchmarks/gpu_quality.py rows --tgz FILES_AT/qgpu.tgz --out {out}""")
 
 
@@ -136,7 +160,8 @@ def rows(args) -> None:
             tar.extractall(out, members=members, filter="data")
     _toolkit_run(_write(spec, lambda n: n in DATA_STAGES + ("baseline",), out / "cpu.yaml"))
     names = spec["_rows"]
-    have = [(i, r) for i, r in enumerate(names) if (out / f"m{i}_dev").is_dir() and (out / f"m{i}_test").is_dir()]
+    # a stage's folder exists from its start: only a finished one (the runner's record) has whole predictions
+    have = [(i, r) for i, r in enumerate(names) if all((out / f"m{i}_{s}" / RECORD).is_file() for s in ("dev", "test"))]
     missing = [r for r in names if r not in dict(have).values()]
     sources = [("cross-encoder baseline", out / "baseline", out / "baseline")]
     sources += [(r, out / f"m{i}_dev", out / f"m{i}_test") for i, r in have]

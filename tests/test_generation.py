@@ -110,6 +110,23 @@ def test_multi_token_grade_labels_are_refused(tiny_backend):
         tiny_backend.score_grades([PromptBuilder(get_scale()).student(ROW)], ["Excellent", "Irrelevant"])
 
 
+def test_non_finite_grade_probabilities_are_refused(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toolkit.generation import BackendConfig
+    from toolkit.generation.hf import TransformersBackend
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")  # one broken weight: every logit becomes NaN
+    backend = TransformersBackend(BackendConfig(model=str(tiny_model_dir), batch_size=2), model=model,
+                                  tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))
+    b = PromptBuilder(get_scale())
+    with pytest.raises(UserError, match=r"non-finite grade probabilities for 2 of the 2 prompts.*--batch-size 1"):
+        backend.score_grades([b.student(ROW), b.student({**ROW, C.TITLE: "Mug rack"})], ["4", "3", "2", "1"])
+
+
 def test_model_spec_errors(tmp_path):
     from toolkit.core.models import resolve_model
 
