@@ -117,6 +117,7 @@ def full_pipeline(args, b: dict) -> dict:
     label = {"label-only": True, "pairs-index": "{index}", **length, "batch-size": b.get("label_batch", 8),
              "learning-rate": b["label_lr"], **dev}
     gen_batch = {"batch-size": b["gen_batch"]} if "gen_batch" in b else {}
+    teacher_batch = {"teacher-batch-size": b["gen_batch"]} if "gen_batch" in b else {}
     stages += [
         # the same query assignment (seed) twice: all train pairs, and a seeded sample of them for generation
         {"name": "splits", "run": "split", "args": [src], "options": {**split, "max-rows": f"dev={b['dev']},test={b['test']}"}},
@@ -137,8 +138,7 @@ def full_pipeline(args, b: dict) -> dict:
         # groups the model got wrong every time take the teacher's (the base model's) answer for the gold grade as chosen
         {"name": "prefs", "run": "make-prefs", "args": ["{rollouts}"], "options": {"teacher-backend": gen["backend"], "teacher-model": "default",
                                                                     "teacher-mode": "guided",
-                                                                    "teacher-step-tokens": b["cot_step_tokens"],
-                                                                    **({"teacher-batch-size": b["gen_batch"]} if "gen_batch" in b else {})}},
+                                                                    "teacher-step-tokens": b["cot_step_tokens"], **teacher_batch}},
         {"name": "dpo", "run": "train dpo", "args": ["{prefs}"], "options": {"model": "{sft_cot}", "max-steps": b["dpo_steps"], "batch-size": 4,
                                                                  "learning-rate": 5e-6, **dev, "eval-every": 8}},
         {"name": "difficulty", "run": "label-difficulty", "args": ["{rollouts}"]},

@@ -43,10 +43,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as bq  # noqa: E402
+from toolkit.cli.runner import RECORD  # noqa: E402  (the runner writes it when a stage has finished)
 
 REPO = bq.REPO
 BUNDLE, WHEELS, PYARROW = REPO / ".gpu", REPO / ".whl", REPO / ".whl-pyarrow"
-RECORD = ".pipeline.json"  # toolkit.cli.runner writes it into a stage's folder when the stage has finished
 DATA_STAGES = ("pairs", "splits", "splits_gen", "index", "retrieved", "retrieved_gen")
 # what the device lacks (ENVIRONMENT.md), at this venv's versions: the pure-Python ones and polars' runtime
 CARRIED = ("polars", "polars-runtime-32", "datasets", "dill", "multiprocess", "trl", "gguf")

@@ -166,7 +166,7 @@ class TransformersBackend:
                 logits = self.model(**enc, logits_to_keep=1).logits[:, -1, :]
             probs = torch.softmax(logits[:, ids].float(), dim=-1)
             bad = int((~torch.isfinite(probs).all(dim=-1)).sum())
-            if bad:  # NaN would reach predictions.parquet and every metric computed from it
+            if bad:  # else NaN is written to predictions.parquet, and eval refuses it later, far from the cause
                 raise UserError(f"model {self.model_id!r} gave non-finite grade probabilities for {bad} of the "
                                 f"{len(idx)} prompts of a batch (left-padded batches on some GPUs do this, or the "
                                 f"weights are broken); rerun with --batch-size 1, or check the model")
