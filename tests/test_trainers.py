@@ -429,27 +429,35 @@ def test_summary_warns_when_grpo_had_no_learning_signal():
 
 
 def test_class_weighted_loss_weighs_the_label_token_and_nothing_else(tiny_model_dir):
-    """The label token (the first completion token) of a rare grade weighs more; other tokens weigh 1; the mean is per token."""
+    """The label token (the first completion token) of a rare grade weighs more; other tokens weigh 1; the mean is per
+    token. Computed on TRL's fused LM head (no full logits), it equals the cross-entropy over the full logits."""
     import polars as pl
     import torch
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.utils import add_fused_lm_head
 
-    from trainers.sft import class_weights, label_weighted_loss
+    from trainers.sft import class_weights, label_weight_table, weigh_label_tokens
 
     df = pl.DataFrame({"grade": [4, 4, 4, 1]})
     w = class_weights(df, SCALE, "inverse", "x")
     assert w == pytest.approx({1: 2.0, 4: 2 / 3})  # N / (K * n): 4 / (2 * 1), 4 / (2 * 3)
     assert class_weights(df, SCALE, "none", "x") == {}
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     lab = {g: tok.convert_tokens_to_ids(str(g)) for g in (1, 4)}
     torch.manual_seed(0)
-    logits = torch.randn(2, 5, len(tok))
+    ids = torch.randint(5, 100, (2, 5))
     # row 0: prompt, prompt, label 1, eos, pad; row 1: prompt, label 4, token, eos, pad  (labels are unshifted, as the collator gives them)
     labels = torch.tensor([[-100, -100, lab[1], 2, -100], [-100, lab[4], 17, 2, -100]])
-    got = label_weighted_loss(tok, SCALE, w)(type("Out", (), {"logits": logits})(), labels)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        add_fused_lm_head(model)
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    lp = weigh_label_tokens(out.log_probs, labels, out.label_mask, label_weight_table(tok, SCALE, w))
+    got = -lp.sum() / out.label_mask.sum()
     ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp_min(0), reduction="none")
     weights = torch.tensor([[0, 2.0, 1, 0], [2 / 3, 1, 1, 0]])
-    assert got.item() == pytest.approx((ce * weights).sum().item() / 5, rel=1e-5)
+    assert out.label_mask.sum() == 5 and got.item() == pytest.approx((ce * weights).sum().item() / 5, rel=1e-4)
 
 
 @pytest.mark.slow
@@ -461,6 +469,10 @@ def test_sft_with_class_weights_trains_and_records_them(cli, tmp_path, tiny_mode
     assert r.exit_code == 0, r.stderr
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["counts"]["class_weights"] == {"1": 1.5, "4": 0.75} and len(losses(tmp_path / "o")) == 3
+    # the weights reach the loss: the same run without them logs another first loss
+    r = cli("train", "sft", sft, "-o", tmp_path / "plain", "--model", tiny_model_dir, "--max-steps", 3, "--batch-size", 4,
+            "--no-bf16", "--label-only")
+    assert r.exit_code == 0 and losses(tmp_path / "plain")[0] != pytest.approx(losses(tmp_path / "o")[0], rel=1e-3)
     one_line_error(cli("train", "sft", sft, "-o", tmp_path / "p", "--class-weights", "sqrt"), "Invalid value for '--class-weights'")
 
 

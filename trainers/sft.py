@@ -35,9 +35,11 @@ def train_sft(cfg: SFTTrainConfig, dev=None) -> TrainResult:
         counts["class_weights"] = {str(g): round(w, 4) for g, w in weights.items()}
 
     def build(model_id, args, tokenizer, peft, template=None):
-        loss = label_weighted_loss(tokenizer, scale, weights) if weights else None
-        return SFTTrainer(model=model_id, args=args, train_dataset=with_template(dataset, template),
-                          processing_class=tokenizer, peft_config=peft, compute_loss_func=loss)
+        kw = dict(model=model_id, args=args, train_dataset=with_template(dataset, template),
+                  processing_class=tokenizer, peft_config=peft)
+        if not weights:
+            return SFTTrainer(**kw)
+        return weighted_trainer(SFTTrainer)(**kw, label_weights=label_weight_table(tokenizer, scale, weights))
 
     return train(cfg, build, path, scale, counts, dev)
 
@@ -57,9 +59,8 @@ def class_weights(df, scale, mode: str, where: str) -> dict[int, float]:
     return {g: total / (k * n) for g, n in sorted(counts.items()) if g in scale.values}
 
 
-def label_weighted_loss(tokenizer, scale, weights: dict[int, float]):
-    """Cross-entropy over the completion tokens with the grade label token (the first one: answers are label first)
-    weighted by its class weight; every other token weighs 1. A `compute_loss_func` for transformers' Trainer."""
+def label_weight_table(tokenizer, scale, weights: dict[int, float]):
+    """Per token id: the class weight of the grade whose label it is; 1 for every other token."""
     import torch
 
     from toolkit.core.models import grade_token_ids
@@ -68,16 +69,49 @@ def label_weighted_loss(tokenizer, scale, weights: dict[int, float]):
     table = torch.ones(max(len(tokenizer), max(ids.values()) + 1))
     for g, w in weights.items():
         table[ids[g]] = w
+    return table
 
-    def loss(outputs, labels, num_items_in_batch=None):
-        logits = outputs.logits[:, :-1, :].float()
-        target = labels[:, 1:].to(logits.device)
-        mask = target != -100
-        safe = target.clamp_min(0)
-        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), safe, reduction="none")
-        first = mask & (mask.long().cumsum(dim=1) == 1)  # the first completion token of each row: its grade label
-        w = torch.where(first, table.to(logits.device)[safe], torch.ones_like(ce))
-        n = mask.sum() if num_items_in_batch is None else num_items_in_batch
-        return (ce * w * mask).sum() / torch.as_tensor(n, device=ce.device).clamp(min=1)
 
-    return loss
+def weigh_label_tokens(log_probs, labels, mask, table):
+    """Per-token log-probabilities (TRL's fused LM head: aligned with `labels[:, 1:]`, zero where `mask` is off) with
+    each row's grade label token (its first completion token: answers are label first) multiplied by the label's
+    class weight; every other token keeps weight 1."""
+    import torch
+
+    target = labels[:, 1:].to(log_probs.device)
+    first = mask & (mask.long().cumsum(dim=1) == 1)
+    w = torch.where(first, table.to(log_probs.device)[target.clamp_min(0)], torch.ones_like(log_probs))
+    return log_probs * w
+
+
+def weighted_trainer(base):
+    """`base` (TRL's SFTTrainer) whose loss weighs each row's grade label token by its class weight.
+
+    The weighting rides on TRL's own loss path (one forward through the fused LM head, no (batch, seq, vocab)
+    logits): while compute_loss runs, a forward hook scales the label tokens' log-probabilities before TRL sums
+    them. TRL's `compute_loss_func` did the same with full logits and an extra forward pass each step, and is
+    deprecated."""
+
+    class WeightedSFTTrainer(base):
+        def __init__(self, *args, label_weights, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.label_weights = label_weights
+            if getattr(self.args, "loss_type", "nll") != "nll":
+                raise ValueError(f"class weights need loss_type nll; got {self.args.loss_type!r}")
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            table = self.label_weights
+
+            def hook(module, args, kwargs, output):
+                if kwargs.get("fused_lm_head") and getattr(output, "log_probs", None) is not None:
+                    output.log_probs = weigh_label_tokens(output.log_probs, kwargs["labels"], output.label_mask,
+                                                          table)
+                return output
+
+            handle = model.register_forward_hook(hook, with_kwargs=True)
+            try:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                handle.remove()
+
+    return WeightedSFTTrainer
