@@ -18,7 +18,7 @@ from toolkit.core import columns as C
 from toolkit.core.errors import UserError
 from toolkit.core.grades import get_scale
 from toolkit.core.stagefolder import SHARDS
-from toolkit.core.prompts import PromptBuilder, load_template
+from toolkit.core.prompts import PromptBuilder
 
 ROW = {C.PAIR_ID: "p1", C.QUERY: "red mug", C.TITLE: "Red ceramic mug", C.BRAND: "Aurelo", C.ATTRIBUTES: '{"color": "red"}', C.GRADE: 4}
 
@@ -47,7 +47,6 @@ def test_custom_template_file(tmp_path):
     assert PromptBuilder(get_scale(), student_template=str(p)).student(ROW)[0]["content"].startswith("Q=red mug I=Title: Red ceramic mug")
     bad = tmp_path / "bad.txt"
     bad.write_text("### user\n{nonsense}\n")
-    load_template.cache_clear()
     with pytest.raises(UserError, match="unknown field 'nonsense'"):
         PromptBuilder(get_scale(), student_template=str(bad)).student(ROW)
 

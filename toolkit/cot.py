@@ -35,7 +35,7 @@ from toolkit.core.options import opt
 from toolkit.core.stagefolder import (atomic_write_text, input_hashes, Key, model_inputs, sha256_json, StageConfig,
                                       StageResult, write_manifest, write_parquet, writes_output)
 from toolkit.model_stage import open_pairs, run_model_shards
-from toolkit.core.prompts import PromptBuilder
+from toolkit.core.prompts import PromptBuilder, STUDENT, student_template_text
 from toolkit.core.shards import ShardRun
 from toolkit.core.stagefolder.files import REJECTS_FILE, SFT_FILE, STATS_FILE
 from toolkit.core.executors import ExecutorOptions
@@ -77,7 +77,12 @@ class GenCotConfig(ExecutorOptions, StageConfig):
     limit: int | None = opt(None, help="Only the first N pairs.")
     filters: FilterConfig = field(default_factory=FilterConfig)
     force: bool = opt(False, help="Regenerate every shard (a rerun otherwise reuses the finished ones).")  # not hashed
-    student_template: str = "student"
+    # the SFT rows' student prompt; a file's text after __post_init__ (the record carries it to train/score/sample)
+    student_template: str = opt("student", flags=("--prompt-template",), metavar="FILE",
+                                help="Student prompt template of the SFT rows: a text file with `### system` "
+                                     "and `### user` sections and the fields {query}, {item}, {rules}, "
+                                     "{grade_scale}, {answer_instruction}; recorded, so the trained model is "
+                                     "scored on the same prompt.  [default: the built-in prompt]")
     teacher_template: str = "teacher"
 
     def __post_init__(self):
@@ -85,6 +90,7 @@ class GenCotConfig(ExecutorOptions, StageConfig):
             self.backend = BackendConfig(**self.backend)
         if isinstance(self.filters, dict):
             self.filters = FilterConfig(**self.filters)
+        self.student_template = student_template_text(self.student_template) or STUDENT
         if self.mode not in ("guided", "free"):
             raise UserError(f"--mode must be guided or free; got {self.mode!r}")
         if self.samples < 1 or self.shard_size < 1:
@@ -231,8 +237,12 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
         return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
 
     run = run_model_shards(cfg, STAGE, lazy, items, key_of, work, "gen-cot shards")
-    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules), teacher_files,
-                   rules)
+    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules, _template(cfg)),
+                   teacher_files, rules)
+
+
+def _template(cfg: GenCotConfig) -> str | None:
+    return None if cfg.student_template == STUDENT else cfg.student_template
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))

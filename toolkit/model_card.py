@@ -97,7 +97,8 @@ def _body(cfg, m: dict, stage: str, baseline: bool) -> str:
                   + ("the grade label first, then the reasoning" if order == "label_first"
                      else "reasoning first, then the grade") + ").", ""]
     lines += _eval_lines(cfg)
-    lines += _recipe(cfg, grades, order, baseline, scale, bool((m.get(Key.LINEAGE) or {}).get("rules")))
+    rec = m.get(Key.LINEAGE) or {}
+    lines += _recipe(cfg, grades, order, baseline, scale, bool(rec.get("rules")), rec.get("template"))
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +141,7 @@ def _scale_code(scale: dict) -> str:
 
 
 def _recipe(cfg, grades: list[dict], order: str, baseline: bool, scale: dict | None = None,
-            rules: bool = False) -> list[str]:
+            rules: bool = False, template: str | None = None) -> list[str]:
     repo = cfg.repo_id
     if baseline:
         return ["## Scoring", "", "```python",
@@ -157,7 +158,9 @@ def _recipe(cfg, grades: list[dict], order: str, baseline: bool, scale: dict | N
              "from toolkit.core.grades import GradeScale, get_scale", "from toolkit.core.prompts import PromptBuilder",
              "", f'tok = AutoTokenizer.from_pretrained("{repo}")',
              f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
-             f'builder = PromptBuilder({_scale_code(scale or {})}, "{order}")',
+             *([f"TEMPLATE = {template!r}  # the student prompt it was trained on (its manifest records it)"]
+               if template else []),
+             f'builder = PromptBuilder({_scale_code(scale or {})}, "{order}"{", TEMPLATE" if template else ""})',
              'rules = []  # ' + ("the guideline rules retrieved for the pair (`toolkit retrieve`): it was trained "
                                 "with them" if rules else "it was trained without guideline rules in its prompts"),
              'messages = builder.student({"query": "running shoes", "title": "Trailstride Running Shoe"}, rules)',

@@ -22,7 +22,7 @@ from toolkit.core.options import opt
 from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, sha256_json, StageConfig,
                                       StageResult, write_manifest, write_parquet, writes_output)
 from toolkit.core.parsing import LABEL_FIRST
-from toolkit.core.prompts import PromptBuilder
+from toolkit.core.prompts import PromptBuilder, TEMPLATE_HELP
 from toolkit.rollouts import PROMPTS_FILE, ROLLOUTS_FILE, rollout_rows
 from toolkit.core.executors import ExecutorOptions
 
@@ -54,6 +54,8 @@ class SampleConfig(ExecutorOptions, StageConfig):
     index: str | None = opt(None, flags=("-i", "--index"), type="path",
                             help="Rules index folder; rule texts go into the student prompts.")
     rules_k: int = opt(3, flags=("-k", "--rules-k"), show_default=True, help="Rules per prompt.")
+    # None: the model's recorded template (toolkit.core.lineage), else the built-in; after resolution its text
+    prompt_template: str | None = opt(None, metavar="FILE", help=TEMPLATE_HELP)
     shard_size: int = opt(64, show_default=True, help="Pairs per shard (the unit of resumption).")
     limit: int | None = opt(None, help="Only the first N pairs.")
     force: bool = opt(False, help="Redo even when the output is up to date.")
@@ -62,6 +64,7 @@ class SampleConfig(ExecutorOptions, StageConfig):
         if isinstance(self.backend, dict):
             self.backend = BackendConfig(**self.backend)
         self.order = lineage.resolve_order(self.order, self.backend.model)
+        self.prompt_template = lineage.resolve_template(self.prompt_template, self.backend.model)
         SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
 
 
@@ -93,7 +96,7 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     model_hash = sha256_json(sorted(model_files.values()))
     pairs = open_pairs(cfg, STAGE, "sample")
     df, scale, rules = pairs.df, pairs.scale, pairs.rules
-    builder = PromptBuilder(scale, cfg.order)
+    builder = PromptBuilder(scale, cfg.order, cfg.prompt_template)
     rows = df.to_dicts()
     prompts = [builder.student(r, rl) for r, rl in zip(rows, rules)]
     lazy = LazyBackend(cfg.backend, backend)
@@ -130,5 +133,5 @@ def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     }
     m = write_manifest(out, STAGE, resolved, inputs, counts,
                        {Key.GRADE_SCALE: scale.to_dict(), Key.MODEL: lazy.model_id,
-                        Key.LINEAGE: lineage.facts(cfg.order, rules)})
+                        Key.LINEAGE: lineage.facts(cfg.order, rules, cfg.prompt_template)})
     return SampleResult(out, counts, manifest=m, passk=report)

@@ -28,7 +28,7 @@ from toolkit.core.options import opt
 from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, StageConfig, StageResult,
                                       write_manifest, write_parquet, writes_output)
 from toolkit.core.parsing import LABEL_FIRST, parse_answer
-from toolkit.core.prompts import PromptBuilder
+from toolkit.core.prompts import PromptBuilder, TEMPLATE_HELP
 from toolkit.rollouts import grade_probs as softmax_labels
 from toolkit.core.stagefolder.files import PREDICTIONS_FILE
 from toolkit.core.executors import ExecutorOptions
@@ -57,6 +57,8 @@ class ScoreConfig(ExecutorOptions, StageConfig):
     index: str | None = opt(None, flags=("-i", "--index"), type="path",
                             help="Rules index folder; rule texts go into the prompts.")
     rules_k: int = opt(3, flags=("-k", "--rules-k"), show_default=True, help="Rules per prompt.")
+    # None: the model's recorded template (toolkit.core.lineage), else the built-in; after resolution its text
+    prompt_template: str | None = opt(None, metavar="FILE", help=TEMPLATE_HELP)
     max_tokens: int = opt(96, show_default=True, help="[generate] token budget.")
     shard_size: int = opt(256, show_default=True, help="Pairs per shard (the unit of resumption).")
     limit: int | None = opt(None, help="Only the first N pairs.")
@@ -68,6 +70,7 @@ class ScoreConfig(ExecutorOptions, StageConfig):
         if self.mode not in MODES:
             raise UserError(f"--mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         self.order = lineage.resolve_order(self.order, self.backend.model)
+        self.prompt_template = lineage.resolve_template(self.prompt_template, self.backend.model)
         if self.mode == "first-token" and self.order != LABEL_FIRST:
             raise UserError(f"first-token scoring needs label-first answers, and the answers here are {self.order} "
                             "(--order, or the model's manifest); use --mode generate")
@@ -126,7 +129,7 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
         return done
     pairs = open_pairs(cfg, STAGE, "score")
     scale, rules = pairs.scale, pairs.rules
-    builder = PromptBuilder(scale, cfg.order)
+    builder = PromptBuilder(scale, cfg.order, cfg.prompt_template)
     rows = pairs.rows
     lazy = LazyBackend(cfg.backend, backend)
 
@@ -146,5 +149,5 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
               "shards_skipped": run.skipped}
     m = write_manifest(out, STAGE, resolved, inputs, counts,
                        {Key.GRADE_SCALE: scale.to_dict(), Key.MODEL: lazy.model_id,
-                        Key.LINEAGE: lineage.facts(cfg.order, rules)})
+                        Key.LINEAGE: lineage.facts(cfg.order, rules, cfg.prompt_template)})
     return ScoreResult(out, counts, manifest=m)

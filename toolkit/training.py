@@ -1,7 +1,8 @@
 """The trainers (`trainers/`, thin TRL glue on the core) with the toolkit's own dev evaluation attached.
 
 `train_sft|train_dpo|train_grpo(cfg)` here are what `toolkit train ...` runs: with `--eval-pairs` the trainer
-is handed `dev(scale, order, tokenizer, template) -> score(model)`, which scores the dev split with the
+is handed `dev(scale, order, tokenizer, template, prompt_template) -> score(model)` (template: the chat
+template's options; prompt_template: the student prompt's, as the data records it), which scores the dev split with the
 model being trained through the same code as `toolkit score` (first-token grade probabilities on the
 student prompt, rules retrieved from `--eval-index`) and returns trainers.dev_eval.metrics_of's numbers.
 """
@@ -15,7 +16,7 @@ from toolkit.core.errors import UserError
 from toolkit.core.grades import GradeScale
 from toolkit.core.prompts import PromptBuilder
 
-# dev(scale, order, tokenizer, template) -> score(model) -> metrics
+# dev(scale, order, tokenizer, template, prompt_template) -> score(model) -> metrics
 DevScorer = Callable[..., Callable[[object], dict]]
 
 
@@ -28,9 +29,9 @@ class DevSet:
 
 
 def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, limit: int | None, scale, order: str,
-             seed: int = 0) -> DevSet:
+             seed: int = 0, prompt_template: str | None = None) -> DevSet:
     """The dev pairs (a fixed seeded sample of at most `limit`), their retrieved rules and the student prompt
-    builder."""
+    builder (`prompt_template`: the training data's, as toolkit.core.lineage records it; None: the built-in)."""
     import polars as pl
 
     from toolkit.core.pairs import load_pairs
@@ -46,7 +47,8 @@ def load_dev(pairs: str, split: str | None, index: str | None, rules_k: int, lim
     off = sorted(set(df["grade"].to_list()) - set(scale.values))
     if off:
         raise UserError(f"--eval-pairs {pairs}: grade(s) {off} are not on the training data's scale `{scale.name}`")
-    return DevSet(df.to_dicts(), attach_rules(df, index, rules_k, pairs), PromptBuilder(scale, order), scale)
+    return DevSet(df.to_dicts(), attach_rules(df, index, rules_k, pairs),
+                  PromptBuilder(scale, order, prompt_template), scale)
 
 
 def evaluate(model, tokenizer, dev: DevSet, template_options: dict | None = None) -> dict:
@@ -72,9 +74,9 @@ def dev_scorer(cfg) -> DevScorer | None:
     if not getattr(cfg, "eval_pairs", None):
         return None
 
-    def prepare(scale, order, tokenizer, template):
+    def prepare(scale, order, tokenizer, template, prompt_template=None):
         dev = load_dev(cfg.eval_pairs, cfg.eval_split, cfg.eval_index, cfg.eval_rules_k, cfg.eval_limit, scale, order,
-                       cfg.seed)
+                       cfg.seed, prompt_template)
         return lambda model: evaluate(model, tokenizer, dev, template)
 
     return prepare
@@ -122,7 +124,8 @@ def label_only_from_pairs(cfg) -> None:
     index = cfg.pairs_index
     key = sha256_json({"pairs": sorted(input_hashes([data]).values()),
                        "index": sorted(input_hashes([index]).values()) if index else None,
-                       "split": cfg.pairs_split, "k": cfg.pairs_rules_k, "version": __version__})[:16]
+                       "split": cfg.pairs_split, "k": cfg.pairs_rules_k, "version": __version__,
+                       **({"template": cfg.prompt_template} if cfg.prompt_template else {})})[:16]
     folder = cache_dir() / "label-only" / f"{data.name}-{key}"
     if not (folder / MANIFEST).exists():
         df = load_pairs(data, cfg.pairs_split or None, None)
@@ -130,7 +133,7 @@ def label_only_from_pairs(cfg) -> None:
             raise UserError(f"{data}: no pairs in split {cfg.pairs_split!r}; pass --pairs-split with one it has")
         scale = StageFolder.open(data).scale()
         rules = attach_rules(df, index, cfg.pairs_rules_k, str(data))
-        builder = PromptBuilder(scale, LABEL_FIRST)
+        builder = PromptBuilder(scale, LABEL_FIRST, cfg.prompt_template)
         msg = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
         frame = df.select(C.PAIR_ID, C.GRADE).with_columns(
             pl.Series(C.PROMPT, [builder.student(r, rl) for r, rl in zip(df.to_dicts(), rules)], dtype=msg),
@@ -140,7 +143,7 @@ def label_only_from_pairs(cfg) -> None:
             write_parquet(frame, tmp / SFT_FILE)
             (tmp / MANIFEST).write_text(json.dumps({
                 "stage": LABEL_ONLY_STAGE, "source": str(data), "split": cfg.pairs_split,
-                Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: lineage.facts(LABEL_FIRST, rules),
+                Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: lineage.facts(LABEL_FIRST, rules, cfg.prompt_template),
                 Key.COUNTS: {"rows": frame.height}}), encoding="utf-8")
     ALIASES[str(folder)] = str(cfg.data)
     cfg.data = str(folder)

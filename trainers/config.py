@@ -142,6 +142,12 @@ class SFTTrainConfig(TrainConfig):
                                   help="[DATA a pairs folder] the rules index of the student prompts (the one "
                                        "retrieve used; with its rule ids); none: prompts without rules.")
     pairs_rules_k: int = opt(3, show_default=True, help="[DATA a pairs folder] rules per prompt.")
+    # None: the data's recorded template, else the starting model's, else the built-in; after resolution its text
+    prompt_template: str | None = opt(None, metavar="FILE",
+                                      help="[DATA a pairs folder] student prompt template (a text file, as in "
+                                           "`toolkit score --prompt-template`; recorded in the checkpoint); gen-cot "
+                                           "rows keep the template gen-cot recorded.  [default: the starting "
+                                           "model's, else the built-in prompt]")
 
     stage = "train-sft"
     trl_class = "trl:SFTConfig"
@@ -151,6 +157,9 @@ class SFTTrainConfig(TrainConfig):
         super().__post_init__()
         if self.class_weights not in ("none", "inverse"):
             raise UserError(f"class_weights must be none or inverse; got {self.class_weights!r}")
+        from toolkit.core import lineage
+
+        self.prompt_template = lineage.resolve_template(self.prompt_template, self.data, self.model)
 
 
 @dataclass

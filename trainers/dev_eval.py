@@ -4,8 +4,8 @@
 --select-best macro_f1` scores the dev split (`--eval-split`, default dev; at most `--eval-limit` pairs,
 a fixed seeded sample) with the model being trained. The scoring itself is the toolkit's (`toolkit.training`:
 the same code as `toolkit score`, first-token grade probabilities on the student prompt, rules from the
-index), handed to the trainer as `dev(scale, order, tokenizer, template) -> score(model)`; this module keeps
-the curve, the best step and the early stop. Each evaluation records macro-F1, accuracy, the mean
+index), handed to the trainer as `dev(scale, order, tokenizer, template, prompt_template) -> score(model)`;
+this module keeps the curve, the best step and the early stop. Each evaluation records macro-F1, accuracy, the mean
 probability of the gold grade and the predicted-grade distribution; a warning names a collapse (one
 grade predicted for more than 90% of the pairs). With `--select-best macro_f1` the
 checkpoint written is the best evaluated step's weights (kept in memory, on the CPU), not the last

@@ -154,7 +154,8 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
           dev: Callable | None = None) -> TrainResult:
     """Resolve the model, check the tokenizer, build the trainer with `build(model_id, args, tokenizer, peft)`,
     train, save.
-    With cfg.eval_pairs, `dev(scale, order, tokenizer, template)` gives the dev scorer (toolkit.training.dev_scorer).
+    With cfg.eval_pairs, `dev(scale, order, tokenizer, template, prompt_template)` gives the dev scorer
+    (toolkit.training.dev_scorer).
     The callers (train_sft/dpo/grpo) hold the output folder's claim (toolkit.core.stagefolder.writes_output)."""
     from toolkit.core.models import resolve_model
     from trainers.data import check_tokenizer
@@ -185,8 +186,9 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
         from toolkit.core.parsing import LABEL_FIRST
         from trainers.dev_eval import make_callback
 
-        order = (prompt_record(cfg, data_file) or {}).get("order") or LABEL_FIRST
-        callback, curve = make_callback(dev(scale, order, tokenizer, template), cfg.eval_every,
+        rec = prompt_record(cfg, data_file) or {}
+        callback, curve = make_callback(dev(scale, rec.get("order") or LABEL_FIRST, tokenizer, template,
+                                            rec.get("template")), cfg.eval_every,
                                         cfg.select_best == "macro_f1", cfg.early_stop)
     try:
         trainer = build(model_id, args, tokenizer, peft_config(cfg), template)

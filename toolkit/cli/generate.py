@@ -26,9 +26,9 @@ def make_backend_config(kw: dict) -> BackendConfig:
 @click.command("gen-cot")
 @config_option
 @click.argument("pairs", required=False, type=click.Path())
-# force: after the filters; templates: Python only
+# force: after the filters; the teacher's template: Python only
 @options_from(GenCotConfig, "out", "split", "index", "rules_k", ...,
-              skip=("pairs", "backend", "filters", "force", "student_template", "teacher_template"))
+              skip=("pairs", "backend", "filters", "force", "teacher_template"))
 @options_from(FilterConfig, "min_chars", "max_chars",
               skip=("min_steps", "max_repeat_ratio", "near_duplicate", "max_prompt_copy"))  # Python only
 @options_from(GenCotConfig, "force")

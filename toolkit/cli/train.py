@@ -134,7 +134,8 @@ def train():
 @template_option
 @eval_options
 @lora_options
-@options_from(SFTTrainConfig, "label_only", "class_weights", "gold", "pairs_split", "pairs_index", "pairs_rules_k")
+@options_from(SFTTrainConfig, "label_only", "class_weights", "gold", "pairs_split", "pairs_index", "pairs_rules_k",
+              "prompt_template")
 @_trl_flag("--max-length", type=int, help="Longest tokenized example (TRL max_length; default 1024).")
 def sft(max_length, **kw):
     """Supervised fine-tuning on `toolkit gen-cot` output (TaoSR1 stage 1).

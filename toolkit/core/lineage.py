@@ -1,12 +1,14 @@
 """How the student prompt was built, carried from stage to stage in the manifests.
 
 gen-cot, sample and score record under `student_prompt` the answer order (label_first or
-cot_first) and whether retrieved rules were in the prompts; make-prefs and label-difficulty pass
+cot_first), whether retrieved rules were in the prompts, and, for a student prompt template other
+than the built-in one (`--prompt-template`), that template's text; make-prefs and label-difficulty pass
 their rollouts' record on; the trainers copy their data's record (else their starting model's)
 into the checkpoint. A stage that uses a checkpoint or a stage folder then defaults to the
-recorded order and refuses a contradicting `--order` (a CoT-first answer parsed label-first would
-read the "1" of "1. Query understanding" as a grade), and warns when a model trained with rules
-gets prompts without any.
+recorded order and template and refuses a contradicting `--order` (a CoT-first answer parsed
+label-first would read the "1" of "1. Query understanding" as a grade) or `--prompt-template` (a
+model scored on another prompt than it learned), and warns when a model trained with rules gets
+prompts without any.
 """
 
 from __future__ import annotations
@@ -15,19 +17,24 @@ import logging
 from pathlib import Path
 
 from toolkit.core.errors import UserError
+from toolkit.core.prompts import student_template_text
 from toolkit.core.stagefolder import Key, StageFolder
 from toolkit.core.parsing import LABEL_FIRST, ORDERS
 
-__all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "warn_if_rules_missing"]
+__all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "resolve_template", "warn_if_rules_missing"]
 
 log = logging.getLogger(__name__)
 
 KEY = Key.LINEAGE  # "student_prompt"
 
 
-def facts(order: str, rules: list[list[str]]) -> dict:
-    """The record a prompt-building stage writes: its answer order and whether rules were in."""
-    return {"order": order, "rules": any(bool(r) for r in rules)}
+def facts(order: str, rules: list[list[str]], template: str | None = None) -> dict:
+    """The record a prompt-building stage writes: its answer order, whether rules were in, and the student
+    template's text unless it is the built-in one (`template` as resolve_template returns it)."""
+    rec = {"order": order, "rules": any(bool(r) for r in rules)}
+    if template is not None:
+        rec["template"] = student_template_text(template)
+    return rec
 
 
 def recorded(path: "str | Path | None") -> dict | None:
@@ -53,6 +60,28 @@ def resolve_order(given: str | None, *sources: "str | Path | None") -> str:
                 )
             return order
     return given or LABEL_FIRST
+
+
+def resolve_template(given: str | None, *sources: "str | Path | None") -> str | None:
+    """The student template to build prompts with, as text (None: the built-in one): `given` (a file, a built-in
+    name or a record's text), else the first source with a record; a given template that differs from the record
+    is a one-line error."""
+    text = student_template_text(given) if given is not None else None
+    for src in sources:
+        rec = recorded(src)
+        if rec is None:
+            continue
+        have = rec.get("template")
+        if given is not None and text != have:
+            made = "its own prompt template (recorded in it)" if have else "the built-in student prompt"
+            raise UserError(f"{src} was made with {made}, but --prompt-template {_short(given)} was given; drop "
+                            "--prompt-template (it defaults to the recorded one)")
+        return have
+    return text
+
+
+def _short(spec: str) -> str:
+    return "(a template's text)" if "\n" in spec else spec
 
 
 def warn_if_rules_missing(model: "str | Path | None", rules: list[list[str]], stage: str) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -29,22 +30,67 @@ ANSWER_INSTRUCTIONS = {
 MAX_DESCRIPTION_CHARS = 300
 
 
-@lru_cache(maxsize=32)
+STUDENT = "student"  # the built-in student template
+STUDENT_FIELDS = ("query", "item", "rules", "grade_scale", "answer_instruction")
+TEMPLATE_HELP = ("Student prompt template: a text file with `### system` and `### user` sections and the "
+                 "fields {query}, {item}, {rules}, {grade_scale}, {answer_instruction}; default: the one the model "
+                 "records, else the built-in prompt.")
+
+
+def template_source(spec: str) -> str:
+    """The text of a template given by built-in name (`student`, `teacher`), file path, or the text itself
+    (anything with a line break: a prompt record keeps the text)."""
+    if "\n" in spec:
+        return spec
+    builtin = resources.files("toolkit").joinpath("templates", f"{spec}.txt")
+    if "/" not in spec and "\\" not in spec and builtin.is_file():
+        return builtin.read_text(encoding="utf-8")
+    if Path(spec).is_file():
+        return Path(spec).read_text(encoding="utf-8")
+    raise UserError(f"prompt template {spec}: no such file; pass a text file with `### system` and `### user` "
+                    "sections, or a built-in name (student, teacher)")
+
+
 def load_template(spec: str) -> tuple[tuple[str, str], ...]:
-    """A template by built-in name (`student`, `teacher`) or file path -> ((role, text), ...)."""
-    if Path(spec).suffix == ".txt" and Path(spec).exists():
-        text = Path(spec).read_text(encoding="utf-8")
-    else:
-        try:
-            text = resources.files("toolkit").joinpath("templates", f"{spec}.txt").read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError(f"unknown prompt template {spec!r}; "
-                            "use student, teacher or a .txt file with ### system / ### user sections") from None
+    """A template (see template_source) -> ((role, text), ...)."""
+    return _sections(template_source(spec), _shown(spec))
+
+
+@lru_cache(maxsize=32)
+def _sections(text: str, shown: str) -> tuple[tuple[str, str], ...]:
     parts = re.split(r"^###\s*(system|user|assistant)\s*$", text, flags=re.M)
     sections = tuple((parts[i], parts[i + 1].strip("\n")) for i in range(1, len(parts) - 1, 2))
     if not sections or sections[-1][0] != "user":
-        raise UserError(f"prompt template {spec!r} needs sections `### system` (optional) and `### user` (last)")
+        raise UserError(f"prompt template {shown} needs sections `### system` (optional) and `### user` (last)")
     return sections
+
+
+def student_template_text(spec: str | None) -> str | None:
+    """What a student template spec stands for in a prompt record: None for the built-in `student` (or None),
+    else the template's text (a file's, or `spec` itself), checked for its sections and fields."""
+    if spec is None or spec == STUDENT:
+        return None
+    text = template_source(spec)
+    sections = _sections(text, _shown(spec))
+    try:
+        used = {name for _, body in sections for _, name, _, _ in string.Formatter().parse(body) if name}
+    except ValueError as e:  # a lone brace
+        raise UserError(f"prompt template {_shown(spec)}: {e}; write a literal brace as {{{{ or }}}}") from None
+    unknown = sorted(used - set(STUDENT_FIELDS))
+    if unknown:
+        raise UserError(f"prompt template {_shown(spec)} uses unknown field(s) {', '.join(unknown)}; a student "
+                        f"prompt has {', '.join(STUDENT_FIELDS)} (write a literal brace as {{{{ or }}}})")
+    if sections[0][0] != "system":  # the trainers would add the built-in one, and scoring would not
+        raise UserError(f"prompt template {_shown(spec)} needs a `### system` section first: the trainers need a "
+                        "system message, and the model must be scored on the prompt it learned")
+    if "query" not in used or "item" not in used:
+        raise UserError(f"prompt template {_shown(spec)} must use {{query}} and {{item}}: without them every pair "
+                        "gets the same prompt")
+    return text
+
+
+def _shown(spec: str) -> str:
+    return "(recorded text)" if "\n" in spec else repr(spec)
 
 
 def scale_text(scale: GradeScale) -> str:
@@ -80,20 +126,26 @@ def rules_text(rules: list[str] | None) -> str:
 class PromptBuilder:
     scale: GradeScale
     order: str = LABEL_FIRST
-    student_template: str = "student"
+    student_template: str | None = STUDENT  # a name, a file, or a record's text; None: the built-in student
     teacher_template: str = "teacher"
 
     def __post_init__(self):
         if self.order not in ORDERS:
             raise UserError(f"answer order must be one of {', '.join(ORDERS)}; got {self.order!r}")
 
+    @cached_property
+    def _loaded(self) -> dict:  # template spec -> sections, read once per builder
+        return {}
+
     def _render(self, template: str, fields: dict) -> Messages:
+        if template not in self._loaded:
+            self._loaded[template] = load_template(template)
         out = []
-        for role, text in load_template(template):
+        for role, text in self._loaded[template]:
             try:
                 out.append({"role": role, "content": text.format_map(fields)})
             except KeyError as e:
-                raise UserError(f"prompt template {template!r} uses unknown field {e}; "
+                raise UserError(f"prompt template {_shown(template)} uses unknown field {e}; "
                                 f"available: {', '.join(sorted(fields))}") from None
         return out
 
@@ -107,7 +159,7 @@ class PromptBuilder:
         }
 
     def student(self, row: dict, rules: list[str] | None = None) -> Messages:
-        return self._render(self.student_template, self.fields(row, rules))
+        return self._render(self.student_template or STUDENT, self.fields(row, rules))
 
     def teacher(self, row: dict, rules: list[str] | None = None, grade: int | None = None) -> Messages:
         g = self.scale.by_value(int(grade if grade is not None else row[C.GRADE]))

@@ -66,9 +66,9 @@ def _same_model(a: str, b: str) -> bool:
 class Judge:
     """Load with `Judge.open(cfg)` (cheap checks) then `.load()` (the model; seconds to minutes)."""
 
-    def __init__(self, cfg: ServeConfig, rule, scale: GradeScale):
+    def __init__(self, cfg: ServeConfig, rule, scale: GradeScale, prompt_template: str | None = None):
         self.cfg, self.rule, self.scale = cfg, rule, scale
-        self.builder = PromptBuilder(scale, LABEL_FIRST)
+        self.builder = PromptBuilder(scale, LABEL_FIRST, prompt_template)  # the model's recorded student prompt
         self.backend = None
         self.scorer = None  # PrefixScorer when the shared-prefix fast path is on
         self.index = None
@@ -100,7 +100,7 @@ class Judge:
         if fitted_on and not _same_model(fitted_on, cfg.model):
             log.warning("the tier rule's β was fitted on the probabilities of %s, not of the served %s; "
                         "refit it with `toolkit tier fit` on this model's dev predictions", fitted_on, cfg.model)
-        return cls(cfg, rule, scale)
+        return cls(cfg, rule, scale, rec.get("template"))
 
     def load(self, backend=None) -> None:
         """Load the model (or adopt an already loaded `backend` of the configured kind)."""

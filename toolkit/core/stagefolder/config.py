@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 # Config fields added after outputs were made with the version before: at these defaults they are left out of the hash.
 ADDED_LATER = {"template_options": {}, "class_weights": "none", "gold": None, "eval_pairs": None, "eval_split": "dev",
                "eval_index": None, "eval_rules_k": 3, "eval_every": 0, "eval_limit": 500, "select_best": "none",
-               "early_stop": None, "pairs_split": "train", "pairs_index": None, "pairs_rules_k": 3}
+               "early_stop": None, "pairs_split": "train", "pairs_index": None, "pairs_rules_k": 3,
+               "prompt_template": None}
 
 
 class StageConfig:
