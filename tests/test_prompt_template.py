@@ -34,6 +34,10 @@ def test_a_template_is_checked_before_anything_runs(tmp_path):
     assert student_template_text(None) is None and student_template_text("student") is None
     assert student_template_text(str(_file(tmp_path, "mine.txt", MINE))) == MINE
     assert student_template_text(MINE) == MINE  # a record's text stands for itself
+    compact = student_template_text("student_compact")  # the shipped short prompt, by name
+    assert compact.startswith("### system\n") and "{rules}" not in compact
+    assert PromptBuilder(get_scale(), student_template=compact).student(ROW)[1]["content"] == \
+        "Query: red mug\nTitle: Red ceramic mug"
     cases = {
         "no-system.txt": ("### user\n{query} {item}\n", "needs a `### system` section first"),
         "unknown.txt": ("### system\nx\n### user\n{query} {item} {price}\n", "unknown field(s) price"),
