@@ -7,6 +7,7 @@ Run: .venv/bin/python -m pytest tests/test_prompt_template.py -q
 """
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -51,6 +52,13 @@ def test_a_template_is_checked_before_anything_runs(tmp_path):
         assert needle in str(e.value) and name in str(e.value), (name, str(e.value))
     with pytest.raises(UserError, match=r"prompt template .*nothere.txt: no such file"):
         student_template_text(str(tmp_path / "nothere.txt"))
+    (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)))
+    (tmp_path / "huge.txt").write_text(MINE + "x" * 70_000)
+    (tmp_path / "folder.txt").mkdir()
+    for name, needle in (("binary.txt", "is not UTF-8 text (byte 0); save it as UTF-8"),
+                         ("huge.txt", "is 70,08"), ("folder.txt", "a folder, not a file")):
+        with pytest.raises(UserError, match=re.escape(needle)):
+            student_template_text(str(tmp_path / name))
     # a path, its text and the builder's output agree; a file is read once per builder
     p = _file(tmp_path, "again.txt", MINE)
     b = PromptBuilder(get_scale(), student_template=str(p))

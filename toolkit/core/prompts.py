@@ -28,6 +28,7 @@ ANSWER_INSTRUCTIONS = {
     COT_FIRST: "First explain your reasoning briefly, then end with a last line of the form \"Grade: N\".",
 }
 MAX_DESCRIPTION_CHARS = 300
+MAX_TEMPLATE_BYTES = 64 * 1024  # a prompt template is recorded in every manifest built on it
 
 
 STUDENT = "student"  # the built-in student template
@@ -45,10 +46,17 @@ def template_source(spec: str) -> str:
     builtin = resources.files("toolkit").joinpath("templates", f"{spec}.txt")
     if "/" not in spec and "\\" not in spec and builtin.is_file():
         return builtin.read_text(encoding="utf-8")
-    if Path(spec).is_file():
-        return Path(spec).read_text(encoding="utf-8")
-    raise UserError(f"prompt template {spec}: no such file; pass a text file with `### system` and `### user` "
-                    "sections, or a built-in name (student, teacher)")
+    path = Path(spec)
+    if path.is_file():
+        if path.stat().st_size > MAX_TEMPLATE_BYTES:
+            raise UserError(f"prompt template {spec} is {path.stat().st_size:,} bytes; a template is one prompt's "
+                            f"text with {{field}} slots, at most {MAX_TEMPLATE_BYTES // 1024} KiB")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"prompt template {spec} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    raise UserError(f"prompt template {spec}: {'a folder, not a file' if path.is_dir() else 'no such file'}; pass a "
+                    "text file with `### system` and `### user` sections, or a built-in name (student, teacher)")
 
 
 def load_template(spec: str) -> tuple[tuple[str, str], ...]:
