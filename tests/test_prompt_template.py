@@ -169,6 +169,12 @@ def test_gen_cot_writes_its_rows_with_the_template_and_records_it(cli, repo, tmp
         SFTTrainConfig(data=str(tmp_path / "cot"), out=str(tmp_path / "o"), prompt_template=str(other))
     one_line_error(cli("gen-cot", tmp_path / "pairs", "-o", tmp_path / "cot2", "--model", tiny_model_dir,
                        "--prompt-template", tmp_path / "missing.txt"), "missing.txt: no such file")
+    # a --config file names it as every other command does
+    (tmp_path / "gc.yaml").write_text(f"prompt_template: {mine}\nlimit: 8\nsplit: ''\n")
+    r = cli("gen-cot", tmp_path / "pairs", "--config", tmp_path / "gc.yaml", "-o", tmp_path / "cot3", "--model",
+            tiny_model_dir)
+    assert r.exit_code == 0, r.stderr
+    assert read_manifest(tmp_path / "cot3")[lineage.KEY]["template"] == MINE
 
 
 def test_the_model_card_snippet_builds_the_recorded_prompt():

@@ -78,7 +78,7 @@ class GenCotConfig(ExecutorOptions, StageConfig):
     filters: FilterConfig = field(default_factory=FilterConfig)
     force: bool = opt(False, help="Regenerate every shard (a rerun otherwise reuses the finished ones).")  # not hashed
     # the SFT rows' student prompt; a file's text after __post_init__ (the record carries it to train/score/sample)
-    student_template: str = opt("student", flags=("--prompt-template",), metavar="FILE",
+    student_template: str = opt("student", flags=("--prompt-template",), param="prompt_template", metavar="FILE",
                                 help="Student prompt template of the SFT rows: a text file with `### system` "
                                      "and `### user` sections and the fields {query}, {item}, {rules}, "
                                      "{grade_scale}, {answer_instruction}; recorded, so the trained model is "
