@@ -237,12 +237,8 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
         return pl.DataFrame(result, schema_overrides=_SCHEMA, infer_schema_length=None)
 
     run = run_model_shards(cfg, STAGE, lazy, items, key_of, work, "gen-cot shards")
-    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, lineage.facts(cfg.order, rules, _template(cfg)),
-                   teacher_files, rules)
-
-
-def _template(cfg: GenCotConfig) -> str | None:
-    return None if cfg.student_template == STUDENT else cfg.student_template
+    prompt_facts = lineage.facts(cfg.order, rules, cfg.student_template)
+    return _finish(cfg, out, run, df, scale, resolved, lazy.model_id, prompt_facts, teacher_files, rules)
 
 
 _MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))

@@ -30,10 +30,11 @@ KEY = Key.LINEAGE  # "student_prompt"
 
 def facts(order: str, rules: list[list[str]], template: str | None = None) -> dict:
     """The record a prompt-building stage writes: its answer order, whether rules were in, and the student
-    template's text unless it is the built-in one (`template` as resolve_template returns it)."""
+    template's text unless it is the built-in one (`template`: any spec student_template_text takes)."""
     rec = {"order": order, "rules": any(bool(r) for r in rules)}
-    if template is not None:
-        rec["template"] = student_template_text(template)
+    text = student_template_text(template)
+    if text is not None:
+        rec["template"] = text
     return rec
 
 
