@@ -93,3 +93,68 @@ def test_model_flags_on_a_dataset_folder_are_one_line(cli, repo, tmp_path):
     cli("ingest", repo / "demo/pairs.jsonl", "-o", tmp_path / "pairs")
     r = cli("push", tmp_path / "pairs", "--repo", "me/p", "--dry-run", "--eval", tmp_path)
     assert r.exit_code == 2 and "describe a model" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+MINE = "### system\nJudge relevance. {grade_scale}\n### user\nSHOPPER WANTS: {query}\nOFFER: {item}\n"
+
+
+def test_a_model_scored_by_hub_id_keeps_the_prompt_and_scale_it_was_pushed_with(cli, checkpoint, tmp_path):
+    """`toolkit score --model owner/name` reads the pushed toolkit/manifest.json: the recorded prompt template is used
+    (and a different one refused), its grade scale checked; a model the toolkit did not push scores as before."""
+    from toolkit.core.grades import get_scale
+    from toolkit.core.stagefolder import read_manifest
+
+    m = read_manifest(checkpoint)
+    write_manifest(checkpoint, "train-sft", {"lr": 1e-4}, m["inputs"], m["counts"],
+                   {**{k: m[k] for k in ("grade_scale", "base_model", "trainer", "trl_version", "weights")},
+                    "student_prompt": {"order": "label_first", "rules": False, "template": MINE}})
+    src = tmp_path / "pair.jsonl"
+    src.write_text(json.dumps({"query": "running shoes", "title": "Trailstride Running Shoe", "grade": 4}) + "\n")
+    assert cli("ingest", src, "-o", tmp_path / "pairs").exit_code == 0
+    local = cli("score", tmp_path / "pairs", "--model", checkpoint, "--dtype", "float32", "-o", tmp_path / "s_local")
+    assert local.exit_code == 0, local.stderr
+    three = shutil.copytree(checkpoint, tmp_path / "three")  # the same weights, recorded on a 3-grade scale
+    m3 = read_manifest(three)
+    write_manifest(three, "train-sft", {"lr": 1e-4}, m3["inputs"], m3["counts"],
+                   {**{k: m3[k] for k in ("base_model", "trainer", "trl_version", "weights", "student_prompt")},
+                    "grade_scale": get_scale("three").to_dict()})
+    hub = FakeHub().start()
+    try:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_modelTestToken0123456789",
+               "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf-home")}
+
+        def toolkit(*args):
+            return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], capture_output=True, text=True,
+                                  env=env, timeout=300)
+
+        for folder, repo in ((checkpoint, "me/judge"), (three, "me/three"), (checkpoint, "me/bare")):
+            r = toolkit("push", folder, "--repo", repo)
+            assert r.returncode == 0, r.stderr
+        bare = hub.repos["me/bare"]["revisions"]["main"]  # as another tool would upload it: no toolkit/ records
+        for name in [n for n in bare if n.startswith("toolkit/")]:
+            del bare[name]
+
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/judge", "--dtype", "float32", "-o", tmp_path / "s_hub")
+        assert r.returncode == 0, r.stderr
+        assert read_manifest(tmp_path / "s_hub")["student_prompt"]["template"] == MINE
+        probs = [pl.read_parquet(tmp_path / d / "predictions.parquet")["grade_probs"][0].to_list() for d in ("s_local", "s_hub")]
+        assert probs[1] == pytest.approx(probs[0], abs=1e-5)
+
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/judge", "--prompt-template", "student", "-o", tmp_path / "s2")
+        assert r.returncode == 2 and "me/judge was made with its own prompt template" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s2").exists()
+
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/three", "-o", tmp_path / "s3")
+        assert r.returncode == 2 and "trained on grade scale `three`" in r.stderr, r.stderr
+
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/bare", "--dtype", "float32", "-o", tmp_path / "s_bare")
+        assert r.returncode == 0, r.stderr
+        assert "template" not in read_manifest(tmp_path / "s_bare")["student_prompt"]
+        assert any(q.path.endswith("/me/bare/resolve/main/toolkit/manifest.json") for q in hub.requests)
+
+        bare["toolkit/manifest.json"] = b"[1, 2]"  # a damaged record: one line, nothing written
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/bare", "-o", tmp_path / "s4")
+        assert r.returncode == 2 and "me/bare: its toolkit/manifest.json on the Hub is not a JSON object" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s4").exists()
+    finally:
+        hub.stop()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from toolkit.core.errors import UserError
 from toolkit.core.prompts import student_template_text
-from toolkit.core.stagefolder import Key, StageFolder
+from toolkit.core.stagefolder import Key, StageFolder, model_manifest
 from toolkit.core.parsing import LABEL_FIRST, ORDERS
 
 __all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "resolve_template", "warn_if_rules_missing"]
@@ -39,11 +39,15 @@ def facts(order: str, rules: list[list[str]], template: str | None = None) -> di
 
 
 def recorded(path: "str | Path | None") -> dict | None:
-    """The `student_prompt` record of a stage folder, a file in one, or a checkpoint; None for
-    hub ids, `default` and folders made before the record existed."""
-    if not path or not Path(path).exists():
+    """The `student_prompt` record of a stage folder, a file in one, a checkpoint, or a model on the Hub that
+    `toolkit push` published (its toolkit/manifest.json); None for `default`, other models and folders made before
+    the record existed."""
+    if not path:
         return None
-    return StageFolder.open(path).lineage
+    if Path(path).exists():
+        return StageFolder.open(path).lineage
+    rec = (model_manifest(path) or {}).get(KEY)
+    return rec if isinstance(rec, dict) else None
 
 
 def resolve_order(given: str | None, *sources: "str | Path | None") -> str:

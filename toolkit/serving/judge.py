@@ -40,13 +40,12 @@ WARMUP_PAIRS = [
 
 def resolve_scale(cfg: ServeConfig, rule) -> GradeScale:
     """--scale, else the tier rule's scale, else the checkpoint's manifest, else taosr4; they must agree."""
-    from toolkit.core.stagefolder import read_manifest
+    from toolkit.core.stagefolder import model_manifest
 
     model_scale = None
-    if cfg.model and Path(cfg.model).is_dir():
-        m = read_manifest(cfg.model)
-        if m and Key.GRADE_SCALE in m:
-            model_scale = GradeScale.from_dict(m[Key.GRADE_SCALE], where=str(cfg.model))
+    m = model_manifest(cfg.model)
+    if m and Key.GRADE_SCALE in m:
+        model_scale = GradeScale.from_dict(m[Key.GRADE_SCALE], where=str(cfg.model))
     chosen = get_scale(cfg.scale) if cfg.scale else (rule.scale if rule else (model_scale or get_scale(None)))
     for other, where in ((rule.scale if rule else None, f"tier rule {cfg.tiers}"),
                          (model_scale, f"checkpoint {cfg.model}")):

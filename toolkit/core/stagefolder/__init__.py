@@ -15,7 +15,7 @@ under the names in `manifest.Key`). This package owns:
 """
 
 from toolkit.core.stagefolder.manifest import (CONFIG, MANIFEST, Key, check_complete, check_model_scale, manifest_of,
-                                               read_manifest, scale_of, sha256_file, sha256_json)
+                                               model_manifest, read_manifest, scale_of, sha256_file, sha256_json)
 from toolkit.core.stagefolder.atomic import (LEGACY_SHARDS, SHARDS, atomic_dir, atomic_write_text, check_output_folder,
                                              check_output_path, claim_output, config_paths, fault_point, listing,
                                              lock_dir, remove_leftovers, write_parquet, writes_output)
@@ -30,7 +30,7 @@ __all__ = [
     "ADDED_LATER", "CONFIG", "LEGACY_SHARDS", "MANIFEST", "SHARDS", "Key", "StageConfig", "StageFolder", "StageResult",
     "atomic_dir", "atomic_write_text", "check_complete", "check_model_scale", "check_output_folder",
     "check_output_path", "claim_output", "config_paths", "fault_point", "files", "fingerprint", "input_hashes",
-    "is_up_to_date", "listing", "lock_dir", "manifest_of", "mark_incomplete", "model_inputs", "read_manifest",
-    "recorded_result", "remove_leftovers", "run_stage", "dropped_text", "scale_of", "sha256_file", "sha256_json",
-    "up_to_date_line", "write_manifest", "write_parquet", "write_stage", "writes_output",
+    "is_up_to_date", "listing", "lock_dir", "manifest_of", "mark_incomplete", "model_inputs", "model_manifest",
+    "read_manifest", "recorded_result", "remove_leftovers", "run_stage", "dropped_text", "scale_of", "sha256_file",
+    "sha256_json", "up_to_date_line", "write_manifest", "write_parquet", "write_stage", "writes_output",
 ]

@@ -81,11 +81,19 @@ def scale_of(path: "str | Path", default: "str | None" = None) -> GradeScale:
     return StageFolder.open(path).scale(default)
 
 
+def model_manifest(model: "str | Path | None") -> dict | None:
+    """A checkpoint's manifest: a local folder's, or for a hub id the `toolkit/manifest.json` that `toolkit push`
+    published with it; None for `default`, other models and folders without one."""
+    from toolkit.core.stagefolder.remote import hub_model_manifest, is_hub_model_id
+
+    if model and Path(model).is_dir():
+        return read_manifest(model)
+    return hub_model_manifest(str(model)) if is_hub_model_id(model) else None
+
+
 def check_model_scale(scale: GradeScale, model: "str | Path | None", stage: str) -> None:
     """A checkpoint trained on another grade scale than the data's cannot score it: a one-line error."""
-    if not model or not Path(model).is_dir():
-        return
-    m = read_manifest(model)
+    m = model_manifest(model)
     if not m or Key.GRADE_SCALE not in m:
         return
     theirs = GradeScale.from_dict(m[Key.GRADE_SCALE], where=str(model))

@@ -1,9 +1,10 @@
 """Inputs on the Hugging Face Hub: `hf://datasets/owner/name@revision` opens as a stage folder (fetched into the
 toolkit cache and rebuilt from the published configs and toolkit/manifest.json), or as a dataset for
-`toolkit ingest`."""
+`toolkit ingest`; and the records `toolkit push` publishes beside a model (toolkit/manifest.json)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -163,3 +164,44 @@ def hub_inputs(cfg) -> None:
 
 
 
+
+
+def is_hub_model_id(spec: "str | Path | None") -> bool:
+    """An `owner/name` model spec that is no local path and no alias of the default model, while the Hub is on."""
+    from toolkit.core.models import DEFAULT_ALIASES, _offline
+
+    spec = str(spec or "")
+    return (spec not in DEFAULT_ALIASES and spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+            and not Path(spec).expanduser().exists() and not _offline())
+
+
+@functools.lru_cache(maxsize=16)
+def hub_model_manifest(repo_id: str) -> dict | None:
+    """The `toolkit/manifest.json` that `toolkit push` publishes beside a model's weights (its grade scale and prompt
+    lineage), fetched once per process; None for a model the toolkit did not push, one the Hub does not show (loading
+    it reports that), or when the Hub cannot be reached and the file is not in the Hub cache (a warning)."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError:
+        return None
+    try:
+        path = hf_hub_download(repo_id, "toolkit/manifest.json", repo_type="model")
+    except LocalEntryNotFoundError:
+        log.warning("%s: cannot reach the Hub for its toolkit/manifest.json, nor is it cached; its prompt is taken "
+                    "to be the built-in one, label-first", repo_id)
+        return None
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    except Exception as e:  # noqa: BLE001 - a Hub error other than "not there": one line with its first line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"model {repo_id}: cannot read its toolkit/manifest.json from the Hub ({first[:200]}); "
+                        "check your token ($HF_TOKEN) and network, or pass a local folder") from None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise UserError(f"model {repo_id}: its toolkit/manifest.json on the Hub is not a JSON object; "
+                        "push the checkpoint again with `toolkit push`")
+    return data
