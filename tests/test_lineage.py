@@ -239,3 +239,44 @@ def test_tier_apply_refuses_predictions_on_another_scale_with_as_many_grades(cli
     assert r.exit_code == 2 and "on grade scale `taosr4`" in r.stderr and "is for `letters`" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
     assert cli("tier", "apply", "--predictions", tmp_path / "letters", "--rule", tmp_path / "tiers", "-o", tmp_path / "out").exit_code == 0
+
+
+def test_only_model_arguments_are_looked_up_on_the_hub(tmp_path, monkeypatch):
+    """With the Hub on, a hub id given as a model is looked up (its pushed toolkit/manifest.json); a missing data path,
+    a served model's name (--backend openai), an invalid id or `default` never become a Hub request."""
+    from toolkit.core.stagefolder import check_model_scale, remote
+    from toolkit.scoring import ScoreConfig
+
+    asked = []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(remote, "hub_model_manifest", lambda repo: asked.append(repo) or {
+        lineage.KEY: {"order": COT_FIRST, "rules": False}, "grade_scale": get_scale("three").to_dict()})
+    assert lineage.recorded("out/missing.parquet") is None and lineage.resolve_order(None, "out/cot") == LABEL_FIRST
+    assert lineage.resolve_order(None, model="me/judge", hub=False) == LABEL_FIRST and asked == []
+    for bad in ("me/judge@v2", "out/my preds", "a/b..c", "default", "~/x", "me/judge/sub"):
+        assert not remote.is_hub_model_id(bad) and lineage.recorded(bad, hub=True) is None, bad
+    assert asked == []
+    served = ScoreConfig(pairs=str(tmp_path), out=str(tmp_path / "o"),
+                         backend={"kind": "openai", "model": "me/judge", "base_url": "http://127.0.0.1:9/v1"})
+    assert served.order == LABEL_FIRST and asked == []
+    check_model_scale(get_scale(), "me/judge", "score", hub=False)
+    assert asked == []
+    assert lineage.resolve_order(None, "out/cot", model="me/judge") == COT_FIRST and asked == ["me/judge"]
+    with pytest.raises(UserError, match="trained on grade scale `three`"):
+        check_model_scale(get_scale(), "me/judge", "score")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: hub ids are refused when the model loads, never looked up
+    assert lineage.recorded("me/judge", hub=True) is None and asked == ["me/judge"] * 2
+
+
+def test_a_downloaded_pushed_model_keeps_its_records(tmp_path, tiny_model_dir):
+    """`hf download me/judge --local-dir DIR` leaves the records under DIR/toolkit/: they count as the folder's."""
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "dl")
+    (folder / "toolkit").mkdir()
+    (folder / "toolkit/manifest.json").write_text(json.dumps({
+        "stage": "train-sft", lineage.KEY: {"order": LABEL_FIRST, "rules": False, "template": "### system\nx\n"},
+        "grade_scale": get_scale("three").to_dict()}))
+    from toolkit.core.stagefolder import check_model_scale
+
+    assert lineage.recorded(folder)["template"] == "### system\nx\n"
+    with pytest.raises(UserError, match="trained on grade scale `three`"):
+        check_model_scale(get_scale(), folder, "score")

@@ -69,8 +69,9 @@ class ScoreConfig(ExecutorOptions, StageConfig):
             self.backend = BackendConfig(**self.backend)
         if self.mode not in MODES:
             raise UserError(f"--mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        self.order = lineage.resolve_order(self.order, self.backend.model)
-        self.prompt_template = lineage.resolve_template(self.prompt_template, self.backend.model)
+        hub = self.backend.kind != "openai"  # a served model's name is no Hub id to look up
+        self.order = lineage.resolve_order(self.order, model=self.backend.model, hub=hub)
+        self.prompt_template = lineage.resolve_template(self.prompt_template, model=self.backend.model, hub=hub)
         if self.mode == "first-token" and self.order != LABEL_FIRST:
             raise UserError(f"first-token scoring needs label-first answers, and the answers here are {self.order} "
                             "(--order, or the model's manifest); use --mode generate")

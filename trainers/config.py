@@ -159,7 +159,7 @@ class SFTTrainConfig(TrainConfig):
             raise UserError(f"class_weights must be none or inverse; got {self.class_weights!r}")
         from toolkit.core import lineage
 
-        self.prompt_template = lineage.resolve_template(self.prompt_template, self.data, self.model)
+        self.prompt_template = lineage.resolve_template(self.prompt_template, self.data, model=self.model)
 
 
 @dataclass
@@ -224,7 +224,7 @@ class GRPOTrainConfig(TrainConfig):
             raise UserError(f"unknown reward(s) {bad or '(none given)'}; use one or more of {', '.join(REWARDS)}")
         from toolkit.core import lineage
 
-        self.order = lineage.resolve_order(self.order, self.data, self.model)
+        self.order = lineage.resolve_order(self.order, self.data, model=self.model)
         if not 0 < float(self.dynamic_gamma) <= 1 or self.max_refills < 0 or self.dynamic_patience < 1:
             raise UserError("dynamic_gamma must be in (0, 1], max_refills >= 0 and dynamic_patience >= 1")
         weights = self.trl.get("reward_weights")

@@ -144,7 +144,7 @@ def load_tokenizer(model_id: str):
 
 def prompt_record(cfg: TrainConfig, data_file: Path) -> dict | None:
     """What the checkpoint learned to answer (toolkit.core.lineage): its data's record, else its starting model's."""
-    rec = lineage.recorded(data_file) or lineage.recorded(cfg.model)
+    rec = lineage.recorded(data_file) or lineage.recorded(cfg.model, hub=True)
     if rec and getattr(cfg, "label_only", False):
         rec = {**rec, "order": lineage.LABEL_FIRST}  # the target is the label alone
     return rec

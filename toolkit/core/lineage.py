@@ -38,25 +38,40 @@ def facts(order: str, rules: list[list[str]], template: str | None = None) -> di
     return rec
 
 
-def recorded(path: "str | Path | None") -> dict | None:
-    """The `student_prompt` record of a stage folder, a file in one, a checkpoint, or a model on the Hub that
-    `toolkit push` published (its toolkit/manifest.json); None for `default`, other models and folders made before
-    the record existed."""
+def recorded(path: "str | Path | None", hub: bool = False) -> dict | None:
+    """The `student_prompt` record of a stage folder, a file in one, or a checkpoint (a folder `hf download` made of a
+    pushed model too); with `hub`, of a model id on the Hub that `toolkit push` published (its toolkit/manifest.json).
+    None for `default`, other models and folders made before the record existed. Only model arguments pass `hub`: a
+    missing data path never becomes a Hub request."""
     if not path:
         return None
-    if Path(path).exists():
-        return StageFolder.open(path).lineage
-    rec = (model_manifest(path) or {}).get(KEY)
+    p = Path(path).expanduser()
+    if p.exists():
+        return StageFolder.open(p).lineage or (_record_of(model_manifest(p) or {}) if p.is_dir() else None)
+    return _record_of(model_manifest(path) or {}) if hub else None
+
+
+def _record_of(manifest: dict) -> dict | None:
+    rec = manifest.get(KEY)
     return rec if isinstance(rec, dict) else None
 
 
-def resolve_order(given: str | None, *sources: "str | Path | None") -> str:
-    """`given`, else the first source's recorded order, else label_first; a given order that
-    contradicts the record is a one-line error."""
+def _records(sources: tuple, model, hub: bool):
+    """(source, its record) for the local `sources`, then the model (on the Hub too, with `hub`)."""
+    for src in sources:
+        yield src, recorded(src)
+    if model:
+        yield model, recorded(model, hub=hub)
+
+
+def resolve_order(given: str | None, *sources: "str | Path | None", model: "str | Path | None" = None,
+                  hub: bool = True) -> str:
+    """`given`, else the first source's recorded order (local `sources`, then `model`: a hub id too with `hub`),
+    else label_first; a given order that contradicts the record is a one-line error."""
     if given is not None and given not in ORDERS:
         raise UserError(f"--order must be one of {', '.join(ORDERS)}; got {given!r}")
-    for src in sources:
-        order = (recorded(src) or {}).get("order")
+    for src, rec in _records(sources, model, hub):
+        order = (rec or {}).get("order")
         if order:
             if given and given != order:
                 raise UserError(
@@ -67,13 +82,13 @@ def resolve_order(given: str | None, *sources: "str | Path | None") -> str:
     return given or LABEL_FIRST
 
 
-def resolve_template(given: str | None, *sources: "str | Path | None") -> str | None:
+def resolve_template(given: str | None, *sources: "str | Path | None", model: "str | Path | None" = None,
+                     hub: bool = True) -> str | None:
     """The student template to build prompts with, as text (None: the built-in one): `given` (a file, a built-in
-    name or a record's text), else the first source with a record; a given template that differs from the record
-    is a one-line error."""
+    name or a record's text), else the first source with a record (local `sources`, then `model`: a hub id too with
+    `hub`); a given template that differs from the record is a one-line error."""
     text = student_template_text(given) if given is not None else None
-    for src in sources:
-        rec = recorded(src)
+    for src, rec in _records(sources, model, hub):
         if rec is None:
             continue
         have = rec.get("template")
@@ -89,9 +104,9 @@ def _short(spec: str) -> str:
     return "(a template's text)" if "\n" in spec else spec
 
 
-def warn_if_rules_missing(model: "str | Path | None", rules: list[list[str]], stage: str) -> None:
+def warn_if_rules_missing(model: "str | Path | None", rules: list[list[str]], stage: str, hub: bool = True) -> None:
     """A model trained with retrieved rules in its prompts, now prompted without any."""
-    rec = recorded(model)
+    rec = recorded(model, hub=hub)
     if rec and rec.get("rules") and not any(bool(r) for r in rules):
         log.warning(
             "%s: %s was trained with retrieved rules in its prompts, but these prompts have none; "

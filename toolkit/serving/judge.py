@@ -82,12 +82,12 @@ class Judge:
         from toolkit.core.models import DEFAULT_ALIASES, resolve_model
 
         rule = TierRule.load(cfg.tiers) if cfg.tiers else None
-        scale = resolve_scale(cfg, rule)
         if cfg.model not in DEFAULT_ALIASES:
             resolve_model(cfg.model)  # a missing folder, or one without config.json, fails here in one line
+        scale = resolve_scale(cfg, rule)
         if cfg.index and not Path(cfg.index).is_dir():
             raise UserError(f"--index {cfg.index}: no such folder; pass a rules index built by `toolkit build-index`")
-        rec = lineage.recorded(cfg.model) or {}
+        rec = lineage.recorded(cfg.model, hub=True) or {}
         if rec.get("order", LABEL_FIRST) != LABEL_FIRST:
             raise UserError(f"{cfg.model} answers {rec['order']} (its manifest), but the service reads the grade "
                             "from the first answer token, which needs a label-first model; "

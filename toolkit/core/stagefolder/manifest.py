@@ -81,19 +81,22 @@ def scale_of(path: "str | Path", default: "str | None" = None) -> GradeScale:
     return StageFolder.open(path).scale(default)
 
 
-def model_manifest(model: "str | Path | None") -> dict | None:
-    """A checkpoint's manifest: a local folder's, or for a hub id the `toolkit/manifest.json` that `toolkit push`
-    published with it; None for `default`, other models and folders without one."""
+def model_manifest(model: "str | Path | None", hub: bool = True) -> dict | None:
+    """A checkpoint's manifest: a local folder's (or the toolkit/manifest.json of a folder `hf download` made of a
+    pushed model), or with `hub`, for a hub id, the toolkit/manifest.json that `toolkit push` published with it; None
+    for `default`, other models and folders without one."""
     from toolkit.core.stagefolder.remote import hub_model_manifest, is_hub_model_id
 
-    if model and Path(model).is_dir():
-        return read_manifest(model)
-    return hub_model_manifest(str(model)) if is_hub_model_id(model) else None
+    p = Path(model).expanduser() if model else None
+    if p is not None and p.is_dir():
+        return read_manifest(p) or read_manifest(p / "toolkit")
+    return hub_model_manifest(str(model)) if hub and is_hub_model_id(model) else None
 
 
-def check_model_scale(scale: GradeScale, model: "str | Path | None", stage: str) -> None:
-    """A checkpoint trained on another grade scale than the data's cannot score it: a one-line error."""
-    m = model_manifest(model)
+def check_model_scale(scale: GradeScale, model: "str | Path | None", stage: str, hub: bool = True) -> None:
+    """A checkpoint trained on another grade scale than the data's cannot score it: a one-line error (`hub`: look up a
+    hub id's published manifest too)."""
+    m = model_manifest(model, hub)
     if not m or Key.GRADE_SCALE not in m:
         return
     theirs = GradeScale.from_dict(m[Key.GRADE_SCALE], where=str(model))

@@ -4,7 +4,6 @@ toolkit cache and rebuilt from the published configs and toolkit/manifest.json),
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -167,30 +166,35 @@ def hub_inputs(cfg) -> None:
 
 
 def is_hub_model_id(spec: "str | Path | None") -> bool:
-    """An `owner/name` model spec that is no local path and no alias of the default model, while the Hub is on."""
+    """A valid `owner/name` model id that is no local path and no alias of the default model, while the Hub is on."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
     from toolkit.core.models import DEFAULT_ALIASES, _offline
 
     spec = str(spec or "")
-    return (spec not in DEFAULT_ALIASES and spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
-            and not Path(spec).expanduser().exists() and not _offline())
+    if (spec in DEFAULT_ALIASES or spec.count("/") != 1 or spec.startswith((".", "/", "~"))
+            or Path(spec).expanduser().exists() or _offline()):
+        return False
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return False
+    return True
 
 
-@functools.lru_cache(maxsize=16)
 def hub_model_manifest(repo_id: str) -> dict | None:
     """The `toolkit/manifest.json` that `toolkit push` publishes beside a model's weights (its grade scale and prompt
-    lineage), fetched once per process; None for a model the toolkit did not push, one the Hub does not show (loading
-    it reports that), or when the Hub cannot be reached and the file is not in the Hub cache (a warning)."""
-    try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-    except ImportError:
-        return None
+    lineage), through the Hub cache; None for a model the toolkit did not push or one the Hub does not show (loading it
+    reports that). Not reaching the Hub is a one-line error: the model would otherwise get another prompt than it
+    learned."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
     try:
         path = hf_hub_download(repo_id, "toolkit/manifest.json", repo_type="model")
     except LocalEntryNotFoundError:
-        log.warning("%s: cannot reach the Hub for its toolkit/manifest.json, nor is it cached; its prompt is taken "
-                    "to be the built-in one, label-first", repo_id)
-        return None
+        raise UserError(f"model {repo_id}: cannot reach the Hub for its toolkit/manifest.json (the prompt and grade "
+                        f"scale it learned); retry online, or `hf download {repo_id} --local-dir DIR` and pass DIR"
+                        ) from None
     except (EntryNotFoundError, RepositoryNotFoundError):
         return None
     except Exception as e:  # noqa: BLE001 - a Hub error other than "not there": one line with its first line
