@@ -460,6 +460,23 @@ def test_class_weighted_loss_weighs_the_label_token_and_nothing_else(tiny_model_
     assert out.label_mask.sum() == 5 and got.item() == pytest.approx((ce * weights).sum().item() / 5, rel=1e-4)
 
 
+def test_the_collapse_warning_names_a_remedy_that_applies(caplog):
+    """A dev evaluation where one grade takes over warns with the remedy the trainer passes (class-weighted SFT is not
+    told to weigh the classes)."""
+    from types import SimpleNamespace
+
+    from trainers.dev_eval import make_callback
+
+    point = {"macro_f1": 0.2, "accuracy": 0.6, "pred_share": {"4": 0.97, "1": 0.03}}
+    for remedy, step in ((None, 10), ("the classes are weighed already", 20)):
+        cb, curve = make_callback(lambda model: dict(point), 10, False, None, **({"remedy": remedy} if remedy else {}))
+        with caplog.at_level("WARNING", logger="trainers.dev_eval"):
+            cb.on_train_end(None, SimpleNamespace(global_step=step), None, model=None)
+        assert f"dev eval at step {step}: 97% of the dev pairs are predicted grade 4" in caplog.text
+        assert (remedy or "in SFT try --class-weights inverse") in caplog.records[-1].getMessage()
+        assert curve.points[-1]["step"] == step
+
+
 @pytest.mark.slow
 def test_sft_with_class_weights_trains_and_records_them(cli, tmp_path, tiny_model_dir):
     rows = toy_rows(WORDS[:4]) + [r for r in toy_rows(WORDS[4:8]) if r["grade"] == 4]  # 8 of grade 4, 4 of grade 1

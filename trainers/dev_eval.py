@@ -57,9 +57,10 @@ def metrics_of(gold: list[int], probs: list[list[float]], scale) -> dict:
             "pred_share": {str(g): float(np.mean(np.asarray(pred) == g)) for g in scale.values}, "n": len(gold)}
 
 
-def make_callback(score, every: int, select_best: bool, early_stop: int | None):
+def make_callback(score, every: int, select_best: bool, early_stop: int | None,
+                  remedy: str = "in SFT try --class-weights inverse; else a lower learning rate or fewer steps"):
     """A TrainerCallback calling `score(model) -> dict` (`evaluate` for the LLMs, the cross-encoder's own for the
-    baseline) every `every` steps and after the last, and the Curve it fills."""
+    baseline) every `every` steps and after the last, and the Curve it fills; `remedy` ends the collapse warning."""
     from transformers import TrainerCallback
 
     curve = Curve()
@@ -75,8 +76,7 @@ def make_callback(score, every: int, select_best: bool, early_stop: int | None):
                      point["accuracy"])
             if top_share > COLLAPSE:
                 log.warning("dev eval at step %d: %.0f%% of the dev pairs are predicted grade %s: the model is "
-                            "collapsing to one grade (in SFT try --class-weights inverse; else a lower learning rate "
-                            "or fewer steps)", point["step"], 100 * top_share, top_grade)
+                            "collapsing to one grade (%s)", point["step"], 100 * top_share, top_grade, remedy)
             if curve.best is None or point["macro_f1"] > curve.best["macro_f1"]:
                 curve.best = point
                 if select_best:

@@ -187,9 +187,12 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
         from trainers.dev_eval import make_callback
 
         rec = prompt_record(cfg, data_file) or {}
+        remedy = ({"remedy": "the classes are weighed already: try a lower learning rate, a larger batch or fewer "
+                             "steps; --select-best macro_f1 keeps the best step"}
+                  if getattr(cfg, "class_weights", "none") != "none" else {})
         callback, curve = make_callback(dev(scale, rec.get("order") or LABEL_FIRST, tokenizer, template,
                                             rec.get("template")), cfg.eval_every,
-                                        cfg.select_best == "macro_f1", cfg.early_stop)
+                                        cfg.select_best == "macro_f1", cfg.early_stop, **remedy)
     try:
         trainer = build(model_id, args, tokenizer, peft_config(cfg), template)
     except ValueError as e:
