@@ -76,10 +76,10 @@ def open_pairs(cfg, stage: str, verb: str, check_model: bool = True) -> PairsInp
         raise UserError(f"{cfg.pairs}: no pairs to {verb}")
     scale = folder.scale()
     if check_model:
-        check_model_scale(scale, cfg.backend.model, stage, hub=cfg.backend.kind != "openai")
+        check_model_scale(scale, cfg.backend.model, stage, hub=cfg.backend.loads_weights)
     rules = attach_rules(df, cfg.index, cfg.rules_k, cfg.pairs)
     if check_model:
-        lineage.warn_if_rules_missing(cfg.backend.model, rules, stage, hub=cfg.backend.kind != "openai")
+        lineage.warn_if_rules_missing(cfg.backend.model, rules, stage, hub=cfg.backend.loads_weights)
     return PairsInput(folder, df, scale, rules)
 
 

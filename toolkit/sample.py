@@ -63,7 +63,7 @@ class SampleConfig(ExecutorOptions, StageConfig):
     def __post_init__(self):
         if isinstance(self.backend, dict):
             self.backend = BackendConfig(**self.backend)
-        hub = self.backend.kind != "openai"  # a served model's name is no Hub id to look up
+        hub = self.backend.loads_weights
         self.order = lineage.resolve_order(self.order, model=self.backend.model, hub=hub)
         self.prompt_template = lineage.resolve_template(self.prompt_template, model=self.backend.model, hub=hub)
         SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)

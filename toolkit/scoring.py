@@ -69,7 +69,7 @@ class ScoreConfig(ExecutorOptions, StageConfig):
             self.backend = BackendConfig(**self.backend)
         if self.mode not in MODES:
             raise UserError(f"--mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        hub = self.backend.kind != "openai"  # a served model's name is no Hub id to look up
+        hub = self.backend.loads_weights
         self.order = lineage.resolve_order(self.order, model=self.backend.model, hub=hub)
         self.prompt_template = lineage.resolve_template(self.prompt_template, model=self.backend.model, hub=hub)
         if self.mode == "first-token" and self.order != LABEL_FIRST:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from toolkit.core.errors import UserError
 from toolkit.core.prompts import student_template_text
-from toolkit.core.stagefolder import Key, StageFolder, model_manifest
+from toolkit.core.stagefolder import Key, model_manifest
 from toolkit.core.parsing import LABEL_FIRST, ORDERS
 
 __all__ = ["KEY", "LABEL_FIRST", "facts", "recorded", "resolve_order", "resolve_template", "warn_if_rules_missing"]
@@ -46,8 +46,8 @@ def recorded(path: "str | Path | None", hub: bool = False) -> dict | None:
     if not path:
         return None
     p = Path(path).expanduser()
-    if p.exists():
-        return StageFolder.open(p).lineage or (_record_of(model_manifest(p) or {}) if p.is_dir() else None)
+    if p.exists():  # a folder, or a file in one
+        return _record_of(model_manifest(p if p.is_dir() else p.parent) or {})
     return _record_of(model_manifest(path) or {}) if hub else None
 
 

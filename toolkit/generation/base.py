@@ -131,6 +131,11 @@ class BackendConfig:
                                  metavar="KEY=VALUE", help="A chat-template option, e.g. enable_thinking=false "
                                                            "(set by default for templates that have it); repeatable.")
 
+    @property
+    def loads_weights(self) -> bool:
+        """`model` names weights this toolkit loads (a folder, a hub id), not a served model's name (openai)."""
+        return self.kind != "openai"
+
     def __post_init__(self):
         if self.kind not in BACKENDS:
             raise UserError(f"unknown backend {self.kind!r}; use one of {', '.join(BACKENDS)}")

@@ -74,9 +74,12 @@ def _load(spec: str, what: str, load):
     try:
         return load(datasets)
     except Exception as e:  # noqa: BLE001 - whatever the Hub or the loader says: one line with its first line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{spec}: cannot {what} ({first[:200]}); "
+        raise UserError(f"{spec}: cannot {what} ({_first_line(e)}); "
                         "check the name, the revision and config, your token ($HF_TOKEN) and network") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _frame(ds):
@@ -162,9 +165,6 @@ def hub_inputs(cfg) -> None:
             setattr(cfg, f.name, str(fetch_stage_folder(value)))
 
 
-
-
-
 def is_hub_model_id(spec: "str | Path | None") -> bool:
     """A valid `owner/name` model id that is no local path and no alias of the default model, while the Hub is on."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -198,8 +198,7 @@ def hub_model_manifest(repo_id: str) -> dict | None:
     except (EntryNotFoundError, RepositoryNotFoundError):
         return None
     except Exception as e:  # noqa: BLE001 - a Hub error other than "not there": one line with its first line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"model {repo_id}: cannot read its toolkit/manifest.json from the Hub ({first[:200]}); "
+        raise UserError(f"model {repo_id}: cannot read its toolkit/manifest.json from the Hub ({_first_line(e)}); "
                         "check your token ($HF_TOKEN) and network, or pass a local folder") from None
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
