@@ -90,6 +90,24 @@ class FakeHub:
         commit = repo["tags"].get(rev, rev)
         return (commit, repo["snapshots"][commit]) if commit in repo["snapshots"] else None
 
+    def commit(self, repo_id: str, changes: dict, rev: str = "main") -> str:
+        """A new commit on `rev`: each path to its bytes, or None to delete it; its id. The files at a commit never
+        change, as on the Hub."""
+        repo = self.repos[repo_id]
+        files = dict(repo["revisions"].setdefault(rev, {}))
+        for path, data in changes.items():
+            if data is None:
+                files.pop(path, None)
+            else:
+                files[path] = data
+        self.commits += 1
+        oid = hashlib.sha1(f"{repo_id}{self.commits}".encode()).hexdigest()
+        repo["revisions"][rev] = files
+        repo["commits"].append(oid)
+        repo["snapshots"][oid] = dict(files)
+        repo["heads"][rev] = oid
+        return oid
+
     def answer(self, r: Request) -> tuple:
         parts = r.path.strip("/").split("/")
         if parts and parts[0] not in ("api", "datasets"):  # a model's file: /{owner}/{name}/resolve/... has no type prefix
@@ -120,7 +138,7 @@ class FakeHub:
             repo_id, action, rest = f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:])
             repo = self.repos.get(repo_id)
             if repo is None:
-                return 404, {"error": "Repository not found"}
+                return 404, {"error": "Repository not found"}, {"x-error-code": "RepoNotFound"}
             if action == "branch" and r.method == "POST":
                 repo["revisions"].setdefault(rest, dict(repo["revisions"]["main"]))
                 return 200, {}
@@ -142,19 +160,13 @@ class FakeHub:
                 return 200, ([{"type": "directory", "path": d, "oid": "0" * 40, "size": 0} for d in dirs]
                              + [{"type": "file", "path": p, "size": len(b), "oid": git_hash(b)} for p, b in sorted(files.items())])
             if action == "commit" and r.method == "POST":
-                rev = rest or "main"
-                files = dict(repo["revisions"].setdefault(rev, {}))
+                changes = {}
                 for line in r.ndjson():
                     if line["key"] == "file":
-                        files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+                        changes[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
                     elif line["key"] == "deletedFile":
-                        files.pop(line["value"]["path"], None)
-                self.commits += 1
-                oid = hashlib.sha1(f"{repo_id}{self.commits}".encode()).hexdigest()
-                repo["revisions"][rev] = files
-                repo["commits"].append(oid)
-                repo["snapshots"][oid] = dict(files)
-                repo["heads"][rev] = oid
+                        changes[line["value"]["path"]] = None
+                oid = self.commit(repo_id, changes, rest or "main")
                 return 200, {"commitUrl": f"{self.url}/datasets/{repo_id}/commit/{oid}", "commitOid": oid, "success": True}
             if action == "tag" and r.method == "POST":
                 tag = r.json()["tag"]

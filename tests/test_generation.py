@@ -134,8 +134,11 @@ def test_model_spec_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no config.json"):
         resolve_model(str(tmp_path / "empty"))
-    with pytest.raises(UserError, match="Hub is offline"):
+    with pytest.raises(UserError, match=r"someone/some-model: cannot reach the Hub \(HF_HUB_OFFLINE=1\) and it is not in "
+                                        r"the local Hub cache"):
         resolve_model("someone/some-model")
+    with pytest.raises(UserError, match="not a hub id"):
+        resolve_model("someone/some-model@")
 
 
 # -- gen-cot ---------------------------------------------------------------------------

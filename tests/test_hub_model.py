@@ -131,8 +131,7 @@ def test_a_model_scored_by_hub_id_keeps_the_prompt_and_scale_it_was_pushed_with(
             r = toolkit("push", folder, "--repo", repo)
             assert r.returncode == 0, r.stderr
         bare = hub.repos["me/bare"]["revisions"]["main"]  # as another tool would upload it: no toolkit/ records
-        for name in [n for n in bare if n.startswith("toolkit/")]:
-            del bare[name]
+        head = hub.commit("me/bare", {n: None for n in bare if n.startswith("toolkit/")})
 
         r = toolkit("score", tmp_path / "pairs", "--model", "me/judge", "--dtype", "float32", "-o", tmp_path / "s_hub")
         assert r.returncode == 0, r.stderr
@@ -150,11 +149,85 @@ def test_a_model_scored_by_hub_id_keeps_the_prompt_and_scale_it_was_pushed_with(
         r = toolkit("score", tmp_path / "pairs", "--model", "me/bare", "--dtype", "float32", "-o", tmp_path / "s_bare")
         assert r.returncode == 0, r.stderr
         assert "template" not in read_manifest(tmp_path / "s_bare")["student_prompt"]
-        assert any(q.path.endswith("/me/bare/resolve/main/toolkit/manifest.json") for q in hub.requests)
+        assert any(q.path.endswith(f"/me/bare/resolve/{head}/toolkit/manifest.json") for q in hub.requests)
 
-        bare["toolkit/manifest.json"] = b"[1, 2]"  # a damaged record: one line, nothing written
+        hub.commit("me/bare", {"toolkit/manifest.json": b"[1, 2]"})  # a damaged record: one line, nothing written
         r = toolkit("score", tmp_path / "pairs", "--model", "me/bare", "-o", tmp_path / "s4")
         assert r.returncode == 2 and "me/bare: its toolkit/manifest.json on the Hub is not a JSON object" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s4").exists()
+    finally:
+        hub.stop()
+
+
+def test_a_hub_model_is_scored_at_one_commit_and_a_new_push_makes_its_outputs_stale(cli, checkpoint, tmp_path):
+    """A hub id counts at the commit it names: the output records `owner/name@COMMIT` and is up to date until the
+    model is pushed again (then `score` and `toolkit run` redo it); `@TAG` pins a version; offline, the local Hub
+    cache serves what was downloaded; an unknown revision or an uncached model is one line, nothing written."""
+    from safetensors.torch import load_file, save_file
+    from toolkit.core.stagefolder import read_manifest
+
+    src = tmp_path / "pair.jsonl"
+    src.write_text(json.dumps({"query": "running shoes", "title": "Trailstride Running Shoe", "grade": 4}) + "\n")
+    assert cli("ingest", src, "-o", tmp_path / "pairs").exit_code == 0
+    second = shutil.copytree(checkpoint, tmp_path / "second")  # retrained: other weights, same records
+    weights = load_file(second / "model.safetensors")
+    save_file({k: v * 2.5 if k.endswith("norm.weight") else v for k, v in weights.items()}, second / "model.safetensors",
+              metadata={"format": "pt"})
+    hub = FakeHub().start()
+    try:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_modelTestToken0123456789",
+               "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf-home")}
+
+        def toolkit(*args, **more):
+            return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], capture_output=True, text=True,
+                                  env={**env, **more}, timeout=300, cwd=tmp_path)
+
+        def probs(folder):
+            return pl.read_parquet(tmp_path / folder / "predictions.parquet")["grade_probs"][0].to_list()
+
+        assert toolkit("push", checkpoint, "--repo", "me/judge", "--tag", "v1").returncode == 0
+        first = hub.repos["me/judge"]["heads"]["main"]
+        score = ("score", tmp_path / "pairs", "--model", "me/judge", "--dtype", "float32", "-o", tmp_path / "s")
+        r = toolkit(*score)
+        assert r.returncode == 0, r.stderr
+        m = read_manifest(tmp_path / "s")
+        assert m["model"] == f"me/judge@{first}" and m["inputs"][f"hf://me/judge@{first}"] == first
+        before = probs("s")
+        r = toolkit(*score)
+        assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
+        pipeline = tmp_path / "p.yaml"
+        pipeline.write_text(f"out: {tmp_path / 'run'}\nstages:\n  - name: judged\n    run: score\n"
+                            f"    args: [{tmp_path / 'pairs'}]\n    options: {{model: me/judge, dtype: float32}}\n")
+        assert toolkit("run", pipeline).returncode == 0
+        r = toolkit("run", pipeline)
+        assert r.returncode == 0 and "judged: up to date, skipped" in r.stdout, r.stdout + r.stderr
+
+        assert toolkit("push", second, "--repo", "me/judge").returncode == 0  # pushed again: the outputs are stale
+        now = hub.repos["me/judge"]["heads"]["main"]
+        r = toolkit(*score)
+        assert r.returncode == 0 and "is up to date" not in r.stdout, r.stdout
+        assert read_manifest(tmp_path / "s")["model"] == f"me/judge@{now}" and probs("s") != pytest.approx(before, abs=1e-4)
+        r = toolkit("run", pipeline)
+        assert r.returncode == 0 and "judged: up to date" not in r.stdout, r.stdout
+        assert read_manifest(tmp_path / "run/judged")["model"] == f"me/judge@{now}"
+
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/judge@v1", "--dtype", "float32", "-o", tmp_path / "v1")
+        assert r.returncode == 0, r.stderr
+        assert read_manifest(tmp_path / "v1")["model"] == f"me/judge@{first}" and probs("v1") == pytest.approx(before, abs=1e-6)
+
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/judge@v9", "-o", tmp_path / "v9")
+        assert r.returncode == 2 and "me/judge on the Hub has no revision 'v9'" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "v9").exists()
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/nobody", "-o", tmp_path / "nobody")
+        assert r.returncode == 2 and "me/nobody: no such model on the Hub" in r.stderr, r.stderr
+
+        # offline, the Hub cache serves the commits downloaded before; a model never downloaded is one line
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/judge@v1", "--dtype", "float32", "-o", tmp_path / "v1",
+                    HF_HUB_OFFLINE="1")
+        assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
+        assert toolkit("push", checkpoint, "--repo", "me/unseen").returncode == 0
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/unseen", "-o", tmp_path / "unseen", HF_HUB_OFFLINE="1")
+        assert r.returncode == 2 and "not in the local Hub cache" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "unseen").exists()
     finally:
         hub.stop()

@@ -253,9 +253,9 @@ def test_only_model_arguments_are_looked_up_on_the_hub(tmp_path, monkeypatch):
         lineage.KEY: {"order": COT_FIRST, "rules": False}, "grade_scale": get_scale("three").to_dict()})
     assert lineage.recorded("out/missing.parquet") is None and lineage.resolve_order(None, "out/cot") == LABEL_FIRST
     assert lineage.resolve_order(None, model="me/judge", hub=False) == LABEL_FIRST and asked == []
-    for bad in ("me/judge@v2", "out/my preds", "a/b..c", "default", "~/x", "me/judge/sub"):
+    for bad in ("me/judge@", "me/judge@v 2", "me/judge@../../x", "out/my preds", "a/b..c", "default", "~/x", "me/judge/sub"):
         assert not remote.is_hub_model_id(bad) and lineage.recorded(bad, hub=True) is None, bad
-    assert asked == []
+    assert asked == [] and remote.is_hub_model_id("me/judge@v2") and remote.is_hub_model_id("me/judge@refs/pr/1")
     served = ScoreConfig(pairs=str(tmp_path), out=str(tmp_path / "o"),
                          backend={"kind": "openai", "model": "me/judge", "base_url": "http://127.0.0.1:9/v1"})
     assert served.order == LABEL_FIRST and asked == []
@@ -264,8 +264,8 @@ def test_only_model_arguments_are_looked_up_on_the_hub(tmp_path, monkeypatch):
     assert lineage.resolve_order(None, "out/cot", model="me/judge") == COT_FIRST and asked == ["me/judge"]
     with pytest.raises(UserError, match="trained on grade scale `three`"):
         check_model_scale(get_scale(), "me/judge", "score")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: hub ids are refused when the model loads, never looked up
-    assert lineage.recorded("me/judge", hub=True) is None and asked == ["me/judge"] * 2
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline the same (the Hub cache answers: test_hub_model.py)
+    assert lineage.recorded("me/judge@v2", hub=True)["order"] == COT_FIRST and asked == ["me/judge"] * 2 + ["me/judge@v2"]
 
 
 def test_a_downloaded_pushed_model_keeps_its_records(tmp_path, tiny_model_dir):

@@ -224,7 +224,8 @@ def gen_cot(cfg: GenCotConfig, backend=None) -> GenCotResult:
     rows = df.to_dicts()
     items = list(zip(rows, rules))
     lazy = LazyBackend(cfg.backend, backend)
-    teacher_files = input_hashes(model_inputs(cfg.backend.model))  # a teacher folder changed in place gets new shards
+    # a teacher folder changed in place, or a hub id pushed again, gets new shards
+    teacher_files = model_inputs(cfg.backend.model, hub=cfg.backend.loads_weights)
     teacher_hash = sha256_json(sorted(teacher_files.values()))
 
     def key_of(i: int, part: list) -> dict:

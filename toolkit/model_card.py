@@ -26,9 +26,10 @@ def is_checkpoint(src: Path, manifest: dict) -> bool:
 
 
 def _hub_id(value) -> str | None:
-    """A Hub model id (owner/name that is not a local folder), else None."""
+    """A Hub model id (owner/name that is not a local folder; without its @revision), else None."""
     v = str(value or "")
-    return v if v.count("/") == 1 and not Path(v).exists() and not v.startswith((".", "/", "~")) else None
+    repo = v.partition("@")[0]
+    return repo if repo.count("/") == 1 and not Path(v).exists() and not v.startswith((".", "/", "~")) else None
 
 
 def build_model_folder(src: Path, out: Path, cfg, manifest: dict) -> None:
@@ -79,7 +80,7 @@ def _body(cfg, m: dict, stage: str, baseline: bool) -> str:
             if isinstance(c.get("first_loss"), (int, float)) and isinstance(c.get("last_loss"), (int, float)) else ""),
         "- training data files (sha256): " + (
             ", ".join(f"`{Path(k).name}` {v[:12]}" for k, v in (m.get("inputs") or {}).items()
-                      if not k.endswith((".safetensors", ".json", ".jinja", ".txt", ".model")))
+                      if not k.endswith((".safetensors", ".json", ".jinja", ".txt", ".model")) and not k.startswith("hf://"))
             or "see toolkit/manifest.json"),
     ]
     for d in cfg.data_repos:

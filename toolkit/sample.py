@@ -89,7 +89,8 @@ class SampleResult(StageResult):
 def sample(cfg: SampleConfig, backend=None) -> SampleResult:
     out = Path(cfg.out)
     resolved = cfg.resolved()
-    model_files = input_hashes(model_inputs(cfg.backend.model))  # a model retrained in place gets new rollouts
+    # a model retrained in place, or a hub id pushed again, gets new rollouts
+    model_files = model_inputs(cfg.backend.model, hub=cfg.backend.loads_weights)
     inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else [])) | model_files
     done = recorded_result(SampleResult, cfg, inputs)
     if done is not None:

@@ -124,7 +124,8 @@ def score_rows(backend, builder: PromptBuilder, rows: list[dict], rules: list[li
 def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
     out = Path(cfg.out)
     resolved = cfg.resolved()
-    inputs = input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []) + model_inputs(cfg.backend.model))
+    inputs = (input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []))
+              | model_inputs(cfg.backend.model, hub=cfg.backend.loads_weights))
     done = recorded_result(ScoreResult, cfg, inputs)
     if done is not None:
         return done

@@ -165,7 +165,7 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     model_id = resolve_model(cfg.model)
     gold = [cfg.gold] if getattr(cfg, "gold", None) else []  # corrected pairs the rows were re-marked against
     dev_inputs = [p for p in (cfg.eval_pairs, cfg.eval_index) if p]  # what the kept step was chosen on
-    inputs = input_hashes([data_file, *gold, *dev_inputs, *model_inputs(model_id)])
+    inputs = input_hashes([data_file, *gold, *dev_inputs]) | model_inputs(model_id)
     resolved = cfg.resolved()
     done = recorded_result(TrainResult, cfg, inputs, stage=cfg.stage, resolved=resolved)
     if done is not None:
@@ -318,8 +318,11 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": log_rows, "counts": counts}, indent=1), encoding="utf-8")
         if write_extra is not None:
             write_extra(tmp)
-        return counts, {
-            Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: prompt, Key.BASE_MODEL: model_id,
+        from toolkit.core.stagefolder.remote import snapshot_model_id
+
+        return counts, {  # a hub id's base model as owner/name@COMMIT
+            Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: prompt,
+            Key.BASE_MODEL: snapshot_model_id(model_id) or model_id,
             "trainer": type(trainer).__name__, "trl_version": _version("trl"), "lora": bool(cfg.lora),
             "weights": ("lora-merged" if cfg.merge_lora else "lora-adapter") if adapter else "full",
         }

@@ -188,8 +188,28 @@ def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
             files.append(a)
     from toolkit import __version__  # a new toolkit version redoes every stage, as each stage's own fingerprint does
 
-    return sha256_json({"argv": pipe.argv(st), "files": input_hashes(files) if files else {},
-                        "upstream": {r: stamps.get(r) for r in st.refs()}, "version": __version__})
+    d = {"argv": pipe.argv(st), "files": input_hashes(files) if files else {},
+         "upstream": {r: stamps.get(r) for r in st.refs()}, "version": __version__}
+    hub = _hub_model(st)
+    if hub:  # a model given by hub id counts at the commit it names now: pushed again, the stage reruns
+        from toolkit.core.stagefolder import model_inputs
+
+        d["hub_model"] = model_inputs(hub)
+    return sha256_json(d)
+
+
+# the commands that load the weights their --model names (through toolkit.core.models.resolve_model)
+LOADS_MODEL = ("score", "sample", "gen-cot", "train sft", "train dpo", "train grpo")
+
+
+def _hub_model(st: Stage) -> str | None:
+    from toolkit.core.stagefolder.remote import is_hub_model_id
+
+    model = st.options.get("model")
+    if (" ".join(st.run.split()) in LOADS_MODEL and isinstance(model, str) and not REF.search(model)
+            and st.options.get("backend") != "openai" and is_hub_model_id(model)):
+        return model
+    return None
 
 
 @dataclass

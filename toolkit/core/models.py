@@ -35,7 +35,8 @@ def cache_dir() -> Path:
 
 
 def resolve_model(spec: str | None) -> str:
-    """A model spec -> a local folder (or a hub id, for users with Hub access)."""
+    """A model spec -> a local folder: a hub id (`owner/name[@REVISION]`) is downloaded into the Hub cache at the
+    commit it names now (offline: the cached one), so everything a stage loads comes from one commit."""
     if spec in DEFAULT_ALIASES:
         if spec == DEFAULT_HUB_ID and not _offline():
             return spec
@@ -47,12 +48,23 @@ def resolve_model(spec: str | None) -> str:
                             "pass a folder saved by save_pretrained or a hub id")
         check_model_config(p / "config.json")
         return str(p)
-    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise UserError(f"model {spec!r}: no such folder, and not a hub id (owner/name); check the path")
-    if _offline():
-        raise UserError(f"model {spec!r} is a hub id but the Hub is offline here (HF_HUB_OFFLINE=1); "
-                        "pass a local folder or `default`")
-    return spec
+    from toolkit.core.stagefolder.remote import hub_model_snapshot, is_hub_model_id
+
+    if not is_hub_model_id(spec):
+        raise UserError(f"model {spec!r}: no such folder, and not a hub id (owner/name, or owner/name@REVISION); "
+                        "check the path")
+    return str(hub_model_snapshot(spec))  # at the commit the id names now, which the stage records
+
+
+def model_record(spec: str | None) -> str:
+    """How a stage names its model in its records: a hub id at its commit (`owner/name@COMMIT`, without downloading
+    the weights), else the resolved folder."""
+    from toolkit.core.stagefolder.remote import hub_model_commit, is_hub_model_id, snapshot_model_id, split_model_id
+
+    if spec not in DEFAULT_ALIASES and is_hub_model_id(spec):
+        return f"{split_model_id(spec)[0]}@{hub_model_commit(str(spec))}"
+    resolved = resolve_model(spec)
+    return snapshot_model_id(resolved) or resolved
 
 
 def check_model_config(path: Path) -> None:

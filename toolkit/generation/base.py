@@ -107,8 +107,9 @@ class BackendConfig:
                                        "For openai: the served model name.")
     batch_size: int = opt(16, show_default=True, help="Prompts per batch (transformers).")
     dtype: str = opt("auto", choices=("auto", "float32", "bfloat16"), show_default=True,
-                     help="Weights' dtype: auto = bfloat16 on GPUs, float32 on CPUs (transformers); "
-                          "the engine's choice (vllm).")
+                     help="Weights' dtype: auto = bfloat16 on GPUs and CPUs with AVX-512 BF16/AMX, else float32 "
+                          "(transformers; float32 gives scores that do not move with the batch); the engine's "
+                          "choice (vllm).")
     # openai-compatible server
     base_url: str | None = opt(None, help="[openai] server URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = opt("OPENAI_API_KEY", show_default=True,
@@ -190,9 +191,9 @@ class LazyBackend:
         """The backend's model id; before (or without) loading it, the same id resolved from the config, so a run
         whose shards were all reused, or ran on Ray actors, records the model as a fresh local run does."""
         if self.backend is None and self.cfg.kind in ("transformers", "vllm"):
-            from toolkit.core.models import resolve_model
+            from toolkit.core.models import model_record
 
-            return resolve_model(self.cfg.model)
+            return model_record(self.cfg.model)
         return getattr(self.backend, "model_id", None) or self.cfg.model or "default"
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ class TransformersBackend:
     def __init__(self, cfg: BackendConfig, model=None, tokenizer=None):
         torch, transformers = _torch()
         from toolkit.core.models import resolve_model
+        from toolkit.core.stagefolder.remote import snapshot_model_id
 
         self.cfg = cfg
         self.torch = torch
@@ -55,11 +56,12 @@ class TransformersBackend:
             self.model, self.tokenizer = model, tokenizer
             self.model_id = getattr(model.config, "_name_or_path", "in-memory")
         else:
-            self.model_id = resolve_model(cfg.model)
+            path = resolve_model(cfg.model)
+            self.model_id = snapshot_model_id(path) or path  # a hub id as owner/name@COMMIT
             dtype = pick_dtype(cfg.dtype, torch)
             try:
-                self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_id)
-                self.model = transformers.AutoModelForCausalLM.from_pretrained(self.model_id, dtype=dtype)
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+                self.model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
             except OSError as e:
                 raise UserError(f"cannot load model {self.model_id!r}: {str(e).splitlines()[0]}") from None
             self.model.to("cuda" if torch.cuda.is_available() else "cpu")

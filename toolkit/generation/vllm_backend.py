@@ -78,10 +78,12 @@ class VLLMBackend:
 
     def __init__(self, cfg: BackendConfig):
         from toolkit.core.models import resolve_model
+        from toolkit.core.stagefolder.remote import snapshot_model_id
 
         self.cfg = cfg
         self.vllm = _vllm()
-        self.model_id = resolve_model(cfg.model)
+        self.path = resolve_model(cfg.model)
+        self.model_id = snapshot_model_id(self.path) or self.path  # a hub id as owner/name@COMMIT
         if cfg.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"dtype must be auto, float32 or bfloat16; got {cfg.dtype!r}")
         self._llm = None
@@ -93,7 +95,7 @@ class VLLMBackend:
         """The engine, started on first use (tens of seconds on CPU)."""
         if self._llm is None:
             args = dict(
-                model=self.model_id, dtype=self.cfg.dtype, max_model_len=self.cfg.max_model_len,
+                model=self.path, dtype=self.cfg.dtype, max_model_len=self.cfg.max_model_len,
                 enforce_eager=self.cfg.enforce_eager, enable_prefix_caching=True, seed=0,
             )
             from toolkit.core.progress import library_bars_enabled

@@ -79,7 +79,8 @@ class Judge:
     def open(cls, cfg: ServeConfig) -> "Judge":
         """Check the cheap things first (paths, tier file, scale) so mistakes fail before loading."""
         from toolkit.cumpt import TierRule
-        from toolkit.core.models import DEFAULT_ALIASES, resolve_model
+        from toolkit.core.models import DEFAULT_ALIASES, model_record, resolve_model
+        from toolkit.core.stagefolder.remote import is_hub_model_id
 
         rule = TierRule.load(cfg.tiers) if cfg.tiers else None
         if cfg.model not in DEFAULT_ALIASES:
@@ -96,9 +97,10 @@ class Judge:
             log.warning("%s was trained with retrieved rules in its prompts; without --index, requests that bring no "
                         "`rules` get none", cfg.model)
         fitted_on = (rule.dev or {}).get("model") if rule else None
-        if fitted_on and not _same_model(fitted_on, cfg.model):
+        served = model_record(cfg.model) if fitted_on and is_hub_model_id(cfg.model) else cfg.model  # at its commit
+        if fitted_on and not _same_model(fitted_on, served):
             log.warning("the tier rule's β was fitted on the probabilities of %s, not of the served %s; "
-                        "refit it with `toolkit tier fit` on this model's dev predictions", fitted_on, cfg.model)
+                        "refit it with `toolkit tier fit` on this model's dev predictions", fitted_on, served)
         return cls(cfg, rule, scale, rec.get("template"))
 
     def load(self, backend=None) -> None:

@@ -165,46 +165,128 @@ def hub_inputs(cfg) -> None:
             setattr(cfg, f.name, str(fetch_stage_folder(value)))
 
 
+MODEL_REV = re.compile(r"(?!.*\.\.)[\w.-][\w./-]*")  # a branch, tag or commit after `owner/name@`; no `..`
+# what loading a model needs: config, weights, tokenizer, chat template, and the toolkit's records (toolkit/)
+MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken", "toolkit/*"]
+
+
+def split_model_id(spec: "str | Path | None") -> tuple[str, str | None]:
+    """`owner/name@revision` -> (`owner/name`, revision); without `@`, revision None (the main branch)."""
+    repo, at, rev = str(spec or "").partition("@")
+    return repo, (rev if at else None)
+
+
 def is_hub_model_id(spec: "str | Path | None") -> bool:
-    """A valid `owner/name` model id that is no local path and no alias of the default model, while the Hub is on."""
+    """A valid `owner/name[@revision]` model id that is no local path and no alias of the default model."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
-    from toolkit.core.models import DEFAULT_ALIASES, _offline
+    from toolkit.core.models import DEFAULT_ALIASES
 
     spec = str(spec or "")
-    if (spec in DEFAULT_ALIASES or spec.count("/") != 1 or spec.startswith((".", "/", "~"))
-            or Path(spec).expanduser().exists() or _offline()):
+    repo, rev = split_model_id(spec)
+    if (spec in DEFAULT_ALIASES or repo.count("/") != 1 or spec.startswith((".", "/", "~"))
+            or Path(spec).expanduser().exists() or (rev is not None and not MODEL_REV.fullmatch(rev))):
         return False
     try:
-        validate_repo_id(spec)
+        validate_repo_id(repo)
     except HFValidationError:
         return False
     return True
 
 
-def hub_model_manifest(repo_id: str) -> dict | None:
-    """The `toolkit/manifest.json` that `toolkit push` publishes beside a model's weights (its grade scale and prompt
-    lineage), through the Hub cache; None for a model the toolkit did not push or one the Hub does not show (loading it
-    reports that). Not reaching the Hub is a one-line error: the model would otherwise get another prompt than it
-    learned."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+def hub_model_commit(spec: str) -> str:
+    """The commit a hub model id names now: `owner/name` the head of main, `owner/name@REV` that branch, tag or commit.
+    Asked of the Hub; offline (HF_HUB_OFFLINE=1) or when the Hub cannot be reached, the local Hub cache's. A stage
+    records it (a re-push is another model, so the stage is no longer up to date) and loads the model at it."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.utils import RepositoryNotFoundError, RevisionNotFoundError
+    from toolkit.core.models import _offline
 
+    repo, rev = split_model_id(spec)
+    why = "HF_HUB_OFFLINE=1"
+    if not _offline():
+        try:
+            return HfApi().model_info(repo, revision=rev).sha or ""
+        except RevisionNotFoundError:
+            raise UserError(f"model {spec}: {repo} on the Hub has no revision {rev!r}; "
+                            "name one of its branches, tags or commits") from None
+        except RepositoryNotFoundError:
+            raise UserError(f"model {spec}: no such model on the Hub (a private or gated one needs $HF_TOKEN); "
+                            "check the name") from None
+        except Exception as e:  # noqa: BLE001 - not reachable (network, proxy, 5xx): the local cache may have it
+            why = _first_line(e)
     try:
-        path = hf_hub_download(repo_id, "toolkit/manifest.json", repo_type="model")
-    except LocalEntryNotFoundError:
-        raise UserError(f"model {repo_id}: cannot reach the Hub for its toolkit/manifest.json (the prompt and grade "
-                        f"scale it learned); retry online, or `hf download {repo_id} --local-dir DIR` and pass DIR"
+        return Path(snapshot_download(repo, revision=rev, local_files_only=True, allow_patterns=MODEL_FILES)).name
+    except Exception:  # noqa: BLE001 - not in the cache either
+        raise UserError(f"model {spec}: cannot reach the Hub ({why}) and it is not in the local Hub cache; "
+                        f"retry online, or `hf download {repo} --local-dir DIR` and pass DIR") from None
+
+
+def hub_model_snapshot(spec: str) -> Path:
+    """The local folder of a hub model at the commit it names now (`.../snapshots/COMMIT`): config, weights
+    (safetensors; .bin only for a model without them), tokenizer and the toolkit's records, downloaded once into the
+    Hub cache."""
+    from huggingface_hub import snapshot_download
+
+    repo, rev = split_model_id(spec)
+    hub_model_commit(spec)  # an unknown model or revision, or none reachable or cached: one line
+    try:  # by its name (the cache then maps it to its commit, for offline use), into the folder of the commit
+        path = Path(snapshot_download(repo, revision=rev, allow_patterns=MODEL_FILES))
+        if not any(path.glob("*.safetensors")):
+            path = Path(snapshot_download(repo, revision=path.name, allow_patterns=[*MODEL_FILES, "*.bin"]))
+    except Exception as e:  # noqa: BLE001 - whatever stopped the download: one line
+        raise UserError(f"model {spec}: cannot download it from the Hub ({_first_line(e)}); "
+                        "check your network and token ($HF_TOKEN), or pass a local folder") from None
+    if not (path / "config.json").exists():
+        raise UserError(f"model {spec}: the Hub repo at {path.name[:12]} has no config.json, so it is no model "
+                        "transformers loads; check the name and revision")
+    return path
+
+
+def snapshot_model_id(path: "str | Path") -> str | None:
+    """`owner/name@commit` for a folder of the Hub cache (`.../models--owner--name/snapshots/COMMIT`), else None."""
+    p = Path(path)
+    if p.parent.name == "snapshots" and p.parent.parent.name.startswith("models--"):
+        return f"{p.parent.parent.name[len('models--'):].replace('--', '/', 1)}@{p.name}"
+    return None
+
+
+def hub_model_manifest(spec: str) -> dict | None:
+    """The `toolkit/manifest.json` that `toolkit push` publishes beside a model's weights (its grade scale and prompt
+    lineage), at the commit the id names now; None for a model the toolkit did not push. Not reaching it is a
+    one-line error: the model would otherwise get another prompt than it learned."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo, _ = split_model_id(spec)
+    commit = hub_model_commit(spec)
+    try:
+        path = hf_hub_download(repo, "toolkit/manifest.json", repo_type="model", revision=commit)
+    except LocalEntryNotFoundError:  # offline or unreachable: a model in the cache came with its records, if any
+        if _cached_model(repo, commit):
+            return None
+        raise UserError(f"model {spec}: cannot reach the Hub for its toolkit/manifest.json (the prompt and grade "
+                        f"scale it learned); retry online, or `hf download {repo} --local-dir DIR` and pass DIR"
                         ) from None
-    except (EntryNotFoundError, RepositoryNotFoundError):
+    except EntryNotFoundError:
         return None
     except Exception as e:  # noqa: BLE001 - a Hub error other than "not there": one line with its first line
-        raise UserError(f"model {repo_id}: cannot read its toolkit/manifest.json from the Hub ({_first_line(e)}); "
+        raise UserError(f"model {spec}: cannot read its toolkit/manifest.json from the Hub ({_first_line(e)}); "
                         "check your token ($HF_TOKEN) and network, or pass a local folder") from None
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict):
-        raise UserError(f"model {repo_id}: its toolkit/manifest.json on the Hub is not a JSON object; "
+        raise UserError(f"model {spec}: its toolkit/manifest.json on the Hub is not a JSON object; "
                         "push the checkpoint again with `toolkit push`")
     return data
+
+
+def _cached_model(repo: str, commit: str) -> bool:
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo, revision=commit, local_files_only=True, allow_patterns=MODEL_FILES)
+        return (Path(folder) / "config.json").exists()
+    except Exception:  # noqa: BLE001 - not in the cache
+        return False
