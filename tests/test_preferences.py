@@ -479,3 +479,20 @@ def test_a_correct_answer_cut_at_the_token_limit_is_never_chosen(tmp_path):
     rejected = [len(m[0]["content"]) for m in df[C.REJECTED].to_list()]
     assert lengths["chosen_mean"] == pytest.approx(sum(chosen) / 2, abs=0.05) and lengths["gap_mean"] == pytest.approx((sum(chosen) - sum(rejected)) / 2, abs=0.1)
     assert lengths["by_source"]["self"]["pairs"] == 2 and "chosen - rejected length" in res.summary()
+
+
+def test_a_teacher_given_by_hub_id_is_named_at_its_commit(monkeypatch, tmp_path):
+    """Teacher answers are reused for the same teacher id: a teacher pushed again to the Hub is another teacher (its
+    commit is in the id); a served model's name (openai) is never looked up."""
+    from toolkit.core.stagefolder import remote
+    from toolkit.teacher import BackendTeacher
+
+    head = {"me/teacher": "a" * 40}
+    monkeypatch.setattr(remote, "hub_model_commit", lambda spec: head[spec])
+    ids = [BackendTeacher("transformers", "me/teacher", None, 64, str(tmp_path)).id]
+    head["me/teacher"] = "b" * 40
+    ids.append(BackendTeacher("transformers", "me/teacher", None, 64, str(tmp_path)).id)
+    assert ids[0] != ids[1] and "a" * 40 in ids[0] and "b" * 40 in ids[1]
+    served = BackendTeacher("openai", "me/teacher", "http://127.0.0.1:9/v1", 64, str(tmp_path)).id
+    assert served == "openai:me/teacher@http://127.0.0.1:9/v1:max_tokens=64"
+    assert BackendTeacher("transformers", str(tmp_path), None, 64, str(tmp_path)).id == f"transformers:{tmp_path}@:max_tokens=64"

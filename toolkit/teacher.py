@@ -213,7 +213,14 @@ class BackendTeacher:
     def id(self) -> str | None:
         # how it generates is part of the teacher: answers cut at 64 tokens must not be reused at 256
         how = f"max_tokens={self.max_tokens}" if self.mode == FREE else f"guided,step_tokens={self.step_tokens}"
-        return f"{self.kind}:{self.model or ''}@{self.base_url or ''}:{how}" if self.configured else None
+        if not self.configured:
+            return None
+        from toolkit.core.stagefolder.remote import hub_model_commit, is_hub_model_id
+
+        model = self.model or ""
+        if self.kind != "openai" and is_hub_model_id(model):  # at its commit: pushed again, it is another teacher
+            model = f"{model}#{hub_model_commit(model)}"
+        return f"{self.kind}:{model}@{self.base_url or ''}:{how}"
 
     def __call__(self, rows: list[dict]) -> list[str]:
 
