@@ -29,7 +29,8 @@ BUDGETS = {
     "tiny": dict(train=24, eval=40, sft_steps=4, dpo_steps=2, grpo_steps=2, baseline_steps=10, n=4),
     "small": dict(train=160, eval=300, sft_steps=40, dpo_steps=20, grpo_steps=8, baseline_steps=150, n=4),
     "medium": dict(train=600, eval=800, sft_steps=150, dpo_steps=60, grpo_steps=20, baseline_steps=600, n=6),
-    # issue 19's CPU budget (2 h 35 min on 2 cores for CrowdFlower; ~3 h 10 min for Home Depot, whose 49,750 train
+    # issue 19's CPU budget (2 h 35 min on 2 cores for CrowdFlower, ~3 h 10 min for Home Depot, when it scored in bf16;
+    # scoring in float32 adds an estimated 25 min; Home Depot's 49,750 train
     # pairs make the cross-encoder's 2 epochs 39 min; benchmarks/README.md): the cross-encoder and label-only SFT on the
     # FULL train split (label-only capped by steps: 120 x 8 rows drawn from all 5,599), gen-cot / sample on a seeded
     # sample of train pairs, test capped at 2,000 pairs (CrowdFlower's whole test split is 1,203; Home Depot's ~10,700
@@ -151,11 +152,14 @@ def full_pipeline(args, b: dict) -> dict:
         stages.append(stages.pop(next(k for k, st in enumerate(stages) if st["name"] == "sft_label")))
     models = {"SFT label-only": "{sft_label}", "SFT label-only, class-weighted": "{sft_label_w}",
               "SFT CoT (label-first)": "{sft_cot}", "+ DPO": "{dpo}", "+ GRPO": "{grpo}"}
-    # each model is scored right after the stage that trains it, so a run stopped part way has whole rows
+    # each model is scored right after the stage that trains it, so a run stopped part way has whole rows; in float32,
+    # as the trainers' dev evaluation: in bf16 (`--dtype auto` on a CPU with AMX, or a GPU) these models' scores move
+    # with the batch (benchmarks/README.md: 50-59 of 400 dev argmaxes flipped, macro-F1 25.3-27.9 by batch size)
     for i, model in enumerate(models.values()):
         after = next(k for k, st in enumerate(stages) if st["name"] == model.strip("{}")) + 1
         stages[after:after] = [{"name": f"m{i}_{s}", "run": "score", "args": ["{retrieved}"],
-                                "options": {"model": model, "index": "{index}", "split": s}} for s in ("dev", "test")]
+                                "options": {"model": model, "index": "{index}", "split": s, "dtype": "float32"}}
+                               for s in ("dev", "test")]
     return {"out": str(Path(args.out).resolve()), "stages": stages, "_rows": list(models), "_baseline_at": 0}
 
 

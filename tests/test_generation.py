@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -266,3 +267,24 @@ def test_gen_cot_resumes_after_sigkill_with_identical_rows(cli, repo, tmp_path, 
         a = pl.read_parquet(tmp_path / "ref" / name).sort(C.PAIR_ID, C.SAMPLE_IDX)
         b = pl.read_parquet(tmp_path / "run" / name).sort(C.PAIR_ID, C.SAMPLE_IDX)
         assert a.equals(b), name
+
+
+def test_score_on_a_cpu_is_float32_so_its_numbers_do_not_move_with_the_batch(cli, repo, tmp_path, tiny_model_dir):
+    """Without --dtype, `toolkit score` on a CPU scores in float32 (its config says so): the probabilities are the same
+    at any batch size. In bf16, which `auto` gave on CPUs with AMX, a fine-tuned model's grades moved with the batch
+    (benchmarks/README.md, "Scoring precision"). A dtype given is kept."""
+    import yaml
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU `auto` stays bfloat16")
+    pairs = _pairs(cli, repo, tmp_path)
+    probs = {}
+    for bs in (1, 7):
+        r = cli("score", pairs, "--model", tiny_model_dir, "--batch-size", bs, "-o", tmp_path / f"s{bs}")
+        assert r.exit_code == 0, r.stderr
+        assert yaml.safe_load((tmp_path / f"s{bs}/config.yaml").read_text())["backend"]["dtype"] == "float32"
+        probs[bs] = np.asarray(pl.read_parquet(tmp_path / f"s{bs}/predictions.parquet")["grade_probs"].to_list())
+    assert probs[1].shape == (109, 4) and np.abs(probs[1] - probs[7]).max() < 1e-5
+    r = cli("score", pairs, "--model", tiny_model_dir, "--split", "test", "--dtype", "bfloat16", "-o", tmp_path / "bf")
+    assert r.exit_code == 0 and yaml.safe_load((tmp_path / "bf/config.yaml").read_text())["backend"]["dtype"] == "bfloat16"

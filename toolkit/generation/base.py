@@ -107,9 +107,9 @@ class BackendConfig:
                                        "For openai: the served model name.")
     batch_size: int = opt(16, show_default=True, help="Prompts per batch (transformers).")
     dtype: str = opt("auto", choices=("auto", "float32", "bfloat16"), show_default=True,
-                     help="Weights' dtype: auto = bfloat16 on GPUs and CPUs with AVX-512 BF16/AMX, else float32 "
-                          "(transformers; float32 gives scores that do not move with the batch); the engine's "
-                          "choice (vllm).")
+                     help="Weights' dtype: auto = bfloat16 on GPUs and CPUs with AVX-512 BF16/AMX, else float32, "
+                          "but float32 for `score` on any CPU, so its numbers do not move with the batch "
+                          "(transformers); the engine's choice (vllm).")
     # openai-compatible server
     base_url: str | None = opt(None, help="[openai] server URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = opt("OPENAI_API_KEY", show_default=True,
