@@ -78,8 +78,10 @@ class FakeHub:
         return self
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        if getattr(self, "server", None) is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
 
     # -- the API ---------------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ def test_a_model_scored_by_hub_id_keeps_the_prompt_and_scale_it_was_pushed_with(
         assert probs[1] == pytest.approx(probs[0], abs=1e-5)
 
         r = toolkit("score", tmp_path / "pairs", "--model", "me/judge", "--prompt-template", "student", "-o", tmp_path / "s2")
-        assert r.returncode == 2 and "me/judge was made with its own prompt template" in r.stderr
+        assert r.returncode == 2 and re.search(r"me/judge@[0-9a-f]{40} was made with its own prompt template", r.stderr), r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s2").exists()
 
         r = toolkit("score", tmp_path / "pairs", "--model", "me/three", "-o", tmp_path / "s3")
@@ -153,7 +153,7 @@ def test_a_model_scored_by_hub_id_keeps_the_prompt_and_scale_it_was_pushed_with(
 
         hub.commit("me/bare", {"toolkit/manifest.json": b"[1, 2]"})  # a damaged record: one line, nothing written
         r = toolkit("score", tmp_path / "pairs", "--model", "me/bare", "-o", tmp_path / "s4")
-        assert r.returncode == 2 and "me/bare: its toolkit/manifest.json on the Hub is not a JSON object" in r.stderr
+        assert r.returncode == 2 and re.search(r"me/bare@[0-9a-f]{40}: its toolkit/manifest.json on the Hub is not a JSON", r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s4").exists()
     finally:
         hub.stop()
@@ -225,9 +225,18 @@ def test_a_hub_model_is_scored_at_one_commit_and_a_new_push_makes_its_outputs_st
         r = toolkit("score", tmp_path / "pairs", "--model", "me/judge@v1", "--dtype", "float32", "-o", tmp_path / "v1",
                     HF_HUB_OFFLINE="1")
         assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/judge@v1", "--dtype", "float32", "-o", tmp_path / "off",
+                    HF_HUB_OFFLINE="1")
+        assert r.returncode == 0, r.stderr
+        assert read_manifest(tmp_path / "off")["model"] == f"me/judge@{first}" and probs("off") == pytest.approx(before, abs=1e-6)
         assert toolkit("push", checkpoint, "--repo", "me/unseen").returncode == 0
         r = toolkit("score", tmp_path / "pairs", "--model", "me/unseen", "-o", tmp_path / "unseen", HF_HUB_OFFLINE="1")
         assert r.returncode == 2 and "not in the local Hub cache" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "unseen").exists()
+
+        hub.stop()  # the Hub unreachable, though not declared offline: the cache's commit, with a warning
+        r = toolkit("score", tmp_path / "pairs", "--model", "me/judge", "--dtype", "float32", "-o", tmp_path / "down")
+        assert r.returncode == 0 and "cannot reach the Hub" in r.stderr and f"using commit {now[:12]}" in r.stderr, r.stderr
+        assert read_manifest(tmp_path / "down")["model"] == f"me/judge@{now}"
     finally:
         hub.stop()

@@ -280,3 +280,19 @@ def test_a_downloaded_pushed_model_keeps_its_records(tmp_path, tiny_model_dir):
     assert lineage.recorded(folder)["template"] == "### system\nx\n"
     with pytest.raises(UserError, match="trained on grade scale `three`"):
         check_model_scale(get_scale(), folder, "score")
+
+
+def test_toolkit_run_counts_the_hub_models_a_stage_loads():
+    """A pipeline stage is up to date only at the commit of each hub model it loads: --model of the commands that
+    load weights, make-prefs' --teacher-model; not a served model's name (openai), a stage reference or another
+    command's model (an embedding model)."""
+    from toolkit.cli.runner import Stage, _hub_models
+
+    assert _hub_models(Stage("s", "score", ["{pairs}"], {"model": "me/judge"})) == ["me/judge"]
+    assert _hub_models(Stage("s", "score", [], {"model": "me/judge", "backend": "openai"})) == []
+    assert _hub_models(Stage("p", "make-prefs", [], {"teacher_model": "me/t"})) == ["me/t"]
+    assert _hub_models(Stage("p", "make-prefs", [], {"teacher-model": "me/t", "teacher-backend": "openai"})) == []
+    assert _hub_models(Stage("t", "train  sft", [], {"model": "{sft}"})) == []
+    assert _hub_models(Stage("t", "train grpo", [], {"model": "me/base@v2"})) == ["me/base@v2"]
+    assert _hub_models(Stage("i", "build-index", [], {"model": "me/embed"})) == []
+    assert _hub_models(Stage("a", "atomize", [], {"model": "default"})) == []

@@ -200,6 +200,13 @@ class BackendTeacher:
             raise UserError(f"--teacher-mode must be one of {', '.join(TEACHER_MODES)}; got {mode!r}")
         if int(step_tokens) < 1 or int(max_tokens) < 1:
             raise UserError("--teacher-max-tokens and --teacher-step-tokens must be >= 1")
+        if kind != "openai":  # a hub id at its commit (in the id: pushed again, it is another teacher)
+            from toolkit.core.stagefolder.remote import pin_model
+
+            try:
+                model = pin_model(model)
+            except UserError as e:  # needed only if some pair has only wrong rollouts; loading it then says why
+                log.warning("teacher %s: %s", model, e)
         self.kind, self.model, self.base_url, self.max_tokens = kind, model, base_url, max_tokens
         self.mode, self.step_tokens = mode, int(step_tokens)
         self.rollouts = rollouts  # the folder whose grade scale the teacher answers on
@@ -213,14 +220,7 @@ class BackendTeacher:
     def id(self) -> str | None:
         # how it generates is part of the teacher: answers cut at 64 tokens must not be reused at 256
         how = f"max_tokens={self.max_tokens}" if self.mode == FREE else f"guided,step_tokens={self.step_tokens}"
-        if not self.configured:
-            return None
-        from toolkit.core.stagefolder.remote import hub_model_commit, is_hub_model_id
-
-        model = self.model or ""
-        if self.kind != "openai" and is_hub_model_id(model):  # at its commit: pushed again, it is another teacher
-            model = f"{model}#{hub_model_commit(model)}"
-        return f"{self.kind}:{model}@{self.base_url or ''}:{how}"
+        return f"{self.kind}:{self.model or ''}@{self.base_url or ''}:{how}" if self.configured else None
 
     def __call__(self, rows: list[dict]) -> list[str]:
 

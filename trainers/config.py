@@ -104,6 +104,9 @@ class TrainConfig(PassThroughConfig):
 
         self.check_common()
         self.template_options = parse_options(self.template_options)
+        from toolkit.core.stagefolder.remote import pin_model
+
+        self.model = pin_model(self.model)  # a hub id at the commit it names now: recorded, and trained from
         if self.select_best not in ("none", "macro_f1"):
             raise UserError(f"select_best must be none or macro_f1; got {self.select_best!r}")
         if (self.select_best != "none" or self.early_stop or self.eval_every) and not self.eval_pairs:

@@ -158,18 +158,21 @@ def train(cfg: TrainConfig, build: Callable, data_file: Path, scale: GradeScale,
     (toolkit.training.dev_scorer).
     The callers (train_sft/dpo/grpo) hold the output folder's claim (toolkit.core.stagefolder.writes_output)."""
     from toolkit.core.models import resolve_model
+    from toolkit.core.stagefolder.remote import is_hub_model_id
     from trainers.data import check_tokenizer
 
     out = Path(cfg.out)
     check_fields(cfg.trl, cfg.trl_class)  # a typo fails before any model loads
-    model_id = resolve_model(cfg.model)
+    hub = is_hub_model_id(cfg.model)  # its commit is its input: the weights download only when it trains
+    model_id = None if hub else resolve_model(cfg.model)
     gold = [cfg.gold] if getattr(cfg, "gold", None) else []  # corrected pairs the rows were re-marked against
     dev_inputs = [p for p in (cfg.eval_pairs, cfg.eval_index) if p]  # what the kept step was chosen on
-    inputs = input_hashes([data_file, *gold, *dev_inputs]) | model_inputs(model_id)
+    inputs = input_hashes([data_file, *gold, *dev_inputs]) | model_inputs(model_id or cfg.model)
     resolved = cfg.resolved()
     done = recorded_result(TrainResult, cfg, inputs, stage=cfg.stage, resolved=resolved)
     if done is not None:
         return done
+    model_id = model_id or resolve_model(cfg.model)
     if cfg.eval_pairs and dev is None:
         raise UserError(f"{cfg.stage}: --eval-pairs needs the toolkit's dev scorer; call "
                         f"toolkit.training.{cfg.stage.replace('-', '_')}(cfg), or pass "
@@ -302,6 +305,8 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
     adapter = (staging / "adapter_config.json").exists()
 
     def write(tmp: Path) -> tuple[dict, dict]:
+        from toolkit.core.stagefolder.remote import snapshot_model_id
+
         if adapter and cfg.merge_lora:
             merged_from_adapter(staging, tmp, cfg.save_dtype)
         else:
@@ -311,15 +316,15 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
             if not adapter and cfg.save_dtype != "auto":
                 resave(tmp, cfg.save_dtype)
             if adapter:
-                (tmp / ADAPTER_NOTE).write_text(ADAPTER_TEXT.format(base=model_id), encoding="utf-8")
+                _hub_base(tmp / "adapter_config.json", model_id)
+                (tmp / ADAPTER_NOTE).write_text(ADAPTER_TEXT.format(base=snapshot_model_id(model_id) or model_id),
+                                                encoding="utf-8")
         tokenizer.save_pretrained(tmp)
         fix_generation_config(tmp, tokenizer)
         log_rows = step_logs(trainer)
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": log_rows, "counts": counts}, indent=1), encoding="utf-8")
         if write_extra is not None:
             write_extra(tmp)
-        from toolkit.core.stagefolder.remote import snapshot_model_id
-
         return counts, {  # a hub id's base model as owner/name@COMMIT
             Key.GRADE_SCALE: scale.to_dict(), Key.LINEAGE: prompt,
             Key.BASE_MODEL: snapshot_model_id(model_id) or model_id,
@@ -358,6 +363,19 @@ def _dtype(name: str):
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(name, torch.float32)
+
+
+def _hub_base(adapter_config: Path, model_id: str) -> None:
+    """An adapter trained from a hub model names its base as `owner/name` at its commit (PEFT's `revision`), not the
+    folder of this machine's Hub cache it was loaded from."""
+    from toolkit.core.stagefolder.remote import snapshot_model_id
+
+    at = snapshot_model_id(model_id)
+    if at and adapter_config.exists():
+        repo, _, commit = at.partition("@")
+        data = json.loads(adapter_config.read_text(encoding="utf-8"))
+        data.update(base_model_name_or_path=repo, revision=commit)
+        adapter_config.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 def merged_from_adapter(staging: Path, tmp: Path, save_dtype: str) -> None:

@@ -190,26 +190,28 @@ def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
 
     d = {"argv": pipe.argv(st), "files": input_hashes(files) if files else {},
          "upstream": {r: stamps.get(r) for r in st.refs()}, "version": __version__}
-    hub = _hub_model(st)
+    hub = _hub_models(st)
     if hub:  # a model given by hub id counts at the commit it names now: pushed again, the stage reruns
         from toolkit.core.stagefolder import model_inputs
 
-        d["hub_model"] = model_inputs(hub)
+        d["hub_model"] = {k: v for m in hub for k, v in model_inputs(m).items()}
     return sha256_json(d)
 
 
-# the commands that load the weights their --model names (through toolkit.core.models.resolve_model)
-LOADS_MODEL = ("score", "sample", "gen-cot", "train sft", "train dpo", "train grpo")
+# the options whose weights a command loads (through toolkit.core.models.resolve_model), with the option that makes
+# the name a served model's instead
+LOADS_MODEL = {"score": {"model": "backend"}, "sample": {"model": "backend"}, "gen-cot": {"model": "backend"},
+               "atomize": {"model": "backend"}, "make-prefs": {"teacher-model": "teacher-backend"},
+               "train sft": {"model": None}, "train dpo": {"model": None}, "train grpo": {"model": None}}
 
 
-def _hub_model(st: Stage) -> str | None:
+def _hub_models(st: Stage) -> list[str]:
     from toolkit.core.stagefolder.remote import is_hub_model_id
 
-    model = st.options.get("model")
-    if (" ".join(st.run.split()) in LOADS_MODEL and isinstance(model, str) and not REF.search(model)
-            and st.options.get("backend") != "openai" and is_hub_model_id(model)):
-        return model
-    return None
+    opts = {str(k).replace("_", "-"): v for k, v in st.options.items()}
+    return [opts[name] for name, served in LOADS_MODEL.get(" ".join(st.run.split()), {}).items()
+            if isinstance(opts.get(name), str) and not REF.search(opts[name])
+            and not (served and opts.get(served) == "openai") and is_hub_model_id(opts[name])]
 
 
 @dataclass

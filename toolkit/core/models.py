@@ -56,6 +56,17 @@ def resolve_model(spec: str | None) -> str:
     return str(hub_model_snapshot(spec))  # at the commit the id names now, which the stage records
 
 
+def check_model(spec: str | None) -> None:
+    """Fail now, in one line, for a model that cannot load: a local folder without a valid config.json, a hub id the
+    Hub (or, offline, its cache) does not have at that revision. Downloads no weights."""
+    from toolkit.core.stagefolder.remote import hub_model_commit, is_hub_model_id
+
+    if spec not in DEFAULT_ALIASES and is_hub_model_id(spec):
+        hub_model_commit(str(spec))
+    else:
+        resolve_model(spec)
+
+
 def model_record(spec: str | None) -> str:
     """How a stage names its model in its records: a hub id at its commit (`owner/name@COMMIT`, without downloading
     the weights), else the resolved folder."""

@@ -145,6 +145,10 @@ class BackendConfig:
         from toolkit.core.chat_template import parse_options
 
         self.template_options = parse_options(self.template_options)
+        if self.loads_weights:
+            from toolkit.core.stagefolder.remote import pin_model
+
+            self.model = pin_model(self.model)  # a hub id at the commit it names now: one model for the whole stage
         if self.n_per_request < 0:
             raise UserError(f"--n-per-request must be >= 0 (0 = all samples in one request); got {self.n_per_request}")
 
@@ -177,9 +181,9 @@ class LazyBackend:
         """Fail now, in one line, for a local model that cannot load (missing folder, no or damaged config.json):
         a stage checks its model before it writes anything."""
         if self.backend is None and self.cfg.kind in ("transformers", "vllm"):
-            from toolkit.core.models import resolve_model
+            from toolkit.core.models import check_model
 
-            resolve_model(self.cfg.model)
+            check_model(self.cfg.model)
 
     def get(self) -> GenerationBackend:
         if self.backend is None:

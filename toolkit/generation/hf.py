@@ -54,7 +54,8 @@ class TransformersBackend:
         self.torch = torch
         if model is not None:
             self.model, self.tokenizer = model, tokenizer
-            self.model_id = getattr(model.config, "_name_or_path", "in-memory")
+            name = getattr(model.config, "_name_or_path", None) or "in-memory"
+            self.model_id = snapshot_model_id(name) or name
         else:
             path = resolve_model(cfg.model)
             self.model_id = snapshot_model_id(path) or path  # a hub id as owner/name@COMMIT

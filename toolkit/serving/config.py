@@ -58,6 +58,9 @@ class ServeConfig:
     def __post_init__(self):
         if self.backend not in SERVE_BACKENDS:
             raise UserError(f"--backend must be one of {', '.join(SERVE_BACKENDS)}; got {self.backend!r}")
+        from toolkit.core.stagefolder.remote import pin_model
+
+        self.model = pin_model(self.model)  # a hub id at the commit it names now: the one the service loads and shows
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"--dtype must be auto, float32 or bfloat16; got {self.dtype!r}")
         if not 0 < int(self.port) < 65536:

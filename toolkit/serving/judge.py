@@ -59,7 +59,10 @@ def resolve_scale(cfg: ServeConfig, rule) -> GradeScale:
 
 def _same_model(a: str, b: str) -> bool:
     pa, pb = Path(a), Path(b)
-    return pa.resolve() == pb.resolve() if pa.exists() and pb.exists() else a == b
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    # a rule fitted before hub ids were recorded at their commit names the repo alone
+    return a == b or ("@" not in a and a == b.partition("@")[0])
 
 
 class Judge:
@@ -79,12 +82,11 @@ class Judge:
     def open(cls, cfg: ServeConfig) -> "Judge":
         """Check the cheap things first (paths, tier file, scale) so mistakes fail before loading."""
         from toolkit.cumpt import TierRule
-        from toolkit.core.models import DEFAULT_ALIASES, model_record, resolve_model
-        from toolkit.core.stagefolder.remote import is_hub_model_id
+        from toolkit.core.models import DEFAULT_ALIASES, check_model
 
         rule = TierRule.load(cfg.tiers) if cfg.tiers else None
         if cfg.model not in DEFAULT_ALIASES:
-            resolve_model(cfg.model)  # a missing folder, or one without config.json, fails here in one line
+            check_model(cfg.model)  # a missing folder, one without config.json, or an unknown hub id: one line
         scale = resolve_scale(cfg, rule)
         if cfg.index and not Path(cfg.index).is_dir():
             raise UserError(f"--index {cfg.index}: no such folder; pass a rules index built by `toolkit build-index`")
@@ -97,10 +99,9 @@ class Judge:
             log.warning("%s was trained with retrieved rules in its prompts; without --index, requests that bring no "
                         "`rules` get none", cfg.model)
         fitted_on = (rule.dev or {}).get("model") if rule else None
-        served = model_record(cfg.model) if fitted_on and is_hub_model_id(cfg.model) else cfg.model  # at its commit
-        if fitted_on and not _same_model(fitted_on, served):
+        if fitted_on and not _same_model(fitted_on, cfg.model):  # a hub id: at its commit (ServeConfig pins it)
             log.warning("the tier rule's β was fitted on the probabilities of %s, not of the served %s; "
-                        "refit it with `toolkit tier fit` on this model's dev predictions", fitted_on, served)
+                        "refit it with `toolkit tier fit` on this model's dev predictions", fitted_on, cfg.model)
         return cls(cfg, rule, scale, rec.get("template"))
 
     def load(self, backend=None) -> None:

@@ -166,8 +166,9 @@ def hub_inputs(cfg) -> None:
 
 
 MODEL_REV = re.compile(r"(?!.*\.\.)[\w.-][\w./-]*")  # a branch, tag or commit after `owner/name@`; no `..`
-# what loading a model needs: config, weights, tokenizer, chat template, and the toolkit's records (toolkit/)
-MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken", "toolkit/*"]
+COMMIT = re.compile(r"[0-9a-f]{40}")
+# what loading a model needs from its repo's top level: config, weights, tokenizer, chat template
+MODEL_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")
 
 
 def split_model_id(spec: "str | Path | None") -> tuple[str, str | None]:
@@ -195,17 +196,21 @@ def is_hub_model_id(spec: "str | Path | None") -> bool:
 
 def hub_model_commit(spec: str) -> str:
     """The commit a hub model id names now: `owner/name` the head of main, `owner/name@REV` that branch, tag or commit.
-    Asked of the Hub; offline (HF_HUB_OFFLINE=1) or when the Hub cannot be reached, the local Hub cache's. A stage
-    records it (a re-push is another model, so the stage is no longer up to date) and loads the model at it."""
-    from huggingface_hub import HfApi, snapshot_download
+    Asked of the Hub; offline (HF_HUB_OFFLINE=1), or with a warning when the Hub cannot be reached, the local Hub
+    cache's. A stage pins its model to it (pin_model), records it and loads the model at it."""
+    from huggingface_hub import HfApi
     from huggingface_hub.utils import RepositoryNotFoundError, RevisionNotFoundError
     from toolkit.core.models import _offline
 
     repo, rev = split_model_id(spec)
-    why = "HF_HUB_OFFLINE=1"
+    if rev and COMMIT.fullmatch(rev):
+        return rev  # a commit names itself: its files never change
+    why = None
     if not _offline():
         try:
-            return HfApi().model_info(repo, revision=rev).sha or ""
+            commit = HfApi().model_info(repo, revision=rev).sha or ""
+            _remember(repo, rev, commit)
+            return commit
         except RevisionNotFoundError:
             raise UserError(f"model {spec}: {repo} on the Hub has no revision {rev!r}; "
                             "name one of its branches, tags or commits") from None
@@ -214,30 +219,85 @@ def hub_model_commit(spec: str) -> str:
                             "check the name") from None
         except Exception as e:  # noqa: BLE001 - not reachable (network, proxy, 5xx): the local cache may have it
             why = _first_line(e)
+    cached = cached_snapshot(repo, rev)
+    if cached is None:
+        raise UserError(f"model {spec}: cannot reach the Hub ({why or 'HF_HUB_OFFLINE=1'}) and it is not in the "
+                        f"local Hub cache; retry online, or `hf download {repo} --local-dir DIR` and pass DIR")
+    if why:
+        log.warning("model %s: cannot reach the Hub (%s); using commit %s from the local Hub cache", spec, why,
+                    cached.name[:12])
+    return cached.name
+
+
+def _remember(repo: str, rev: "str | None", commit: str) -> None:
+    """The cache maps a branch or tag to the commit the Hub named, as huggingface_hub does (refs/NAME), so an offline
+    run finds the model a run online downloaded at it."""
+    from huggingface_hub import constants
+    from toolkit.core.stagefolder.atomic import atomic_write_text
+
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / (rev or "main")
     try:
-        return Path(snapshot_download(repo, revision=rev, local_files_only=True, allow_patterns=MODEL_FILES)).name
-    except Exception:  # noqa: BLE001 - not in the cache either
-        raise UserError(f"model {spec}: cannot reach the Hub ({why}) and it is not in the local Hub cache; "
-                        f"retry online, or `hf download {repo} --local-dir DIR` and pass DIR") from None
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(ref, commit)
+    except OSError as e:  # a read-only cache: offline runs will not find it by name, nothing else changes
+        log.debug("could not record %s in the Hub cache: %s", ref, e)
+
+
+def pin_model(spec: "str | None") -> "str | None":
+    """A hub id as `owner/name@COMMIT`, the commit it names now, so that everything a stage asks of its model (its
+    records, its weights, on every worker) comes from one commit; anything else as given."""
+    if not is_hub_model_id(spec):
+        return spec
+    repo, rev = split_model_id(spec)
+    return str(spec) if rev and COMMIT.fullmatch(rev) else f"{repo}@{hub_model_commit(str(spec))}"
+
+
+def cached_snapshot(repo: str, rev: "str | None") -> Path | None:
+    """The folder of the local Hub cache that holds `repo` at `rev` (a commit, or a branch or tag the cache has seen),
+    when it holds a model (config.json); else None."""
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    commit = rev if rev and COMMIT.fullmatch(rev) else None
+    if commit is None:
+        try:
+            commit = (folder / "refs" / (rev or "main")).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+    snap = folder / "snapshots" / commit
+    return snap if COMMIT.fullmatch(commit) and (snap / "config.json").is_file() else None
+
+
+def _model_files(repo: str, commit: str) -> list[str]:
+    """The files of a model repo that loading it needs: top-level config, tokenizer and chat template files, its
+    weights (the safetensors shards, not a `consolidated` copy; .bin only without safetensors) and the toolkit's
+    records (toolkit/)."""
+    from huggingface_hub import HfApi
+
+    files = HfApi().list_repo_files(repo, revision=commit)
+    top = [f for f in files if "/" not in f]
+    safetensors = [f for f in top if f.endswith(".safetensors")]
+    weights = ([f for f in safetensors if not f.startswith("consolidated")] or safetensors
+               or [f for f in top if f.endswith(".bin")])
+    return [f for f in top if f.endswith(MODEL_SUFFIXES)] + weights + [f for f in files if f.startswith("toolkit/")]
 
 
 def hub_model_snapshot(spec: str) -> Path:
-    """The local folder of a hub model at the commit it names now (`.../snapshots/COMMIT`): config, weights
-    (safetensors; .bin only for a model without them), tokenizer and the toolkit's records, downloaded once into the
-    Hub cache."""
+    """The local folder of a hub model at the commit it names now (`.../snapshots/COMMIT` in the Hub cache): the files
+    loading it needs (_model_files), downloaded once; offline or unreachable, the cached folder."""
     from huggingface_hub import snapshot_download
 
     repo, rev = split_model_id(spec)
-    hub_model_commit(spec)  # an unknown model or revision, or none reachable or cached: one line
-    try:  # by its name (the cache then maps it to its commit, for offline use), into the folder of the commit
-        path = Path(snapshot_download(repo, revision=rev, allow_patterns=MODEL_FILES))
-        if not any(path.glob("*.safetensors")):
-            path = Path(snapshot_download(repo, revision=path.name, allow_patterns=[*MODEL_FILES, "*.bin"]))
-    except Exception as e:  # noqa: BLE001 - whatever stopped the download: one line
-        raise UserError(f"model {spec}: cannot download it from the Hub ({_first_line(e)}); "
-                        "check your network and token ($HF_TOKEN), or pass a local folder") from None
+    commit = hub_model_commit(spec)
+    try:
+        path = Path(snapshot_download(repo, revision=commit, allow_patterns=_model_files(repo, commit)))
+    except Exception as e:  # noqa: BLE001 - whatever stopped the download; a cached copy will do
+        path = cached_snapshot(repo, commit)
+        if path is None:
+            raise UserError(f"model {spec}: cannot download it from the Hub ({_first_line(e)}); "
+                            "check your network and token ($HF_TOKEN), or pass a local folder") from None
     if not (path / "config.json").exists():
-        raise UserError(f"model {spec}: the Hub repo at {path.name[:12]} has no config.json, so it is no model "
+        raise UserError(f"model {spec}: the Hub repo at {commit[:12]} has no config.json, so it is no model "
                         "transformers loads; check the name and revision")
     return path
 
@@ -259,34 +319,28 @@ def hub_model_manifest(spec: str) -> dict | None:
 
     repo, _ = split_model_id(spec)
     commit = hub_model_commit(spec)
-    try:
-        path = hf_hub_download(repo, "toolkit/manifest.json", repo_type="model", revision=commit)
-    except LocalEntryNotFoundError:  # offline or unreachable: a model in the cache came with its records, if any
-        if _cached_model(repo, commit):
+    snap = cached_snapshot(repo, commit)
+    if snap is not None and (snap / "toolkit/manifest.json").is_file():
+        path = snap / "toolkit/manifest.json"  # downloaded with the model
+    else:
+        try:
+            path = Path(hf_hub_download(repo, "toolkit/manifest.json", repo_type="model", revision=commit))
+        except LocalEntryNotFoundError:  # offline or unreachable: a cached model came with its records, if any
+            if snap is not None:
+                return None
+            raise UserError(f"model {spec}: cannot reach the Hub for its toolkit/manifest.json (the prompt and grade "
+                            f"scale it learned); retry online, or `hf download {repo} --local-dir DIR` and pass DIR"
+                            ) from None
+        except EntryNotFoundError:
             return None
-        raise UserError(f"model {spec}: cannot reach the Hub for its toolkit/manifest.json (the prompt and grade "
-                        f"scale it learned); retry online, or `hf download {repo} --local-dir DIR` and pass DIR"
-                        ) from None
-    except EntryNotFoundError:
-        return None
-    except Exception as e:  # noqa: BLE001 - a Hub error other than "not there": one line with its first line
-        raise UserError(f"model {spec}: cannot read its toolkit/manifest.json from the Hub ({_first_line(e)}); "
-                        "check your token ($HF_TOKEN) and network, or pass a local folder") from None
+        except Exception as e:  # noqa: BLE001 - a Hub error other than "not there": one line with its first line
+            raise UserError(f"model {spec}: cannot read its toolkit/manifest.json from the Hub ({_first_line(e)}); "
+                            "check your token ($HF_TOKEN) and network, or pass a local folder") from None
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict):
         raise UserError(f"model {spec}: its toolkit/manifest.json on the Hub is not a JSON object; "
                         "push the checkpoint again with `toolkit push`")
     return data
-
-
-def _cached_model(repo: str, commit: str) -> bool:
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(repo, revision=commit, local_files_only=True, allow_patterns=MODEL_FILES)
-        return (Path(folder) / "config.json").exists()
-    except Exception:  # noqa: BLE001 - not in the cache
-        return False
