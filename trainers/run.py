@@ -20,12 +20,12 @@ from toolkit.core.errors import UserError, missing_extra
 from toolkit.core.grades import GradeScale
 from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, StageResult, write_stage)
 from toolkit.core.progress import bars_enabled, quiet_libraries
+from trainers.checkpoint import fix_generation_config, merged_from_adapter, resave, write_adapter_note
 from trainers.config import TrainConfig, check_fields, config_class
 from toolkit.core.stagefolder.files import TRAIN_LOG
 
 log = logging.getLogger(__name__)
 
-ADAPTER_NOTE = "ADAPTER.md"
 
 
 class TrainResult(StageResult):
@@ -316,9 +316,7 @@ def save_checkpoint(trainer, cfg: TrainConfig, out: Path, tokenizer, model_id: s
             if not adapter and cfg.save_dtype != "auto":
                 resave(tmp, cfg.save_dtype)
             if adapter:
-                _hub_base(tmp / "adapter_config.json", model_id)
-                (tmp / ADAPTER_NOTE).write_text(ADAPTER_TEXT.format(base=snapshot_model_id(model_id) or model_id),
-                                                encoding="utf-8")
+                write_adapter_note(tmp, model_id)
         tokenizer.save_pretrained(tmp)
         fix_generation_config(tmp, tokenizer)
         log_rows = step_logs(trainer)
@@ -348,63 +346,6 @@ def remove_trainer_dirs(out: Path) -> None:
 
 def trainer_dir(out: Path, hidden: bool) -> Path:
     return out.parent / (f".{out.name}.trainer" if hidden else f"{out.name}.trainer")
-
-
-ADAPTER_TEXT = """# A LoRA adapter, not merged
-
-This folder holds a peft LoRA adapter over `{base}` (trained with `merge_lora: false`).
-Load it with `peft.AutoPeftModelForCausalLM.from_pretrained(folder)`. The generation backends and
-`toolkit eval` load plain checkpoints with `AutoModelForCausalLM`: retrain with `merge_lora: true`
-(the default), or merge with `model.merge_and_unload().save_pretrained(new_folder)`.
-"""
-
-
-def _dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(name, torch.float32)
-
-
-def _hub_base(adapter_config: Path, model_id: str) -> None:
-    """An adapter trained from a hub model names its base as `owner/name` at its commit (PEFT's `revision`), not the
-    folder of this machine's Hub cache it was loaded from."""
-    from toolkit.core.stagefolder.remote import snapshot_model_id
-
-    at = snapshot_model_id(model_id)
-    if at and adapter_config.exists():
-        repo, _, commit = at.partition("@")
-        data = json.loads(adapter_config.read_text(encoding="utf-8"))
-        data.update(base_model_name_or_path=repo, revision=commit)
-        adapter_config.write_text(json.dumps(data, indent=2), encoding="utf-8")
-
-
-def merged_from_adapter(staging: Path, tmp: Path, save_dtype: str) -> None:
-    from peft import AutoPeftModelForCausalLM
-
-    model = AutoPeftModelForCausalLM.from_pretrained(str(staging), dtype=_dtype(save_dtype))
-    model.merge_and_unload().save_pretrained(str(tmp))
-
-
-def resave(folder: Path, save_dtype: str) -> None:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_dtype(save_dtype))
-    for f in folder.glob("*.safetensors*"):
-        f.unlink()
-    model.save_pretrained(str(folder))
-
-
-def fix_generation_config(folder: Path, tokenizer) -> None:
-    """Plain greedy defaults with the pad token set (trainers leave their sampling settings in it)."""
-    path = folder / "generation_config.json"
-    if not path.exists():
-        return
-    gc = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample", "max_new_tokens",
-                "cache_implementation"):
-        gc.pop(key, None)
-    gc["pad_token_id"] = tokenizer.pad_token_id
-    path.write_text(json.dumps(gc, indent=2), encoding="utf-8")
 
 
 def _version(dist: str) -> str | None:
