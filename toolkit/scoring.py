@@ -122,10 +122,10 @@ def score_rows(backend, builder: PromptBuilder, rows: list[dict], rules: list[li
 
 @writes_output(STAGE)
 def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
-    if backend is None and cfg.backend.kind == "transformers" and cfg.backend.dtype == "auto" and not _on_gpu():
-        # on a CPU, float32: in bf16 a model's grade probabilities move with the batch it is scored in, enough to
-        # flip 1 in 7 grades of a fine-tuned 135M model (benchmarks/README.md, "Scoring precision")
-        cfg.backend.dtype = "float32"
+    if backend is None and cfg.backend.kind == "transformers":
+        from toolkit.core.models import score_dtype
+
+        cfg.backend.dtype = score_dtype(cfg.backend.dtype)  # on a CPU, float32: bf16 flipped 1 in 7 grades
     out = Path(cfg.out)
     resolved = cfg.resolved()
     inputs = (input_hashes([cfg.pairs] + ([cfg.index] if cfg.index else []))
@@ -157,11 +157,3 @@ def score(cfg: ScoreConfig, backend=None) -> ScoreResult:
                        {Key.GRADE_SCALE: scale.to_dict(), Key.MODEL: lazy.model_id,
                         Key.LINEAGE: lineage.facts(cfg.order, rules, cfg.prompt_template)})
     return ScoreResult(out, counts, manifest=m)
-
-
-def _on_gpu() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()

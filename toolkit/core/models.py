@@ -61,7 +61,7 @@ def check_model(spec: str | None) -> None:
     Hub (or, offline, its cache) does not have at that revision. Downloads no weights."""
     from toolkit.core.stagefolder.remote import hub_model_commit, is_hub_model_id
 
-    if spec not in DEFAULT_ALIASES and is_hub_model_id(spec):
+    if is_hub_model_id(spec):
         hub_model_commit(str(spec))
     else:
         resolve_model(spec)
@@ -70,10 +70,10 @@ def check_model(spec: str | None) -> None:
 def model_record(spec: str | None) -> str:
     """How a stage names its model in its records: a hub id at its commit (`owner/name@COMMIT`, without downloading
     the weights), else the resolved folder."""
-    from toolkit.core.stagefolder.remote import hub_model_commit, is_hub_model_id, snapshot_model_id, split_model_id
+    from toolkit.core.stagefolder.remote import is_hub_model_id, pin_model, snapshot_model_id
 
-    if spec not in DEFAULT_ALIASES and is_hub_model_id(spec):
-        return f"{split_model_id(spec)[0]}@{hub_model_commit(str(spec))}"
+    if is_hub_model_id(spec):
+        return str(pin_model(spec))
     resolved = resolve_model(spec)
     return snapshot_model_id(resolved) or resolved
 
@@ -188,6 +188,18 @@ def grade_token_ids(tokenizer, labels: list[str]) -> list[int]:
     if len(set(ids)) != len(ids):
         raise UserError(f"grade labels {labels} share token ids {ids} in this tokenizer; use distinct labels")
     return ids
+
+
+def score_dtype(name: str) -> str:
+    """The dtype `toolkit score` loads its model in: `auto` is float32 on a CPU (in bf16 a model's grade probabilities
+    move with the batch it is scored in: benchmarks/README.md, "Scoring precision") and stays bf16 on a GPU."""
+    if name != "auto":
+        return name
+    try:
+        import torch
+    except ImportError:
+        return name
+    return name if torch.cuda.is_available() else "float32"
 
 
 def pick_dtype(name: str, torch):

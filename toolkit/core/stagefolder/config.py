@@ -76,15 +76,17 @@ def model_inputs(model: "str | Path | None", hub: bool = True) -> dict[str, str]
     """What a model adds to a stage's inputs: a local folder its files' hashes (they change when it is retrained in
     place); a hub id, or a folder of the Hub cache, its commit (`hf://owner/name@COMMIT`: a re-push is another
     model, `owner/name@REVISION` pins one; not with `hub` False: a served model's name); `default`, nothing."""
-    from toolkit.core.stagefolder.remote import hub_model_commit, is_hub_model_id, snapshot_model_id, split_model_id
+    from toolkit.core.stagefolder.remote import is_hub_model_id, pin_model, snapshot_model_id
 
     if model and Path(model).expanduser().is_dir():
         at = snapshot_model_id(model)
-        return {f"hf://{at}": at.rpartition("@")[2]} if at else input_hashes([Path(model).expanduser()])
-    if hub and is_hub_model_id(model):
-        commit = hub_model_commit(str(model))
-        return {f"hf://{split_model_id(model)[0]}@{commit}": commit}
-    return {}
+        if not at:
+            return input_hashes([Path(model).expanduser()])
+    elif hub and is_hub_model_id(model):
+        at = str(pin_model(model))
+    else:
+        return {}
+    return {f"hf://{at}": at.rpartition("@")[2]}
 
 
 def fingerprint(stage: str, config: dict, inputs: dict[str, str]) -> str:
