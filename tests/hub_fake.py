@@ -92,6 +92,11 @@ class FakeHub:
         commit = repo["tags"].get(rev, rev)
         return (commit, repo["snapshots"][commit]) if commit in repo["snapshots"] else None
 
+    def create(self, repo_id: str, files: dict | None = None, private: bool = False) -> str | None:
+        """A new repo, as `create_repo` makes it; with `files` (path -> bytes), their first commit on main, whose id it returns."""
+        self.repos[repo_id] = {"private": private, "revisions": {"main": {}}, "tags": {}, "commits": [], "snapshots": {}, "heads": {}}
+        return self.commit(repo_id, files) if files else None
+
     def commit(self, repo_id: str, changes: dict, rev: str = "main") -> str:
         """A new commit on `rev`: each path to its bytes, or None to delete it; its id. The files at a commit never
         change, as on the Hub."""
@@ -128,8 +133,7 @@ class FakeHub:
             self.types[repo_id] = body.get("type", "model")
             if repo_id in self.repos:
                 return 409, {"error": "You already created this dataset repo", "url": f"{self.url}/datasets/{repo_id}"}
-            self.repos[repo_id] = {"private": body.get("visibility", "private") == "private", "revisions": {"main": {}}, "tags": {}, "commits": [],
-                                   "snapshots": {}, "heads": {}}
+            self.create(repo_id, private=body.get("visibility", "private") == "private")
             return 200, {"url": f"{self.url}/datasets/{repo_id}"}
         if r.method == "POST" and r.path == "/api/validate-yaml":  # the Hub's check of a card's YAML header, in part
             errors = _card_errors(r.json()["content"])

@@ -127,8 +127,9 @@ def test_non_finite_grade_probabilities_are_refused(tiny_model_dir):
         backend.score_grades([b.student(ROW), b.student({**ROW, C.TITLE: "Mug rack"})], ["4", "3", "2", "1"])
 
 
-def test_model_spec_errors(tmp_path):
+def test_model_spec_errors(tmp_path, monkeypatch):
     from toolkit.core.models import resolve_model
+    from toolkit.core.stagefolder.remote import is_hub_model_id
 
     with pytest.raises(UserError, match="no such folder"):
         resolve_model("./nope")
@@ -140,6 +141,11 @@ def test_model_spec_errors(tmp_path):
         resolve_model("someone/some-model")
     with pytest.raises(UserError, match="not a hub id"):
         resolve_model("someone/some-model@")
+    # the default model's hub id is the Hub's bf16 weights at a commit, not the packaged Q4_1 copy under another name
+    assert is_hub_model_id("HuggingFaceTB/SmolLM2-135M-Instruct") and not is_hub_model_id("default")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with pytest.raises(UserError, match=r"HuggingFaceTB/SmolLM2-135M-Instruct: cannot reach the Hub \(HF_HUB_OFFLINE=1\)"):
+        resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 # -- gen-cot ---------------------------------------------------------------------------

