@@ -123,22 +123,23 @@ def build_index(cfg: BuildIndexConfig, embedder=None) -> BuildIndexResult:
         if not Path(s).is_file():
             load_snippets([s])  # the loader's one-line error for a missing path or a folder
     inputs = input_hashes(cfg.sources)
-    model_id = embedder.model_id if embedder is not None else resolve_model(cfg.model).model_id
+    spec = None if embedder is not None else resolve_model(cfg.model)  # a hub id pinned once, for every worker
+    model_id = embedder.model_id if embedder is not None else spec.model_id
     resolved = cfg.resolved(model_id)
     done = recorded_result(BuildIndexResult, cfg, inputs, resolved=resolved)
     if done is not None:
         return done
     snippets = portable_sources(load_snippets(cfg.sources), cfg.sources)
     if embedder is None and cfg.executor != "local":  # the snippets embedded by actors: the model loads there
-        return _build(cfg, out, snippets, inputs, resolved, None, model_id)
-    embedder = embedder or load_embedder(cfg.model, cfg.batch_size)
+        return _build(cfg, out, snippets, inputs, resolved, None, model_id, spec)
+    embedder = embedder or load_embedder(spec, cfg.batch_size)
     return _build(cfg, out, snippets, inputs, resolved, embedder, embedder.model_id)
 
 
 def _build(cfg: BuildIndexConfig, out: Path, snippets: list[Snippet], inputs: dict, resolved: dict, embedder,
-           model_id: str) -> BuildIndexResult:
-    """Embed what changed (here with `embedder`, or by cfg's executor when it is None), index, write."""
-    from retrieval_index.embedder import encode_in_chunks, encode_on, resolve_model
+           model_id: str, spec=None) -> BuildIndexResult:
+    """Embed what changed (here with `embedder`, or by cfg's executor loading `spec` when it is None), index, write."""
+    from retrieval_index.embedder import encode_in_chunks, encode_on
     from toolkit.core.executors import make_executor
 
     reuse, old = cached_vectors(out, model_id, embedder.dim if embedder is not None else None)
@@ -148,7 +149,7 @@ def _build(cfg: BuildIndexConfig, out: Path, snippets: list[Snippet], inputs: di
     if todo and embedder is not None:
         new = encode_in_chunks(embedder, texts, desc="embedding snippets")
     elif todo:
-        new = encode_on(make_executor(cfg), resolve_model(cfg.model), texts, batch_size=cfg.batch_size,
+        new = encode_on(make_executor(cfg), spec, texts, batch_size=cfg.batch_size,
                         desc="embedding snippets")
     dim = embedder.dim if embedder is not None else (new.shape[1] if new is not None else old.shape[1])
     if old is not None and old.shape[1] != dim:

@@ -58,10 +58,15 @@ def resolve_model(spec: str | None) -> ModelSpec:
             raise UserError(f"--model {spec}: this folder holds no sentence-transformers model (no modules.json or "
                             "config.json); pass a model folder or a hub id")
         return ModelSpec(str(path.resolve()), str(path.resolve()))
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not an `org/name` hub id
-        raise UserError(f"--model {spec}: no such folder; pass a model folder, a hub id like "
-                        "sentence-transformers/all-MiniLM-L6-v2, or `default`")
-    return ModelSpec(spec, spec)
+    from toolkit.core.stagefolder.remote import is_hub_model_id, pin_model
+
+    if is_hub_model_id(spec):  # at the commit it names now: the index records it, and loads it there (load_embedder)
+        pinned = str(pin_model(spec))
+        return ModelSpec(pinned, pinned)
+    if spec.startswith((".", "/", "~")) or "/" in spec:  # a path, not an `org/name[@REVISION]` hub id
+        raise UserError(f"--model {spec}: no such folder, and not a hub id; pass a model folder, a hub id like "
+                        "sentence-transformers/all-MiniLM-L6-v2 (or owner/name@REVISION), or `default`")
+    return ModelSpec(spec, spec)  # a sentence-transformers short name
 
 
 class SentenceTransformerEmbedder:
@@ -81,8 +86,13 @@ class SentenceTransformerEmbedder:
                 hf_logging.disable_progress_bar()
             except ImportError:
                 pass
+        from toolkit.core.stagefolder.remote import hub_model_snapshot, is_hub_model_id
+
+        load_from = spec.load_from
+        if is_hub_model_id(load_from):  # its files at that commit, module folders (pooling, dense) included
+            load_from = str(hub_model_snapshot(load_from, modules=True))
         try:
-            self.model = SentenceTransformer(spec.load_from, device=device)
+            self.model = SentenceTransformer(load_from, device=device)
         except OSError as e:
             offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
             raise UserError(

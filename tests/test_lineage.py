@@ -284,8 +284,8 @@ def test_a_downloaded_pushed_model_keeps_its_records(tmp_path, tiny_model_dir):
 
 def test_toolkit_run_counts_the_hub_models_a_stage_loads():
     """A pipeline stage is up to date only at the commit of each hub model it loads: --model of the commands that
-    load weights, make-prefs' --teacher-model; not a served model's name (openai), a stage reference or another
-    command's model (an embedding model)."""
+    load weights (the embedder of build-index too), make-prefs' --teacher-model; not a served model's name
+    (openai), a stage reference, or retrieve's --model (the index's embedder: the index folder counts)."""
     from toolkit.cli.runner import Stage, _hub_models
 
     assert _hub_models(Stage("s", "score", ["{pairs}"], {"model": "me/judge"})) == ["me/judge"]
@@ -295,5 +295,6 @@ def test_toolkit_run_counts_the_hub_models_a_stage_loads():
     assert _hub_models(Stage("t", "train  sft", [], {"model": "{sft}"})) == []
     assert _hub_models(Stage("t", "train grpo", [], {"model": "me/base@v2"})) == ["me/base@v2"]
     assert _hub_models(Stage("b", "train baseline", [], {"model": "me/reranker"})) == ["me/reranker"]
-    assert _hub_models(Stage("i", "build-index", [], {"model": "me/embed"})) == []
+    assert _hub_models(Stage("i", "build-index", [], {"model": "me/embed"})) == ["me/embed"]
+    assert _hub_models(Stage("r", "retrieve", [], {"model": "me/embed"})) == []  # the index's model: its folder counts
     assert _hub_models(Stage("a", "atomize", [], {"model": "default"})) == []

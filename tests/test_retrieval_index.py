@@ -442,6 +442,8 @@ def test_cli_build_search_retrieve(tmp_path, repo, demo_splits, hash_emb, cli, m
     import retrieval_index.embedder as E
 
     monkeypatch.setattr(E, "load_embedder", lambda spec=None, batch_size=64: hash_emb)
+    resolve = E.resolve_model  # the double's id names no hub model: it resolves to itself, without a commit
+    monkeypatch.setattr(E, "resolve_model", lambda spec: E.ModelSpec(spec, spec) if spec == hash_emb.model_id else resolve(spec))
     idx = tmp_path / "idx"
     r = cli("build-index", repo / "demo/guideline.md", repo / "demo/knowledge/brands.yaml", "-o", idx, "--model", hash_emb.model_id)
     assert r.exit_code == 0 and "65 snippets (44 rules, 21 knowledge)" in r.output and "embedded 65, reused 0" in r.output

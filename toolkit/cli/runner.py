@@ -203,7 +203,7 @@ def fingerprint(pipe: Pipeline, st: Stage, stamps: dict[str, str]) -> str:
 LOADS_MODEL = {"score": {"model": "backend"}, "sample": {"model": "backend"}, "gen-cot": {"model": "backend"},
                "atomize": {"model": "backend"}, "make-prefs": {"teacher-model": "teacher-backend"},
                "train sft": {"model": None}, "train dpo": {"model": None}, "train grpo": {"model": None},
-               "train baseline": {"model": None}}
+               "train baseline": {"model": None}, "build-index": {"model": None}}
 
 
 def _hub_models(st: Stage) -> list[str]:

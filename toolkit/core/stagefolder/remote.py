@@ -169,6 +169,7 @@ MODEL_REV = re.compile(r"(?!.*\.\.)[\w.-][\w./-]*")  # a branch, tag or commit a
 COMMIT = re.compile(r"[0-9a-f]{40}")
 # what loading a model needs from its repo's top level: config, weights, tokenizer, chat template
 MODEL_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")
+ST_MODULE = re.compile(r"\d+_[A-Za-z]+/")  # a sentence-transformers module folder: 1_Pooling/, 2_Dense/, 2_Normalize/
 
 
 def split_model_id(spec: "str | Path | None") -> tuple[str, str | None]:
@@ -268,10 +269,11 @@ def cached_snapshot(repo: str, rev: "str | None") -> Path | None:
     return snap if COMMIT.fullmatch(commit) and (snap / "config.json").is_file() else None
 
 
-def _model_files(repo: str, commit: str) -> list[str]:
+def _model_files(repo: str, commit: str, modules: bool = False) -> list[str]:
     """The files of a model repo that loading it needs: top-level config, tokenizer and chat template files, its
-    weights (the safetensors shards, not a `consolidated` copy; .bin only without safetensors) and the toolkit's
-    records (toolkit/)."""
+    weights (the safetensors shards, not a `consolidated` copy; .bin only without safetensors), the toolkit's
+    records (toolkit/), and with `modules` a sentence-transformers model's module folders (`1_Pooling/`,
+    `2_Dense/`, ...)."""
     from huggingface_hub import HfApi
 
     files = HfApi().list_repo_files(repo, revision=commit)
@@ -279,18 +281,20 @@ def _model_files(repo: str, commit: str) -> list[str]:
     safetensors = [f for f in top if f.endswith(".safetensors")]
     weights = ([f for f in safetensors if not f.startswith("consolidated")] or safetensors
                or [f for f in top if f.endswith(".bin")])
-    return [f for f in top if f.endswith(MODEL_SUFFIXES)] + weights + [f for f in files if f.startswith("toolkit/")]
+    extra = [f for f in files if f.startswith("toolkit/") or (modules and ST_MODULE.match(f))]
+    return [f for f in top if f.endswith(MODEL_SUFFIXES)] + weights + extra
 
 
-def hub_model_snapshot(spec: str) -> Path:
+def hub_model_snapshot(spec: str, modules: bool = False) -> Path:
     """The local folder of a hub model at the commit it names now (`.../snapshots/COMMIT` in the Hub cache): the files
-    loading it needs (_model_files), downloaded once; offline or unreachable, the cached folder."""
+    loading it needs (_model_files; `modules` for a sentence-transformers embedder), downloaded once; offline or
+    unreachable, the cached folder."""
     from huggingface_hub import snapshot_download
 
     repo, rev = split_model_id(spec)
     commit = hub_model_commit(spec)
     try:
-        path = Path(snapshot_download(repo, revision=commit, allow_patterns=_model_files(repo, commit)))
+        path = Path(snapshot_download(repo, revision=commit, allow_patterns=_model_files(repo, commit, modules)))
     except Exception as e:  # noqa: BLE001 - whatever stopped the download; a cached copy will do
         path = cached_snapshot(repo, commit)
         if path is None:
