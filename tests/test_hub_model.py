@@ -283,7 +283,7 @@ def test_the_baseline_starts_from_a_hub_reranker_at_one_commit(cli, tmp_path):
 
         r = baseline("me/reranker")
         assert r.returncode == 0, r.stderr
-        assert "has a classifier with 1 output; it gets a new one with 4 (one per grade)" in r.stderr, r.stderr
+        assert f"model me/reranker@{first} has a classifier with 1 output; it gets a new one with 4 (one per grade)" in r.stderr, r.stderr
         m = read_manifest(tmp_path / "b")
         assert m["base_model"] == f"me/reranker@{first}" and m["inputs"][f"hf://me/reranker@{first}"] == first
         assert f"model: me/reranker@{first}\n" in (tmp_path / "b/config.yaml").read_text()

@@ -60,7 +60,8 @@ def base_model_path(spec: str | None) -> str:
     return str(hub_model_snapshot(spec))
 
 
-def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
+def load_model(path: str, num_labels: int, max_length: int, labels: list[str], name: str | None = None):
+    """The CrossEncoder at `path` (`name`: how messages call it) with one output per grade."""
     try:
         from sentence_transformers import CrossEncoder
     except ImportError as e:
@@ -71,7 +72,8 @@ def load_model(path: str, num_labels: int, max_length: int, labels: list[str]):
     head = _head_size(path)
     if head not in (None, num_labels):  # e.g. a reranker's one relevance score: its encoder is kept
         log.warning("baseline model %s has a classifier with %d output%s; it gets a new one with %d (one per grade), "
-                    "trained from scratch; its encoder is kept", path, head, "" if head == 1 else "s", num_labels)
+                    "trained from scratch; its encoder is kept", name or path, head, "" if head == 1 else "s",
+                    num_labels)
     model = CrossEncoder(path, num_labels=num_labels, max_length=max_length,
                          model_kwargs={"ignore_mismatched_sizes": head not in (None, num_labels)})
     if model.num_labels != num_labels:
@@ -123,7 +125,7 @@ def train_baseline(cfg: BaselineConfig) -> TrainResult:
     from transformers import set_seed
 
     set_seed(cfg.seed)  # the new classifier head is drawn in load_model, before the trainer seeds
-    model = load_model(model_path, len(scale), cfg.max_length, scale.labels)
+    model = load_model(model_path, len(scale), cfg.max_length, scale.labels, cfg.model if hub else None)
     trainer = _trainer(cfg, model, dataset, out)
     curve = _dev_callback(cfg, trainer, model, df, scale)
     trainer.train()
