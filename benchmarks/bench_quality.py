@@ -211,8 +211,9 @@ def _row(name: str, ev: Path) -> dict:
     cum = classification_metrics(gold, grade_indices(preds["cumpt_grade"].to_list(), scale, "cumpt_grade", allow_missing=True), scale)
     boot = m.get("bootstrap") or {}
     ece = (m.get("calibration") or {}).get("ece")
+    rank = m.get("ranking") or {}  # the order within queries: the same for both decisions
     return {
-        "row": name, "n": m["n"],
+        "row": name, "n": m["n"], "ndcg": rank.get("ndcg@10"), "ndcg_random": rank.get("ndcg@10_random"),
         "argmax": {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "f1": {str(g["grade"]): g["f1"] for g in m["per_grade"]},
                    "ci": boot.get("macro_f1"), "ece": ece},
         "cumpt": {"macro_f1": cum["macro_f1"], "accuracy": cum["accuracy"], "f1": {str(g["grade"]): g["f1"] for g in cum["per_grade"]},
@@ -265,8 +266,9 @@ def plots(out: Path, table: list[dict]) -> list[Path]:
 
 def markdown(table: list[dict]) -> str:
     grades = list(table[0]["argmax"]["f1"])
-    head = "| model | decision | " + " | ".join(f"F1 {g}" for g in grades) + " | macro-F1 | 95% interval (queries) | accuracy | ECE |"
-    lines = [head, "|" + "---|" * (len(grades) + 6)]
+    head = ("| model | decision | " + " | ".join(f"F1 {g}" for g in grades)
+            + " | macro-F1 | 95% interval (queries) | accuracy | ECE | NDCG@10 |")
+    lines = [head, "|" + "---|" * (len(grades) + 7)]
     for t in table:
         for d in ("argmax", "cumpt"):
             x = t[d]
@@ -274,7 +276,11 @@ def markdown(table: list[dict]) -> str:
             ci = f"{100 * x['ci'][0]:.1f}–{100 * x['ci'][1]:.1f}" if x.get("ci") else "n/a"
             ece = f"{x['ece']:.3f}" if x.get("ece") is not None else "n/a"
             lines.append(f"| {t['row']} | {label} | " + " | ".join(f"{100 * x['f1'][g]:.1f}" for g in grades)
-                         + f" | **{100 * x['macro_f1']:.1f}** | {ci} | {100 * x['accuracy']:.1f} | {ece} |")
+                         + f" | **{100 * x['macro_f1']:.1f}** | {ci} | {100 * x['accuracy']:.1f} | {ece} | "
+                         + (f"{t['ndcg']:.3f} |" if t.get("ndcg") is not None else "n/a |"))
+    floor = next((t["ndcg_random"] for t in table if t.get("ndcg_random") is not None), None)
+    if floor is not None:  # the same test pairs for every row
+        lines.append(f"\nNDCG@10: the order of each test query's items by expected grade; a random order gets {floor:.3f}.")
     return "\n".join(lines)
 
 

@@ -222,3 +222,32 @@ def test_eval_modules_do_not_import_matplotlib_or_torch():
             "print(sorted(m for m in ('matplotlib', 'torch', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_eval_reports_how_the_judge_orders_each_query(cli, tmp_path):
+    """With a query column: NDCG@10 within queries by expected grade (with its interval and the random-order floor)
+    and Spearman's ρ, in metrics.json, the report and the headline; parsed grades only: ordered by the grade."""
+    stats = pytest.importorskip("scipy.stats")
+    metrics = pytest.importorskip("sklearn.metrics")
+    import numpy as np
+
+    p = _write(tmp_path / "p.parquet", query=["q1"] * 3 + ["q2"] * 3)
+    r = cli("eval", "--predictions", p, "-o", tmp_path / "eval", "--no-plots")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "eval/metrics.json").read_text())["ranking"]
+    scores = np.array(PROBS) @ np.array([3, 2, 1, 0])  # expected relevance; gold relevance = grade - 1
+    rel = np.array(GOLD) - 1
+    per_query = [metrics.ndcg_score([2.0 ** rel[s] - 1], [scores[s]], k=10) for s in (slice(0, 3), slice(3, 6))]
+    assert m["score"] == "expected grade" and (m["k"], m["queries"], m["queries_one_grade"]) == (10, 2, 0)
+    assert m["ndcg@10"] == pytest.approx(np.mean(per_query)) and m["spearman"] == pytest.approx(stats.spearmanr(scores, rel).statistic)
+    assert m["ndcg@10_random"] < 1 and len(m["ndcg@10_interval"]) == 2
+    assert f"NDCG@10 {m['ndcg@10']:.4f}" in r.stdout
+    report = (tmp_path / "eval/report.md").read_text()
+    assert "| NDCG@10 within queries (by expected grade; mean over 2 queries) |" in report
+    assert "| NDCG@10 of a random order (the floor) |" in report and "| Spearman's ρ, expected grade vs gold (all pairs) |" in report
+
+    p = _write(tmp_path / "parsed.parquet", grade_probs=None, text=None, pred_grade=[4, 3, 3, None, 2, 4], query=["q"] * 6)
+    r = cli("eval", "--predictions", p, "-o", tmp_path / "eval2", "--no-plots")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "eval2/metrics.json").read_text())["ranking"]
+    assert m["score"] == "predicted grade" and m["queries"] == 1

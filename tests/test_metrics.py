@@ -227,3 +227,56 @@ def test_eval_reports_the_interval_over_queries(tmp_path, cli):
     assert json.loads((tmp_path / "ev0" / "metrics.json").read_text())["bootstrap"] is None
     r = cli("eval", "--predictions", tmp_path / "preds.parquet", "-o", tmp_path / "ev1", "--bootstrap", -1)
     assert r.exit_code != 0 and "--bootstrap must be >= 0" in r.output
+
+
+# -- order within queries (toolkit.core.ranking) ----------------------------------------------
+
+
+def test_ndcg_with_ties_and_spearman_agree_with_sklearn_and_scipy():
+    """Tie-aware NDCG@k equals scikit-learn's ndcg_score (which averages tied positions the same way) on gains
+    2^rel - 1; Spearman's ρ equals scipy's, ties included; a constant side has no ρ."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    stats = pytest.importorskip("scipy.stats")
+    from toolkit.core.ranking import ndcg_at, spearman
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(200):
+        n = int(rng.integers(2, 30))
+        rel = rng.integers(0, 4, n)
+        scores = rng.integers(0, 4, n).astype(float)  # few distinct scores: many ties
+        gains = 2.0 ** rel - 1
+        if gains.max() == 0:
+            continue
+        for k in (3, 10):
+            assert ndcg_at(gains, scores, k) == pytest.approx(metrics.ndcg_score([gains], [scores], k=k))
+        if len(set(rel)) > 1 and len(set(scores)) > 1:
+            assert spearman(scores, rel) == pytest.approx(stats.spearmanr(scores, rel).statistic)
+        checked += 1
+    assert checked > 150
+    assert spearman(np.ones(5), np.arange(5)) is None
+
+
+def test_ranking_metrics_leave_out_one_grade_queries_and_give_the_random_floor():
+    """Per query: a perfect order scores 1, a reversed one below the floor; a query with one gold grade cannot be
+    ordered wrong and is left out (and counted); one score for every pair gets exactly the random-order floor."""
+    from toolkit.core.ranking import ndcg_at, ranking_metrics, scores_of
+
+    gold = np.array([0, 1, 2, 3, 3, 2, 1, 0, 1, 1, 1])  # scale indices, 0 = best grade
+    queries = ["a"] * 4 + ["b"] * 4 + ["c"] * 3
+    scores = np.array([4, 3, 2, 1, 4, 3, 2, 1, 0, 5, 9], dtype=float)  # a: perfect, b: reversed, c: one grade
+    m = ranking_metrics(gold, scores, queries, 4, k=10, resamples=200)
+    gains = 2.0 ** np.array([3, 2, 1, 0]) - 1
+    reversed_b = ndcg_at(gains[::-1], np.array([4, 3, 2, 1.0]), 10)
+    floor = ndcg_at(gains, np.zeros(4), 10)
+    assert reversed_b < floor < 1
+    assert m["ndcg@10"] == pytest.approx((1 + reversed_b) / 2) and m["ndcg@10_random"] == pytest.approx(floor)
+    assert (m["queries"], m["queries_one_grade"]) == (2, 1)
+    lo, hi = m["ndcg@10_interval"]
+    assert reversed_b <= lo <= m["ndcg@10"] <= hi <= 1
+    flat = ranking_metrics(gold, np.full(len(gold), 0.3), queries, 4)
+    assert flat["ndcg@10"] == pytest.approx(flat["ndcg@10_random"]) and flat["spearman"] is None
+    assert "ndcg@10" not in ranking_metrics(gold, scores, None, 4)  # no query column: ρ only
+    probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.0, 0.0, 0.0, 1.0]])
+    assert scores_of(probs, np.array([0, 3]), 4).tolist() == pytest.approx([2.4, 0.0])  # expected relevance
+    assert scores_of(None, np.array([0, 3, UNPARSED]), 4).tolist() == [3.0, 0.0, -1.0]  # unparsed lowest

@@ -141,6 +141,9 @@ class EvalResult(StageResult):
         parts = [f"{m['n']} rows", f"macro-F1 {m['macro_f1']:.4f}{ci}", f"accuracy {m['accuracy']:.4f}"]
         if m.get("calibration"):
             parts.append(f"ECE {m['calibration']['ece']:.4f}")
+        ndcg = (m.get("ranking") or {}).get("ndcg@10")
+        if ndcg is not None:
+            parts.append(f"NDCG@10 {ndcg:.4f}")
         h = m.get("hallucination")
         if h and h["denominator"]:
             parts.append(f"hallucination {h['numerator']}/{h['denominator']} ({100 * h['rate']:.1f}%)")
@@ -245,7 +248,19 @@ def compute(df: pl.DataFrame, scale: GradeScale, cfg: EvalConfig,
         metrics["tiering"], tier_cols = _tiering(cfg.tier_rule, probs, gold, scale)
         extra += tier_cols
     metrics["bootstrap"] = _intervals(df, gold, pred, extra, scale, int(cfg.bootstrap)) if cfg.bootstrap else None
+    metrics["ranking"] = _ranking(df, gold, pred, probs, scale, int(cfg.bootstrap))
     return metrics, df.with_columns(extra)
+
+
+def _ranking(df: pl.DataFrame, gold: np.ndarray, pred: np.ndarray, probs, scale: GradeScale, resamples: int) -> dict:
+    """How the judge orders each query's pairs (toolkit.core.ranking): NDCG@10 over queries, Spearman's ρ."""
+    from toolkit.core.ranking import ranking_metrics, scores_of
+
+    groups = df[C.QUERY].to_list() if C.QUERY in df.columns else None
+    out = ranking_metrics(gold, scores_of(probs, pred, len(scale), UNPARSED), groups, len(scale),
+                          resamples=resamples)
+    out["score"] = "expected grade" if probs is not None else "predicted grade"
+    return out
 
 
 def _intervals(df: pl.DataFrame, gold: np.ndarray, pred: np.ndarray, extra: list[pl.Series], scale: GradeScale,

@@ -45,6 +45,22 @@ def methods_table(methods: dict, tiers: dict) -> str:
     return _table(["rule", "parameters", "macro-F1", "accuracy", "tier macro-F1"] + [f"{t} rate" for t in tiers], rows)
 
 
+def _ranking_rows(r: dict | None) -> list[list[str]]:
+    """Order within queries (toolkit.core.ranking): NDCG@k with its interval, Spearman's ρ."""
+    if not r:
+        return []
+    k, rows = r["k"], []
+    if r.get(f"ndcg@{k}") is not None:
+        ci = r.get(f"ndcg@{k}_interval")
+        left = f", {r['queries_one_grade']} with one grade left out" if r["queries_one_grade"] else ""
+        rows.append([f"NDCG@{k} within queries (by {r['score']}; mean over {r['queries']} queries{left})",
+                     _f(r[f"ndcg@{k}"]) + (f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else "")])
+        rows.append([f"NDCG@{k} of a random order (the floor)", _f(r[f"ndcg@{k}_random"])])
+    if r.get("spearman") is not None:
+        rows.append([f"Spearman's ρ, {r['score']} vs gold (all pairs)", _f(r["spearman"])])
+    return rows
+
+
 def render_eval(m: dict, scale: GradeScale) -> str:
     images = m.get("images") or {}
     decision = {"argmax": "argmax of grade_probs", "parsed": "the emitted (parsed) grade"}[m["decision"]]
@@ -75,6 +91,7 @@ def render_eval(m: dict, scale: GradeScale) -> str:
                 else "– (no decision steps)")
         rows.append(["discriminative hallucination", rate])
     rows.append(["unparsed predictions", str(m["n_unparsed"])])
+    rows += _ranking_rows(m.get("ranking"))
     out += [_table(["metric", "value"], rows), "", "## Per grade", ""]
     out.append(_table(
         ["grade", "precision", "recall", "F1", "support", "predicted"],
