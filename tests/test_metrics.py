@@ -280,3 +280,25 @@ def test_ranking_metrics_leave_out_one_grade_queries_and_give_the_random_floor()
     probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.0, 0.0, 0.0, 1.0]])
     assert scores_of(probs, np.array([0, 3]), 4).tolist() == pytest.approx([2.4, 0.0])  # expected relevance
     assert scores_of(None, np.array([0, 3, UNPARSED]), 4).tolist() == [3.0, 0.0, -1.0]  # unparsed lowest
+
+
+def test_every_query_at_once_equals_one_query_at_a_time():
+    """The vectorised per-query NDCG (one sort for all queries: 1M pairs of 100k queries in seconds, where a loop over
+    queries took 100 s) equals ndcg_at query by query, ties, short queries and one-grade queries included."""
+    from toolkit.core.ranking import ndcg_at, per_query_ndcg
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    groups = [f"q{i}" for i in rng.integers(0, 400, n)]
+    rel = rng.integers(0, 4, n)
+    scores = rng.integers(0, 6, n).astype(float)
+    ndcg, floor, informative = per_query_ndcg(rel, scores, groups, 10)
+    names = sorted(set(groups))
+    assert len(ndcg) == len(names) and 0 < informative.sum() < len(names)
+    for i, name in enumerate(names):
+        rows = np.flatnonzero(np.asarray(groups) == name)
+        gains = 2.0 ** rel[rows] - 1
+        assert informative[i] == (len(set(rel[rows])) > 1 and gains.max() > 0)
+        if informative[i]:
+            assert ndcg[i] == pytest.approx(ndcg_at(gains, scores[rows], 10))
+            assert floor[i] == pytest.approx(ndcg_at(gains, np.zeros(len(rows)), 10))

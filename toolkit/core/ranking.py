@@ -58,23 +58,45 @@ def ranking_metrics(gold: np.ndarray, scores: np.ndarray, groups: "list | None",
     out: dict = {"k": k, "spearman": spearman(scores, rel)}
     if groups is None:
         return out
-    _, inv = np.unique(np.asarray([str(q) for q in groups]), return_inverse=True)
-    per_query, floor, one_grade = [], [], 0
-    for q in range(int(inv.max()) + 1 if len(inv) else 0):
-        rows = np.flatnonzero(inv == q)
-        if len(np.unique(rel[rows])) < 2:
-            one_grade += 1
-            continue
-        gains = 2.0 ** rel[rows] - 1
-        per_query.append(ndcg_at(gains, scores[rows], k))
-        floor.append(ndcg_at(gains, np.zeros(len(rows)), k))  # one score for all: a random order's expectation
-    vals = np.asarray(per_query)
+    ndcg, floor, informative = per_query_ndcg(rel, np.asarray(scores, dtype=np.float64), groups, k)
+    vals = ndcg[informative]
     out.update({f"ndcg@{k}": float(vals.mean()) if len(vals) else None,
-                f"ndcg@{k}_random": float(np.mean(floor)) if floor else None, "queries": len(vals),
-                "queries_one_grade": one_grade})
+                f"ndcg@{k}_random": float(floor[informative].mean()) if len(vals) else None,
+                "queries": int(informative.sum()), "queries_one_grade": int((~informative).sum())})
     if resamples and len(vals):
         rng = np.random.default_rng(seed)
-        means = vals[rng.integers(0, len(vals), (int(resamples), len(vals)))].mean(axis=1)
+        means = np.array([vals[rng.integers(0, len(vals), len(vals))].mean() for _ in range(int(resamples))])
         lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
         out[f"ndcg@{k}_interval"] = [float(lo), float(hi)]
     return out
+
+
+def per_query_ndcg(rel: np.ndarray, scores: np.ndarray, groups: list, k: int) -> tuple[np.ndarray, ...]:
+    """For every query at once (one sort, no loop over queries): its tie-aware NDCG@k (ndcg_at), a random order's
+    (every pair tied), and whether it has more than one gold grade (else its NDCG is meaningless)."""
+    _, inv = np.unique(np.asarray([str(q) for q in groups]), return_inverse=True)
+    if not len(inv):
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
+    n_q = int(inv.max()) + 1
+    gains = 2.0 ** rel - 1
+    size = np.bincount(inv, minlength=n_q)
+    first = np.r_[0, np.cumsum(size)[:-1]]  # where each query starts once rows are sorted by query
+
+    def discounts(order):
+        pos = np.arange(len(order)) - first[inv[order]]
+        return np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)
+
+    ideal_order = np.lexsort((-gains, inv))
+    ideal = np.bincount(inv[ideal_order], weights=gains[ideal_order] * discounts(ideal_order), minlength=n_q)
+    order = np.lexsort((-scores, inv))
+    q, s, g, d = inv[order], scores[order], gains[order], discounts(order)
+    tie = np.r_[True, (q[1:] != q[:-1]) | (s[1:] != s[:-1])]  # the first row of each run of equal scores
+    starts = np.flatnonzero(tie)
+    runs = np.diff(np.r_[starts, len(order)])
+    dcg = np.bincount(q[starts], weights=np.add.reduceat(g, starts) * np.add.reduceat(d, starts) / runs,
+                      minlength=n_q)
+    q_first = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])  # every query tied: its gains times its mean discount
+    rand = np.add.reduceat(g, q_first) * np.add.reduceat(d, q_first) / size
+    informative = np.maximum.reduceat(rel[order], q_first) > np.minimum.reduceat(rel[order], q_first)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dcg / ideal, rand / ideal, informative & (ideal > 0)
