@@ -180,14 +180,14 @@ def bootstrap_macro_f1(gold: np.ndarray, pred: np.ndarray, groups, n_grades: int
     if g == 0:
         raise UserError("no rows to bootstrap; check the input file and --split")
     ok = pred != UNPARSED
-    cm = np.zeros((g, k, k), dtype=np.int64)
-    np.add.at(cm, (inv[ok], gold[ok], pred[ok]), 1)
-    gold_count = np.zeros((g, k), dtype=np.int64)
-    np.add.at(gold_count, (inv, gold), 1)
+    cell, inv_ok = gold[ok] * k + pred[ok], inv[ok]  # each parsed row's confusion cell, and its group
     rng = np.random.default_rng(seed)
-    mult = np.stack([np.bincount(rng.integers(0, g, g), minlength=g) for _ in range(int(resamples))])
-    cms = np.tensordot(mult, cm, axes=1)  # (resamples, k, k)
-    f1 = f1_from_counts(np.diagonal(cms, axis1=1, axis2=2), mult @ gold_count, cms.sum(axis=1)).mean(axis=1)
+    f1 = np.empty(int(resamples))
+    for r in range(len(f1)):  # one resample at a time: memory in rows, not resamples x groups x cells
+        drawn = np.bincount(rng.integers(0, g, g), minlength=g).astype(np.float64)  # times each group is drawn
+        cm = np.bincount(cell, weights=drawn[inv_ok], minlength=k * k).reshape(k, k)
+        f1[r] = f1_from_counts(np.diag(cm), np.bincount(gold, weights=drawn[inv], minlength=k),
+                               cm.sum(axis=0)).mean()
     lo, hi = np.quantile(f1, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"level": level, "resamples": int(resamples), "seed": seed, "groups": g, "macro_f1": [float(lo), float(hi)]}
 
