@@ -14,7 +14,8 @@ from toolkit.tiering import TierApplyConfig, TierFitConfig
 @config_option
 @options_from(EvalConfig, skip=("extra",))  # extra: set by Python callers (e.g. the scoring model's settings)
 def eval_cmd(**kw):
-    """Evaluate predictions: macro-F1, per-grade F1, accuracy, confusion, calibration, hallucination.
+    """Evaluate predictions: macro-F1, per-grade F1, accuracy, confusion, calibration, hallucination, and
+    the order within queries (NDCG@10 by expected grade, beside a random order's; Spearman's rho).
 
     Reads a predictions Parquet file (gold `grade` plus first-token `grade_probs`, best
     grade first, and/or `pred_grade`; optional `text`/`rationale` and `split`) and writes
