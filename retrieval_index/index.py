@@ -130,8 +130,7 @@ class RuleIndex:
         from retrieval_index.embedder import resolve_model
 
         spec = resolve_model(self._model or self.model_id)
-        if (self._model is None and spec.model_id != self.model_id and "@" not in self.model_id
-                and spec.model_id.partition("@")[0] == self.model_id):
+        if self._model is None and spec.model_id != self.model_id and recorded_unpinned(self.model_id, spec.model_id):
             log.warning("%s: built with the hub embedder %s before the toolkit recorded its commit; using %s (rebuild "
                         "the index to record it)", self.folder, self.model_id, spec.model_id)
             spec = type(spec)(self.model_id, spec.load_from)  # the recorded id: check_embedder compares it
@@ -253,6 +252,12 @@ class RuleIndex:
         return self.snippets.row(self._row[snippet_id], named=True)
 
 
+def recorded_unpinned(recorded: str, model_id: str) -> bool:
+    """The index recorded a hub embedder as `owner/name`, before the toolkit pinned hub ids, and `model_id` is that
+    model at a commit (`owner/name@COMMIT`)."""
+    return "@" not in recorded and model_id.partition("@")[0] == recorded
+
+
 def check_model(manifest: dict, folder: Path, model: str) -> None:
     """Refuse a --model other than the one the index was built with (before loading it)."""
     from retrieval_index.embedder import resolve_model
@@ -263,7 +268,7 @@ def check_model(manifest: dict, folder: Path, model: str) -> None:
         model_id = model  # another hub model: no need to look up its commit
     else:
         model_id = resolve_model(model).model_id
-        if "@" not in recorded and model_id.partition("@")[0] == recorded:  # recorded before hub ids were pinned
+        if recorded_unpinned(recorded, model_id):
             model_id = recorded
     if model_id != recorded:
         raise UserError(

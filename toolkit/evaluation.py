@@ -257,8 +257,7 @@ def _ranking(df: pl.DataFrame, gold: np.ndarray, pred: np.ndarray, probs, scale:
     from toolkit.core.ranking import ranking_metrics, scores_of
 
     groups = df[C.QUERY].to_list() if C.QUERY in df.columns else None
-    out = ranking_metrics(gold, scores_of(probs, pred, len(scale), UNPARSED), groups, len(scale),
-                          resamples=resamples)
+    out = ranking_metrics(gold, scores_of(probs, pred, len(scale)), groups, len(scale), resamples=resamples)
     out["score"] = "expected grade" if probs is not None else "predicted grade"
     return out
 

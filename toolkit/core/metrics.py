@@ -170,12 +170,17 @@ def classification_metrics(gold: np.ndarray, pred: np.ndarray, scale: GradeScale
     }
 
 
+def group_index(groups) -> np.ndarray:
+    """Each row's group (query) as an index 0..G-1, groups in sorted order of their ids read as text."""
+    return np.unique(np.asarray([str(x) for x in groups]), return_inverse=True)[1].reshape(-1)
+
+
 def bootstrap_macro_f1(gold: np.ndarray, pred: np.ndarray, groups, n_grades: int, resamples: int = 1000,
                        seed: int = 0, level: float = 0.95) -> dict:
     """A percentile interval of macro-F1 over `resamples` bootstrap samples of whole groups (e.g. queries: pairs of
     one query are not independent), drawn with replacement, seeded. Each resample's macro-F1 is computed exactly as
     macro_f1 does, from the summed per-group confusion counts."""
-    _, inv = np.unique(np.asarray([str(x) for x in groups]), return_inverse=True)
+    inv = group_index(groups)
     g, k = int(inv.max()) + 1 if len(inv) else 0, n_grades
     if g == 0:
         raise UserError("no rows to bootstrap; check the input file and --split")

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.core.metrics import UNPARSED, group_index
 
-def scores_of(probs: "np.ndarray | None", pred: np.ndarray, n_grades: int, unparsed: int = -1) -> np.ndarray:
+
+def scores_of(probs: "np.ndarray | None", pred: np.ndarray, n_grades: int, unparsed: int = UNPARSED) -> np.ndarray:
     """Higher = more relevant: expected relevance from probabilities (best grade first), else the predicted grade."""
     rel = np.arange(n_grades - 1, -1, -1, dtype=np.float64)
     if probs is not None:
@@ -74,7 +76,7 @@ def ranking_metrics(gold: np.ndarray, scores: np.ndarray, groups: "list | None",
 def per_query_ndcg(rel: np.ndarray, scores: np.ndarray, groups: list, k: int) -> tuple[np.ndarray, ...]:
     """For every query at once (one sort, no loop over queries): its tie-aware NDCG@k (ndcg_at), a random order's
     (every pair tied), and whether it has more than one gold grade (else its NDCG is meaningless)."""
-    _, inv = np.unique(np.asarray([str(q) for q in groups]), return_inverse=True)
+    inv = group_index(groups)
     if not len(inv):
         return np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
     n_q = int(inv.max()) + 1
